@@ -1,0 +1,152 @@
+"""One frozen settings object, read once from the environment.
+
+Every variable is listed in the README's configuration table; `Settings.from_env`
+is the only place that reads the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+
+class SettingsError(ValueError):
+    """A configuration variable holds a value that cannot be used."""
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not an integer") from None
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a number") from None
+
+
+def _fx_rates(raw: str) -> dict[str, Decimal]:
+    """Parse ``EUR=1.08,GBP=1.27`` (units of base currency per unit of the other)."""
+    rates: dict[str, Decimal] = {}
+    for part in filter(None, (p.strip() for p in raw.split(","))):
+        code, _, value = part.partition("=")
+        code = code.strip().upper()
+        try:
+            rate = Decimal(value.strip())
+        except ArithmeticError:
+            raise SettingsError(f"CVM_FX_RATES: {part!r} is not CODE=RATE") from None
+        if len(code) != 3 or not code.isalpha() or rate <= 0:
+            raise SettingsError(f"CVM_FX_RATES: {part!r} is not CODE=RATE with RATE > 0")
+        rates[code] = rate
+    return rates
+
+
+@dataclass(frozen=True)
+class Topics:
+    """Kafka topic names; every one can be renamed through the environment."""
+
+    purchases: str = "cvm.purchases"
+    service_contacts: str = "cvm.service-contacts"
+    campaign_touches: str = "cvm.campaign-touches"
+    alerts: str = "cvm.alerts"
+    winback: str = "cvm.winback"
+    dead_letter: str = "cvm.dead-letter"
+
+    @property
+    def inputs(self) -> tuple[str, str, str]:
+        return (self.purchases, self.service_contacts, self.campaign_touches)
+
+    @property
+    def outputs(self) -> tuple[str, str, str]:
+        return (self.alerts, self.winback, self.dead_letter)
+
+    def kind_of(self, topic: str) -> str:
+        """Return the event kind carried by an input topic."""
+        kinds = {
+            self.purchases: "purchase",
+            self.service_contacts: "service_contact",
+            self.campaign_touches: "campaign_touch",
+        }
+        try:
+            return kinds[topic]
+        except KeyError:
+            raise SettingsError(f"{topic!r} is not an input topic") from None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the worker, the CLI and the dev stack are configured with."""
+
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    app_id: str = "cvm"
+    topics: Topics = field(default_factory=Topics)
+    partitions: int = 4
+    web_host: str = "127.0.0.1"
+    web_port: int = 6066
+    data_dir: str = ".devstack/faust"
+    max_event_bytes: int = 65536
+    base_currency: str = "USD"
+    fx_rates: Mapping[str, Decimal] = field(default_factory=dict)
+    batch_size: int = 500
+    batch_within_ms: int = 50
+    default_margin_rate: float = 0.30
+    log_level: str = "info"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from ``env`` (default: ``os.environ``)."""
+        e = os.environ if env is None else env
+        topics = Topics(
+            purchases=e.get("CVM_TOPIC_PURCHASES", Topics.purchases),
+            service_contacts=e.get("CVM_TOPIC_SERVICE_CONTACTS", Topics.service_contacts),
+            campaign_touches=e.get("CVM_TOPIC_CAMPAIGN_TOUCHES", Topics.campaign_touches),
+            alerts=e.get("CVM_TOPIC_ALERTS", Topics.alerts),
+            winback=e.get("CVM_TOPIC_WINBACK", Topics.winback),
+            dead_letter=e.get("CVM_TOPIC_DEAD_LETTER", Topics.dead_letter),
+        )
+        settings = cls(
+            kafka_bootstrap_servers=e.get("KAFKA_BOOTSTRAP_SERVERS", cls.kafka_bootstrap_servers),
+            redis_url=e.get("REDIS_URL", cls.redis_url),
+            app_id=e.get("CVM_APP_ID", cls.app_id),
+            topics=topics,
+            partitions=_int(e, "CVM_PARTITIONS", cls.partitions),
+            web_host=e.get("CVM_WEB_HOST", cls.web_host),
+            web_port=_int(e, "CVM_WEB_PORT", cls.web_port),
+            data_dir=e.get("CVM_DATA_DIR", cls.data_dir),
+            max_event_bytes=_int(e, "CVM_MAX_EVENT_BYTES", cls.max_event_bytes),
+            base_currency=e.get("CVM_BASE_CURRENCY", cls.base_currency).upper(),
+            fx_rates=_fx_rates(e.get("CVM_FX_RATES", "")),
+            batch_size=_int(e, "CVM_BATCH_SIZE", cls.batch_size),
+            batch_within_ms=_int(e, "CVM_BATCH_WITHIN_MS", cls.batch_within_ms),
+            default_margin_rate=_float(e, "CVM_DEFAULT_MARGIN_RATE", cls.default_margin_rate),
+            log_level=e.get("CVM_LOG_LEVEL", cls.log_level),
+        )
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        """Raise `SettingsError` naming the first unusable value."""
+        if self.partitions < 1:
+            raise SettingsError(f"CVM_PARTITIONS={self.partitions} must be at least 1")
+        if not 0 <= self.default_margin_rate <= 1:
+            raise SettingsError(
+                f"CVM_DEFAULT_MARGIN_RATE={self.default_margin_rate} must be within 0..1"
+            )
+        if self.batch_size < 1:
+            raise SettingsError(f"CVM_BATCH_SIZE={self.batch_size} must be at least 1")
+        if self.max_event_bytes < 256:
+            raise SettingsError(f"CVM_MAX_EVENT_BYTES={self.max_event_bytes} is below 256")
+        if len(self.base_currency) != 3 or not self.base_currency.isalpha():
+            raise SettingsError(f"CVM_BASE_CURRENCY={self.base_currency!r} is not ISO 4217")
