@@ -1,0 +1,63 @@
+"""Builds the Faust app and its topics from settings; nothing else."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import faust
+from faust.types import TopicT
+
+from stream_app import codec
+from stream_app.settings import Settings
+
+
+@dataclass(frozen=True)
+class Channels:
+    """The app's topics: one channel over the three inputs, and each output."""
+
+    inputs: TopicT
+    alerts: TopicT
+    winback: TopicT
+    dead_letter: TopicT
+
+
+def broker_urls(bootstrap_servers: str) -> list[str]:
+    """Faust broker URLs from a Kafka bootstrap list.
+
+    >>> broker_urls("a:9092,b:9093")
+    ['kafka://a:9092', 'kafka://b:9093']
+    """
+    return [f"kafka://{host.strip()}" for host in bootstrap_servers.split(",") if host.strip()]
+
+
+def create_app(settings: Settings) -> tuple[faust.App, Channels]:
+    """A Faust app whose every topic uses the orjson codec (inputs are read raw)."""
+    codec.register()
+    app = faust.App(
+        settings.app_id,
+        broker=broker_urls(settings.kafka_bootstrap_servers),
+        store="memory://",
+        datadir=settings.data_dir,
+        key_serializer="raw",
+        value_serializer=codec.NAME,
+        topic_partitions=settings.partitions,
+        topic_allow_declare=False,
+        consumer_auto_offset_reset="earliest",
+        web_enabled=True,
+        web_bind=settings.web_host,
+        web_port=settings.web_port,
+        web_in_thread=False,
+        producer_acks=-1,
+        # Dead letters embed the original payload (base64): allow up to 4 MiB.
+        producer_max_request_size=4 * 1024 * 1024,
+    )
+    topics = settings.topics
+    channels = Channels(
+        # Inputs are decoded by the contract at the edge (orjson + JSON Schema), so
+        # a payload that is not even JSON reaches the dead-letter topic byte for byte.
+        inputs=app.topic(*topics.inputs, key_serializer="raw", value_serializer="raw"),
+        alerts=app.topic(topics.alerts, value_serializer=codec.NAME),
+        winback=app.topic(topics.winback, value_serializer=codec.NAME),
+        dead_letter=app.topic(topics.dead_letter, value_serializer=codec.NAME),
+    )
+    return app, channels

@@ -1,0 +1,198 @@
+"""The Redis hash of one customer: how a `CustomerState` is written and read.
+
+Public fields are plain strings a reader can use as they are: money as decimal
+strings in the base currency, counts as integers, times as RFC 3339 UTC with
+milliseconds. Fields starting with ``_`` are the engine's bookkeeping (applied
+offsets, the version used for compare-and-set, packed purchase days) and are
+not part of the stable interface.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from types import MappingProxyType
+from typing import Any
+
+from stream_app.domain.ledger import CONTACT_REASONS, TOUCH_ACTIONS, CustomerState
+
+VERSION = "_v"
+OFFSET_PREFIX = "_o:"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+_MONEY = (
+    ("revenue", "revenue_c"),
+    ("refunds", "returned_c"),
+    ("cost_of_goods", "cogs_c"),
+    ("cost_to_serve", "service_cost_c"),
+    ("marketing_cost", "marketing_cost_c"),
+)
+_COUNTS = (
+    ("orders", "orders"),
+    ("returns", "returns"),
+    ("cost_of_goods_estimated", "cogs_estimated"),
+    ("unresolved_contacts", "unresolved"),
+    ("_sentiment_sum_m", "sentiment_sum_m"),
+    ("_sentiment_n", "sentiment_n"),
+)
+_TIMES = (
+    ("first_purchase_at", "first_purchase"),
+    ("last_purchase_at", "last_purchase"),
+    ("first_event_at", "first_event"),
+    ("last_event_at", "last_event"),
+)
+
+
+def customer_key(customer_id: str, prefix: str = "cvm") -> str:
+    """Redis key of a customer's hash; the braces make the id a cluster hash tag.
+
+    >>> customer_key("C42")
+    'cvm:customer:{C42}'
+    """
+    return f"{prefix}:customer:{{{customer_id}}}"
+
+
+def format_money(cents: int) -> str:
+    """Format integer cents as a decimal string.
+
+    >>> format_money(-1205), format_money(7), format_money(100)
+    ('-12.05', '0.07', '1.00')
+    """
+    sign = "-" if cents < 0 else ""
+    whole, frac = divmod(abs(cents), 100)
+    return f"{sign}{whole}.{frac:02d}"
+
+
+def parse_money(text: str) -> int:
+    """Inverse of `format_money`.
+
+    >>> parse_money("-12.05"), parse_money("0.07")
+    (-1205, 7)
+    """
+    sign = -1 if text.startswith("-") else 1
+    whole, _, frac = text.lstrip("-").partition(".")
+    return sign * (int(whole) * 100 + int((frac + "00")[:2]))
+
+
+def format_time(ms: int) -> str:
+    """Format epoch milliseconds as RFC 3339 UTC with milliseconds.
+
+    >>> format_time(86_400_123)
+    '1970-01-02T00:00:00.123Z'
+    """
+    moment = _EPOCH + timedelta(milliseconds=ms)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+
+
+def parse_time(text: str) -> int:
+    """Inverse of `format_time`."""
+    delta = datetime.fromisoformat(text) - _EPOCH
+    return delta.days * 86_400_000 + delta.seconds * 1000 + delta.microseconds // 1000
+
+
+def pack_days(days: tuple[int, ...]) -> str:
+    """Pack sorted day numbers as the first day and then deltas, comma separated.
+
+    >>> pack_days((20000, 20003, 20010))
+    '20000,3,7'
+    >>> unpack_days(pack_days((20000, 20003, 20010)))
+    (20000, 20003, 20010)
+    """
+    if not days:
+        return ""
+    parts = [str(days[0])]
+    parts.extend(str(b - a) for a, b in zip(days, days[1:], strict=False))
+    return ",".join(parts)
+
+
+def unpack_days(text: str) -> tuple[int, ...]:
+    """Inverse of `pack_days`."""
+    if not text:
+        return ()
+    days: list[int] = []
+    total = 0
+    for i, part in enumerate(text.split(",")):
+        total = int(part) if i == 0 else total + int(part)
+        days.append(total)
+    return tuple(days)
+
+
+def to_fields(state: CustomerState) -> dict[str, str]:
+    """Every hash field of a customer's state (bookkeeping fields included)."""
+    fields: dict[str, str] = {"customer_id": state.customer_id}
+    for name, attr in _MONEY:
+        fields[name] = format_money(getattr(state, attr))
+    fields["gross_margin"] = format_money(state.gross_margin_c)
+    fields["net_contribution"] = format_money(state.net_contribution_c)
+    for name, attr in _COUNTS:
+        fields[name] = str(getattr(state, attr))
+    fields["contacts"] = str(state.contacts_total)
+    for reason, n in state.contacts.items():
+        fields[f"contacts.{reason}"] = str(n)
+    for action, n in state.touches.items():
+        fields[f"touches.{action}"] = str(n)
+    for name, attr in _TIMES:
+        value = getattr(state, attr)
+        if value is not None:
+            fields[name] = format_time(value)
+    if state.acquisition_channel is not None:
+        fields["acquisition_channel"] = state.acquisition_channel
+    fields["repeat_purchases"] = str(state.repeat_purchases)
+    fields["_days"] = pack_days(state.purchase_days)
+    for topic, offset in state.offsets.items():
+        fields[f"{OFFSET_PREFIX}{topic}"] = str(offset)
+    return fields
+
+
+def from_fields(customer_id: str, fields: Mapping[str, str]) -> CustomerState:
+    """Rebuild a state from its hash fields; an empty hash is a new customer."""
+    if not fields:
+        return CustomerState(customer_id)
+    values: dict[str, Any] = {"customer_id": customer_id}
+    for name, attr in _MONEY:
+        values[attr] = parse_money(fields.get(name, "0.00"))
+    for name, attr in _COUNTS:
+        values[attr] = int(fields.get(name, "0"))
+    for name, attr in _TIMES:
+        raw = fields.get(name)
+        values[attr] = None if raw is None else parse_time(raw)
+    values["acquisition_channel"] = fields.get("acquisition_channel")
+    values["purchase_days"] = unpack_days(fields.get("_days", ""))
+    contacts: dict[str, int] = {}
+    touches: dict[str, int] = {}
+    offsets: dict[str, int] = {}
+    for name, raw in fields.items():
+        if name.startswith("contacts."):
+            contacts[name[len("contacts.") :]] = int(raw)
+        elif name.startswith("touches."):
+            touches[name[len("touches.") :]] = int(raw)
+        elif name.startswith(OFFSET_PREFIX):
+            offsets[name[len(OFFSET_PREFIX) :]] = int(raw)
+    values["contacts"] = MappingProxyType(contacts)
+    values["touches"] = MappingProxyType(touches)
+    values["offsets"] = MappingProxyType(offsets)
+    return CustomerState(**values)
+
+
+def public_view(fields: Mapping[str, str]) -> dict[str, Any]:
+    """The record as a reader sees it: typed values, no bookkeeping fields."""
+    view: dict[str, Any] = {}
+    contacts: dict[str, int] = {reason: 0 for reason in CONTACT_REASONS}
+    touches: dict[str, int] = {action: 0 for action in TOUCH_ACTIONS}
+    money = {name for name, _ in _MONEY} | {"gross_margin", "net_contribution"}
+    for name, raw in sorted(fields.items()):
+        if name.startswith("_"):
+            continue
+        if name.startswith("contacts."):
+            contacts[name[len("contacts.") :]] = int(raw)
+        elif name.startswith("touches."):
+            touches[name[len("touches.") :]] = int(raw)
+        elif name in money:
+            view[name] = float(raw)
+        elif raw.lstrip("-").isdigit():
+            view[name] = int(raw)
+        else:
+            view[name] = raw
+    view["contacts_by_reason"] = contacts
+    view["touches_by_action"] = touches
+    return view

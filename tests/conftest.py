@@ -1,0 +1,225 @@
+"""Fixtures over the real Kafka broker and Redis server of the dev stack.
+
+The stack is started once per session by ``scripts/devstack up`` (which reuses
+servers that already answer). Each test gets its own topics, consumer group and
+Redis database contents, so tests do not see each other's data.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import redis
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from stream_app.settings import Settings, Topics
+
+ROOT = Path(__file__).resolve().parents[1]
+TEST_REDIS_DB = 9
+
+
+@pytest.fixture(scope="session")
+def stack() -> Settings:
+    """Start (or reuse) the dev stack once per session."""
+    subprocess.run([str(ROOT / "scripts" / "devstack"), "up"], check=True, cwd=ROOT)
+    return Settings.from_env()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment variables that reproduce `settings` in a subprocess."""
+    t = settings.topics
+    return {
+        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+        "REDIS_URL": settings.redis_url,
+        "CVM_APP_ID": settings.app_id,
+        "CVM_PARTITIONS": str(settings.partitions),
+        "CVM_WEB_PORT": str(settings.web_port),
+        "CVM_WEB_HOST": settings.web_host,
+        "CVM_DATA_DIR": settings.data_dir,
+        "CVM_TOPIC_PURCHASES": t.purchases,
+        "CVM_TOPIC_SERVICE_CONTACTS": t.service_contacts,
+        "CVM_TOPIC_CAMPAIGN_TOUCHES": t.campaign_touches,
+        "CVM_TOPIC_ALERTS": t.alerts,
+        "CVM_TOPIC_WINBACK": t.winback,
+        "CVM_TOPIC_DEAD_LETTER": t.dead_letter,
+        "CVM_BATCH_SIZE": str(settings.batch_size),
+        "CVM_LOG_LEVEL": "info",
+    }
+
+
+@pytest.fixture
+def settings(stack: Settings, tmp_path: Path) -> Iterator[Settings]:
+    """Fresh topics, consumer group and Redis database for one test."""
+    run = uuid.uuid4().hex[:8]
+    base = stack.redis_url.rsplit("/", 1)[0]
+    s = Settings(
+        kafka_bootstrap_servers=stack.kafka_bootstrap_servers,
+        redis_url=f"{base}/{TEST_REDIS_DB}",
+        app_id=f"cvm-test-{run}",
+        topics=Topics(*(f"t{run}.{name}" for name in (
+            "purchases", "service-contacts", "campaign-touches",
+            "alerts", "winback", "dead-letter",
+        ))),
+        partitions=4,
+        web_port=free_port(),
+        data_dir=str(tmp_path / "faust"),
+    )
+    admin = AdminClient({"bootstrap.servers": s.kafka_bootstrap_servers})
+    names = [*s.topics.inputs, *s.topics.outputs]
+    futures = admin.create_topics([
+        NewTopic(n, s.partitions, 1, config={"max.message.bytes": str(4 << 20)}) for n in names
+    ])
+    for future in futures.values():
+        future.result(timeout=30)
+    client = redis.Redis.from_url(s.redis_url)
+    client.flushdb()
+    yield s
+    client.flushdb()
+    client.close()
+    admin.delete_topics(names)
+
+
+def publish(settings: Settings, messages: Iterable[tuple[str, bytes | None, bytes]]) -> int:
+    """Publish (topic, key, value) triples and wait for every delivery."""
+    producer = Producer({
+        "bootstrap.servers": settings.kafka_bootstrap_servers,
+        "enable.idempotence": True,
+        "linger.ms": 5,
+    })
+    failures: list[Any] = []
+
+    def on_delivery(err: Any, _msg: Any) -> None:
+        if err is not None:
+            failures.append(err)
+
+    n = 0
+    for topic, key, value in messages:
+        producer.produce(topic, key=key, value=value, on_delivery=on_delivery)
+        producer.poll(0)
+        n += 1
+    producer.flush(60)
+    assert not failures, failures
+    return n
+
+
+def consume_all(settings: Settings, topic: str, expected: int, deadline_s: float = 90) -> list[Any]:
+    """Read `topic` from the start until `expected` messages arrived or the deadline."""
+    consumer = Consumer({
+        "bootstrap.servers": settings.kafka_bootstrap_servers,
+        "group.id": f"reader-{uuid.uuid4().hex[:8]}",
+        "auto.offset.reset": "earliest",
+        "enable.auto.commit": False,
+    })
+    consumer.subscribe([topic])
+    out: list[Any] = []
+    end = time.monotonic() + deadline_s
+    try:
+        while len(out) < expected and time.monotonic() < end:
+            msg = consumer.poll(0.5)
+            if msg is None or msg.error():
+                continue
+            out.append(msg)
+    finally:
+        consumer.close()
+    return out
+
+
+def wait_until(check: Callable[[], bool], deadline_s: float = 120, every: float = 0.5) -> bool:
+    """Poll `check` until it holds or the deadline passes; returns the last result."""
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        if check():
+            return True
+        time.sleep(every)
+    return check()
+
+
+class WorkerProcess:
+    """A real ``cvm worker`` in a subprocess."""
+
+    def __init__(self, settings: Settings, log_path: Path) -> None:
+        self.settings = settings
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = {**os.environ, **settings_env(self.settings)}
+        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "stream_app.cli", "worker"],
+            env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            cwd=ROOT, start_new_session=True,
+        )
+        log.close()
+        url = f"http://{self.settings.web_host}:{self.settings.web_port}/healthz"
+
+        def healthy() -> bool:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"worker exited early:\n{self.log_tail()}")
+            try:
+                with urllib.request.urlopen(url, timeout=1) as r:
+                    return bool(r.status == 200)
+            except OSError:
+                return False
+
+        if not wait_until(healthy, deadline_s=90):
+            raise RuntimeError(f"worker did not come up:\n{self.log_tail()}")
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=30)
+        self.proc = None
+
+    def stop(self) -> None:
+        self.kill(signal.SIGTERM)
+
+    def log_tail(self, n: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return "(no log)"
+
+
+@pytest.fixture
+def worker(settings: Settings, tmp_path: Path) -> Iterator[WorkerProcess]:
+    """A started worker for the test's settings, stopped afterwards."""
+    w = WorkerProcess(settings, tmp_path / "worker.log")
+    w.start()
+    yield w
+    w.stop()
+
+
+def http_json(settings: Settings, path: str) -> tuple[int, Any]:
+    """GET a path of the worker's web server; returns (status, decoded JSON)."""
+    url = f"http://{settings.web_host}:{settings.web_port}{path}"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.status, orjson.loads(r.read())
+    except urllib.error.HTTPError as err:
+        return err.code, orjson.loads(err.read())
