@@ -41,7 +41,6 @@ def create_app(settings: Settings) -> tuple[faust.App, Channels]:
         key_serializer="raw",
         value_serializer=codec.NAME,
         topic_partitions=settings.partitions,
-        topic_allow_declare=False,
         consumer_auto_offset_reset="earliest",
         web_enabled=True,
         web_bind=settings.web_host,

@@ -18,8 +18,11 @@ from typing import Any, Protocol
 from stream_app.contract import Contract, InvalidEvent
 from stream_app.domain.events import Event, InvalidEventValue, Source, from_message
 from stream_app.domain.ledger import CustomerState, apply_event
+from stream_app.domain.rollups import Increment, campaign_increments
+from stream_app.domain.valuation import ValueModel, history, value_many
+from stream_app.planner import Cuts, plan
 from stream_app.settings import Settings
-from stream_app.store.customers import CustomerStore, Loaded, StoreError
+from stream_app.store.customers import Change, CustomerStore, Loaded, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +40,14 @@ class RawRecord:
     offset: int
     key: bytes | None
     value: bytes | None
+
+
+@dataclass
+class LiveModel:
+    """The value model and population cut points a worker currently uses."""
+
+    model: ValueModel = field(default_factory=ValueModel)
+    cuts: Cuts = field(default_factory=Cuts)
 
 
 class DeadLetterSink(Protocol):
@@ -98,9 +109,11 @@ class Ingestor:
         dead_letters: DeadLetterSink,
         contract: Contract | None = None,
         clock: Callable[[], str] = utc_now_iso,
+        live: LiveModel | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
+        self.live = live or LiveModel()
         self.dead_letters = dead_letters
         self.contract = contract or Contract(settings.max_event_bytes)
         self.clock = clock
@@ -125,11 +138,13 @@ class Ingestor:
         now = self.clock()
         events: list[tuple[Event, Source]] = []
         applied: dict[tuple[str, int], int] = {}
+        watermarks: dict[tuple[str, int], int] = {}
         for record in records:
             tp = (record.topic, record.partition)
             applied[tp] = max(applied.get(tp, -1), record.offset)
             try:
                 event = self.decode(record)
+                watermarks[tp] = max(watermarks.get(tp, event.occurred_at), event.occurred_at)
             except (InvalidEvent, InvalidEventValue) as exc:
                 await self.dead_letters.send(
                     record.key, dead_letter_message(record, exc.error_code, exc.reason, now)
@@ -143,16 +158,14 @@ class Ingestor:
         pending = events
         for _attempt in range(MAX_COMMIT_ATTEMPTS):
             loaded = await self.store.load_many(e.customer_id for e, _ in pending)
-            changed, counts = self._apply(loaded, pending)
-            conflicts = await self.store.commit(
-                changed, applied, extra={cid: {"updated_at": now} for cid in changed}
-            )
+            changes, counts = self._apply(loaded, pending, now)
+            conflicts = await self.store.commit(changes, applied, watermarks)
             lost = set(conflicts)
             for cid, (applied_n, duplicates) in counts.items():
                 if cid not in lost:
                     result.applied += applied_n
                     result.duplicates += duplicates
-            result.customers += len(changed) - len(lost)
+            result.customers += len(changes) - len(lost)
             if not lost:
                 return result
             result.conflicts += len(lost)
@@ -161,11 +174,12 @@ class Ingestor:
         raise StoreError(f"gave up after {MAX_COMMIT_ATTEMPTS} compare-and-set conflicts")
 
     def _apply(
-        self, loaded: dict[str, Loaded], events: list[tuple[Event, Source]]
-    ) -> tuple[dict[str, tuple[CustomerState, str]], dict[str, tuple[int, int]]]:
-        """Apply events in order; return changed states and (applied, duplicate) counts."""
+        self, loaded: dict[str, Loaded], events: list[tuple[Event, Source]], now: str
+    ) -> tuple[list[Change], dict[str, tuple[int, int]]]:
+        """Apply events in order; return the changes and (applied, duplicate) counts."""
         states = {cid: entry.state for cid, entry in loaded.items()}
         counts: dict[str, tuple[int, int]] = {}
+        increments: dict[str, list[Increment]] = {}
         margin = self.settings.default_margin_rate
         for event, source in events:
             cid = event.customer_id
@@ -175,9 +189,50 @@ class Ingestor:
             if after is before:
                 counts[cid] = (applied_n, duplicates + 1)
                 continue
+            increments.setdefault(cid, []).extend(campaign_increments(before, event, margin))
             states[cid] = after
             counts[cid] = (applied_n + 1, duplicates)
-        changed = {
-            cid: (states[cid], loaded[cid].version) for cid, (n, _) in counts.items() if n > 0
-        }
-        return changed, counts
+        changed = [states[cid] for cid, (n, _) in counts.items() if n > 0]
+        return self.plan(loaded, changed, increments, now), counts
+
+    def plan(
+        self,
+        loaded: dict[str, Loaded],
+        changed: list[CustomerState],
+        increments: dict[str, list[Increment]],
+        now: str,
+    ) -> list[Change]:
+        """Value the changed customers (vectorised) and build their store changes.
+
+        Each customer is valued as of their own latest event, so the stored
+        values do not depend on how events were batched; lookups revalue at the
+        engine's watermark.
+        """
+        live = self.live
+        horizon = float(self.settings.horizon_days)
+        valued: list[CustomerState] = []
+        histories = []
+        for state in changed:
+            h = history(state, state.last_event or 0, live.model.default_margin_rate)
+            if h is not None:
+                valued.append(state)
+                histories.append(h)
+        as_of = [s.last_event or 0 for s in valued]
+        by_id = dict(zip(
+            (s.customer_id for s in valued),
+            value_many(live.model, histories, horizon, as_of),
+            strict=True,
+        ))
+        extra = {"updated_at": now}
+        return [
+            plan(
+                self.store.keys,
+                loaded[s.customer_id],
+                s,
+                by_id.get(s.customer_id),
+                live.cuts,
+                increments.get(s.customer_id, ()),
+                extra,
+            )
+            for s in changed
+        ]

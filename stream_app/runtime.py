@@ -7,9 +7,12 @@ from typing import Any
 from faust.types import TopicT
 from redis.asyncio import Redis
 
-from stream_app.pipeline import Ingestor
+from stream_app.domain.valuation import ValueModel
+from stream_app.models import load_cuts, load_model
+from stream_app.pipeline import Ingestor, LiveModel
 from stream_app.settings import Settings
 from stream_app.store.customers import CustomerStore
+from stream_app.store.keys import Keys
 
 
 class TopicDeadLetters:
@@ -31,6 +34,13 @@ class Runtime:
         self._dead_letter = dead_letter
         self._redis: Redis | None = None
         self._ingestor: Ingestor | None = None
+        self.keys = Keys()
+        self.live = LiveModel(
+            model=ValueModel(
+                annual_discount_rate=settings.annual_discount_rate,
+                default_margin_rate=settings.default_margin_rate,
+            )
+        )
 
     @property
     def redis(self) -> Redis:
@@ -45,9 +55,19 @@ class Runtime:
     @property
     def ingestor(self) -> Ingestor:
         if self._ingestor is None:
-            store = CustomerStore(self.redis)
-            self._ingestor = Ingestor(self.settings, store, TopicDeadLetters(self._dead_letter))
+            store = CustomerStore(self.redis, self.keys)
+            self._ingestor = Ingestor(
+                self.settings, store, TopicDeadLetters(self._dead_letter), live=self.live
+            )
         return self._ingestor
+
+    async def refresh(self) -> bool:
+        """Load the newest model and cut points; True if the model version changed."""
+        model = await load_model(self.redis, self.keys, self.settings)
+        changed = model.version != self.live.model.version
+        self.live.model = model
+        self.live.cuts = await load_cuts(self.redis, self.keys)
+        return changed
 
     async def close(self) -> None:
         if self._redis is not None:

@@ -102,6 +102,11 @@ class Settings:
     batch_size: int = 500
     batch_within_ms: int = 50
     default_margin_rate: float = 0.30
+    annual_discount_rate: float = 0.10
+    horizon_days: int = 365
+    fit_interval_s: float = 300.0
+    refresh_interval_s: float = 5.0
+    wall_clock_watermark: bool = False
     log_level: str = "info"
 
     @classmethod
@@ -131,6 +136,12 @@ class Settings:
             batch_size=_int(e, "CVM_BATCH_SIZE", cls.batch_size),
             batch_within_ms=_int(e, "CVM_BATCH_WITHIN_MS", cls.batch_within_ms),
             default_margin_rate=_float(e, "CVM_DEFAULT_MARGIN_RATE", cls.default_margin_rate),
+            annual_discount_rate=_float(e, "CVM_ANNUAL_DISCOUNT_RATE", cls.annual_discount_rate),
+            horizon_days=_int(e, "CVM_HORIZON_DAYS", cls.horizon_days),
+            fit_interval_s=_float(e, "CVM_FIT_INTERVAL_S", cls.fit_interval_s),
+            refresh_interval_s=_float(e, "CVM_REFRESH_INTERVAL_S", cls.refresh_interval_s),
+            wall_clock_watermark=e.get("CVM_WALL_CLOCK_WATERMARK", "0").lower()
+            in ("1", "true", "yes"),
             log_level=e.get("CVM_LOG_LEVEL", cls.log_level),
         )
         settings.check()

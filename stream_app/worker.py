@@ -5,7 +5,7 @@ from __future__ import annotations
 import faust
 
 from stream_app import web
-from stream_app.agents import ingest
+from stream_app.agents import ingest, valuation
 from stream_app.app import create_app
 from stream_app.runtime import Runtime
 from stream_app.settings import Settings
@@ -16,6 +16,7 @@ def build(settings: Settings) -> tuple[faust.App, Runtime]:
     app, channels = create_app(settings)
     runtime = Runtime(settings, channels.dead_letter)
     ingest.register(app, channels, runtime)
+    valuation.register(app, runtime)
     web.register(app, runtime)
     return app, runtime
 

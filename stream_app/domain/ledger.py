@@ -79,6 +79,8 @@ class CustomerState:
     first_event: int | None = None
     last_event: int | None = None
     acquisition_channel: str | None = None
+    last_click_campaign: str | None = None
+    last_click_at: int | None = None
     purchase_days: tuple[int, ...] = ()
     offsets: MappingProxyType[str, int] = field(default_factory=lambda: _EMPTY)
 
@@ -159,12 +161,20 @@ def _apply_contact(state: CustomerState, c: ServiceContact) -> CustomerState:
     )
 
 
+CLICK_ACTIONS: Final = ("clicked", "converted")
+
+
 def _apply_touch(state: CustomerState, t: CampaignTouch) -> CustomerState:
-    return replace(
+    new = replace(
         state,
         marketing_cost_c=state.marketing_cost_c + t.cost_c,
         touches=_bump(state.touches, t.action),
     )
+    if t.action in CLICK_ACTIONS and (
+        state.last_click_at is None or t.occurred_at >= state.last_click_at
+    ):
+        new = replace(new, last_click_campaign=t.campaign_id, last_click_at=t.occurred_at)
+    return new
 
 
 def apply_event(

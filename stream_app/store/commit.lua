@@ -1,45 +1,72 @@
--- Write a batch of customer states with compare-and-set, then the applied offsets.
+-- Write a batch of customer changes atomically, each with compare-and-set.
 --
--- KEYS[1]       the applied-offsets hash (field "topic/partition" -> last applied offset)
--- KEYS[2..n+1]  customer hashes
--- ARGV[1]       number of offset pairs m, followed by m pairs (field, offset)
--- then, per customer key in order: expected version ("" for a new customer),
--- number of field pairs f, then f pairs (field, value), then the number of
--- ranking entries z, then z pairs (sorted-set key, score) for this customer's
--- member (its id, stored as field "customer_id").
+-- KEYS[1]       applied offsets hash   (field "topic/partition" -> last applied offset)
+-- KEYS[2]       watermarks hash        (field "topic/partition" -> max event time, ms)
+-- KEYS[3..]     customer hashes, one per change
+-- ARGV[1]       m, then m pairs (field, offset)      -- only ever move forward
+-- then          w, then w pairs (field, event ms)    -- only ever move forward
+-- then, per customer key in order:
+--   expected version ("" for a new customer),
+--   f, then f pairs (field, value)                   -- HSET on the customer hash
+--   z, then z pairs (sorted-set key, score)          -- ZADD of the customer id
+--   d, then d triples (hash key, field, delta)       -- HINCRBY, e.g. roll-ups, histograms
 --
 -- A customer whose stored version differs from the expected one was written by
--- someone else since it was read (a zombie owner during a rebalance): it is not
--- written, its index is returned, and the offsets are not advanced, so the
--- caller reloads it and tries again. Offsets only ever move forward.
-local m = tonumber(ARGV[1])
-local pos = 2 + 2 * m
+-- someone else since it was read (a zombie owner during a rebalance, or the
+-- rescorer): nothing of its change is applied, its index (1-based) is returned,
+-- and the offsets and watermarks are left alone so the caller reloads it and
+-- tries again. Everything in one call is atomic: a crash leaves all or nothing.
+local pos = 1
+local m = tonumber(ARGV[pos])
+local offsets_at = pos + 1
+pos = pos + 1 + 2 * m
+local w = tonumber(ARGV[pos])
+local marks_at = pos + 1
+pos = pos + 1 + 2 * w
 local conflicts = {}
-for i = 2, #KEYS do
+for i = 3, #KEYS do
+  local key = KEYS[i]
   local expected = ARGV[pos]
   local f = tonumber(ARGV[pos + 1])
-  pos = pos + 2
-  local z = tonumber(ARGV[pos + 2 * f])
-  local current = redis.call('HGET', KEYS[i], '_v') or ''
+  local fields_at = pos + 2
+  pos = fields_at + 2 * f
+  local z = tonumber(ARGV[pos])
+  local ranks_at = pos + 1
+  pos = ranks_at + 2 * z
+  local d = tonumber(ARGV[pos])
+  local incr_at = pos + 1
+  pos = incr_at + 3 * d
+  local current = redis.call('HGET', key, '_v') or ''
   if current == expected then
-    redis.call('HSET', KEYS[i], unpack(ARGV, pos, pos + 2 * f - 1))
-    local member = redis.call('HGET', KEYS[i], 'customer_id')
+    if f > 0 then
+      redis.call('HSET', key, unpack(ARGV, fields_at, fields_at + 2 * f - 1))
+    end
+    local member = redis.call('HGET', key, 'customer_id')
     for k = 0, z - 1 do
-      local at = pos + 2 * f + 1 + 2 * k
-      redis.call('ZADD', ARGV[at], ARGV[at + 1], member)
+      redis.call('ZADD', ARGV[ranks_at + 2 * k], ARGV[ranks_at + 2 * k + 1], member)
+    end
+    for k = 0, d - 1 do
+      local at = incr_at + 3 * k
+      redis.call('HINCRBY', ARGV[at], ARGV[at + 1], ARGV[at + 2])
     end
   else
-    conflicts[#conflicts + 1] = i - 1
+    conflicts[#conflicts + 1] = i - 2
   end
-  pos = pos + 2 * f + 1 + 2 * z
 end
 if #conflicts == 0 then
   for j = 0, m - 1 do
-    local field = ARGV[2 + 2 * j]
-    local offset = tonumber(ARGV[3 + 2 * j])
-    local stored = tonumber(redis.call('HGET', KEYS[1], field) or '-1')
-    if offset > stored then
-      redis.call('HSET', KEYS[1], field, offset)
+    local field = ARGV[offsets_at + 2 * j]
+    local value = tonumber(ARGV[offsets_at + 2 * j + 1])
+    if value > tonumber(redis.call('HGET', KEYS[1], field) or '-1') then
+      redis.call('HSET', KEYS[1], field, value)
+    end
+  end
+  for j = 0, w - 1 do
+    local field = ARGV[marks_at + 2 * j]
+    local value = tonumber(ARGV[marks_at + 2 * j + 1])
+    local stored = redis.call('HGET', KEYS[2], field)
+    if stored == false or value > tonumber(stored) then
+      redis.call('HSET', KEYS[2], field, value)
     end
   end
 end

@@ -35,6 +35,12 @@ _COUNTS = (
     ("_sentiment_sum_m", "sentiment_sum_m"),
     ("_sentiment_n", "sentiment_n"),
 )
+_FLOATS = frozenset(
+    {"p_alive", "expected_purchases", "expected_spend", "clv", "value_at_risk"}
+)
+_TEXT = frozenset(
+    {"customer_id", "acquisition_channel", "last_click_campaign", "rfm", "rfm_segment"}
+)
 _TIMES = (
     ("first_purchase_at", "first_purchase"),
     ("last_purchase_at", "last_purchase"),
@@ -137,6 +143,9 @@ def to_fields(state: CustomerState) -> dict[str, str]:
             fields[name] = format_time(value)
     if state.acquisition_channel is not None:
         fields["acquisition_channel"] = state.acquisition_channel
+    if state.last_click_campaign is not None and state.last_click_at is not None:
+        fields["last_click_campaign"] = state.last_click_campaign
+        fields["last_click_at"] = format_time(state.last_click_at)
     fields["repeat_purchases"] = str(state.repeat_purchases)
     fields["_days"] = pack_days(state.purchase_days)
     for topic, offset in state.offsets.items():
@@ -157,6 +166,9 @@ def from_fields(customer_id: str, fields: Mapping[str, str]) -> CustomerState:
         raw = fields.get(name)
         values[attr] = None if raw is None else parse_time(raw)
     values["acquisition_channel"] = fields.get("acquisition_channel")
+    values["last_click_campaign"] = fields.get("last_click_campaign")
+    click = fields.get("last_click_at")
+    values["last_click_at"] = None if click is None else parse_time(click)
     values["purchase_days"] = unpack_days(fields.get("_days", ""))
     contacts: dict[str, int] = {}
     touches: dict[str, int] = {}
@@ -179,7 +191,7 @@ def public_view(fields: Mapping[str, str]) -> dict[str, Any]:
     view: dict[str, Any] = {}
     contacts: dict[str, int] = {reason: 0 for reason in CONTACT_REASONS}
     touches: dict[str, int] = {action: 0 for action in TOUCH_ACTIONS}
-    money = {name for name, _ in _MONEY} | {"gross_margin", "net_contribution"}
+    money = {name for name, _ in _MONEY} | {"gross_margin", "net_contribution"} | _FLOATS
     for name, raw in sorted(fields.items()):
         if name.startswith("_"):
             continue
@@ -189,7 +201,7 @@ def public_view(fields: Mapping[str, str]) -> dict[str, Any]:
             touches[name[len("touches.") :]] = int(raw)
         elif name in money:
             view[name] = float(raw)
-        elif raw.lstrip("-").isdigit():
+        elif name not in _TEXT and raw.lstrip("-").isdigit():
             view[name] = int(raw)
         else:
             view[name] = raw

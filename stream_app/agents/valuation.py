@@ -1,0 +1,38 @@
+"""Timers of the value model: refresh on every worker, fit and rescore on the leader."""
+
+from __future__ import annotations
+
+import logging
+
+import faust
+
+from stream_app.models import FitError, fit_and_store
+from stream_app.rescore import rescore_all
+from stream_app.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+def register(app: faust.App, runtime: Runtime) -> None:
+    """Attach the model timers to `app`."""
+    settings = runtime.settings
+
+    @app.timer(interval=settings.refresh_interval_s)
+    async def refresh_model() -> None:
+        await runtime.refresh()
+
+    @app.timer(interval=settings.fit_interval_s, on_leader=True)
+    async def fit_model() -> None:
+        await fit_now(runtime)
+
+
+async def fit_now(runtime: Runtime, as_of: int | None = None) -> dict[str, object] | None:
+    """Fit, store, load and rescore; returns the stored model or None if not fittable."""
+    try:
+        doc = await fit_and_store(runtime.redis, runtime.keys, runtime.settings, as_of)
+    except FitError as exc:
+        log.info("value model not refitted: %s", exc)
+        return None
+    await runtime.refresh()
+    await rescore_all(runtime.ingestor)
+    return doc

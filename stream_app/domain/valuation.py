@@ -1,0 +1,211 @@
+"""A customer's predicted value: BG/NBD and Gamma-Gamma applied to the ledger.
+
+Inputs come from the ledger's sufficient statistics, in days of event time:
+``x`` repeat purchase days, ``t_x`` days from first to last purchase day,
+``T`` days from the first purchase day to the as-of time, and the mean spend
+per purchase day (Gamma-Gamma with ``spend_basis="all"``: every purchase day
+informs the spend estimate, the first one included).
+
+CLV is linear in the margin rate and in the cost to serve, so a batch of
+customers is valued with two vectorised calls (expected discounted revenue and
+expected discounted alive-days) and each customer's own margin rate and cost to
+serve per day are applied afterwards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from stream_app.domain import clv
+from stream_app.domain.clv import BgNbdParams, FitResult, GammaGammaParams
+from stream_app.domain.events import MS_PER_DAY
+from stream_app.domain.ledger import CustomerState
+
+#: Tenure floor when turning cost to serve to date into a daily rate.
+MIN_TENURE_DAYS = 30.0
+#: Parameters used until the first fit: a typical retailer, rates per day.
+PRIOR_BG = BgNbdParams(r=0.25, alpha=10.0, a=0.8, b=2.5)
+PRIOR_GG = GammaGammaParams(p=6.0, q=4.0, v=25.0)
+
+
+@dataclass(frozen=True, slots=True)
+class ValueModel:
+    """Fitted population parameters plus the business assumptions of CLV."""
+
+    bg: BgNbdParams = PRIOR_BG
+    gg: GammaGammaParams = PRIOR_GG
+    version: int = 0
+    annual_discount_rate: float = 0.10
+    default_margin_rate: float = 0.30
+    step_days: float = 7.0
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    """The sufficient statistics of one customer at an as-of time (days)."""
+
+    x: float
+    t_x: float
+    T: float
+    mean_spend: float
+    margin_rate: float
+    cost_per_day: float
+
+
+@dataclass(frozen=True, slots=True)
+class Valuation:
+    """Predicted value of one customer over a horizon from an as-of time."""
+
+    as_of: int
+    horizon_days: float
+    p_alive: float
+    expected_purchases: float
+    expected_spend: float
+    clv: float
+    margin_rate: float
+    cost_to_serve_per_day: float
+    model_version: int
+
+    @property
+    def value_at_risk(self) -> float:
+        """Value the customer would bring if alive, times the chance they are gone.
+
+        ``clv / p_alive`` is the expected value given the customer is alive, since
+        every term of CLV is weighted by being alive. The churn model, where it
+        exists, replaces ``1 - p_alive`` with its own probability.
+        """
+        if self.clv <= 0:
+            return 0.0
+        return self.clv / max(self.p_alive, 1e-3) * (1.0 - self.p_alive)
+
+
+def history(state: CustomerState, as_of: int, default_margin_rate: float) -> History | None:
+    """Sufficient statistics at `as_of` (ms); None for a customer with no order yet.
+
+    >>> from stream_app.domain.ledger import CustomerState
+    >>> s = CustomerState("C1", orders=3, revenue_c=9000, cogs_c=6000,
+    ...                   purchase_days=(10, 12, 20), first_event=10 * 86_400_000)
+    >>> h = history(s, 30 * 86_400_000, 0.3)
+    >>> (h.x, h.t_x, h.T, h.mean_spend, round(h.margin_rate, 3))
+    (2.0, 10.0, 20.0, 30.0, 0.333)
+    """
+    days = state.purchase_days
+    if not days or state.revenue_c <= 0:
+        return None
+    as_of_day = as_of / MS_PER_DAY
+    first = float(days[0])
+    T = max(as_of_day - first, float(days[-1]) - first)
+    net_revenue = state.revenue_c - state.returned_c
+    margin_rate = 0.0
+    if net_revenue > 0:
+        margin_rate = min(max(state.gross_margin_c / net_revenue, 0.0), 1.0)
+    # Refunds lower the value of each future purchase day as they lowered past ones.
+    mean_spend = max(net_revenue, 0) / 100 / len(days)
+    start = state.first_event if state.first_event is not None else days[0] * MS_PER_DAY
+    tenure = max((as_of - start) / MS_PER_DAY, MIN_TENURE_DAYS)
+    return History(
+        x=float(len(days) - 1),
+        t_x=float(days[-1]) - first,
+        T=T,
+        mean_spend=mean_spend,
+        margin_rate=margin_rate,
+        cost_per_day=state.service_cost_c / 100 / tenure,
+    )
+
+
+def value_many(
+    model: ValueModel,
+    histories: Sequence[History],
+    horizon_days: float,
+    as_of: Sequence[int],
+) -> list[Valuation]:
+    """Value many customers at once (vectorised over customers)."""
+    if not histories:
+        return []
+    x = np.array([h.x for h in histories])
+    t_x = np.array([h.t_x for h in histories])
+    T = np.array([h.T for h in histories])
+    spend = np.array([h.mean_spend for h in histories])
+    alive = np.atleast_1d(clv.p_alive(model.bg, x, t_x, T))
+    purchases = np.atleast_1d(clv.expected_purchases(model.bg, horizon_days, x, t_x, T))
+    exp_spend = np.atleast_1d(clv.expected_spend(model.gg, x, spend, spend_basis="all"))
+    revenue = np.atleast_1d(
+        clv.clv(model.bg, model.gg, x, t_x, T, spend, horizon_days, 1.0,
+                model.annual_discount_rate, 0.0, model.step_days, spend_basis="all")
+    )
+    alive_days = np.atleast_1d(
+        clv.clv(model.bg, model.gg, x, t_x, T, spend, horizon_days, 0.0,
+                model.annual_discount_rate, 1.0, model.step_days, spend_basis="all")
+    )
+    out: list[Valuation] = []
+    for i, h in enumerate(histories):
+        # alive_days is -(discounted expected alive days) with margin 0 and unit cost.
+        value = float(revenue[i]) * h.margin_rate + float(alive_days[i]) * h.cost_per_day
+        out.append(
+            Valuation(
+                as_of=as_of[i],
+                horizon_days=horizon_days,
+                p_alive=float(alive[i]),
+                expected_purchases=float(purchases[i]),
+                expected_spend=float(exp_spend[i]),
+                clv=value,
+                margin_rate=h.margin_rate,
+                cost_to_serve_per_day=h.cost_per_day,
+                model_version=model.version,
+            )
+        )
+    return out
+
+
+def value_one(
+    model: ValueModel, state: CustomerState, as_of: int, horizon_days: float
+) -> Valuation | None:
+    """Value one customer; None before their first order."""
+    h = history(state, as_of, model.default_margin_rate)
+    if h is None:
+        return None
+    return value_many(model, [h], horizon_days, [as_of])[0]
+
+
+@dataclass(frozen=True, slots=True)
+class PopulationFit:
+    """The result of fitting both models to the population's statistics."""
+
+    bg: FitResult[BgNbdParams]
+    gg: FitResult[GammaGammaParams] | None
+    as_of_day: int
+
+
+def fit_population(
+    repeat_rows: Sequence[tuple[int, int, int, int]],
+    spend_rows: Sequence[tuple[int, float, int]],
+    as_of_day: int,
+    previous: ValueModel | None = None,
+) -> PopulationFit:
+    """Fit BG/NBD on (x, t_x, first_day, count) rows and Gamma-Gamma on (n, spend, count).
+
+    Rows are aggregated counts of identical statistics, so a population of any
+    size is fitted from a table whose size grows with its diversity only.
+    """
+    rows = [r for r in repeat_rows if r[3] > 0 and as_of_day - r[2] >= r[1]]
+    x = np.array([r[0] for r in rows], dtype=float)
+    t_x = np.array([r[1] for r in rows], dtype=float)
+    T = np.array([max(as_of_day - r[2], r[1]) for r in rows], dtype=float)
+    w = np.array([r[3] for r in rows], dtype=float)
+    init = None
+    if previous is not None and previous.version > 0:
+        init = previous.bg
+    bg = clv.fit_bgnbd(x, t_x, T, weights=w, init=init)
+    spend = [r for r in spend_rows if r[0] > 0 and r[1] > 0 and r[2] > 0]
+    gg = None
+    if len(spend) >= 2:
+        gg = clv.fit_gamma_gamma(
+            np.array([r[0] for r in spend], dtype=float) - 1,
+            np.array([r[1] for r in spend], dtype=float),
+            weights=np.array([r[2] for r in spend], dtype=float),
+            spend_basis="all",
+        )
+    return PopulationFit(bg=bg, gg=gg, as_of_day=as_of_day)

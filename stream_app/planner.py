@@ -1,0 +1,128 @@
+"""Turns a customer's new state into one store `Change`: fields, ranks, increments.
+
+The record keeps a marker of the histogram buckets and statistics rows it is
+counted in (field ``_h``), so a change moves the customer's counts from the
+old buckets to the new ones exactly, whatever the model did in between.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from stream_app.domain.ledger import CustomerState
+from stream_app.domain.rfm import (
+    RfmCuts,
+    log_bucket,
+    percentile,
+    rfm_score,
+    rfm_values,
+)
+from stream_app.domain.rollups import Increment, channel_increments
+from stream_app.domain.valuation import Valuation
+from stream_app.store.customers import Change, Loaded
+from stream_app.store.keys import Keys
+from stream_app.store.records import format_time, to_fields
+
+MARKER = "_h"
+#: Histograms a customer is counted in, in the order of the marker's parts.
+HISTOGRAMS = ("frequency", "monetary", "last_purchase_day", "clv", "bgnbd", "spend")
+CLV_BASE = 1.02
+SPEND_BASE = 1.005
+
+
+@dataclass(frozen=True, slots=True)
+class Cuts:
+    """Population cut points, refreshed from the histograms every few seconds."""
+
+    rfm: RfmCuts = field(default_factory=RfmCuts)
+    clv: tuple[int, ...] = ()
+
+
+def spend_bucket_value(bucket: int) -> float:
+    """Mean spend (major units) represented by a spend bucket: its geometric centre."""
+    return (SPEND_BASE ** (bucket + 0.5) - 1) / 100
+
+
+def markers(state: CustomerState, valuation: Valuation | None) -> tuple[str, ...]:
+    """The histogram buckets this state is counted in ("" where it is in none)."""
+    values = rfm_values(state)
+    if values is None or valuation is None:
+        return ("",) * len(HISTOGRAMS)
+    days = state.purchase_days
+    x, t_x = len(days) - 1, days[-1] - days[0]
+    net = max(state.revenue_c - state.returned_c, 0)
+    spend = log_bucket(net / len(days), SPEND_BASE)
+    return (
+        str(values.frequency_bucket),
+        str(values.monetary_bucket),
+        str(values.last_purchase_day),
+        str(log_bucket(valuation.clv, CLV_BASE)),
+        f"{x}:{t_x}:{days[0]}",
+        f"{len(days)}:{spend}",
+    )
+
+
+def _num(value: float, digits: int) -> str:
+    return f"{value:.{digits}f}" if math.isfinite(value) else "0"
+
+
+def valuation_fields(v: Valuation, cuts: Cuts) -> dict[str, str]:
+    """The predicted-value fields of a record."""
+    return {
+        "as_of": format_time(v.as_of),
+        "horizon_days": _num(v.horizon_days, 0),
+        "p_alive": _num(v.p_alive, 4),
+        "expected_purchases": _num(v.expected_purchases, 4),
+        "expected_spend": _num(v.expected_spend, 2),
+        "clv": _num(v.clv, 2),
+        "value_at_risk": _num(v.value_at_risk, 2),
+        "value_tier": str(percentile(log_bucket(v.clv, CLV_BASE), cuts.clv)),
+        "model_version": str(v.model_version),
+    }
+
+
+def plan(
+    keys: Keys,
+    loaded: Loaded,
+    after: CustomerState,
+    valuation: Valuation | None,
+    cuts: Cuts,
+    event_increments: Sequence[Increment],
+    extra: Mapping[str, str],
+) -> Change:
+    """The complete change for one customer."""
+    fields = to_fields(after)
+    fields.update(extra)
+    if valuation is not None:
+        fields.update(valuation_fields(valuation, cuts))
+        values = rfm_values(after)
+        if values is not None:
+            s = rfm_score(values, cuts.rfm, valuation.as_of)
+            fields.update(
+                recency_days=str(s.recency_days),
+                rfm=f"{s.r}{s.f}{s.m}",
+                rfm_segment=s.segment,
+            )
+    new_marks = markers(after, valuation)
+    fields[MARKER] = "|".join(new_marks)
+    old_raw = loaded.fields.get(MARKER, "")
+    old_marks = tuple(old_raw.split("|")) if old_raw else ("",) * len(HISTOGRAMS)
+    increments: list[tuple[str, str, int]] = []
+    for name, old, new in zip(HISTOGRAMS, old_marks, new_marks, strict=True):
+        if old != new:
+            if old:
+                increments.append((keys.histogram(name), old, -1))
+            if new:
+                increments.append((keys.histogram(name), new, 1))
+    rollups = [*channel_increments(loaded.state, after), *event_increments]
+    for scope, name, fld, delta in rollups:
+        increments.append((keys.rollup(scope, name), fld, delta))
+        if fld == "customers" or fld.startswith("touches."):
+            increments.append((keys.rollup_index(scope), name, delta))
+    ranks = {keys.rank("net_contribution"): after.net_contribution_c / 100}
+    if valuation is not None and math.isfinite(valuation.clv):
+        ranks[keys.rank("clv")] = round(valuation.clv, 2)
+        ranks[keys.rank("value_at_risk")] = round(valuation.value_at_risk, 2)
+    return Change(after.customer_id, loaded.version, fields, ranks, increments)

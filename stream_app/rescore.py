@@ -1,0 +1,39 @@
+"""Revalue every stored customer with the current model (after a fit)."""
+
+from __future__ import annotations
+
+import logging
+
+from stream_app.pipeline import Ingestor, utc_now_iso
+
+log = logging.getLogger(__name__)
+
+
+async def rescore_all(ingestor: Ingestor, page: int = 500) -> int:
+    """Rewrite every customer's predicted values, rankings and histogram buckets.
+
+    Uses the same compare-and-set commit as the agent: a customer the agent
+    wrote in between is skipped, since the agent's write is the fresher one.
+    Returns the number of customers rewritten.
+    """
+    store = ingestor.store
+    redis = store.redis
+    cursor = 0
+    done = 0
+    prefix_len = len(store.keys.customer(""))
+    while True:
+        cursor, raw_keys = await redis.scan(cursor, match=store.keys.customer_pattern, count=page)
+        ids = []
+        for key in raw_keys:
+            name = key.decode() if isinstance(key, bytes) else key
+            ids.append(name[prefix_len - 1 : -1])
+        if ids:
+            loaded = await store.load_many(ids)
+            states = [entry.state for entry in loaded.values() if entry.version]
+            changes = ingestor.plan(loaded, states, {}, utc_now_iso())
+            lost = await store.commit(changes)
+            done += len(changes) - len(lost)
+        if cursor == 0:
+            break
+    log.info("rescored %d customers with model v%d", done, ingestor.live.model.version)
+    return done

@@ -1,0 +1,63 @@
+"""Every Redis key the engine writes, in one place (see schemas/README.md)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """Key names under a prefix (default ``cvm``)."""
+
+    prefix: str = "cvm"
+
+    def customer(self, customer_id: str) -> str:
+        """A customer's hash; the braces make the id a Redis Cluster hash tag."""
+        return f"{self.prefix}:customer:{{{customer_id}}}"
+
+    @property
+    def customer_pattern(self) -> str:
+        return f"{self.prefix}:customer:*"
+
+    @property
+    def applied(self) -> str:
+        return f"{self.prefix}:applied"
+
+    @property
+    def watermarks(self) -> str:
+        return f"{self.prefix}:watermarks"
+
+    def rank(self, name: str) -> str:
+        """Sorted set of customer ids by `name` (clv, net_contribution, value_at_risk)."""
+        return f"{self.prefix}:rank:{name}"
+
+    def histogram(self, name: str) -> str:
+        """Bucket -> count hash of one population statistic."""
+        return f"{self.prefix}:hist:{name}"
+
+    def rollup(self, scope: str, name: str) -> str:
+        """Roll-up hash of one channel or campaign."""
+        return f"{self.prefix}:rollup:{scope}:{name}"
+
+    def rollup_index(self, scope: str) -> str:
+        """Hash of every channel or campaign name that has a roll-up."""
+        return f"{self.prefix}:rollup:{scope}s"
+
+    @property
+    def model(self) -> str:
+        """The current value model (fitted parameters), as JSON."""
+        return f"{self.prefix}:model:current"
+
+    @property
+    def model_history(self) -> str:
+        """Every fitted model, newest first, as JSON."""
+        return f"{self.prefix}:model:history"
+
+    @property
+    def model_version(self) -> str:
+        return f"{self.prefix}:model:version"
+
+    @property
+    def cuts(self) -> str:
+        """Population cut points (RFM quintiles, CLV percentiles), as JSON."""
+        return f"{self.prefix}:cuts"
