@@ -380,7 +380,10 @@ def fit_bgnbd(
     if not ok:
         problems.append(f"optimiser: {message}")
     if float(w @ xa) == 0.0:
-        problems.append("no repeat purchases: a and b are not identified")
+        problems.append(
+            "no repeat purchases: a and b are not identified (left at their start values) and "
+            "the likelihood only rises towards r -> 0, alpha -> inf"
+        )
     bound = _at_bound(theta, ("r", "alpha", "a", "b"))
     if bound:
         problems.append(f"{', '.join(bound)} at the optimiser bound: the maximum is not interior")
