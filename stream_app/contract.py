@@ -94,13 +94,14 @@ class InvalidEvent(ValueError):
 
 
 def schema_dir() -> pathlib.Path:
-    """Return the top-level ``schemas/`` folder, next to the ``stream_app/`` package."""
+    """Return the schema folder: ``schemas/`` of a checkout, or its copy in an installed wheel."""
     path = pathlib.Path(__file__).resolve().parent.parent / "schemas"
-    if not path.is_dir():
-        raise FileNotFoundError(
-            f"schema folder {path} not found; install the project editable (pip install -e .)"
-        )
-    return path
+    if path.is_dir():
+        return path
+    shipped = pathlib.Path(__file__).resolve().parent / "_schemas"
+    if (shipped / "purchase.v1.json").is_file():
+        return shipped
+    raise FileNotFoundError(f"schema folder not found at {path} nor in stream_app._schemas")
 
 
 def load_schema(name: str) -> dict[str, Any]:

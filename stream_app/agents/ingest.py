@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Iterable, Mapping
 
 import faust
+from faust.types import TP
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -19,10 +21,48 @@ log = logging.getLogger(__name__)
 RETRY_DELAYS = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 
 
+async def resume_points(
+    runtime: Runtime, assigned: Iterable[TP], committed: Mapping[TP, int]
+) -> dict[TP, int]:
+    """Input partitions whose group offset is ahead of what Redis holds, and where to resume.
+
+    Redis records, atomically with each batch's writes, the last offset it
+    applied per partition. If Redis lost recent writes (a machine crash under
+    ``appendfsync everysec``) or lost everything, the group's committed offset
+    is ahead of it and those events must be read again. The reverse (Redis
+    ahead, after a worker crash) needs nothing: already applied events are
+    skipped per customer.
+    """
+    inputs = set(runtime.settings.topics.inputs)
+    applied = await runtime.store.applied_offsets()
+    lower: dict[TP, int] = {}
+    for tp in assigned:
+        if tp.topic not in inputs:
+            continue
+        group = committed.get(tp)
+        if group is None or group <= 0:
+            continue
+        resume = applied.get((tp.topic, tp.partition), -1) + 1
+        if resume < group:
+            lower[tp] = resume
+    return lower
+
+
 def register(app: faust.App, channels: Channels, runtime: Runtime) -> None:
-    """Attach the ingest agent to `app`."""
+    """Attach the ingest agent and its resume-from-Redis hook to `app`."""
     settings = runtime.settings
     within = settings.batch_within_ms / 1000
+
+    @app.on_partitions_assigned.connect
+    async def resume_from_redis(sender: faust.App, assigned: set[TP], **kwargs: object) -> None:
+        # Runs before Faust seeks the assigned partitions to their committed
+        # offsets, so lowering the committed offset here makes the stream
+        # start from the last offset Redis really holds.
+        committed = await sender.consumer.seek_to_committed()
+        lower = await resume_points(runtime, assigned, committed)
+        if lower:
+            log.warning("Redis is behind the committed offsets; re-reading from %s", lower)
+            await sender.consumer._commit(lower)  # noqa: SLF001 - Faust has no public API
 
     @app.agent(channels.inputs, name="cvm.ingest")
     async def ingest(stream: faust.StreamT) -> None:
