@@ -53,16 +53,22 @@ def register(app: faust.App, channels: Channels, runtime: Runtime) -> None:
     settings = runtime.settings
     within = settings.batch_within_ms / 1000
 
-    @app.on_partitions_assigned.connect
-    async def resume_from_redis(sender: faust.App, assigned: set[TP], **kwargs: object) -> None:
-        # Runs before Faust seeks the assigned partitions to their committed
-        # offsets, so lowering the committed offset here makes the stream
-        # start from the last offset Redis really holds.
+    @app.on_rebalance_complete.connect
+    async def resume_from_redis(sender: faust.App, **kwargs: object) -> None:
+        # Faust sends this after assignment, while the partitions are still
+        # paused and just before it seeks them to their committed offsets, so
+        # lowering the committed offset here makes the stream start from the
+        # last offset Redis really holds, before any message is fetched.
+        assigned = sender.consumer.assignment()
         committed = await sender.consumer.seek_to_committed()
         lower = await resume_points(runtime, assigned, committed)
         if lower:
             log.warning("Redis is behind the committed offsets; re-reading from %s", lower)
             await sender.consumer._commit(lower)  # noqa: SLF001 - Faust has no public API
+            # aiokafka's seek-to-committed leaves a partition alone when the
+            # committed offset is 0, so seek explicitly as well.
+            for tp, offset in lower.items():
+                await sender.consumer.seek(tp, offset)
 
     @app.agent(channels.inputs, name="cvm.ingest")
     async def ingest(stream: faust.StreamT) -> None:
