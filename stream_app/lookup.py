@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 from stream_app.domain.events import parse_time
 from stream_app.domain.valuation import value_one
 from stream_app.models import engine_watermark, load_cuts, load_model
-from stream_app.planner import valuation_fields
+from stream_app.planner import rfm_fields, valuation_fields
 from stream_app.settings import Settings
 from stream_app.store.customers import text
 from stream_app.store.keys import Keys
@@ -64,6 +64,7 @@ async def customer(
     if valuation is not None:
         cuts = await load_cuts(redis, keys)
         view.update(public_view(valuation_fields(valuation, cuts)))
+        view.update(public_view(rfm_fields(state, cuts, as_of)))
     view["stored_as_of"] = fields.get("as_of")
     return view
 

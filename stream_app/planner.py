@@ -83,6 +83,16 @@ def valuation_fields(v: Valuation, cuts: Cuts) -> dict[str, str]:
     }
 
 
+def rfm_fields(state: CustomerState, cuts: Cuts, as_of: int) -> dict[str, str]:
+    """Recency in days at `as_of`, the RFM scores and the named segment."""
+    values = rfm_values(state)
+    if values is None:
+        return {}
+    s = rfm_score(values, cuts.rfm, as_of)
+    return {"recency_days": str(s.recency_days), "rfm": f"{s.r}{s.f}{s.m}",
+            "rfm_segment": s.segment}
+
+
 def plan(
     keys: Keys,
     loaded: Loaded,
@@ -97,14 +107,7 @@ def plan(
     fields.update(extra)
     if valuation is not None:
         fields.update(valuation_fields(valuation, cuts))
-        values = rfm_values(after)
-        if values is not None:
-            s = rfm_score(values, cuts.rfm, valuation.as_of)
-            fields.update(
-                recency_days=str(s.recency_days),
-                rfm=f"{s.r}{s.f}{s.m}",
-                rfm_segment=s.segment,
-            )
+        fields.update(rfm_fields(after, cuts, valuation.as_of))
     new_marks = markers(after, valuation)
     fields[MARKER] = "|".join(new_marks)
     old_raw = loaded.fields.get(MARKER, "")
