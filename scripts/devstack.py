@@ -43,7 +43,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -928,7 +928,7 @@ def _owner(rec: Record | None) -> str:
     return f"started by devstack, pid {rec.pid}" if rec else "not started by devstack"
 
 
-def cmd_up(cfg: Config) -> int:
+def cmd_up(cfg: Config, started_file: str | None = None) -> int:
     t0 = time.monotonic()
     for d in (cfg.kafka_dir / "logs", cfg.kafka_dir / "data", cfg.redis_dir / "data"):
         d.mkdir(parents=True, exist_ok=True)
@@ -969,6 +969,9 @@ def cmd_up(cfg: Config) -> int:
         if not kafka_reused:
             wait_kafka(cfg, kafka_proc, kafka_rec, t0)
         ensure_topics(cfg)
+    if started_file:
+        started = [n for n, p in (("kafka", kafka_proc), ("redis", redis_proc)) if p is not None]
+        Path(started_file).write_text("".join(f"{n}\n" for n in started))
     say(f"up in {time.monotonic() - t0:.1f}s")
     return 0
 
@@ -998,7 +1001,7 @@ def stop(rec: Record, name: str, timeout: float) -> None:
     rec.remove()
 
 
-def cmd_down(cfg: Config) -> int:
+def cmd_down(cfg: Config, only: Sequence[str] = ()) -> int:
     t0 = time.monotonic()
     with locked(cfg):
         owned: list[tuple[str, Record]] = []
@@ -1007,6 +1010,8 @@ def cmd_down(cfg: Config) -> int:
             ("redis", redis_record_path(cfg), cfg.redis_url, lambda: redis_ping(cfg) is None),
         )
         for name, path, address, answers in services:
+            if only and name not in only:
+                continue
             rec = live_record(path)
             if rec:
                 owned.append((name, rec))
@@ -1092,17 +1097,27 @@ def main(argv: list[str] | None = None) -> int:
         f"`status` exits {EXIT_DOWN} when a service does not answer.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("up", help="start what is missing, wait until it answers, create the topics")
-    sub.add_parser("down", help="stop only the services devstack started")
+    up = sub.add_parser(
+        "up", help="start what is missing, wait until it answers, create the topics"
+    )
+    up.add_argument(
+        "--started-file",
+        help="write the names of the services this call started (one a line) to this file",
+    )
+    down = sub.add_parser("down", help="stop only the services devstack started")
+    down.add_argument(
+        "services", nargs="*", choices=("kafka", "redis"), metavar="SERVICE",
+        help="stop only these (kafka, redis); default: both",
+    )
     status = sub.add_parser("status", help="show each service and whether it answers")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     args = parser.parse_args(argv)
     try:
         cfg = Config.load()
         if args.command == "up":
-            return cmd_up(cfg)
+            return cmd_up(cfg, args.started_file)
         if args.command == "down":
-            return cmd_down(cfg)
+            return cmd_down(cfg, args.services)
         return cmd_status(cfg, args.json)
     except DevstackError as exc:
         print(f"devstack: error: {exc}", file=sys.stderr, flush=True)
