@@ -24,8 +24,14 @@ from stream_app.store.records import customer_key
 CLEAR = "\x1b[2J\x1b[H"
 
 
+#: The demo refits the value model this often unless CVM_FIT_INTERVAL_S is set.
+DEMO_FIT_INTERVAL_S = "30"
+
+
 def _worker_env(settings: Settings) -> dict[str, str]:
-    return {**os.environ, "CVM_WEB_PORT": str(settings.web_port)}
+    env = {**os.environ, "CVM_WEB_PORT": str(settings.web_port)}
+    env.setdefault("CVM_FIT_INTERVAL_S", DEMO_FIT_INTERVAL_S)
+    return env
 
 
 def _start_worker(settings: Settings, log_path: Path) -> subprocess.Popen[bytes]:
