@@ -449,7 +449,7 @@ def test_module_doctests() -> None:
 # --- the README ------------------------------------------------------------------------------
 
 
-def test_readme_documents_topics_and_leaves_room_for_the_redis_layout() -> None:
+def test_readme_documents_topics_and_the_redis_layout() -> None:
     readme = (schema_dir() / "README.md").read_text(encoding="utf-8")
     topics = Topics()
     for name in (*topics.inputs, *topics.outputs):
@@ -464,7 +464,12 @@ def test_readme_documents_topics_and_leaves_room_for_the_redis_layout() -> None:
     ):
         assert variable in readme
     assert "## Redis key layout\n" in readme
-    assert "<!-- REDIS-LAYOUT -->" in readme
+    from stream_app.domain.ledger import CustomerState
+    from stream_app.store.records import to_fields
+
+    assert "`cvm:customer:{<customer_id>}`" in readme
+    for field in to_fields(CustomerState("C1")):
+        assert field.startswith("_") or f"`{field}`" in readme, field
     for name in ALL_SCHEMAS:
         assert f"{name}.v1.json" in readme
         for field in load_schema(name)["properties"]:
