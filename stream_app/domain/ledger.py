@@ -11,6 +11,7 @@ total order per (customer, topic).
 from __future__ import annotations
 
 import bisect
+import math
 from dataclasses import dataclass, field, replace
 from decimal import ROUND_HALF_EVEN, Decimal
 from types import MappingProxyType
@@ -44,6 +45,15 @@ TOUCH_ACTIONS: Final = (
 )
 
 _EMPTY: Final[MappingProxyType[str, int]] = MappingProxyType({})
+_EMPTY_F: Final[MappingProxyType[str, float]] = MappingProxyType({})
+
+#: Time constant of the recent-activity counters: an event weighs 1/e after this long.
+RECENT_TAU_MS: Final = 30 * MS_PER_DAY
+#: The recent-activity counters kept per customer (exponentially decayed in event time).
+RECENT_KEYS: Final = (
+    "orders", "spend", "contacts", "complaints", "cancellation_requests", "unresolved",
+    "sentiment", "opened", "clicked", "converted", "unsubscribed", "bounced",
+)
 
 
 def _bump(counts: MappingProxyType[str, int], key: str) -> MappingProxyType[str, int]:
@@ -82,6 +92,8 @@ class CustomerState:
     last_click_campaign: str | None = None
     last_click_at: int | None = None
     purchase_days: tuple[int, ...] = ()
+    recent: MappingProxyType[str, float] = field(default_factory=lambda: _EMPTY_F)
+    recent_at: int | None = None
     offsets: MappingProxyType[str, int] = field(default_factory=lambda: _EMPTY)
 
     @property
@@ -103,9 +115,72 @@ class CustomerState:
         """Distinct purchase days after the first (the x of BG/NBD)."""
         return max(len(self.purchase_days) - 1, 0)
 
+    def recent_at_time(self, as_of: int) -> dict[str, float]:
+        """The decayed recent-activity counters seen from `as_of` (>= `recent_at`)."""
+        if self.recent_at is None:
+            return dict.fromkeys(RECENT_KEYS, 0.0)
+        factor = math.exp(-max(as_of - self.recent_at, 0) / RECENT_TAU_MS)
+        return {k: self.recent.get(k, 0.0) * factor for k in RECENT_KEYS}
+
     def has_applied(self, source: Source) -> bool:
         """Whether the event at `source` is already part of this state."""
         return self.offsets.get(source.topic, -1) >= source.offset
+
+
+def add_recent(
+    recent: MappingProxyType[str, float],
+    recent_at: int | None,
+    at: int,
+    weights: dict[str, float],
+) -> tuple[MappingProxyType[str, float], int]:
+    """Add weights at event time `at` to decayed counters kept as of `recent_at`.
+
+    A late event is discounted to the counters' reference time; a newer one moves
+    the reference time forward, so the result does not depend on arrival order
+    (up to floating-point rounding).
+
+    >>> r, t = add_recent(MappingProxyType({}), None, 0, {"orders": 1.0})
+    >>> r, t = add_recent(r, t, RECENT_TAU_MS, {"orders": 1.0})
+    >>> round(r["orders"], 4), t == RECENT_TAU_MS
+    (1.3679, True)
+    """
+    if not weights:
+        return recent, recent_at if recent_at is not None else at
+    new = dict(recent)
+    if recent_at is None:
+        ref = at
+    elif at <= recent_at:
+        ref = recent_at
+        factor = math.exp(-(recent_at - at) / RECENT_TAU_MS)
+        weights = {k: w * factor for k, w in weights.items()}
+    else:
+        ref = at
+        factor = math.exp(-(at - recent_at) / RECENT_TAU_MS)
+        new = {k: v * factor for k, v in new.items()}
+    for key, w in weights.items():
+        new[key] = new.get(key, 0.0) + w
+    return MappingProxyType(new), ref
+
+
+def _recent_weights(event: Event) -> dict[str, float]:
+    if isinstance(event, Purchase):
+        if event.kind != "order":
+            return {}
+        return {"orders": 1.0, "spend": event.amount_c / 100}
+    if isinstance(event, ServiceContact):
+        w = {"contacts": 1.0}
+        if event.reason == "complaint":
+            w["complaints"] = 1.0
+        elif event.reason == "cancellation_request":
+            w["cancellation_requests"] = 1.0
+        if not event.resolved:
+            w["unresolved"] = 1.0
+        if event.sentiment_m is not None:
+            w["sentiment"] = event.sentiment_m / 1000
+        return w
+    if event.action in ("opened", "clicked", "converted", "unsubscribed", "bounced"):
+        return {event.action: 1.0}
+    return {}
 
 
 def estimated_cost(amount_c: int, margin_rate: float) -> int:
@@ -205,9 +280,14 @@ def apply_event(
     offsets[source.topic] = source.offset
     first = state.first_event
     last = state.last_event
+    recent, recent_at = add_recent(
+        state.recent, state.recent_at, event.occurred_at, _recent_weights(event)
+    )
     return replace(
         new,
         first_event=event.occurred_at if first is None else min(first, event.occurred_at),
         last_event=event.occurred_at if last is None else max(last, event.occurred_at),
+        recent=recent,
+        recent_at=recent_at,
         offsets=MappingProxyType(offsets),
     )

@@ -123,6 +123,30 @@ def unpack_days(text: str) -> tuple[int, ...]:
     return tuple(days)
 
 
+def pack_recent(recent: Mapping[str, float], at: int) -> str:
+    """Pack the decayed counters and their reference time: ``at;key=value,...``.
+
+    Values keep 17 significant digits, so a read-modify-write loses nothing.
+
+    >>> unpack_recent(pack_recent({"orders": 1.5}, 42))
+    (mappingproxy({'orders': 1.5}), 42)
+    """
+    body = ",".join(f"{k}={v!r}" for k, v in sorted(recent.items()))
+    return f"{at};{body}"
+
+
+def unpack_recent(text: str) -> tuple[MappingProxyType[str, float], int | None]:
+    """Inverse of `pack_recent`; empty text is no counters."""
+    if not text:
+        return MappingProxyType({}), None
+    at, _, body = text.partition(";")
+    values = {}
+    for part in filter(None, body.split(",")):
+        key, _, value = part.partition("=")
+        values[key] = float(value)
+    return MappingProxyType(values), int(at)
+
+
 def to_fields(state: CustomerState) -> dict[str, str]:
     """Every hash field of a customer's state (bookkeeping fields included)."""
     fields: dict[str, str] = {"customer_id": state.customer_id}
@@ -148,6 +172,8 @@ def to_fields(state: CustomerState) -> dict[str, str]:
         fields["last_click_at"] = format_time(state.last_click_at)
     fields["repeat_purchases"] = str(state.repeat_purchases)
     fields["_days"] = pack_days(state.purchase_days)
+    if state.recent_at is not None:
+        fields["_recent"] = pack_recent(state.recent, state.recent_at)
     for topic, offset in state.offsets.items():
         fields[f"{OFFSET_PREFIX}{topic}"] = str(offset)
     return fields
@@ -170,6 +196,7 @@ def from_fields(customer_id: str, fields: Mapping[str, str]) -> CustomerState:
     click = fields.get("last_click_at")
     values["last_click_at"] = None if click is None else parse_time(click)
     values["purchase_days"] = unpack_days(fields.get("_days", ""))
+    values["recent"], values["recent_at"] = unpack_recent(fields.get("_recent", ""))
     contacts: dict[str, int] = {}
     touches: dict[str, int] = {}
     offsets: dict[str, int] = {}
