@@ -250,8 +250,8 @@ def publish(
 ) -> PublishReport:
     """Send ``events`` in order to the input topics at ``rate`` messages/s (0: as fast as possible).
 
-    ``progress(n)`` is called with the number of messages produced so far about every 10,000
-    messages; setting ``stop`` ends the run early (what was produced is still flushed).
+    ``progress(n)`` is called with the number of messages produced so far at most every 0.2 s
+    and once at the end; setting ``stop`` ends the run early (what was produced is still flushed).
     ``producer_factory`` builds the producer from `producer_config` (default
     ``confluent_kafka.Producer``; tests pass a fake). Delivery failures are counted through the
     delivery callback, and messages still queued after ``flush_timeout`` count as failed.
@@ -290,6 +290,7 @@ def publish(
     dumps = orjson.dumps
     produced = 0
     size = 0
+    last_progress = [time.monotonic()]
     began = time.perf_counter()
 
     def send(topic: str, key: bytes, value: bytes) -> None:
@@ -301,12 +302,19 @@ def publish(
                 break
             except BufferError:  # local queue full: serve delivery reports, then retry
                 producer.poll(0.05)
+            except Exception as exc:  # KafkaException, e.g. larger than message.max.bytes
+                with lock:
+                    report.failed += 1
+                    if len(report.errors) < 10:
+                        report.errors.append(f"{topic}: {exc}")
+                return
         produced += 1
         size += len(key) + len(value)
         if produced % 10_000 == 0:
             producer.poll(0)
-            if progress is not None:
-                progress(produced)
+        if progress is not None and (now := time.monotonic()) - last_progress[0] >= 0.2:
+            last_progress[0] = now
+            progress(produced)
 
     try:
         for event in events:

@@ -38,10 +38,11 @@ The process, per customer (rates are per day, times are days since ``SimConfig.s
 Randomness: the population (parameters, alive periods) comes from one numpy Generator and the
 events from another, both spawned from ``SeedSequence(seed)``; `ground_truth` draws only the first,
 so it is cheap and agrees with `simulate` exactly. Events are produced window by window
-(``window_days``): every customer's next purchase, contact, touch and win-back time is held in
+(`SimConfig.window`): every customer's next purchase, contact, touch and win-back time is held in
 numpy arrays, all triggers due in the window are drawn vectorised, and the window's events are
 sorted and yielded. Follow-ups that fall later (returns, opens, conversions) wait in a heap. Memory
-is O(customers + one window of events), never O(events). Times are whole milliseconds.
+is O(customers + one window of events), never O(events). Times are whole milliseconds. The window
+length changes the order of the random draws, so it is part of what a seed reproduces.
 
 Examples
 --------
@@ -199,7 +200,7 @@ class SimConfig:
     attribution_days: float = 7.0
     winback_rate: float = 0.0008
     max_winbacks: int = 2
-    window_days: float = 1.0
+    window_days: float | None = None
     channels: tuple[Channel, ...] = field(default=DEFAULT_CHANNELS)
 
     def __post_init__(self) -> None:
@@ -207,7 +208,9 @@ class SimConfig:
             raise SimulationError(f"start={self.start!r} must be timezone-aware")
         if self.n_customers < 0 or self.days < 1 or self.acquisition_days < 0:
             raise SimulationError("n_customers >= 0, days >= 1 and acquisition_days >= 0 needed")
-        for name in ("r", "alpha", "a", "b", "p", "q", "gamma", "window_days"):
+        if self.window_days is not None and not self.window_days > 0:
+            raise SimulationError(f"window_days={self.window_days} must be positive")
+        for name in ("r", "alpha", "a", "b", "p", "q", "gamma"):
             if not getattr(self, name) > 0:
                 raise SimulationError(f"{name}={getattr(self, name)} must be positive")
         for name in ("contact_rate", "contact_boost", "touch_rate", "winback_rate", "warning_days"):
@@ -221,6 +224,19 @@ class SimConfig:
             raise SimulationError("channels need at least one positive share")
         if len(self.currency) != 3 or not self.currency.isalpha() or not self.currency.isupper():
             raise SimulationError(f"currency={self.currency!r} is not an ISO 4217 code")
+
+    @property
+    def window(self) -> float:
+        """Days simulated per step: ``window_days``, or by default 1 day up to 25,000 customers,
+        shrinking to 0.1 day at 250,000 and more; a window then holds at most about 6,000 events
+        (20,000 at a million customers), which bounds the memory of the stream.
+
+        >>> SimConfig(n_customers=1_000_000).window
+        0.1
+        """
+        if self.window_days is not None:
+            return self.window_days
+        return min(1.0, max(0.1, 25_000 / max(self.n_customers, 1)))
 
     def bgnbd_params(self, channel: str) -> tuple[float, float, float, float]:
         """Return the ``(r, alpha, a, b)`` that customers of acquisition ``channel`` are drawn from.
@@ -366,6 +382,13 @@ def _mix(config: SimConfig, table: dict[str, tuple[float, ...]]) -> np.ndarray:
     return np.cumsum(rows / rows.sum(axis=1, keepdims=True), axis=1)
 
 
+def _due(times: np.ndarray, before: float) -> np.ndarray | None:
+    """Indices with ``times < before``, or None; the min is ten times cheaper than the scan."""
+    if times.size == 0 or times.min() >= before:
+        return None
+    return np.flatnonzero(times < before)
+
+
 def _pick(cum: np.ndarray, u: np.ndarray) -> np.ndarray:
     """Index of the option drawn by uniforms ``u`` from cumulative probabilities ``cum`` (rows)."""
     return np.minimum((cum < u[:, None]).sum(axis=1), cum.shape[1] - 1)
@@ -485,7 +508,7 @@ class _Run:
         config = self.config
         w0 = 0.0
         while w0 < config.days:
-            w1 = min(w0 + config.window_days, float(config.days))
+            w1 = min(w0 + config.window, float(config.days))
             self.window_end_ms = _ms(w1)
             self._winbacks(w1)
             self._touches(w1)
@@ -519,8 +542,8 @@ class _Run:
     def _purchases(self, w1: float) -> None:
         pop, rng, config = self.pop, self.rng, self.config
         while True:
-            idx = np.flatnonzero(self.next_buy < w1)
-            if idx.size == 0:
+            idx = _due(self.next_buy, w1)
+            if idx is None:
                 return
             m = idx.size
             t = self.next_buy[idx]
@@ -591,8 +614,8 @@ class _Run:
         pop, rng, config = self.pop, self.rng, self.config
         boost = 1.0 + config.contact_boost
         while True:
-            idx = np.flatnonzero(self.next_contact < w1)
-            if idx.size == 0:
+            idx = _due(self.next_contact, w1)
+            if idx is None:
                 return
             m = idx.size
             t = self.next_contact[idx]
@@ -626,8 +649,8 @@ class _Run:
         pop, rng, config = self.pop, self.rng, self.config
         second = 1.0 / 86_400
         while True:
-            idx = np.flatnonzero(self.next_touch < w1)
-            if idx.size == 0:
+            idx = _due(self.next_touch, w1)
+            if idx is None:
                 return
             m = idx.size
             t = self.next_touch[idx]
@@ -675,8 +698,8 @@ class _Run:
     def _winbacks(self, w1: float) -> None:
         pop, rng = self.pop, self.rng
         while True:
-            idx = np.flatnonzero(self.next_wb < w1)
-            if idx.size == 0:
+            idx = _due(self.next_wb, w1)
+            if idx is None:
                 return
             m = idx.size
             k = self.wb_k[idx]
@@ -743,29 +766,27 @@ def ground_truth(config: SimConfig) -> Iterator[dict[str, Any]]:
     """
     pop = _population(config, _seeds(config)[0])
     clock = _Clock(config.start)
-    end_ms = config.days * MS_PER_DAY
     names = [c.name for c in config.channels]
     chunk = 65_536
+    horizon = float(config.days)
     for lo in range(0, config.n_customers, chunk):
         hi = min(lo + chunk, config.n_customers)
+        starts_in, ends_in = pop.pstart[lo:hi] < horizon, pop.pend[lo:hi] < horizon
+        start_texts = _texts(clock, pop.pstart[lo:hi], starts_in)
+        end_texts = _texts(clock, pop.pend[lo:hi], ends_in)
         columns = zip(
             range(lo, hi), pop.channel[lo:hi].tolist(), pop.lam[lo:hi].tolist(),
             pop.p[lo:hi].tolist(), pop.nu[lo:hi].tolist(), pop.margin[lo:hi].tolist(),
             pop.conversion[lo:hi].tolist(), pop.engagement[lo:hi].tolist(),
             pop.contact[lo:hi].tolist(), pop.pstart[lo:hi].tolist(), pop.pend[lo:hi].tolist(),
-            pop.pj[lo:hi].tolist(), strict=True,
+            pop.pj[lo:hi].tolist(), start_texts, end_texts, strict=True,
         )
-        for i, ch, lam, p, nu, margin, conv, eng, contact, starts, ends, js in columns:
-            periods = []
-            for s, e, j in zip(starts, ends, js, strict=True):
-                if s == math.inf:
-                    break
-                e_ms = _ms(e)
-                periods.append({
-                    "start": clock.text(_ms(s)),
-                    "end": clock.text(e_ms) if e_ms < end_ms else None,
-                    "repeat_purchases": j,
-                })
+        for i, ch, lam, p, nu, margin, conv, eng, contact, _, ends, js, s_text, e_text in columns:
+            periods = [
+                {"start": s, "end": e, "repeat_purchases": j}
+                for s, e, j in zip(s_text, e_text, js, strict=True)
+                if s is not None
+            ]
             latent = ends[len(periods) - 1]
             yield {
                 "customer_id": customer_id(i),
@@ -786,6 +807,13 @@ def ground_truth(config: SimConfig) -> Iterator[dict[str, Any]]:
                 "won_back_at": [period["start"] for period in periods[1:]],
                 "latent_dropout_day": latent if latent < 1e300 else None,
             }
+
+
+def _texts(clock: _Clock, days: np.ndarray, keep: np.ndarray) -> list[list[str | None]]:
+    """RFC 3339 texts of a 2-D array of times in days, None where ``keep`` is False."""
+    ms = np.floor(np.where(keep, days, 0.0) * MS_PER_DAY).astype(np.int64)
+    texts = np.array(clock.texts(ms.ravel()), dtype=object).reshape(ms.shape)
+    return np.where(keep, texts, None).tolist()  # type: ignore[no-any-return]
 
 
 def write_ground_truth(config: SimConfig, path: str | Path) -> int:
@@ -826,8 +854,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--events", help="write events as JSON lines to this file")
     parser.add_argument("--truth", help="write the ground truth as JSON lines to this file")
     parser.add_argument("--limit", type=int, default=0, help="stop timing after this many events")
+    parser.add_argument("--window-days", type=float, help="days per step (default: by size)")
     args = parser.parse_args(argv)
-    config = SimConfig(n_customers=args.customers, days=args.days, seed=args.seed)
+    config = SimConfig(
+        n_customers=args.customers, days=args.days, seed=args.seed, window_days=args.window_days
+    )
     began = time.perf_counter()
     if args.truth:
         write_ground_truth(config, args.truth)

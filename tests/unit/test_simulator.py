@@ -414,16 +414,19 @@ def _assert_rejected(kind: str, topic_kind: str, value: bytes) -> None:
 
 
 class FakeProducer:
-    """Records what `publish` produces; fails the messages of ``fail_topic`` at flush."""
+    """Records what `publish` produces; fails ``fail_topic`` at flush, refuses > ``max_bytes``."""
 
     def __init__(self, config: dict[str, Any], fail_topic: str | None = None,
-                 stuck: int = 0) -> None:
+                 stuck: int = 0, max_bytes: int | None = None) -> None:
         self.config = config
+        self.max_bytes = max_bytes
         self.messages: list[tuple[str, bytes, bytes]] = []
         self.fail_topic = fail_topic
         self.stuck = stuck
 
     def produce(self, topic: str, value: bytes, key: bytes) -> None:
+        if self.max_bytes is not None and len(value) > self.max_bytes:
+            raise ValueError("Message size too large")  # as KafkaException(MSG_SIZE_TOO_LARGE)
         self.messages.append((topic, key, value))
 
     def poll(self, timeout: float) -> int:
@@ -478,6 +481,10 @@ def test_publish_counts_failures_paces_and_stops() -> None:
         c, fail_topic=settings.topics.service_contacts, stuck=2))
     contacts = sum(e.topic_kind == "service_contact" for e in stream)
     assert report.failed == contacts + 2 and report.errors
+
+    big = publish(stream, settings, malformed_share=1.0,
+                  producer_factory=lambda c: FakeProducer(c, max_bytes=65536))
+    assert big.failed == big.malformed_by_kind["oversize"] > 0
 
     began = time.perf_counter()
     paced = publish(stream[:200], settings, rate=1000.0, producer_factory=FakeProducer)
