@@ -1,0 +1,498 @@
+"""Defection alerts and win-back triggers: rules, cooldown, ids, contract, control groups."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import pytest
+
+from stream_app.contract import Contract
+from stream_app.domain.alerts import (
+    ALERT_CODES,
+    Alert,
+    AlertMemory,
+    AlertPolicy,
+    ChannelCounts,
+    Trigger,
+    WinbackMemory,
+    WinbackOutcome,
+    WinbackPolicy,
+    decide_alert,
+    decide_winback,
+    defection_reasons,
+    in_control_group,
+    observe_event,
+    open_outcome,
+    recommended_channel,
+    record_touch,
+    to_message,
+    to_winback_message,
+    trigger_id,
+    value_at_risk,
+    winback_results,
+)
+from stream_app.domain.events import (
+    MS_PER_DAY,
+    CampaignTouch,
+    Event,
+    Purchase,
+    ServiceContact,
+    Source,
+)
+from stream_app.domain.ledger import CustomerState, apply_event
+from stream_app.domain.valuation import Valuation, ValueModel, value_one
+
+D = MS_PER_DAY
+NOON = D // 2
+DAY0 = 20_000  # 2024-10-04
+RAISED_AT = "2026-01-22T18:30:01.250Z"
+CONTRACT = Contract()
+
+
+def at(day: float) -> int:
+    """Event time at noon of day `DAY0 + day`."""
+    return round((DAY0 + day) * D) + NOON
+
+
+def buy(day: float, amount: float = 200.0, cid: str = "C1", kind: str = "order") -> Purchase:
+    cents = round(amount * 100)
+    return Purchase(f"p{day}", cid, at(day), kind, cents, cents * 6 // 10, "web")
+
+
+def contact(
+    day: float, reason: str = "complaint", resolved: bool = True, sentiment: float | None = None
+) -> ServiceContact:
+    mood = None if sentiment is None else round(sentiment * 1000)
+    return ServiceContact(f"c{day}", "C1", at(day), "phone", reason, 500, resolved, mood)
+
+
+def touch(day: float, action: str, channel: str = "email") -> CampaignTouch:
+    return CampaignTouch(f"t{day}{action}", "C1", at(day), "K1", channel, action, 10)
+
+
+def fold(events: Iterable[Event], cid: str = "C1") -> CustomerState:
+    state = CustomerState(cid)
+    offsets: dict[str, int] = {}
+    for ev in events:
+        topic = type(ev).__name__
+        offsets[topic] = offsets.get(topic, -1) + 1
+        state = apply_event(state, ev, Source(topic, 0, offsets[topic]))
+    return state
+
+
+def valuation(day: float, p_alive: float = 0.9, clv: float = 1500.0) -> Valuation:
+    return Valuation(at(day), 365.0, p_alive, 4.0, 200.0, clv, 0.4, 0.0, 3)
+
+
+def regular(n: int = 10, gap: float = 20, amount: float = 200.0) -> list[Event]:
+    """Orders every `gap` days from day 0."""
+    return [buy(i * gap, amount) for i in range(n)]
+
+
+def decide(
+    state: CustomerState,
+    day: float,
+    memory: AlertMemory | None = None,
+    tier: float = 92.0,
+    churn: float | None = None,
+    **val: float,
+) -> tuple[Alert | None, AlertMemory]:
+    return decide_alert("C1", state, valuation(day, **val), churn, tier, memory, at(day),
+                        AlertPolicy(), "clv-bgnbd-3")
+
+
+# ------------------------------------------------------------------ defection alerts
+
+
+def troubled() -> CustomerState:
+    """Ten orders 20 days apart (last on day 180), then three complaints, one unresolved."""
+    return fold(regular() + [
+        contact(205, sentiment=-0.6),
+        contact(210, sentiment=-0.6),
+        contact(214, resolved=False, sentiment=-0.6),
+    ])
+
+
+def test_a_valuable_customer_with_complaints_and_overdue_gets_an_alert() -> None:
+    alert, memory = decide(troubled(), 215, p_alive=0.7)
+    assert alert is not None
+    codes = [r.code for r in alert.reasons]
+    assert set(codes) == {"complaints", "recency_gap", "unresolved_contacts",
+                          "negative_sentiment"}
+    contributions = [r.contribution for r in alert.reasons]
+    assert all(0.0 <= c <= 1.0 for c in contributions)
+    assert math.isclose(sum(contributions), 1.0)
+    assert contributions == sorted(contributions, reverse=True)
+    assert codes[0] == "complaints"  # three complaints in ten days: the strongest signal
+    gap = next(r for r in alert.reasons if r.code == "recency_gap")
+    assert gap.detail == "no order for 35 days against a usual gap of 20 days"
+    # value at risk = clv / p_alive * (1 - p_alive) = 1500 / 0.7 * 0.3 = 642.86: medium
+    assert alert.severity == "medium"
+    assert math.isclose(alert.value_at_risk, 1500 / 0.7 * 0.3)
+    assert memory.last_alert_id == alert.alert_id and memory.last_severity == "medium"
+    assert memory.last_alert_at == at(215) and memory.p_alive_ref == 0.7
+
+
+def test_a_low_tier_customer_gets_no_alert_but_memory_moves_on() -> None:
+    alert, memory = decide(troubled(), 215, tier=50, p_alive=0.7)
+    assert alert is None
+    assert memory == AlertMemory(p_alive_ref=0.7)
+
+
+def test_a_valuable_customer_on_rhythm_gets_no_alert() -> None:
+    alert, _ = decide(fold(regular()), 190)
+    assert alert is None
+
+
+def _single_signal_cases() -> list[tuple[str, list[Event], dict[str, float], AlertMemory | None]]:
+    base = regular(5, gap=10)  # orders on days 0..40, as-of day 45: on rhythm
+    small: list[Event] = [buy(d, 200.0) for d in (0, 10, 20, 30)]
+    small += [buy(d, 10.0) for d in (40, 50, 60)]
+    return [
+        ("cancellation_request", base + [contact(44, "cancellation_request")], {}, None),
+        ("complaints", base + [contact(44, "complaint")], {}, None),
+        ("unresolved_contacts", base + [contact(44, "billing", resolved=False)], {}, None),
+        ("negative_sentiment", base + [contact(44, "inquiry", sentiment=-0.9)], {}, None),
+        ("unsubscribed", base + [touch(44, "unsubscribed")], {}, None),
+        ("churn_risk", base, {"p_alive": 0.3}, None),
+        ("p_alive_drop", base, {"p_alive": 0.7}, AlertMemory(p_alive_ref=0.95)),
+        ("recency_gap", regular(5, gap=10), {"as_of": 100}, None),
+        ("spend_drop", small, {"as_of": 61}, None),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("code", "events", "val", "memory"), _single_signal_cases(),
+    ids=[case[0] for case in _single_signal_cases()],
+)
+def test_every_rule_fires_alone_with_the_whole_contribution(
+    code: str, events: list[Event], val: dict[str, float], memory: AlertMemory | None
+) -> None:
+    val = dict(val)
+    day = val.pop("as_of", 45)
+    state = fold(events)
+    reasons = defection_reasons(state, valuation(day, **val), None, memory, at(day))
+    assert [(r.code, r.contribution) for r in reasons] == [(code, 1.0)]
+    alert, _ = decide(state, day, memory, **val)
+    assert alert is not None
+    CONTRACT.validate_output("alert", to_message(alert, RAISED_AT))
+
+
+def test_every_code_has_a_single_signal_case() -> None:
+    assert {case[0] for case in _single_signal_cases()} == set(ALERT_CODES)
+
+
+def test_a_churn_model_replaces_one_minus_p_alive() -> None:
+    alert, _ = decide(troubled(), 215, churn=0.8, p_alive=0.7)
+    assert alert is not None
+    assert "churn_risk" in {r.code for r in alert.reasons}
+    assert alert.churn_probability == 0.8
+    # 1500 / 0.7 * 0.8 = 1714: high
+    assert alert.severity == "high"
+    assert math.isclose(value_at_risk(valuation(215, 0.7), 0.8), 1500 / 0.7 * 0.8)
+
+
+def test_a_slow_slide_in_p_alive_adds_up_against_its_peak() -> None:
+    state = fold(regular(5, gap=10))
+    memory = None
+    for p in (0.9, 0.95, 0.85, 0.8):
+        alert, memory = decide(state, 45, memory, tier=10, p_alive=p)
+        assert alert is None
+    assert memory is not None and memory.p_alive_ref == 0.95
+    alert, _ = decide(state, 45, memory, p_alive=0.74)
+    assert alert is not None and [r.code for r in alert.reasons] == ["p_alive_drop"]
+    assert alert.reasons[0].detail == "probability alive fell from 0.95 to 0.74"
+
+
+def test_cooldown_suppresses_a_repeat_and_lets_an_escalation_through() -> None:
+    state = troubled()
+    first, memory = decide(state, 215, p_alive=0.7)
+    assert first is not None and first.severity == "medium"
+    again, memory = decide(state, 218, memory, p_alive=0.7)
+    assert again is None
+    assert memory.last_alert_id == first.alert_id  # a suppressed alert leaves the memory
+    # 4000 / 0.6 * 0.4 = 2667: high, an escalation within the cooldown
+    louder, memory = decide(state, 220, memory, p_alive=0.6, clv=4000.0)
+    assert louder is not None and louder.severity == "high"
+    same, memory = decide(state, 225, memory, p_alive=0.6, clv=4000.0)
+    assert same is None
+    lower, memory = decide(state, 226, memory, p_alive=0.7)
+    assert lower is None  # a lower severity is no escalation either
+    later, _ = decide(state, 220 + 14, memory, p_alive=0.6, clv=4000.0)
+    assert later is not None and later.severity == "high"  # the cooldown is over
+
+
+def test_a_new_cancellation_request_breaks_the_cooldown() -> None:
+    first, memory = decide(troubled(), 215, p_alive=0.7)
+    assert first is not None
+    state = fold(regular() + [
+        contact(205, sentiment=-0.6),
+        contact(210, sentiment=-0.6),
+        contact(214, resolved=False, sentiment=-0.6),
+        contact(216, "cancellation_request"),
+    ])
+    urgent, memory = decide(state, 216, memory, p_alive=0.7)
+    assert urgent is not None and urgent.severity == first.severity
+    assert urgent.reasons[0].code == "cancellation_request"
+    repeat, _ = decide(state, 217, memory, p_alive=0.7)
+    assert repeat is None
+
+
+def test_min_severity_filters_low_alerts() -> None:
+    state = troubled()
+    v = valuation(215, 0.7, clv=100.0)  # value at risk 43: low
+    policy = AlertPolicy(min_severity="medium")
+    alert, _ = decide_alert("C1", state, v, None, 95, None, at(215), policy, "m")
+    assert alert is None
+    alert, _ = decide_alert("C1", state, v, None, 95, None, at(215), AlertPolicy(), "m")
+    assert alert is not None and alert.severity == "low"
+
+
+def test_the_alert_id_is_stable_on_replay_and_new_for_a_later_episode() -> None:
+    state = troubled()
+    a1, m1 = decide(state, 215, p_alive=0.7)
+    a2, m2 = decide(state, 215, p_alive=0.7)
+    assert a1 is not None and a1 == a2 and m1 == m2
+    # the same situation seen at another time of the same day (other batching): same id
+    batched, _ = decide_alert("C1", state, valuation(215, 0.7), None, 92, None,
+                              at(215) + 3 * 3_600_000, AlertPolicy(), "clv-bgnbd-3")
+    assert batched is not None and batched.alert_id == a1.alert_id
+    # deciding again after the alert was remembered raises nothing
+    assert decide(state, 215, m1, p_alive=0.7)[0] is None
+    # a later episode, after the cooldown, has its own id
+    later, _ = decide(state, 230, m1, p_alive=0.7)
+    assert later is not None and later.alert_id != a1.alert_id
+    other, _ = decide_alert("C2", state, valuation(215, 0.7), None, 92, None, at(215),
+                            AlertPolicy(), "m")
+    assert other is not None and other.alert_id != a1.alert_id
+
+
+def test_the_alert_message_matches_the_contract() -> None:
+    alert, _ = decide(troubled(), 215, churn=0.8, p_alive=0.7)
+    assert alert is not None
+    message = to_message(alert, RAISED_AT)
+    CONTRACT.validate_output("alert", message)
+    assert message["as_of"] == "2025-05-07T12:00:00.000Z"
+    assert message["raised_at"] == RAISED_AT
+    assert message["kind"] == "defection_risk"
+    assert message["model_version"] == "clv-bgnbd-3"
+    assert message["clv"] == 1500.0 and message["value_tier"] == 92.0
+    assert [r["code"] for r in message["reasons"]] == [r.code for r in alert.reasons]
+    assert math.isclose(sum(r["contribution"] for r in message["reasons"]), 1.0, abs_tol=1e-3)
+
+
+def test_policies_reject_nonsense_and_hash() -> None:
+    assert hash(AlertPolicy()) == hash(AlertPolicy()) and hash(WinbackPolicy())
+    with pytest.raises(ValueError, match="severity_bands"):
+        AlertPolicy(severity_bands=(5.0, 1.0, 2.0))
+    with pytest.raises(ValueError, match="min_severity"):
+        AlertPolicy(min_severity="urgent")
+    with pytest.raises(ValueError, match="sentiment"):
+        AlertPolicy(sentiment=0.2)
+    with pytest.raises(ValueError, match="control_share"):
+        WinbackPolicy(control_share=1.5)
+    with pytest.raises(ValueError, match="p_alive_threshold"):
+        WinbackPolicy(p_alive_threshold=0.0)
+
+
+# ------------------------------------------------------------------ win-back
+
+
+def lapsed(extra: Iterable[Event] = ()) -> CustomerState:
+    """Ten orders 20 days apart, the last on day 180."""
+    return fold(regular() + list(extra))
+
+
+def winback(
+    state: CustomerState,
+    day: float,
+    memory: WinbackMemory | None = None,
+    tier: float = 90.0,
+    p_alive: float = 0.2,
+    clv: float = 200.0,
+    channels: dict[str, ChannelCounts] | None = None,
+) -> tuple[Trigger | None, WinbackMemory]:
+    return decide_winback("C1", state, valuation(day, p_alive, clv), tier, memory, at(day),
+                          WinbackPolicy(), "clv-bgnbd-3", 7, channels=channels)
+
+
+def test_win_back_fires_once_per_lapse_episode() -> None:
+    state = lapsed()
+    first, memory = winback(state, 280)  # 100 days silent, P(alive) 0.2
+    assert first is not None
+    assert {r.code for r in first.reasons} == {"p_alive_low", "long_silence"}
+    assert math.isclose(sum(r.contribution for r in first.reasons), 1.0)
+    assert memory == WinbackMemory(episode=at(180), trigger_id=first.trigger_id)
+    assert first.trigger_id == trigger_id("C1", at(180))
+    for day in (281, 300, 400):
+        assert winback(state, day, memory)[0] is None
+    # a replay without the memory finds the same trigger (same id, same split)
+    replayed, _ = winback(state, 290)
+    assert replayed is not None and replayed.trigger_id == first.trigger_id
+    assert replayed.control_group == first.control_group
+    # the customer comes back: no lapse, no trigger, the memory stays
+    back = lapsed([buy(300)])
+    again, memory = winback(back, 301, memory, p_alive=0.95)
+    assert again is None and memory.episode == at(180)
+    # ...and lapses again: a new episode with its own trigger
+    second, memory = winback(back, 420, memory)
+    assert second is not None and second.trigger_id != first.trigger_id
+    assert memory.episode == at(300)
+
+
+def test_win_back_needs_a_lapsed_formerly_valuable_customer() -> None:
+    state = lapsed()
+    assert winback(state, 280, tier=60)[0] is None  # never valuable
+    assert winback(state, 200, p_alive=0.6)[0] is None  # 20 days silent, probably alive
+    low, _ = winback(state, 200, p_alive=0.1)  # P(alive) alone is enough
+    assert low is not None and [r.code for r in low.reasons] == ["p_alive_low"]
+    silent, _ = winback(state, 280, p_alive=0.5)  # and so is silence alone
+    assert silent is not None and [r.code for r in silent.reasons] == ["long_silence"]
+    assert winback(state, 280, clv=-50.0)[0] is None  # nothing to regain
+    assert winback(fold([]), 280)[0] is None  # no purchase, no lapse
+
+
+def test_the_offer_budget_is_bounded_by_the_value_to_regain() -> None:
+    small, _ = winback(lapsed(), 280, clv=200.0)
+    assert small is not None
+    # clv_lost = 200 / 0.2 * 0.8 = 800; budget = 10 % of it
+    assert math.isclose(small.clv_lost, 800.0) and small.offer_budget == 80.0
+    big, _ = winback(lapsed(), 280, clv=2000.0)
+    assert big is not None and big.offer_budget == 100.0  # the cap
+
+
+def test_the_recommended_channel_is_the_best_responding_one() -> None:
+    history = [touch(d, "sent", "email") for d in range(0, 100, 2)]
+    history += [touch(1, "clicked", "email")]
+    history += [touch(d, "sent", "sms") for d in range(0, 10)]
+    history += [touch(d + 0.5, a, "sms") for d, a in ((1, "clicked"), (3, "converted"),
+                                                      (5, "opened"), (7, "delivered"))]
+    channels: dict[str, ChannelCounts] = {}
+    for t in history:
+        channels = dict(record_touch(channels, t))
+    assert channels["email"] == ChannelCounts(50, 1, 0)
+    assert channels["sms"] == ChannelCounts(10, 2, 0)
+    trigger, _ = winback(lapsed(), 280, channels=channels)
+    assert trigger is not None and trigger.recommended_channel == "sms"
+    channels = dict(record_touch(channels, touch(50, "unsubscribed", "sms")))
+    assert recommended_channel(channels) == "email"
+    assert recommended_channel(None) == "email"
+    assert recommended_channel({"email": ChannelCounts(blocked=1)}) == "sms"
+    # one lucky click does not beat a steady record
+    assert recommended_channel({"push": ChannelCounts(1, 1), "sms": ChannelCounts(100, 30)}) == (
+        "sms"
+    )
+
+
+def test_the_winback_message_matches_the_contract() -> None:
+    trigger, _ = winback(lapsed(), 280, channels={"sms": ChannelCounts(5, 2)})
+    assert trigger is not None
+    message = to_winback_message(trigger, RAISED_AT)
+    CONTRACT.validate_output("winback", message)
+    assert message["recommended_channel"] == "sms"
+    assert message["control_group"] is trigger.control_group
+    assert message["clv_lost"] == 800.0 and message["offer_budget"] == 80.0
+
+
+def test_the_control_split_is_deterministic_and_near_its_share() -> None:
+    ids = [(f"c-{i:06d}", trigger_id(f"c-{i:06d}", at(180))) for i in range(20_000)]
+    split = [in_control_group(c, t, 7, 0.10) for c, t in ids]
+    assert split == [in_control_group(c, t, 7, 0.10) for c, t in ids]
+    assert abs(sum(split) / len(split) - 0.10) < 0.01  # 5 standard deviations
+    reseeded = [in_control_group(c, t, 8, 0.10) for c, t in ids]
+    assert reseeded != split and abs(sum(reseeded) / len(ids) - 0.10) < 0.01
+    wider = [in_control_group(c, t, 7, 0.20) for c, t in ids]
+    assert all(w for s, w in zip(split, wider, strict=True) if s)  # nested: stable growth
+
+
+def test_a_control_trigger_carries_its_flag_and_no_budget_is_spent() -> None:
+    ids = [f"c-{i}" for i in range(200)]
+    state = lapsed()
+    seen = set()
+    for cid in ids:
+        trigger, _ = decide_winback(cid, state, valuation(280, 0.2), 90, None, at(280),
+                                    WinbackPolicy(), "m", 7)
+        assert trigger is not None
+        tid = trigger_id(cid, at(180))
+        assert trigger.control_group == in_control_group(cid, tid, 7, 0.10)
+        seen.add(trigger.control_group)
+        if trigger.control_group:
+            assert open_outcome(trigger).offer_budget == 0.0
+    assert seen == {True, False}
+
+
+# ------------------------------------------------------------------ closing the loop
+
+
+def outcome(cid: str = "C1") -> WinbackOutcome:
+    trigger, _ = decide_winback(cid, lapsed(), valuation(280, 0.2), 90, None, at(280),
+                                WinbackPolicy(), "m", 7)
+    assert trigger is not None
+    return open_outcome(trigger, WinbackPolicy(response_window_days=60))
+
+
+def test_a_purchase_in_the_window_closes_the_loop() -> None:
+    o = outcome()
+    assert o.triggered_at == at(280) and o.closes_at == at(340)
+    assert observe_event(o, buy(279)) == o  # before the trigger
+    assert observe_event(o, buy(341)) == o  # after the window
+    assert observe_event(o, contact(290)) == o
+    assert observe_event(o, buy(290, kind="return")) == o
+    o = observe_event(o, touch(300, "converted"))
+    assert o.returned and o.returned_via == "converted_touch" and o.regained_value == 0.0
+    o = observe_event(o, buy(305, 120.0))
+    o = observe_event(o, buy(295, 30.0))  # arrives late, happened earlier
+    assert o.returned_at == at(295) and o.returned_via == "purchase"
+    assert math.isclose(o.regained_value, 150.0)
+    assert o.is_final(at(296))
+    with pytest.raises(ValueError, match="customer C2"):
+        observe_event(o, buy(300, cid="C2"))
+
+
+def test_results_aggregate_treatment_against_control() -> None:
+    def made(control: bool, returned: bool, value: float) -> WinbackOutcome:
+        o = WinbackOutcome("t", "C", control, 0, 10, 800.0, 0.0 if control else 80.0)
+        if returned:
+            o = observe_event(o, Purchase("e", "C", 5, "order", round(value * 100), None, "web"))
+        return o
+
+    outcomes = [
+        made(False, True, 100.0), made(False, True, 50.0), made(False, False, 0),
+        made(False, False, 0),
+        made(True, True, 40.0), made(True, False, 0), made(True, False, 0), made(True, False, 0),
+    ]
+    open_one = WinbackOutcome("t9", "C9", False, 0, 100, 800.0, 80.0)
+    results = winback_results([*outcomes, open_one], as_of=50)
+    assert results == {
+        "treatment": {"triggers": 4, "returned": 2, "return_rate": 0.5,
+                      "regained_value": 150.0, "regained_per_trigger": 37.5,
+                      "offer_budget": 320.0},
+        "control": {"triggers": 4, "returned": 1, "return_rate": 0.25,
+                    "regained_value": 40.0, "regained_per_trigger": 10.0,
+                    "offer_budget": 0.0},
+        "pending": 1,
+        "uplift": 0.25,
+        "incremental_value": 110.0,  # (37.5 - 10) * 4
+    }
+    assert winback_results(outcomes[:4])["uplift"] is None  # no control yet
+    assert winback_results([])["treatment"]["return_rate"] is None
+
+
+# ------------------------------------------------------------------ with the real value model
+
+
+def test_rules_run_on_the_value_model_output() -> None:
+    state = lapsed([contact(200), contact(205, resolved=False)])
+    model = ValueModel()
+    alert_val = value_one(model, state, at(206), 365.0)
+    assert alert_val is not None and alert_val.clv > 0
+    alert, _ = decide_alert("C1", state, alert_val, None, 95, None, at(206), AlertPolicy(), "m")
+    assert alert is not None
+    assert {"complaints", "unresolved_contacts"} <= {r.code for r in alert.reasons}
+    CONTRACT.validate_output("alert", to_message(alert, RAISED_AT))
+    late = value_one(model, state, at(400), 365.0)
+    assert late is not None and late.p_alive < alert_val.p_alive
+    trigger, _ = decide_winback("C1", state, late, 95, None, at(400), WinbackPolicy(), "m", 1)
+    assert trigger is not None and "long_silence" in {r.code for r in trigger.reasons}
+    CONTRACT.validate_output("winback", to_winback_message(trigger, RAISED_AT))
