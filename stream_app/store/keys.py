@@ -58,6 +58,41 @@ class Keys:
         return f"{self.prefix}:model:version"
 
     @property
+    def alert_feed(self) -> str:
+        """The latest alerts and win-back triggers published, newest first (JSON)."""
+        return f"{self.prefix}:feed:recent"
+
+    @property
+    def published(self) -> str:
+        """Ids of alerts and win-back triggers already published (sorted by time)."""
+        return f"{self.prefix}:feed:published"
+
+    @property
+    def churn_model(self) -> str:
+        """The newest churn model snapshot (hash: version, sha256, model, metrics)."""
+        return f"{self.prefix}:churn:model"
+
+    @property
+    def churn_metrics(self) -> str:
+        """Progressive-validation metrics of the churn model (JSON)."""
+        return f"{self.prefix}:churn:metrics"
+
+    @property
+    def churn_deadlines(self) -> str:
+        """Customers by the event time their oldest pending snapshot is due a label."""
+        return f"{self.prefix}:churn:deadlines"
+
+    @property
+    def rescore_due(self) -> str:
+        """Customers with value at stake by the event time they are due a rescore."""
+        return f"{self.prefix}:churn:rescore"
+
+    @property
+    def winback_outcomes(self) -> str:
+        """Closed win-back outcomes: trigger id -> JSON."""
+        return f"{self.prefix}:winback:outcomes"
+
+    @property
     def cuts(self) -> str:
         """Population cut points (RFM quintiles, CLV percentiles), as JSON."""
         return f"{self.prefix}:cuts"
