@@ -183,7 +183,10 @@ class Config:
         if not cache.is_absolute():
             cache = ROOT / cache
         partitions = s.partitions
-        topics = {name: partitions for name in (*s.topics.inputs, *s.topics.outputs)}
+        topics = {
+            name: partitions if count is None else count
+            for name, count in s.topics.partition_counts.items()
+        }
         return cls(
             bootstrap=s.kafka_bootstrap_servers,
             kafka_host=host,

@@ -62,6 +62,7 @@ class Topics:
     alerts: str = "cvm.alerts"
     winback: str = "cvm.winback"
     dead_letter: str = "cvm.dead-letter"
+    training: str = "cvm.churn-training"
 
     @property
     def inputs(self) -> tuple[str, str, str]:
@@ -70,6 +71,13 @@ class Topics:
     @property
     def outputs(self) -> tuple[str, str, str]:
         return (self.alerts, self.winback, self.dead_letter)
+
+    @property
+    def partition_counts(self) -> dict[str, int | None]:
+        """Topics the stack creates; None means CVM_PARTITIONS, the training topic has one."""
+        counts: dict[str, int | None] = dict.fromkeys((*self.inputs, *self.outputs))
+        counts[self.training] = 1
+        return counts
 
     def kind_of(self, topic: str) -> str:
         """Return the event kind carried by an input topic."""
@@ -107,6 +115,17 @@ class Settings:
     fit_interval_s: float = 300.0
     refresh_interval_s: float = 5.0
     wall_clock_watermark: bool = False
+    churn_horizon_days: int = 90
+    snapshot_gap_days: float = 7.0
+    churn_model: str = "logreg"
+    model_publish_interval_s: float = 30.0
+    rescore_interval_s: float = 2.0
+    alert_min_value_tier: float = 80.0
+    alert_churn_threshold: float = 0.5
+    alert_cooldown_days: float = 14.0
+    winback_p_alive_threshold: float = 0.25
+    winback_control_share: float = 0.10
+    winback_seed: int = 0
     log_level: str = "info"
 
     @classmethod
@@ -120,6 +139,7 @@ class Settings:
             alerts=e.get("CVM_TOPIC_ALERTS", Topics.alerts),
             winback=e.get("CVM_TOPIC_WINBACK", Topics.winback),
             dead_letter=e.get("CVM_TOPIC_DEAD_LETTER", Topics.dead_letter),
+            training=e.get("CVM_TOPIC_TRAINING", Topics.training),
         )
         settings = cls(
             kafka_bootstrap_servers=e.get("KAFKA_BOOTSTRAP_SERVERS", cls.kafka_bootstrap_servers),
@@ -142,6 +162,25 @@ class Settings:
             refresh_interval_s=_float(e, "CVM_REFRESH_INTERVAL_S", cls.refresh_interval_s),
             wall_clock_watermark=e.get("CVM_WALL_CLOCK_WATERMARK", "0").lower()
             in ("1", "true", "yes"),
+            churn_horizon_days=_int(e, "CVM_CHURN_HORIZON_DAYS", cls.churn_horizon_days),
+            snapshot_gap_days=_float(e, "CVM_SNAPSHOT_GAP_DAYS", cls.snapshot_gap_days),
+            churn_model=e.get("CVM_CHURN_MODEL", cls.churn_model),
+            model_publish_interval_s=_float(
+                e, "CVM_MODEL_PUBLISH_INTERVAL_S", cls.model_publish_interval_s
+            ),
+            rescore_interval_s=_float(e, "CVM_RESCORE_INTERVAL_S", cls.rescore_interval_s),
+            alert_min_value_tier=_float(e, "CVM_ALERT_MIN_VALUE_TIER", cls.alert_min_value_tier),
+            alert_churn_threshold=_float(
+                e, "CVM_ALERT_CHURN_THRESHOLD", cls.alert_churn_threshold
+            ),
+            alert_cooldown_days=_float(e, "CVM_ALERT_COOLDOWN_DAYS", cls.alert_cooldown_days),
+            winback_p_alive_threshold=_float(
+                e, "CVM_WINBACK_P_ALIVE_THRESHOLD", cls.winback_p_alive_threshold
+            ),
+            winback_control_share=_float(
+                e, "CVM_WINBACK_CONTROL_SHARE", cls.winback_control_share
+            ),
+            winback_seed=_int(e, "CVM_WINBACK_SEED", cls.winback_seed),
             log_level=e.get("CVM_LOG_LEVEL", cls.log_level),
         )
         settings.check()

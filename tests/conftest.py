@@ -62,6 +62,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "CVM_TOPIC_ALERTS": t.alerts,
         "CVM_TOPIC_WINBACK": t.winback,
         "CVM_TOPIC_DEAD_LETTER": t.dead_letter,
+        "CVM_TOPIC_TRAINING": t.training,
         "CVM_BATCH_SIZE": str(settings.batch_size),
         "CVM_LOG_LEVEL": "info",
     }
@@ -78,16 +79,18 @@ def settings(stack: Settings, tmp_path: Path) -> Iterator[Settings]:
         app_id=f"cvm-test-{run}",
         topics=Topics(*(f"t{run}.{name}" for name in (
             "purchases", "service-contacts", "campaign-touches",
-            "alerts", "winback", "dead-letter",
+            "alerts", "winback", "dead-letter", "churn-training",
         ))),
         partitions=4,
         web_port=free_port(),
         data_dir=str(tmp_path / "faust"),
     )
     admin = AdminClient({"bootstrap.servers": s.kafka_bootstrap_servers})
-    names = [*s.topics.inputs, *s.topics.outputs]
+    counts = s.topics.partition_counts
+    names = list(counts)
     futures = admin.create_topics([
-        NewTopic(n, s.partitions, 1, config={"max.message.bytes": str(4 << 20)}) for n in names
+        NewTopic(n, counts[n] or s.partitions, 1, config={"max.message.bytes": str(4 << 20)})
+        for n in names
     ])
     for future in futures.values():
         future.result(timeout=30)

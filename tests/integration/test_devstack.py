@@ -56,7 +56,7 @@ def test_status_reports_both_services_answering(settings: Settings) -> None:
         assert service in lines, proc.stdout
         assert " answering " in lines[service], lines[service]
         assert "NOT answering" not in lines[service], lines[service]
-    assert f"{len(settings.topics.inputs) + len(settings.topics.outputs)}/" in lines["topics"]
+    assert f"{len(settings.topics.partition_counts)}/" in lines["topics"]
 
 
 def test_status_json_matches_configuration(status: dict, settings: Settings) -> None:
@@ -71,12 +71,13 @@ def test_topics_exist_with_configured_partitions(settings: Settings) -> None:
 
     admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers})
     metadata = admin.list_topics(timeout=15)
-    expected = (*settings.topics.inputs, *settings.topics.outputs)
-    assert len(set(expected)) == 6
+    wanted = settings.topics.partition_counts
+    expected = tuple(wanted)
+    assert len(set(expected)) == 7
     missing = [t for t in expected if t not in metadata.topics]
     assert not missing, f"topics missing (run `scripts/devstack up`): {missing}"
     counts = {t: len(metadata.topics[t].partitions) for t in expected}
-    assert counts == {t: settings.partitions for t in expected}
+    assert counts == {t: wanted[t] or settings.partitions for t in expected}
     for topic in expected:
         for partition in metadata.topics[topic].partitions.values():
             assert partition.leader >= 0, f"{topic}[{partition.id}] has no leader"
