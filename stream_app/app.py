@@ -19,6 +19,7 @@ class Channels:
     alerts: TopicT
     winback: TopicT
     dead_letter: TopicT
+    training: TopicT
 
 
 def broker_urls(bootstrap_servers: str) -> list[str]:
@@ -47,6 +48,14 @@ def create_app(settings: Settings) -> tuple[faust.App, Channels]:
         web_port=settings.web_port,
         web_in_thread=False,
         producer_acks=-1,
+        # A killed worker's group membership lingers until its session times out,
+        # and its replacement's join waits for that (about a minute at Faust's
+        # 60 s default). A stable instance id (static membership) shortens it more.
+        broker_session_timeout=settings.session_timeout_s,
+        consumer_group_instance_id=settings.group_instance_id or None,
+        # Stopping waits for in-flight batches; take_events acknowledges a batch
+        # when the loop body returns, so this keeps a clean stop exact.
+        stream_wait_empty=True,
         # Dead letters embed the original payload (base64): allow up to 4 MiB.
         producer_max_request_size=4 * 1024 * 1024,
     )
@@ -58,5 +67,6 @@ def create_app(settings: Settings) -> tuple[faust.App, Channels]:
         alerts=app.topic(topics.alerts, value_serializer=codec.NAME),
         winback=app.topic(topics.winback, value_serializer=codec.NAME),
         dead_letter=app.topic(topics.dead_letter, value_serializer=codec.NAME),
+        training=app.topic(topics.training, value_serializer=codec.NAME),
     )
     return app, channels

@@ -8,21 +8,43 @@ exactly-once effect in Redis.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+import orjson
+
 from stream_app.contract import Contract, InvalidEvent
-from stream_app.domain.events import Event, InvalidEventValue, Source, from_message
+from stream_app.domain.alerts import (
+    AlertPolicy,
+    WinbackOutcome,
+    WinbackPolicy,
+    to_message,
+    to_winback_message,
+)
+from stream_app.domain.churn import Snapshot
+from stream_app.domain.events import MS_PER_DAY, Event, InvalidEventValue, Source, from_message
 from stream_app.domain.ledger import CustomerState, apply_event
+from stream_app.domain.retention import (
+    Retention,
+    RetentionPolicy,
+    Scorer,
+    decide,
+    label_due,
+    observe,
+    rescore_due,
+)
 from stream_app.domain.rollups import Increment, campaign_increments
 from stream_app.domain.valuation import ValueModel, history, value_many
-from stream_app.planner import Cuts, plan
+from stream_app.planner import Cuts, plan, value_tier
 from stream_app.settings import Settings
+from stream_app.store import feed
 from stream_app.store.customers import Change, CustomerStore, Loaded, StoreError
+from stream_app.store.records import RETENTION, unpack_retention
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +66,66 @@ class RawRecord:
 
 @dataclass
 class LiveModel:
-    """The value model and population cut points a worker currently uses."""
+    """The models and population cut points a worker currently uses."""
 
     model: ValueModel = field(default_factory=ValueModel)
     cuts: Cuts = field(default_factory=Cuts)
+    scorer: Scorer | None = None
+    churn_version: str = "none"
+
+
+class Publisher(Protocol):
+    """Where training examples, alerts and win-back triggers go; `send` waits for the ack."""
+
+    async def send(self, kind: str, key: bytes, message: dict[str, Any]) -> None: ...
+
+
+@dataclass
+class Effects:
+    """What a batch publishes besides its Redis writes."""
+
+    examples: list[dict[str, Any]] = field(default_factory=list)
+    alerts: list[dict[str, Any]] = field(default_factory=list)
+    triggers: list[dict[str, Any]] = field(default_factory=list)
+    closed: list[WinbackOutcome] = field(default_factory=list)
+
+    def extend(self, other: Effects) -> None:
+        self.examples += other.examples
+        self.alerts += other.alerts
+        self.triggers += other.triggers
+        self.closed += other.closed
+
+
+def retention_policy(settings: Settings) -> RetentionPolicy:
+    """The retention policy the settings describe."""
+    return RetentionPolicy(
+        horizon_ms=settings.churn_horizon_days * MS_PER_DAY,
+        snapshot_gap_ms=round(settings.snapshot_gap_days * MS_PER_DAY),
+        alert=AlertPolicy(
+            min_value_tier=settings.alert_min_value_tier,
+            churn_threshold=settings.alert_churn_threshold,
+            cooldown_days=settings.alert_cooldown_days,
+        ),
+        winback=WinbackPolicy(
+            p_alive_threshold=settings.winback_p_alive_threshold,
+            silence_days=float(settings.churn_horizon_days),
+            min_value_tier=settings.alert_min_value_tier,
+            control_share=settings.winback_control_share,
+        ),
+        seed=settings.winback_seed,
+    )
+
+
+def example_message(snap: Snapshot, label: int, labelled_at: int) -> dict[str, Any]:
+    """A labelled example for the training topic."""
+    return {
+        "example_id": f"{snap.customer_id}:{snap.taken_at}",
+        "customer_id": snap.customer_id,
+        "taken_at": snap.taken_at,
+        "labelled_at": labelled_at,
+        "label": label,
+        "features": dict(snap.features),
+    }
 
 
 class DeadLetterSink(Protocol):
@@ -110,13 +188,20 @@ class Ingestor:
         contract: Contract | None = None,
         clock: Callable[[], str] = utc_now_iso,
         live: LiveModel | None = None,
+        publisher: Publisher | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.live = live or LiveModel()
         self.dead_letters = dead_letters
+        self.publisher = publisher
         self.contract = contract or Contract(settings.max_event_bytes)
         self.clock = clock
+        self.policy = retention_policy(settings)
+        # The agent and the timers publish from the same event loop: one at a
+        # time, so an alert id is checked, published and recorded before another
+        # coroutine can check it.
+        self._publishing = asyncio.Lock()
         self._kinds = {topic: settings.topics.kind_of(topic) for topic in settings.topics.inputs}
 
     def decode(self, record: RawRecord) -> Event:
@@ -158,9 +243,11 @@ class Ingestor:
         pending = events
         for _attempt in range(MAX_COMMIT_ATTEMPTS):
             loaded = await self.store.load_many(e.customer_id for e, _ in pending)
-            changes, counts = self._apply(loaded, pending, now)
+            changes, counts, effects = self._apply(loaded, pending, now)
+            await self.publish(effects, now)
             conflicts = await self.store.commit(changes, applied, watermarks)
             lost = set(conflicts)
+            await self.settle(effects, lost)
             for cid, (applied_n, duplicates) in counts.items():
                 if cid not in lost:
                     result.applied += applied_n
@@ -173,11 +260,71 @@ class Ingestor:
             log.warning("%d customers changed under us; reloading them", len(lost))
         raise StoreError(f"gave up after {MAX_COMMIT_ATTEMPTS} compare-and-set conflicts")
 
+    async def revisit(self, customer_ids: Sequence[str], watermark: int) -> int:
+        """Label due snapshots and rescore customers whom event time has passed by.
+
+        Used by the rescoring timer; a customer the agent wrote in between is
+        skipped (its write is the fresher one). Returns the customers rewritten.
+        """
+        loaded = await self.store.load_many(customer_ids)
+        states = [entry.state for entry in loaded.values() if entry.version]
+        as_of = {s.customer_id: max(watermark, s.last_event or watermark) for s in states}
+        changes, effects = self.plan(
+            loaded, states, {}, self.clock(), as_of=as_of, label_watermark=watermark
+        )
+        await self.publish(effects, self.clock())
+        lost = set(await self.store.commit(changes))
+        await self.settle(effects, lost)
+        return len(changes) - len(lost)
+
+    async def publish(self, effects: Effects, now: str) -> None:
+        """Publish examples, alerts and triggers (an alert id already published is skipped)."""
+        if self.publisher is None:
+            return
+        async with self._publishing:
+            await self._publish(effects)
+
+    async def _publish(self, effects: Effects) -> None:
+        assert self.publisher is not None
+        sends = []
+        for example in effects.examples:
+            sends.append(self.publisher.send("training", example["customer_id"].encode(),
+                                             example))
+        redis = self.store.redis
+        keys = self.store.keys
+        for kind, messages, ident in (
+            ("alert", effects.alerts, "alert_id"),
+            ("winback", effects.triggers, "trigger_id"),
+        ):
+            for message in messages:
+                if await feed.already_published(redis, keys, message[ident]):
+                    continue
+                sends.append(self.publisher.send(kind, message["customer_id"].encode(), message))
+        if sends:
+            await asyncio.gather(*sends)
+        for kind, messages in (("alert", effects.alerts), ("winback", effects.triggers)):
+            for message in messages:
+                await feed.push(redis, keys, kind, message)
+
+    async def settle(self, effects: Effects, lost: set[str]) -> None:
+        """After a commit: keep the closed win-back outcomes of the customers written."""
+        closed = [o for o in effects.closed if o.customer_id not in lost]
+        if closed:
+            await self.store.redis.hset(
+                self.store.keys.winback_outcomes,
+                mapping={o.trigger_id: orjson.dumps(asdict(o)) for o in closed},
+            )
+
+    def _retention(self, entry: Loaded) -> Retention:
+        return unpack_retention(entry.state.customer_id, entry.fields.get(RETENTION, ""))
+
     def _apply(
         self, loaded: dict[str, Loaded], events: list[tuple[Event, Source]], now: str
-    ) -> tuple[list[Change], dict[str, tuple[int, int]]]:
-        """Apply events in order; return the changes and (applied, duplicate) counts."""
+    ) -> tuple[list[Change], dict[str, tuple[int, int]], Effects]:
+        """Apply events in order; return the changes, (applied, duplicate) counts, effects."""
         states = {cid: entry.state for cid, entry in loaded.items()}
+        retentions: dict[str, Retention] = {}
+        labelled: dict[str, list[tuple[Snapshot, int, int]]] = {}
         counts: dict[str, tuple[int, int]] = {}
         increments: dict[str, list[Increment]] = {}
         margin = self.settings.default_margin_rate
@@ -190,10 +337,16 @@ class Ingestor:
                 counts[cid] = (applied_n, duplicates + 1)
                 continue
             increments.setdefault(cid, []).extend(campaign_increments(before, event, margin))
+            r = retentions.get(cid) or self._retention(loaded[cid])
+            retentions[cid], new = observe(r, event, self.policy)
+            labelled.setdefault(cid, []).extend((s, y, event.occurred_at) for s, y in new)
             states[cid] = after
             counts[cid] = (applied_n + 1, duplicates)
         changed = [states[cid] for cid, (n, _) in counts.items() if n > 0]
-        return self.plan(loaded, changed, increments, now), counts
+        changes, effects = self.plan(
+            loaded, changed, increments, now, retentions=retentions, labelled=labelled
+        )
+        return changes, counts, effects
 
     def plan(
         self,
@@ -201,38 +354,68 @@ class Ingestor:
         changed: list[CustomerState],
         increments: dict[str, list[Increment]],
         now: str,
-    ) -> list[Change]:
-        """Value the changed customers (vectorised) and build their store changes.
+        retentions: dict[str, Retention] | None = None,
+        labelled: dict[str, list[tuple[Snapshot, int, int]]] | None = None,
+        as_of: dict[str, int] | None = None,
+        label_watermark: int | None = None,
+    ) -> tuple[list[Change], Effects]:
+        """Value and score the changed customers and build their store changes.
 
-        Each customer is valued as of their own latest event, so the stored
-        values do not depend on how events were batched; lookups revalue at the
-        engine's watermark.
+        Each customer is valued as of their own latest event unless `as_of`
+        says otherwise (the rescoring timer values at the watermark), so the
+        stored values do not depend on how events were batched.
         """
         live = self.live
         horizon = float(self.settings.horizon_days)
+        when = {
+            s.customer_id: (as_of or {}).get(s.customer_id, s.last_event or 0) for s in changed
+        }
         valued: list[CustomerState] = []
         histories = []
         for state in changed:
-            h = history(state, state.last_event or 0, live.model.default_margin_rate)
+            h = history(state, when[state.customer_id], live.model.default_margin_rate)
             if h is not None:
                 valued.append(state)
                 histories.append(h)
-        as_of = [s.last_event or 0 for s in valued]
         by_id = dict(zip(
             (s.customer_id for s in valued),
-            value_many(live.model, histories, horizon, as_of),
+            value_many(live.model, histories, horizon, [when[s.customer_id] for s in valued]),
             strict=True,
         ))
         extra = {"updated_at": now}
-        return [
-            plan(
+        effects = Effects()
+        changes = []
+        for state in changed:
+            cid = state.customer_id
+            valuation = by_id.get(cid)
+            t = when[cid]
+            r = (retentions or {}).get(cid) or self._retention(loaded[cid])
+            new_labels = list((labelled or {}).get(cid, ()))
+            if label_watermark is not None:
+                r, due = label_due(r, label_watermark, self.policy)
+                new_labels += [(snap, y, label_watermark) for snap, y in due]
+            tier = 0 if valuation is None else value_tier(valuation, live.cuts)
+            d = decide(r, state, valuation, tier, t, self.policy, live.scorer,
+                       live.churn_version)
+            effects.examples += [example_message(s, y, at) for s, y, at in new_labels]
+            if d.alert is not None:
+                effects.alerts.append(to_message(d.alert, now))
+            if d.trigger is not None:
+                effects.triggers.append(to_winback_message(d.trigger, now))
+            if d.closed is not None:
+                effects.closed.append(d.closed)
+            due_at = d.retention.label_due
+            changes.append(plan(
                 self.store.keys,
-                loaded[s.customer_id],
-                s,
-                by_id.get(s.customer_id),
+                loaded[cid],
+                state,
+                valuation,
                 live.cuts,
-                increments.get(s.customer_id, ()),
+                increments.get(cid, ()),
                 extra,
-            )
-            for s in changed
-        ]
+                retention=d.retention,
+                churn_probability=d.churn_probability,
+                label_due_at=None if due_at is None else due_at + self.policy.horizon_ms,
+                rescore_at=rescore_due(d.retention, tier, t, self.policy),
+            ))
+        return changes, effects

@@ -11,7 +11,9 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from stream_app.domain.alerts import value_at_risk
 from stream_app.domain.ledger import CustomerState
+from stream_app.domain.retention import Retention
 from stream_app.domain.rfm import (
     RfmCuts,
     log_bucket,
@@ -23,7 +25,7 @@ from stream_app.domain.rollups import Increment, channel_increments
 from stream_app.domain.valuation import Valuation
 from stream_app.store.customers import Change, Loaded
 from stream_app.store.keys import Keys
-from stream_app.store.records import format_time, to_fields
+from stream_app.store.records import RETENTION, format_time, pack_retention, to_fields
 
 MARKER = "_h"
 #: Histograms a customer is counted in, in the order of the marker's parts.
@@ -68,19 +70,29 @@ def _num(value: float, digits: int) -> str:
     return f"{value:.{digits}f}" if math.isfinite(value) else "0"
 
 
-def valuation_fields(v: Valuation, cuts: Cuts) -> dict[str, str]:
+def valuation_fields(
+    v: Valuation, cuts: Cuts, churn_probability: float | None = None
+) -> dict[str, str]:
     """The predicted-value fields of a record."""
-    return {
+    fields = {
         "as_of": format_time(v.as_of),
         "horizon_days": _num(v.horizon_days, 0),
         "p_alive": _num(v.p_alive, 4),
         "expected_purchases": _num(v.expected_purchases, 4),
         "expected_spend": _num(v.expected_spend, 2),
         "clv": _num(v.clv, 2),
-        "value_at_risk": _num(v.value_at_risk, 2),
-        "value_tier": str(percentile(log_bucket(v.clv, CLV_BASE), cuts.clv)),
+        "value_at_risk": _num(value_at_risk(v, churn_probability), 2),
+        "value_tier": str(value_tier(v, cuts)),
         "model_version": str(v.model_version),
     }
+    if churn_probability is not None:
+        fields["churn_probability"] = _num(churn_probability, 4)
+    return fields
+
+
+def value_tier(v: Valuation, cuts: Cuts) -> int:
+    """CLV percentile of the population (0..99)."""
+    return percentile(log_bucket(v.clv, CLV_BASE), cuts.clv)
 
 
 def rfm_fields(state: CustomerState, cuts: Cuts, as_of: int) -> dict[str, str]:
@@ -101,13 +113,23 @@ def plan(
     cuts: Cuts,
     event_increments: Sequence[Increment],
     extra: Mapping[str, str],
+    retention: Retention | None = None,
+    churn_probability: float | None = None,
+    label_due_at: int | None = None,
+    rescore_at: int | None = None,
 ) -> Change:
-    """The complete change for one customer."""
+    """The complete change for one customer.
+
+    `label_due_at` and `rescore_at` (event time, ms; None: not due) place the
+    customer in the sorted sets the rescoring timer reads.
+    """
     fields = to_fields(after)
     fields.update(extra)
     if valuation is not None:
-        fields.update(valuation_fields(valuation, cuts))
+        fields.update(valuation_fields(valuation, cuts, churn_probability))
         fields.update(rfm_fields(after, cuts, valuation.as_of))
+    if retention is not None:
+        fields[RETENTION] = pack_retention(retention)
     new_marks = markers(after, valuation)
     fields[MARKER] = "|".join(new_marks)
     old_raw = loaded.fields.get(MARKER, "")
@@ -124,8 +146,12 @@ def plan(
         increments.append((keys.rollup(scope, name), fld, delta))
         if fld == "customers" or fld.startswith("touches."):
             increments.append((keys.rollup_index(scope), name, delta))
-    ranks = {keys.rank("net_contribution"): after.net_contribution_c / 100}
+    ranks: dict[str, float | None] = {
+        keys.rank("net_contribution"): after.net_contribution_c / 100,
+        keys.churn_deadlines: label_due_at,
+        keys.rescore_due: rescore_at,
+    }
     if valuation is not None and math.isfinite(valuation.clv):
         ranks[keys.rank("clv")] = round(valuation.clv, 2)
-        ranks[keys.rank("value_at_risk")] = round(valuation.value_at_risk, 2)
+        ranks[keys.rank("value_at_risk")] = round(value_at_risk(valuation, churn_probability), 2)
     return Change(after.customer_id, loaded.version, fields, ranks, increments)

@@ -30,10 +30,36 @@ async def rescore_all(ingestor: Ingestor, page: int = 500) -> int:
         if ids:
             loaded = await store.load_many(ids)
             states = [entry.state for entry in loaded.values() if entry.version]
-            changes = ingestor.plan(loaded, states, {}, utc_now_iso())
-            lost = await store.commit(changes)
+            now = utc_now_iso()
+            changes, effects = ingestor.plan(loaded, states, {}, now)
+            await ingestor.publish(effects, now)
+            lost = set(await store.commit(changes))
+            await ingestor.settle(effects, lost)
             done += len(changes) - len(lost)
         if cursor == 0:
             break
     log.info("rescored %d customers with model v%d", done, ingestor.live.model.version)
     return done
+
+
+async def revisit_due(ingestor: Ingestor, watermark: int, limit: int = 200) -> int:
+    """Label and rescore the customers that event time has passed by; returns how many.
+
+    Two sorted sets say who is due: customers whose oldest pending churn
+    snapshot has reached its horizon, and customers with value at stake whose
+    last score is a day of event time old. Both are scored by event time (ms).
+    """
+    store = ingestor.store
+    redis = store.redis
+    horizon_due = await redis.zrangebyscore(
+        store.keys.churn_deadlines, "-inf", watermark, start=0, num=limit
+    )
+    rescore_due = await redis.zrangebyscore(
+        store.keys.rescore_due, "-inf", watermark, start=0, num=limit
+    )
+    ids = list(dict.fromkeys(
+        m.decode() if isinstance(m, bytes) else m for m in [*horizon_due, *rescore_due]
+    ))
+    if not ids:
+        return 0
+    return await ingestor.revisit(ids, watermark)

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from faust.types import TopicT
 from redis.asyncio import Redis
 
+from stream_app.domain.churn import churn_probability
 from stream_app.domain.valuation import ValueModel
 from stream_app.models import load_cuts, load_model
 from stream_app.pipeline import Ingestor, LiveModel
 from stream_app.settings import Settings
+from stream_app.store import churn_models
 from stream_app.store.customers import CustomerStore
 from stream_app.store.keys import Keys
 
@@ -26,12 +29,30 @@ class TopicDeadLetters:
         await delivery
 
 
+class TopicPublisher:
+    """Publishes training examples, alerts and win-back triggers to their topics."""
+
+    def __init__(self, topics: dict[str, TopicT]) -> None:
+        self.topics = topics
+
+    async def send(self, kind: str, key: bytes, message: dict[str, Any]) -> None:
+        delivery = await self.topics[kind].send(key=key, value=message)
+        await delivery
+
+
 class Runtime:
     """Settings plus the Redis client and store, created inside the event loop."""
 
-    def __init__(self, settings: Settings, dead_letter: TopicT) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        dead_letter: TopicT,
+        outputs: dict[str, TopicT] | None = None,
+    ) -> None:
         self.settings = settings
         self._dead_letter = dead_letter
+        self._outputs = outputs or {}
+        self.churn_version = 0
         self._redis: Redis | None = None
         self._ingestor: Ingestor | None = None
         self.keys = Keys()
@@ -57,7 +78,11 @@ class Runtime:
         if self._ingestor is None:
             store = CustomerStore(self.redis, self.keys)
             self._ingestor = Ingestor(
-                self.settings, store, TopicDeadLetters(self._dead_letter), live=self.live
+                self.settings,
+                store,
+                TopicDeadLetters(self._dead_letter),
+                live=self.live,
+                publisher=TopicPublisher(self._outputs) if self._outputs else None,
             )
         return self._ingestor
 
@@ -67,7 +92,20 @@ class Runtime:
         changed = model.version != self.live.model.version
         self.live.model = model
         self.live.cuts = await load_cuts(self.redis, self.keys)
+        await self._refresh_churn()
         return changed
+
+    async def _refresh_churn(self) -> None:
+        version = await churn_models.current_version(self.redis, self.keys)
+        if version == self.churn_version:
+            return
+        snap = await churn_models.load(self.redis, self.keys)
+        if snap is None:
+            return
+        pipeline = snap.model[0]
+        self.live.scorer = partial(churn_probability, pipeline)
+        self.live.churn_version = f"churn-{snap.kind}-v{snap.version}"
+        self.churn_version = snap.version
 
     async def close(self) -> None:
         if self._redis is not None:

@@ -115,6 +115,8 @@ class Settings:
     fit_interval_s: float = 300.0
     refresh_interval_s: float = 5.0
     wall_clock_watermark: bool = False
+    session_timeout_s: float = 10.0
+    group_instance_id: str = ""
     churn_horizon_days: int = 90
     snapshot_gap_days: float = 7.0
     churn_model: str = "logreg"
@@ -162,6 +164,8 @@ class Settings:
             refresh_interval_s=_float(e, "CVM_REFRESH_INTERVAL_S", cls.refresh_interval_s),
             wall_clock_watermark=e.get("CVM_WALL_CLOCK_WATERMARK", "0").lower()
             in ("1", "true", "yes"),
+            session_timeout_s=_float(e, "CVM_SESSION_TIMEOUT_S", cls.session_timeout_s),
+            group_instance_id=e.get("CVM_GROUP_INSTANCE_ID", cls.group_instance_id),
             churn_horizon_days=_int(e, "CVM_CHURN_HORIZON_DAYS", cls.churn_horizon_days),
             snapshot_gap_days=_float(e, "CVM_SNAPSHOT_GAP_DAYS", cls.snapshot_gap_days),
             churn_model=e.get("CVM_CHURN_MODEL", cls.churn_model),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import faust
 
 from stream_app import web
-from stream_app.agents import ingest, valuation
+from stream_app.agents import ingest, learner, valuation
 from stream_app.app import create_app
 from stream_app.runtime import Runtime
 from stream_app.settings import Settings
@@ -14,9 +14,14 @@ from stream_app.settings import Settings
 def build(settings: Settings) -> tuple[faust.App, Runtime]:
     """The complete worker app for `settings`."""
     app, channels = create_app(settings)
-    runtime = Runtime(settings, channels.dead_letter)
+    runtime = Runtime(
+        settings,
+        channels.dead_letter,
+        {"training": channels.training, "alert": channels.alerts, "winback": channels.winback},
+    )
     ingest.register(app, channels, runtime)
     valuation.register(app, runtime)
+    learner.register(app, channels.training, runtime)
     web.register(app, runtime)
     return app, runtime
 

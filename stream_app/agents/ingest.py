@@ -15,6 +15,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from stream_app.app import Channels
 from stream_app.pipeline import RawRecord
 from stream_app.runtime import Runtime
+from stream_app.store import churn_models
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +32,15 @@ async def resume_points(
     ``appendfsync everysec``) or lost everything, the group's committed offset
     is ahead of it and those events must be read again. The reverse (Redis
     ahead, after a worker crash) needs nothing: already applied events are
-    skipped per customer.
+    skipped per customer. The training topic resumes from the offset of the
+    newest churn model snapshot, so a restarted learner relearns what its
+    snapshot lacks.
     """
-    inputs = set(runtime.settings.topics.inputs)
+    inputs = {*runtime.settings.topics.inputs, runtime.settings.topics.training}
     applied = await runtime.store.applied_offsets()
+    # The learner's position is the offset its newest model snapshot holds.
+    snapshot = await churn_models.load(runtime.redis, runtime.keys)
+    applied[(runtime.settings.topics.training, 0)] = -1 if snapshot is None else snapshot.offset
     lower: dict[TP, int] = {}
     for tp in assigned:
         if tp.topic not in inputs:

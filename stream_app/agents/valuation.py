@@ -6,8 +6,8 @@ import logging
 
 import faust
 
-from stream_app.models import FitError, fit_and_store
-from stream_app.rescore import rescore_all
+from stream_app.models import FitError, engine_watermark, fit_and_store
+from stream_app.rescore import rescore_all, revisit_due
 from stream_app.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -24,6 +24,14 @@ def register(app: faust.App, runtime: Runtime) -> None:
     @app.timer(interval=settings.fit_interval_s, on_leader=True)
     async def fit_model() -> None:
         await fit_now(runtime)
+
+    @app.timer(interval=settings.rescore_interval_s, on_leader=True)
+    async def revisit() -> None:
+        # Event time passing without events: label churn snapshots whose horizon
+        # ended and rescore customers with value at stake once a day of event time.
+        watermark = await engine_watermark(runtime.redis, runtime.keys, settings)
+        if watermark is not None:
+            await revisit_due(runtime.ingestor, watermark)
 
 
 async def fit_now(runtime: Runtime, as_of: int | None = None) -> dict[str, object] | None:

@@ -8,7 +8,7 @@
 -- then, per customer key in order:
 --   expected version ("" for a new customer),
 --   f, then f pairs (field, value)                   -- HSET on the customer hash
---   z, then z pairs (sorted-set key, score)          -- ZADD of the customer id
+--   z, then z pairs (sorted-set key, score)          -- ZADD of the customer id ("rem": ZREM)
 --   d, then d triples (hash key, field, delta)       -- HINCRBY, e.g. roll-ups, histograms
 --
 -- A customer whose stored version differs from the expected one was written by
@@ -43,7 +43,12 @@ for i = 3, #KEYS do
     end
     local member = redis.call('HGET', key, 'customer_id')
     for k = 0, z - 1 do
-      redis.call('ZADD', ARGV[ranks_at + 2 * k], ARGV[ranks_at + 2 * k + 1], member)
+      local score = ARGV[ranks_at + 2 * k + 1]
+      if score == 'rem' then
+        redis.call('ZREM', ARGV[ranks_at + 2 * k], member)
+      else
+        redis.call('ZADD', ARGV[ranks_at + 2 * k], score, member)
+      end
     end
     for k = 0, d - 1 do
       local at = incr_at + 3 * k

@@ -49,7 +49,7 @@ class Change:
     customer_id: str
     version: str
     fields: Mapping[str, str]
-    ranks: Mapping[str, float] = field(default_factory=dict)
+    ranks: Mapping[str, float | None] = field(default_factory=dict)  # None: remove
     increments: Sequence[tuple[str, str, int]] = ()
 
 
@@ -108,7 +108,7 @@ class CustomerStore:
                 args += [name, value]
             args.append(len(change.ranks))
             for key, score in change.ranks.items():
-                args += [key, repr(float(score))]
+                args += [key, "rem" if score is None else repr(float(score))]
             args.append(len(change.increments))
             for key, name, delta in change.increments:
                 args += [key, name, int(delta)]

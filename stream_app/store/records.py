@@ -10,11 +10,17 @@ not part of the stable interface.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 from typing import Any
 
+import orjson
+
+from stream_app.domain.alerts import AlertMemory, ChannelCounts, WinbackMemory, WinbackOutcome
+from stream_app.domain.churn import Snapshot
 from stream_app.domain.ledger import CONTACT_REASONS, TOUCH_ACTIONS, CustomerState
+from stream_app.domain.retention import Retention
 
 VERSION = "_v"
 OFFSET_PREFIX = "_o:"
@@ -235,3 +241,65 @@ def public_view(fields: Mapping[str, str]) -> dict[str, Any]:
     view["contacts_by_reason"] = contacts
     view["touches_by_action"] = touches
     return view
+
+
+RETENTION = "_ret"
+
+
+def pack_retention(r: Retention) -> str:
+    """The retention memory as compact JSON (see `unpack_retention`)."""
+    doc: dict[str, Any] = {}
+    if r.pending:
+        doc["p"] = [[s.taken_at, dict(s.features)] for s in r.pending]
+    if r.last_snapshot_at is not None:
+        doc["ls"] = r.last_snapshot_at
+    a = r.alert
+    if a != AlertMemory():
+        doc["al"] = [a.last_alert_at, a.last_severity, a.last_alert_id, list(a.last_codes),
+                     a.p_alive_ref]
+    if r.winback != WinbackMemory():
+        doc["wb"] = [r.winback.episode, r.winback.trigger_id]
+    if r.channels:
+        doc["ch"] = {k: [c.touches, c.responses, c.blocked] for k, c in r.channels.items()}
+    if r.outcome is not None:
+        doc["oc"] = asdict(r.outcome)
+    if r.tier_at_purchase:
+        doc["tp"] = r.tier_at_purchase
+    if r.churn_probability is not None:
+        doc["cp"] = r.churn_probability
+    if r.scored_at is not None:
+        doc["sa"] = r.scored_at
+    return orjson.dumps(doc).decode()
+
+
+def unpack_retention(customer_id: str, text: str) -> Retention:
+    """Inverse of `pack_retention`; empty text is a fresh memory.
+
+    >>> from stream_app.domain.alerts import AlertMemory
+    >>> r = Retention(last_snapshot_at=5, alert=AlertMemory(1, "high", "al-x", ("a",), 0.5))
+    >>> unpack_retention("C1", pack_retention(r)) == r
+    True
+    """
+    if not text:
+        return Retention()
+    doc = orjson.loads(text)
+    al = doc.get("al")
+    wb = doc.get("wb")
+    oc = doc.get("oc")
+    return Retention(
+        pending=tuple(
+            Snapshot(customer_id, int(t), {k: float(v) for k, v in x.items()})
+            for t, x in doc.get("p", [])
+        ),
+        last_snapshot_at=doc.get("ls"),
+        alert=AlertMemory() if al is None else AlertMemory(al[0], al[1], al[2], tuple(al[3]),
+                                                           al[4]),
+        winback=WinbackMemory() if wb is None else WinbackMemory(wb[0], wb[1]),
+        channels=MappingProxyType(
+            {k: ChannelCounts(*v) for k, v in doc.get("ch", {}).items()}
+        ),
+        outcome=None if oc is None else WinbackOutcome(**oc),
+        tier_at_purchase=float(doc.get("tp", 0.0)),
+        churn_probability=doc.get("cp"),
+        scored_at=doc.get("sa"),
+    )

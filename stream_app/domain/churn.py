@@ -1,0 +1,545 @@
+"""Churn: features of a customer at an event time, labels that never peek, the river models.
+
+The question asked of the model: *will this customer place no order within the next
+``horizon`` of event time?* (default 90 days).
+
+* **Features.** `features(state, valuation, as_of)` describes a customer at event time ``as_of``
+  from the ledger state alone: RFM, the rhythm of purchases and its trend, the value engine's
+  P(alive) and expected purchases, recent service contacts and campaign engagement (decayed
+  counters of the ledger) and their lifetime shares. Always the keys of `FEATURE_NAMES`, always
+  finite floats. O(1) per call: it reads the last few purchase days, never the whole history.
+* **Snapshots.** A `Snapshot` is the feature vector of one customer at the event time it was taken.
+  `should_snapshot` allows one per customer per ``min_gap`` (default 7 days) of event time.
+* **Labels without peeking.** A snapshot taken at ``t`` is *retained* (label 0) as soon as an
+  order at ``t < time <= t + horizon`` is seen (`label_on_purchase`) and *churned* (label 1) as
+  soon as the event-time watermark passes ``t + horizon`` without one (`label_on_watermark`). Both
+  decisions depend on event times only, never on when a message arrived or on a clock, so replaying
+  history gives the labels a live run gave.
+* **Bounded memory.** A pending snapshot is labelled at the latest when the watermark passes
+  ``t + horizon``; snapshots of one customer are at least ``min_gap`` apart. So a customer never has
+  more than `max_pending` ``= ceil(horizon / min_gap) + 1`` pending snapshots (14 with the
+  defaults); with a watermark that lags the newest event time by ``lag`` (allowed lateness), use
+  ``max_pending(horizon + lag, min_gap)``.
+* **Models.** `make_model(kind)` builds each candidate river pipeline (`MODEL_KINDS`);
+  `DEFAULT_MODEL` is the one chosen by ``python -m load.churn_study`` (see ``reports/churn``).
+  `ProgressiveMetrics` keeps what progressive validation (predict, then learn, in label-time order)
+  shows: ROC AUC, log loss, calibration by decile and drift of the log loss.
+
+Examples
+--------
+>>> from stream_app.domain.ledger import CustomerState
+>>> DAY = MS_PER_DAY
+>>> state = CustomerState("C1", orders=2, revenue_c=8_000, purchase_days=(0, 30),
+...                       first_purchase=0, last_purchase=30 * DAY, first_event=0,
+...                       last_event=30 * DAY)
+>>> x = features(state, None, 40 * DAY)
+>>> list(x) == list(FEATURE_NAMES), x["recency_days"], x["frequency"], x["monetary"]
+(True, 10.0, 2.0, 40.0)
+>>> s = Snapshot("C1", 40 * DAY, x)
+>>> label_on_purchase([s], 100 * DAY, DEFAULT_HORIZON_MS)[0] == [(s, RETAINED)]
+True
+>>> label_on_watermark([s], 131 * DAY, DEFAULT_HORIZON_MS)[0] == [(s, CHURNED)]
+True
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from river import compose, drift, forest, linear_model, metrics, optim, preprocessing, tree
+
+from stream_app.domain.events import MS_PER_DAY
+from stream_app.domain.ledger import RECENT_TAU_MS, CustomerState
+from stream_app.domain.valuation import Valuation
+
+__all__ = [
+    "CHURNED",
+    "DEFAULT_HORIZON_MS",
+    "DEFAULT_MIN_GAP_MS",
+    "DEFAULT_MODEL",
+    "FEATURE_NAMES",
+    "MODEL_KINDS",
+    "RETAINED",
+    "Labelled",
+    "ProgressiveMetrics",
+    "Snapshot",
+    "churn_probability",
+    "features",
+    "label_on_purchase",
+    "label_on_watermark",
+    "learn_many",
+    "make_model",
+    "max_pending",
+    "should_snapshot",
+]
+
+#: Label of a snapshot followed by an order within the horizon.
+RETAINED: Final = 0
+#: Label of a snapshot with no order within the horizon.
+CHURNED: Final = 1
+#: How far ahead a snapshot looks for an order: 90 days of event time.
+DEFAULT_HORIZON_MS: Final = 90 * MS_PER_DAY
+#: The least event time between two snapshots of one customer: 7 days.
+DEFAULT_MIN_GAP_MS: Final = 7 * MS_PER_DAY
+#: Inter-purchase gap assumed before a customer has one (a typical retailer: a month). It enters
+#: the customer's mean gap as one pseudo-gap, so the mean moves from it to the customer's own.
+PRIOR_GAP_DAYS: Final = 30.0
+#: Ratios (trends) are clipped to this range so that one odd customer cannot dominate a scaler.
+MAX_RATIO: Final = 20.0
+
+#: The feature keys, in the order `features` returns them.
+FEATURE_NAMES: Final = (
+    # recency, frequency, monetary value, tenure
+    "no_purchase",
+    "recency_days",
+    "frequency",
+    "orders",
+    "monetary",
+    "return_rate",
+    "tenure_days",
+    # the rhythm of purchases and of spend
+    "gap_mean_days",
+    "gap_trend",
+    "overdue_days",
+    "overdue_ratio",
+    "spend_trend",
+    "recent_orders",
+    "recent_spend",
+    # the value engine
+    "p_alive",
+    "expected_purchases",
+    # service contacts
+    "recent_contacts",
+    "recent_complaints",
+    "recent_cancellation_requests",
+    "recent_unresolved",
+    "recent_sentiment",
+    "contact_trend",
+    "complaint_share",
+    "cancellation_share",
+    "unresolved_share",
+    "sentiment_mean",
+    # campaign engagement
+    "recent_opened",
+    "recent_clicked",
+    "recent_converted",
+    "recent_unsubscribed",
+    "recent_bounced",
+    "open_rate",
+    "click_rate",
+    "conversion_rate",
+    "bounce_rate",
+    "unsubscribed",
+    "open_trend",
+)
+
+
+def _ratio(num: float, den: float, default: float = 0.0) -> float:
+    return num / den if den > 0 else default
+
+
+def _clip(value: float, lo: float = 0.0, hi: float = MAX_RATIO) -> float:
+    return min(max(value, lo), hi)
+
+
+def _finite(value: float) -> float:
+    return value if math.isfinite(value) else 0.0
+
+
+def _rate_trend(recent: float, lifetime: float, tenure_days: float) -> float:
+    """Decayed recent count against the lifetime rate over the counters' time constant.
+
+    A steady rate gives about 1; a count that fell gives less, one that rose more. One
+    pseudo-event on both sides keeps quiet customers near 1 instead of 0/0.
+    """
+    tau_days = RECENT_TAU_MS / MS_PER_DAY
+    expected = lifetime * tau_days / max(tenure_days, tau_days)
+    return _clip((recent + 1.0) / (expected + 1.0))
+
+
+def features(
+    state: CustomerState, valuation: Valuation | None, as_of: int
+) -> dict[str, float]:
+    """The churn features of a customer at event time `as_of` (epoch ms); keys `FEATURE_NAMES`.
+
+    Durations are days of event time, money is major units of the base currency, ``recent_*``
+    are the ledger's exponentially decayed counters (time constant 30 days) seen from `as_of`.
+    ``valuation`` is the value engine's at (or near) `as_of` with a fixed horizon; without one
+    (no order yet) P(alive) is 1 (BG/NBD: nobody drops out before a repeat purchase) and expected
+    purchases 0. A customer without an order has ``no_purchase = 1``, recency equal to tenure and
+    the prior gap of `PRIOR_GAP_DAYS`. An `as_of` before the state's last event (a late event)
+    gives zero durations rather than negative ones. Cost: O(1), a few dozen float operations.
+
+    >>> from stream_app.domain.ledger import CustomerState
+    >>> x = features(CustomerState("C1", first_event=0), None, 3 * MS_PER_DAY)
+    >>> x["no_purchase"], x["recency_days"], x["tenure_days"], x["p_alive"], len(x)
+    (1.0, 3.0, 3.0, 1.0, 37)
+    """
+    day = float(MS_PER_DAY)
+    tenure = 0.0 if state.first_event is None else max(as_of - state.first_event, 0) / day
+    if state.last_purchase is None:
+        recency = tenure
+    else:
+        recency = max(as_of - state.last_purchase, 0) / day
+    days = state.purchase_days
+    n_days = len(days)
+    gaps = max(n_days - 1, 0)
+    span = float(days[-1] - days[0]) if n_days else 0.0
+    gap_mean = (span + PRIOR_GAP_DAYS) / (gaps + 1)
+    if gaps >= 2:
+        k = min(3, gaps)
+        gap_trend = ((days[-1] - days[-1 - k]) / k) / (span / gaps)
+    else:
+        gap_trend = 1.0
+    orders = float(state.orders)
+    monetary = _ratio(state.revenue_c / 100, orders)
+    recent = state.recent_at_time(as_of)
+    r_orders, r_spend = recent["orders"], recent["spend"]
+    # recent spend per recent order against the lifetime mean, shrunk to 1 by one pseudo-order
+    spend_trend = _ratio(r_spend + monetary, (r_orders + 1.0) * monetary, 1.0)
+
+    contacts = state.contacts
+    n_contacts = float(state.contacts_total)
+    r_contacts = recent["contacts"]
+    touches = state.touches
+    delivered = float(touches.get("delivered", 0))
+    opened = float(touches.get("opened", 0))
+
+    if valuation is None:
+        p_alive, expected = 1.0, 0.0
+    else:
+        p_alive, expected = valuation.p_alive, valuation.expected_purchases
+
+    values = (
+        1.0 if n_days == 0 else 0.0,
+        recency,
+        float(n_days),
+        orders,
+        monetary,
+        _ratio(state.returns, orders),
+        tenure,
+        gap_mean,
+        _clip(gap_trend),
+        recency - gap_mean,
+        _clip(recency / gap_mean, hi=10 * MAX_RATIO),
+        _clip(spend_trend),
+        r_orders,
+        r_spend,
+        p_alive,
+        expected,
+        r_contacts,
+        recent["complaints"],
+        recent["cancellation_requests"],
+        recent["unresolved"],
+        # decayed sentiment sum over decayed contacts, shrunk to 0 by one neutral contact
+        recent["sentiment"] / (r_contacts + 1.0),
+        _rate_trend(r_contacts, n_contacts, tenure),
+        _ratio(contacts.get("complaint", 0), n_contacts),
+        _ratio(contacts.get("cancellation_request", 0), n_contacts),
+        _ratio(state.unresolved, n_contacts),
+        _ratio(state.sentiment_sum_m / 1000, state.sentiment_n),
+        recent["opened"],
+        recent["clicked"],
+        recent["converted"],
+        recent["unsubscribed"],
+        recent["bounced"],
+        _clip(_ratio(opened, delivered), hi=1.0),
+        _clip(_ratio(touches.get("clicked", 0), delivered), hi=1.0),
+        _clip(_ratio(touches.get("converted", 0), delivered), hi=1.0),
+        _clip(_ratio(touches.get("bounced", 0), touches.get("sent", 0)), hi=1.0),
+        1.0 if touches.get("unsubscribed", 0) else 0.0,
+        _rate_trend(recent["opened"], opened, tenure),
+    )
+    return {name: _finite(float(v)) for name, v in zip(FEATURE_NAMES, values, strict=True)}
+
+
+# --------------------------------------------------------------------------------- snapshots
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The features of one customer at the event time `taken_at` (epoch ms), awaiting a label.
+
+    >>> s = Snapshot("C1", 5, {"recency_days": 1.0})
+    >>> Snapshot.from_dict(s.to_dict()) == s
+    True
+    """
+
+    customer_id: str
+    taken_at: int
+    features: Mapping[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (for the pending list kept per customer)."""
+        return {"customer_id": self.customer_id, "taken_at": self.taken_at,
+                "features": dict(self.features)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Snapshot:
+        """The inverse of `to_dict`."""
+        return cls(str(data["customer_id"]), int(data["taken_at"]),
+                   {str(k): float(v) for k, v in data["features"].items()})
+
+
+def max_pending(horizon_ms: int = DEFAULT_HORIZON_MS, min_gap_ms: int = DEFAULT_MIN_GAP_MS) -> int:
+    """The most snapshots one customer can have pending: ``ceil(horizon / min_gap) + 1``.
+
+    Pending snapshots have ``taken_at`` within ``[watermark - horizon, newest event time]`` and lie
+    `min_gap_ms` apart (`should_snapshot`), hence the bound. Pass ``horizon + lag`` when the
+    watermark lags the newest event time by ``lag``.
+
+    >>> max_pending(), max_pending(90 * MS_PER_DAY, 30 * MS_PER_DAY)
+    (14, 4)
+    """
+    if horizon_ms < 0 or min_gap_ms <= 0:
+        raise ValueError(f"horizon {horizon_ms} must be >= 0 and min_gap {min_gap_ms} > 0")
+    return math.ceil(horizon_ms / min_gap_ms) + 1
+
+
+def should_snapshot(
+    last_snapshot_at: int | None, now: int, min_gap_ms: int = DEFAULT_MIN_GAP_MS
+) -> bool:
+    """Whether to take a snapshot of a customer at event time `now`.
+
+    True for a customer's first snapshot and once `min_gap_ms` of event time has passed since the
+    last one; never for an event older than the last snapshot (a late event: its features would
+    include events after it). With `label_on_watermark` run at least up to the current watermark
+    this bounds the pending snapshots of a customer by `max_pending` (14 for 90 and 7 days).
+
+    >>> DAY = MS_PER_DAY
+    >>> should_snapshot(None, 0), should_snapshot(0, 6 * DAY), should_snapshot(0, 7 * DAY)
+    (True, False, True)
+    """
+    if min_gap_ms <= 0:
+        raise ValueError(f"min_gap {min_gap_ms} must be > 0")
+    return last_snapshot_at is None or now - last_snapshot_at >= min_gap_ms
+
+
+# ------------------------------------------------------------------------------------ labels
+
+Labelled = list[tuple[Snapshot, int]]
+
+
+def label_on_watermark(
+    pending: Sequence[Snapshot], watermark: int, horizon_ms: int = DEFAULT_HORIZON_MS
+) -> tuple[Labelled, list[Snapshot]]:
+    """Label churned every snapshot whose horizon the event-time `watermark` has passed.
+
+    A snapshot taken at ``t`` is churned once ``watermark > t + horizon_ms``: every order up to
+    ``t + horizon_ms`` (inclusive) has been seen, and none labelled it retained. Returns the
+    labelled snapshots, oldest first (the order their labels became known), and the rest in their
+    order.
+
+    >>> DAY = MS_PER_DAY
+    >>> a, b = Snapshot("C1", 0), Snapshot("C1", 10 * DAY)
+    >>> labelled, rest = label_on_watermark([a, b], 90 * DAY + 1, 90 * DAY)
+    >>> labelled == [(a, CHURNED)], rest == [b]
+    (True, True)
+    >>> label_on_watermark([a], 90 * DAY, 90 * DAY)[0]
+    []
+    """
+    labelled: Labelled = []
+    rest: list[Snapshot] = []
+    for snap in pending:
+        if watermark > snap.taken_at + horizon_ms:
+            labelled.append((snap, CHURNED))
+        else:
+            rest.append(snap)
+    labelled.sort(key=lambda pair: pair[0].taken_at)
+    return labelled, rest
+
+
+def label_on_purchase(
+    pending: Sequence[Snapshot], purchase_at: int, horizon_ms: int = DEFAULT_HORIZON_MS
+) -> tuple[Labelled, list[Snapshot]]:
+    """Label the customer's pending snapshots with an order at event time `purchase_at`.
+
+    A snapshot taken at ``t < purchase_at <= t + horizon_ms`` is retained; one with
+    ``t + horizon_ms < purchase_at`` is churned (its horizon passed with no order, or an earlier
+    one would have labelled it); one taken at or after the order stays pending: an order never
+    labels a snapshot from before the snapshot, which would be peeking. Returns the labelled
+    snapshots, churned ones first (their labels were known first), then by ``taken_at``.
+
+    >>> DAY = MS_PER_DAY
+    >>> old, mid, new = Snapshot("C1", 0), Snapshot("C1", 50 * DAY), Snapshot("C1", 120 * DAY)
+    >>> labelled, rest = label_on_purchase([old, mid, new], 100 * DAY, 90 * DAY)
+    >>> [(s.taken_at // DAY, y) for s, y in labelled], rest == [new]
+    ([(0, 1), (50, 0)], True)
+    """
+    churned, rest = label_on_watermark(pending, purchase_at, horizon_ms)
+    retained: Labelled = []
+    still: list[Snapshot] = []
+    for snap in rest:
+        if snap.taken_at < purchase_at:
+            retained.append((snap, RETAINED))
+        else:
+            still.append(snap)
+    retained.sort(key=lambda pair: pair[0].taken_at)
+    return churned + retained, still
+
+
+# ------------------------------------------------------------------------------------ models
+
+#: The candidate models of `make_model`.
+MODEL_KINDS: Final = ("logreg", "hoeffding", "arf")
+#: The model chosen by progressive validation on simulated data (``python -m load.churn_study``).
+DEFAULT_MODEL: Final = "logreg"
+
+
+def make_model(kind: str = DEFAULT_MODEL, seed: int = 42) -> compose.Pipeline:
+    """A fresh river pipeline for churn: ``learn_one(x, y)``, ``predict_proba_one(x)[1]``.
+
+    * ``"logreg"``: `StandardScaler` then `LogisticRegression` trained by Adam (step 0.01) with a
+      small L2 penalty; cheap (tens of microseconds per example) and calibrated by construction.
+    * ``"hoeffding"``: a Hoeffding adaptive tree (naive Bayes adaptive leaves, ADWIN-guarded
+      subtrees that replace branches after drift).
+    * ``"arf"``: an adaptive random forest of 10 Hoeffding trees with drift and warning detectors.
+
+    `seed` makes the tree ensembles reproducible (the linear model has no randomness).
+
+    >>> model = make_model("logreg")
+    >>> model.learn_one({"recency_days": 100.0}, 1)
+    >>> 0.0 < model.predict_proba_one({"recency_days": 100.0})[1] < 1.0
+    True
+    """
+    if kind == "logreg":
+        return compose.Pipeline(
+            preprocessing.StandardScaler(),
+            linear_model.LogisticRegression(optimizer=optim.Adam(lr=0.01), l2=1e-4),
+        )
+    if kind == "hoeffding":
+        return compose.Pipeline(
+            tree.HoeffdingAdaptiveTreeClassifier(
+                grace_period=100, delta=1e-5, leaf_prediction="nba", seed=seed
+            )
+        )
+    if kind == "arf":
+        return compose.Pipeline(
+            forest.ARFClassifier(n_models=10, grace_period=100, leaf_prediction="nba", seed=seed)
+        )
+    raise ValueError(f"unknown churn model {kind!r}; one of {', '.join(MODEL_KINDS)}")
+
+
+def churn_probability(model: compose.Pipeline, x: Mapping[str, float]) -> float:
+    """P(churned) by `model` for features `x`, 0.5 before the model has learned anything.
+
+    >>> churn_probability(make_model("logreg"), {"recency_days": 1.0})
+    0.5
+    """
+    proba = model.predict_proba_one(dict(x))
+    if not proba:
+        return 0.5
+    p = float(proba.get(CHURNED, proba.get(True, 0.0)))
+    return min(max(p, 0.0), 1.0) if math.isfinite(p) else 0.5
+
+
+# ----------------------------------------------------------------------------------- metrics
+
+_BINS: Final = 10
+_EPS: Final = 1e-15
+
+
+def _new_bins() -> list[float]:
+    return [0.0] * _BINS
+
+
+@dataclass
+class ProgressiveMetrics:
+    """What progressive validation shows: update with each label and the prediction made before.
+
+    * ``auc``: river's `ROCAUC` over the whole stream (thresholded approximation, 100 thresholds);
+    * ``rolling_auc``: river's `RollingROCAUC`, exact, over the last `window` examples;
+    * ``log_loss``: river's `LogLoss` over the whole stream;
+    * calibration by decile of predicted probability (bins ``[0, 0.1)``, ..., ``[0.9, 1]``):
+      count, mean predicted and observed churn rate per bin, and the expected calibration error;
+    * ``detector``: ADWIN on each example's log loss; ``drifts`` counts detections and
+      ``last_drift`` is the example number of the latest.
+
+    Picklable, so a learner can keep it next to its model and publish `summary`.
+
+    >>> m = ProgressiveMetrics()
+    >>> for y, p in [(0, 0.1), (0, 0.4), (1, 0.35), (1, 0.8)]:
+    ...     m.update(y, p)
+    >>> s = m.summary()
+    >>> s["n"], s["churn_rate"], round(s["rolling_auc"], 2), s["calibration"][1]["n"]
+    (4, 0.5, 0.75, 1)
+    """
+
+    window: int = 5_000
+    auc: metrics.ROCAUC = field(default_factory=lambda: metrics.ROCAUC(n_thresholds=100))
+    rolling_auc: metrics.RollingROCAUC = field(init=False)
+    log_loss: metrics.LogLoss = field(default_factory=metrics.LogLoss)
+    detector: drift.ADWIN = field(default_factory=lambda: drift.ADWIN(delta=0.002))
+    n: int = 0
+    positives: int = 0
+    drifts: int = 0
+    last_drift: int | None = None
+    bin_n: list[float] = field(default_factory=_new_bins)
+    bin_p: list[float] = field(default_factory=_new_bins)
+    bin_y: list[float] = field(default_factory=_new_bins)
+
+    def __post_init__(self) -> None:
+        self.rolling_auc = metrics.RollingROCAUC(window_size=self.window)
+
+    def update(self, y_true: int | bool, p: float) -> None:
+        """Add one labelled example: `y_true` 1 if churned, `p` the predicted P(churned)."""
+        y = bool(y_true)
+        p = min(max(float(p), 0.0), 1.0) if math.isfinite(p) else 0.5
+        self.n += 1
+        self.positives += int(y)
+        self.auc.update(y, p)
+        self.rolling_auc.update(y, p)
+        self.log_loss.update(y, p)
+        b = min(int(p * _BINS), _BINS - 1)
+        self.bin_n[b] += 1
+        self.bin_p[b] += p
+        self.bin_y[b] += y
+        loss = -math.log(max(p if y else 1.0 - p, _EPS))
+        self.detector.update(loss)
+        if self.detector.drift_detected:
+            self.drifts += 1
+            self.last_drift = self.n
+
+    def summary(self) -> dict[str, Any]:
+        """Plain numbers (JSON-ready): n, churn rate, AUCs, log loss, calibration, drift."""
+        calibration = []
+        ece = 0.0
+        for b in range(_BINS):
+            count = self.bin_n[b]
+            mean_p = self.bin_p[b] / count if count else None
+            observed = self.bin_y[b] / count if count else None
+            if count and mean_p is not None and observed is not None:
+                ece += count * abs(mean_p - observed)
+            calibration.append({
+                "bin": f"{b / _BINS:.1f}-{(b + 1) / _BINS:.1f}",
+                "n": int(count),
+                "mean_predicted": mean_p,
+                "observed": observed,
+            })
+        return {
+            "n": self.n,
+            "churn_rate": self.positives / self.n if self.n else None,
+            "auc": float(self.auc.get()) if self.n else None,
+            "rolling_auc": float(self.rolling_auc.get()) if self.n else None,
+            "log_loss": float(self.log_loss.get()) if self.n else None,
+            "ece": ece / self.n if self.n else None,
+            "calibration": calibration,
+            "drifts": self.drifts,
+            "last_drift": self.last_drift,
+        }
+
+
+def learn_many(
+    model: compose.Pipeline,
+    labelled: Iterable[tuple[Snapshot, int]],
+    progress: ProgressiveMetrics | None = None,
+) -> None:
+    """Predict then learn each labelled snapshot in turn (label-time order), updating `progress`."""
+    for snap, y in labelled:
+        x = dict(snap.features)
+        if progress is not None:
+            progress.update(y, churn_probability(model, x))
+        model.learn_one(x, y)

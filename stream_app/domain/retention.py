@@ -1,0 +1,193 @@
+"""Per-customer retention bookkeeping: churn snapshots and labels, alert and win-back memory.
+
+`observe` takes each applied event (labels pending snapshots on an order, counts
+channel responses, closes the loop of an open win-back); `decide` runs after a
+customer's events of a batch, or when event time has moved on without them: it
+scores churn, maybe takes a snapshot, and decides alerts and win-back triggers.
+Both are pure; the shell stores `Retention` in the customer's record, so it is
+written atomically with the ledger and never applied twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+from typing import Final
+
+from stream_app.domain import churn
+from stream_app.domain.alerts import (
+    Alert,
+    AlertMemory,
+    AlertPolicy,
+    ChannelCounts,
+    Trigger,
+    WinbackMemory,
+    WinbackOutcome,
+    WinbackPolicy,
+    decide_alert,
+    decide_winback,
+    observe_event,
+    open_outcome,
+    record_touch,
+)
+from stream_app.domain.events import MS_PER_DAY, CampaignTouch, Event, Purchase
+from stream_app.domain.ledger import CustomerState
+from stream_app.domain.valuation import Valuation
+
+Scorer = Callable[[Mapping[str, float]], float]
+
+_NO_CHANNELS: Final[Mapping[str, ChannelCounts]] = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionPolicy:
+    """Horizon of the churn label, snapshot spacing, alert and win-back policies."""
+
+    horizon_ms: int = churn.DEFAULT_HORIZON_MS
+    snapshot_gap_ms: int = churn.DEFAULT_MIN_GAP_MS
+    alert: AlertPolicy = field(default_factory=AlertPolicy)
+    winback: WinbackPolicy = field(default_factory=WinbackPolicy)
+    seed: int = 0
+
+    @property
+    def max_pending(self) -> int:
+        return churn.max_pending(self.horizon_ms, self.snapshot_gap_ms)
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """What one customer's retention decisions remember between events."""
+
+    pending: tuple[churn.Snapshot, ...] = ()
+    last_snapshot_at: int | None = None
+    alert: AlertMemory = field(default_factory=AlertMemory)
+    winback: WinbackMemory = field(default_factory=WinbackMemory)
+    channels: Mapping[str, ChannelCounts] = field(default_factory=lambda: _NO_CHANNELS)
+    outcome: WinbackOutcome | None = None
+    tier_at_purchase: float = 0.0
+    churn_probability: float | None = None
+    scored_at: int | None = None
+
+    @property
+    def label_due(self) -> int | None:
+        """Event time by which the oldest pending snapshot is labelled churned (ms)."""
+        if not self.pending:
+            return None
+        return min(s.taken_at for s in self.pending)
+
+
+Labelled = list[tuple[churn.Snapshot, int]]
+
+
+def observe(r: Retention, event: Event, policy: RetentionPolicy) -> tuple[Retention, Labelled]:
+    """Take one applied event into account; returns the new memory and new labels.
+
+    >>> from stream_app.domain.events import Purchase
+    >>> snap = churn.Snapshot("C1", 0, {})
+    >>> r = Retention(pending=(snap,))
+    >>> order = Purchase("e", "C1", 10 * MS_PER_DAY, "order", 100, None, "web")
+    >>> r2, labelled = observe(r, order, RetentionPolicy())
+    >>> labelled == [(snap, churn.RETAINED)], r2.pending
+    (True, ())
+    """
+    labelled: Labelled = []
+    if isinstance(event, CampaignTouch):
+        channels = record_touch(r.channels, event)
+        if channels is not r.channels:
+            r = replace(r, channels=channels)
+    if isinstance(event, Purchase) and event.kind == "order" and r.pending:
+        labelled, rest = churn.label_on_purchase(r.pending, event.occurred_at, policy.horizon_ms)
+        r = replace(r, pending=tuple(rest))
+    if r.outcome is not None:
+        outcome = observe_event(r.outcome, event)
+        if outcome != r.outcome:
+            r = replace(r, outcome=outcome)
+    return r, labelled
+
+
+def label_due(r: Retention, watermark: int, policy: RetentionPolicy) -> tuple[Retention, Labelled]:
+    """Label churned the snapshots whose horizon the event-time watermark has passed."""
+    if not r.pending:
+        return r, []
+    labelled, rest = churn.label_on_watermark(r.pending, watermark, policy.horizon_ms)
+    if not labelled:
+        return r, []
+    return replace(r, pending=tuple(rest)), labelled
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The outcome of `decide` for one customer."""
+
+    retention: Retention
+    churn_probability: float | None
+    alert: Alert | None = None
+    trigger: Trigger | None = None
+    closed: WinbackOutcome | None = None
+
+
+def _round(x: Mapping[str, float]) -> dict[str, float]:
+    return {k: float(f"{v:.6g}") for k, v in x.items()}
+
+
+def decide(
+    r: Retention,
+    state: CustomerState,
+    valuation: Valuation | None,
+    value_tier: float,
+    as_of: int,
+    policy: RetentionPolicy,
+    scorer: Scorer | None = None,
+    model_version: str = "0",
+) -> Decision:
+    """Score churn, maybe snapshot, and decide alerts and win-back for a customer at `as_of`.
+
+    `scorer` maps features to P(churn); without one (no model learned yet) the
+    alert rules fall back on 1 - P(alive). A snapshot is taken at most every
+    ``snapshot_gap_ms`` of event time; when a customer would exceed
+    `RetentionPolicy.max_pending` the oldest snapshot is dropped, which only
+    happens if the watermark lags far behind the customer's own events.
+    """
+    x = churn.features(state, valuation, as_of)
+    p = None if scorer is None else scorer(x)
+    if churn.should_snapshot(r.last_snapshot_at, as_of, policy.snapshot_gap_ms) and (
+        r.last_snapshot_at is None or as_of > r.last_snapshot_at
+    ):
+        pending = (*r.pending, churn.Snapshot(state.customer_id, as_of, _round(x)))
+        r = replace(r, pending=pending[-policy.max_pending :], last_snapshot_at=as_of)
+    if state.last_purchase is not None and as_of == state.last_purchase:
+        r = replace(r, tier_at_purchase=value_tier)
+    r = replace(r, churn_probability=p, scored_at=as_of)
+    closed = None
+    if r.outcome is not None and r.outcome.is_final(as_of):
+        closed, r = r.outcome, replace(r, outcome=None)
+    if valuation is None:
+        return Decision(r, p, closed=closed)
+    alert, alert_memory = decide_alert(
+        state.customer_id, state, valuation, p, value_tier, r.alert, as_of,
+        policy.alert, model_version,
+    )
+    trigger, winback_memory = decide_winback(
+        state.customer_id, state, valuation, max(r.tier_at_purchase, 0.0), r.winback, as_of,
+        policy.winback, model_version, policy.seed, channels=r.channels,
+    )
+    r = replace(r, alert=alert_memory, winback=winback_memory)
+    if trigger is not None:
+        if r.outcome is not None:
+            closed = r.outcome
+        r = replace(r, outcome=open_outcome(trigger, policy.winback))
+    return Decision(r, p, alert, trigger, closed)
+
+
+def rescore_due(r: Retention, value_tier: float, as_of: int, policy: RetentionPolicy) -> int | None:
+    """When (event time) this customer should be rescored without new events, if at all.
+
+    Customers with value at stake (value tier or tier at their last purchase at
+    least the lower of the alert and win-back thresholds) are rescored a day of
+    event time after their last score.
+    """
+    floor = min(policy.alert.min_value_tier, policy.winback.min_value_tier)
+    if max(value_tier, r.tier_at_purchase) < floor:
+        return None
+    return as_of + MS_PER_DAY
