@@ -145,6 +145,34 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=7)
     d.add_argument("--duration", type=float, default=None, help="stop after N seconds")
     d.set_defaults(func=_demo)
+
+    # replay and evaluate: arguments and handlers (`run(settings, args) -> int`) live in
+    # their modules, which share the flags that say how to read a transaction log.
+    from stream_app import evaluation, replay
+
+    rp = sub.add_parser(
+        "replay", help="publish a transaction log to the purchases topic in event-time order",
+        description=replay.DESCRIPTION,
+    )
+    replay.add_replay_arguments(rp)
+    rp.set_defaults(func=replay.run)
+
+    ev = sub.add_parser(
+        "evaluate", help="calibration/holdout test of the value model on a transaction log",
+        description=evaluation.DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    evaluation.add_arguments(ev)
+    ev.set_defaults(func=evaluation.run)
+
+    from stream_app import follow
+
+    al = sub.add_parser(
+        "alerts", help="print the alerts and win-back triggers on Kafka (--follow: tail them)",
+        description=follow.DESCRIPTION,
+    )
+    follow.add_arguments(al)
+    al.set_defaults(func=follow.run)
     return p
 
 

@@ -6,7 +6,7 @@ import faust
 import orjson
 from faust.web import Request, Response, View
 
-from stream_app import lookup
+from stream_app import lookup, ops
 from stream_app.agents.valuation import fit_now
 from stream_app.runtime import Runtime
 
@@ -74,3 +74,5 @@ def register(app: faust.App, runtime: Runtime) -> None:
     async def health(web: View, request: Request) -> Response:
         ok = bool(await runtime.redis.ping())
         return web.json({"redis": ok}, status=200 if ok else 503)
+
+    ops.register(app, runtime)  # the ops page: feed, top value at risk, churn metrics
