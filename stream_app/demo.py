@@ -94,8 +94,27 @@ def render(client: redis.Redis, published: int, started: float, top: int = 12) -
             f"{rec.get('p_alive', '-'):>9}{rec.get('value_tier', '-'):>5}  "
             f"{rec.get('rfm_segment', '-'):<19}{rec.get('last_event_at', '')[:10]:<11}"
         )
-    lines += ["", "Alerts: none yet (the churn model and alert rules are not built yet).",
-              "Ctrl-C stops the stream and the worker."]
+    lines += ["", "Latest alerts and win-back triggers (also on the ops page, /ops):"]
+    entries = client.lrange("cvm:feed:recent", 0, 5)
+    if not entries:
+        lines.append("  none yet")
+    for raw in entries:
+        entry = orjson.loads(raw)
+        m = entry.get("message", {})
+        if entry.get("type") == "alert":
+            why = ", ".join(r["code"] for r in m.get("reasons", [])[:3])
+            lines.append(
+                f"  {m.get('as_of', '')[:10]} {m.get('severity', ''):<8} {m.get('customer_id', '')}"
+                f"  CLV {m.get('clv', 0):>8.2f}  churn {m.get('churn_probability', 0):.2f}  {why}"
+            )
+        else:
+            group = "control" if m.get("control_group") else "treatment"
+            lines.append(
+                f"  {m.get('as_of', '')[:10]} win-back {m.get('customer_id', '')}"
+                f"  lost {m.get('clv_lost', 0):>8.2f}  via {m.get('recommended_channel', '')}"
+                f" ({group})"
+            )
+    lines += ["", "Ctrl-C stops the stream and the worker."]
     return "\n".join(lines)
 
 

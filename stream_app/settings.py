@@ -118,7 +118,7 @@ class Settings:
     session_timeout_s: float = 10.0
     group_instance_id: str = ""
     churn_horizon_days: int = 90
-    snapshot_gap_days: float = 7.0
+    snapshot_gap_days: float = 30.0
     churn_model: str = "logreg"
     model_publish_interval_s: float = 30.0
     rescore_interval_s: float = 2.0

@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from stream_app.domain.alerts import AlertMemory, ChannelCounts, WinbackMemory, WinbackOutcome
-from stream_app.domain.churn import Snapshot
+from stream_app.domain.churn import FEATURE_NAMES, Snapshot
 from stream_app.domain.ledger import CONTACT_REASONS, TOUCH_ACTIONS, CustomerState
 from stream_app.domain.retention import Retention
 
@@ -250,7 +250,11 @@ def pack_retention(r: Retention) -> str:
     """The retention memory as compact JSON (see `unpack_retention`)."""
     doc: dict[str, Any] = {}
     if r.pending:
-        doc["p"] = [[s.taken_at, dict(s.features)] for s in r.pending]
+        # Features as a vector in FEATURE_NAMES order, 4 significant digits.
+        doc["p"] = [
+            [s.taken_at, [float(f"{s.features.get(n, 0.0):.4g}") for n in FEATURE_NAMES]]
+            for s in r.pending
+        ]
     if r.last_snapshot_at is not None:
         doc["ls"] = r.last_snapshot_at
     a = r.alert
@@ -288,7 +292,7 @@ def unpack_retention(customer_id: str, text: str) -> Retention:
     oc = doc.get("oc")
     return Retention(
         pending=tuple(
-            Snapshot(customer_id, int(t), {k: float(v) for k, v in x.items()})
+            Snapshot(customer_id, int(t), dict(zip(FEATURE_NAMES, map(float, x), strict=False)))
             for t, x in doc.get("p", [])
         ),
         last_snapshot_at=doc.get("ls"),
