@@ -60,6 +60,7 @@ class Retention:
     """What one customer's retention decisions remember between events."""
 
     pending: tuple[churn.Snapshot, ...] = ()
+    waiting: tuple[tuple[churn.Snapshot, int], ...] = ()
     last_snapshot_at: int | None = None
     alert: AlertMemory = field(default_factory=AlertMemory)
     winback: WinbackMemory = field(default_factory=WinbackMemory)
@@ -71,25 +72,30 @@ class Retention:
 
     @property
     def label_due(self) -> int | None:
-        """Event time by which the oldest pending snapshot is labelled churned (ms)."""
-        if not self.pending:
-            return None
-        return min(s.taken_at for s in self.pending)
+        """Taken-at time (ms) of the oldest snapshot whose horizon has not closed yet."""
+        times = [s.taken_at for s in self.pending] + [s.taken_at for s, _ in self.waiting]
+        return min(times) if times else None
 
 
 Labelled = list[tuple[churn.Snapshot, int]]
 
 
 def observe(r: Retention, event: Event, policy: RetentionPolicy) -> tuple[Retention, Labelled]:
-    """Take one applied event into account; returns the new memory and new labels.
+    """Take one applied event into account; returns the new memory and examples to learn.
+
+    An order labels the pending snapshots before it at once, but they wait in
+    `Retention.waiting` until their horizon closes: learning a retained label
+    the moment it is known, while its churned twins are still unlabelled,
+    biases the model towards "retained" (see ``load/churn_study.py``). So
+    examples are released by `label_due`, and this returns none.
 
     >>> from stream_app.domain.events import Purchase
     >>> snap = churn.Snapshot("C1", 0, {})
     >>> r = Retention(pending=(snap,))
     >>> order = Purchase("e", "C1", 10 * MS_PER_DAY, "order", 100, None, "web")
     >>> r2, labelled = observe(r, order, RetentionPolicy())
-    >>> labelled == [(snap, churn.RETAINED)], r2.pending
-    (True, ())
+    >>> labelled, r2.pending, r2.waiting == ((snap, churn.RETAINED),)
+    ([], (), True)
     """
     labelled: Labelled = []
     if isinstance(event, CampaignTouch):
@@ -97,8 +103,8 @@ def observe(r: Retention, event: Event, policy: RetentionPolicy) -> tuple[Retent
         if channels is not r.channels:
             r = replace(r, channels=channels)
     if isinstance(event, Purchase) and event.kind == "order" and r.pending:
-        labelled, rest = churn.label_on_purchase(r.pending, event.occurred_at, policy.horizon_ms)
-        r = replace(r, pending=tuple(rest))
+        known, rest = churn.label_on_purchase(r.pending, event.occurred_at, policy.horizon_ms)
+        r = replace(r, pending=tuple(rest), waiting=(*r.waiting, *known))
     if r.outcome is not None:
         outcome = observe_event(r.outcome, event)
         if outcome != r.outcome:
@@ -107,13 +113,20 @@ def observe(r: Retention, event: Event, policy: RetentionPolicy) -> tuple[Retent
 
 
 def label_due(r: Retention, watermark: int, policy: RetentionPolicy) -> tuple[Retention, Labelled]:
-    """Label churned the snapshots whose horizon the event-time watermark has passed."""
-    if not r.pending:
+    """Release the examples whose horizon the event-time watermark has passed.
+
+    Pending snapshots past their horizon are labelled churned; snapshots
+    labelled retained earlier are released too. Oldest snapshot first.
+    """
+    if not r.pending and not r.waiting:
         return r, []
-    labelled, rest = churn.label_on_watermark(r.pending, watermark, policy.horizon_ms)
-    if not labelled:
+    churned, rest = churn.label_on_watermark(r.pending, watermark, policy.horizon_ms)
+    ready = [(s, y) for s, y in r.waiting if watermark > s.taken_at + policy.horizon_ms]
+    if not churned and not ready:
         return r, []
-    return replace(r, pending=tuple(rest)), labelled
+    still = tuple((s, y) for s, y in r.waiting if watermark <= s.taken_at + policy.horizon_ms)
+    released = sorted([*churned, *ready], key=lambda sy: sy[0].taken_at)
+    return replace(r, pending=tuple(rest), waiting=still), released
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +168,8 @@ def decide(
         r.last_snapshot_at is None or as_of > r.last_snapshot_at
     ):
         pending = (*r.pending, churn.Snapshot(state.customer_id, as_of, _round(x)))
-        r = replace(r, pending=pending[-policy.max_pending :], last_snapshot_at=as_of)
+        room = max(policy.max_pending - len(r.waiting), 1)
+        r = replace(r, pending=pending[-room:], last_snapshot_at=as_of)
     if state.last_purchase is not None and as_of == state.last_purchase:
         r = replace(r, tier_at_purchase=value_tier)
     r = replace(r, churn_probability=p, scored_at=as_of)

@@ -255,6 +255,11 @@ def pack_retention(r: Retention) -> str:
             [s.taken_at, [float(f"{s.features.get(n, 0.0):.4g}") for n in FEATURE_NAMES]]
             for s in r.pending
         ]
+    if r.waiting:
+        doc["w"] = [
+            [s.taken_at, y, [float(f"{s.features.get(n, 0.0):.4g}") for n in FEATURE_NAMES]]
+            for s, y in r.waiting
+        ]
     if r.last_snapshot_at is not None:
         doc["ls"] = r.last_snapshot_at
     a = r.alert
@@ -294,6 +299,11 @@ def unpack_retention(customer_id: str, text: str) -> Retention:
         pending=tuple(
             Snapshot(customer_id, int(t), dict(zip(FEATURE_NAMES, map(float, x), strict=False)))
             for t, x in doc.get("p", [])
+        ),
+        waiting=tuple(
+            (Snapshot(customer_id, int(t), dict(zip(FEATURE_NAMES, map(float, x), strict=False))),
+             int(y))
+            for t, y, x in doc.get("w", [])
         ),
         last_snapshot_at=doc.get("ls"),
         alert=AlertMemory() if al is None else AlertMemory(al[0], al[1], al[2], tuple(al[3]),
