@@ -12,9 +12,9 @@ from typing import Any
 from redis.asyncio import Redis
 
 from stream_app.domain.events import parse_time
-from stream_app.domain.valuation import value_one
+from stream_app.domain.valuation import ValueModel, value_one
 from stream_app.models import engine_watermark, load_cuts, load_model
-from stream_app.planner import rfm_fields, valuation_fields
+from stream_app.planner import Cuts, rfm_fields, valuation_fields
 from stream_app.settings import Settings
 from stream_app.store.customers import text
 from stream_app.store.keys import Keys
@@ -44,8 +44,14 @@ async def customer(
     horizon_days: float | None = None,
     as_of: int | None = None,
     keys: Keys | None = None,
+    model: ValueModel | None = None,
+    cuts: Cuts | None = None,
 ) -> dict[str, Any] | None:
-    """A customer's record, revalued at `as_of` over `horizon_days`; None if unknown."""
+    """A customer's record, revalued at `as_of` over `horizon_days`; None if unknown.
+
+    A worker passes the `model` and `cuts` it holds; without them they are read
+    from Redis.
+    """
     keys = keys or Keys()
     fields = text(await redis.hgetall(keys.customer(customer_id)))
     if not fields:
@@ -59,10 +65,12 @@ async def customer(
     if as_of is None or (state.last_event is not None and as_of < state.last_event):
         as_of = state.last_event
     view = public_view(fields)
-    model = await load_model(redis, keys, settings)
+    if model is None:
+        model = await load_model(redis, keys, settings)
     valuation = None if as_of is None else value_one(model, state, as_of, horizon)
     if valuation is not None:
-        cuts = await load_cuts(redis, keys)
+        if cuts is None:
+            cuts = await load_cuts(redis, keys)
         view.update(public_view(valuation_fields(valuation, cuts)))
         view.update(public_view(rfm_fields(state, cuts, as_of)))
     view["stored_as_of"] = fields.get("as_of")

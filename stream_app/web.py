@@ -37,6 +37,8 @@ def register(app: faust.App, runtime: Runtime) -> None:
                 customer_id,
                 horizon_days=None if horizon is None else float(horizon),
                 as_of=lookup.parse_as_of(request.query.get("as_of")),
+                model=runtime.live.model,
+                cuts=runtime.live.cuts,
             )
         except ValueError as exc:
             return _error(web, 400, "bad_request", str(exc))
