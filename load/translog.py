@@ -15,7 +15,7 @@ population, per customer:
 
 Purchases happen in continuous time and the log keeps their dates only; two purchases on one
 day are two lines. The engine counts purchase *days*, so such pairs count once: with the
-default parameters that loses about 1.5% of the repeat purchases (mostly of the heaviest
+default parameters that loses about 1.7% of the repeat purchases (mostly of the heaviest
 buyers) and biases a day-level fit of ``alpha`` up by about 5%; see `TranslogConfig`.
 
 Deterministic: the same config and seed give the same file, byte for byte.

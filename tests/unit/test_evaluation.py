@@ -375,6 +375,11 @@ def test_translog_command_prints_the_truth(tmp_path: Path,
     assert printed["n_customers"] == 20 and out.exists()
 
 
+def test_translog_docstring_examples() -> None:
+    result = doctest.testmod(translog)
+    assert result.attempted > 0 and result.failed == 0
+
+
 def test_translog_rejects_a_bad_config() -> None:
     with pytest.raises(ValueError):
         translog.TranslogConfig(n_customers=0)
