@@ -77,6 +77,14 @@ def _rollups(settings: Settings, args: argparse.Namespace) -> int:
     return _with_redis(settings, work)
 
 
+def _winback(settings: Settings, args: argparse.Namespace) -> int:
+    async def work(client: Redis) -> int:
+        _print(await lookup.winback_results(client, settings))
+        return 0
+
+    return _with_redis(settings, work)
+
+
 def _fit(settings: Settings, args: argparse.Namespace) -> int:
     from stream_app.models import FitError, fit_and_store
     from stream_app.store.keys import Keys
@@ -134,6 +142,9 @@ def parser() -> argparse.ArgumentParser:
     ru.add_argument("scope", choices=("channel", "campaign"))
     ru.add_argument("--json", action="store_true")
     ru.set_defaults(func=_rollups)
+
+    wb = sub.add_parser("winback", help="win-back results: treatment vs control return rates")
+    wb.set_defaults(func=_winback)
 
     ft = sub.add_parser("fit", help="fit the value model now and store a new version")
     ft.add_argument("--as-of", default=None, help="RFC 3339 event time (default: watermark)")

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from redis.asyncio import Redis
 
+from stream_app.domain import alerts
+from stream_app.domain.alerts import WinbackOutcome
 from stream_app.domain.events import parse_time
 from stream_app.domain.valuation import ValueModel, value_one
 from stream_app.models import engine_watermark, load_cuts, load_model
@@ -148,3 +151,19 @@ async def rollups(redis: Redis, scope: str, keys: Keys | None = None) -> list[di
     key = "payoff" if scope == "campaign" else "net_contribution"
     out.sort(key=lambda r: r.get(key) or 0, reverse=True)
     return out
+
+
+async def winback_results(
+    redis: Redis, settings: Settings, keys: Keys | None = None
+) -> dict[str, Any]:
+    """Win-back treatment against control over the closed outcomes, at the watermark.
+
+    An outcome is closed when the customer returned (an order or a converted
+    touch within the response window) or when the window passed; open ones are
+    still in the customers' records and not counted here.
+    """
+    keys = keys or Keys()
+    raw = await redis.hgetall(keys.winback_outcomes)
+    outcomes = [WinbackOutcome(**orjson.loads(v)) for v in raw.values()]
+    watermark = await engine_watermark(redis, keys, settings)
+    return {"outcomes": len(outcomes), **alerts.winback_results(outcomes, as_of=watermark)}

@@ -72,6 +72,10 @@ def register(app: faust.App, runtime: Runtime) -> None:
                 return _error(self, 409, "not_fitted", "not enough data to fit; see the log")
             return self.json(doc)
 
+    @app.page("/winback/results")
+    async def winback(web: View, request: Request) -> Response:
+        return web.json(await lookup.winback_results(runtime.redis, runtime.settings))
+
     @app.page("/healthz")
     async def health(web: View, request: Request) -> Response:
         ok = bool(await runtime.redis.ping())

@@ -14,7 +14,7 @@ from load.generator import publish as publish_events
 from load.simulator import SimConfig, ground_truth, simulate
 from stream_app.contract import Contract
 from stream_app.settings import Settings
-from tests.conftest import WorkerProcess, consume_all, wait_until
+from tests.conftest import WorkerProcess, consume_all, http_json, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -92,4 +92,8 @@ def test_alerts_for_true_defectors_and_no_duplicate_after_a_restart(
     assert metrics["n"] > 0 and metrics["model_version"].startswith("churn-")
     triggers = consume_all(settings, settings.topics.winback, expected=10**9, deadline_s=5)
     for message in triggers:
-        contract.validate_output("winback", orjson.loads(message.value()))
+        trigger = orjson.loads(message.value())
+        contract.validate_output("winback", trigger)
+        assert trigger["offer_budget"] <= trigger["clv_lost"]
+    status, results = http_json(settings, "/winback/results")
+    assert status == 200 and {"treatment", "control", "uplift"} <= set(results)
