@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, Protocol, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import orjson
 
@@ -475,15 +475,8 @@ def to_message(
 
 # --------------------------------------------------------------------------- publishing (thin)
 
-
-class Producer(Protocol):
-    """The part of ``confluent_kafka.Producer`` that `publish` uses."""
-
-    def produce(self, topic: str, value: bytes, key: bytes) -> None: ...
-
-    def poll(self, timeout: float) -> int: ...
-
-    def flush(self, timeout: float) -> int: ...
+if TYPE_CHECKING:
+    from load.generator import Producer
 
 
 @dataclass

@@ -80,12 +80,12 @@ def rfm_values(state: CustomerState) -> RfmValues | None:
     )
 
 
-def quintile_cuts(histogram: Mapping[int, int]) -> tuple[int, ...]:
-    """The buckets at the 20/40/60/80 % points of a bucket-count histogram.
+def quantile_cuts(histogram: Mapping[int, int], parts: int) -> tuple[int, ...]:
+    """The buckets at the 1/parts, 2/parts, ... points of a bucket-count histogram.
 
-    >>> quintile_cuts({1: 10, 2: 10, 3: 10, 4: 10, 5: 10})
+    >>> quantile_cuts({1: 10, 2: 10, 3: 10, 4: 10, 5: 10}, 5)
     (1, 2, 3, 4)
-    >>> quintile_cuts({})
+    >>> quantile_cuts({}, 5)
     ()
     """
     items = sorted((b, n) for b, n in histogram.items() if n > 0)
@@ -97,10 +97,15 @@ def quintile_cuts(histogram: Mapping[int, int]) -> tuple[int, ...]:
     k = 1
     for bucket, n in items:
         cumulative += n
-        while k <= 4 and cumulative >= k * total / 5:
+        while k < parts and cumulative >= k * total / parts:
             cuts.append(bucket)
             k += 1
     return tuple(cuts)
+
+
+def quintile_cuts(histogram: Mapping[int, int]) -> tuple[int, ...]:
+    """The buckets at the 20/40/60/80 % points of a bucket-count histogram."""
+    return quantile_cuts(histogram, 5)
 
 
 def score(bucket: int, cuts: Sequence[int]) -> int:
@@ -163,19 +168,7 @@ def rfm_score(values: RfmValues, cuts: RfmCuts, as_of: int) -> RfmScore:
 
 def percentile_cuts(histogram: Mapping[int, int]) -> tuple[int, ...]:
     """The buckets at the 1..99 % points of a bucket-count histogram."""
-    items = sorted((b, n) for b, n in histogram.items() if n > 0)
-    total = sum(n for _, n in items)
-    if total == 0:
-        return ()
-    cuts: list[int] = []
-    cumulative = 0
-    k = 1
-    for bucket, n in items:
-        cumulative += n
-        while k <= 99 and cumulative >= k * total / 100:
-            cuts.append(bucket)
-            k += 1
-    return tuple(cuts)
+    return quantile_cuts(histogram, 100)
 
 
 def percentile(bucket: int, cuts: Sequence[int]) -> int:
