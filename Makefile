@@ -29,6 +29,21 @@ stack-down:
 stack-status:
 	scripts/devstack status
 
+# `make bench`: throughput, freshness, lookups, memory, scaling and a profile of the engine;
+# writes reports/bench/report.md and bench.png. BENCH_ARGS=--quick: a 2-minute smoke run.
+# Like `make test`, it stops only the servers of the dev stack that this run started.
+BENCH_STAMP := $(VENV)/.bench-installed
+
+$(BENCH_STAMP): pyproject.toml $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(STAMP) $(BENCH_STAMP)
+	@started="$$(mktemp)"; \
+	trap 'if [ -s "$$started" ]; then scripts/devstack down $$(cat "$$started"); fi; rm -f "$$started"' EXIT; \
+	scripts/devstack up --started-file "$$started" && \
+	$(BIN)/python -m load.bench $(BENCH_ARGS)
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 

@@ -1,0 +1,416 @@
+"""What the benchmark runs on: isolated namespaces, worker processes, CPU accounting.
+
+Every measurement gets a `Namespace` of its own on the dev stack: topics ``b<run>.*``, a
+consumer group and app id ``cvm-bench-<run>``, and a Redis database of its own (one of
+`BENCH_DBS`, claimed with a key so two benchmarks never share one), all removed afterwards.
+Memory is measured on a `PrivateRedis`: a ``redis-server`` of our own without persistence, so
+``INFO memory`` counts nothing but the benchmark's keys.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from stream_app.settings import Settings, Topics
+
+ROOT = Path(__file__).resolve().parents[1]
+#: Redis databases of the dev server the benchmark may claim (tests use 9, the demo 0).
+BENCH_DBS = (10, 11, 12, 13, 14, 15)
+CLAIM_KEY = "bench:claim"
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(check: Callable[[], bool], deadline_s: float, every: float = 0.2) -> bool:
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        if check():
+            return True
+        time.sleep(every)
+    return check()
+
+
+# --------------------------------------------------------------------------- machine
+
+
+def _version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def _mem_total_gib() -> float:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return round(int(line.split()[1]) / 1024 / 1024, 1)
+    return float("nan")
+
+
+def load_average() -> tuple[float, float, float]:
+    return os.getloadavg()
+
+
+def machine_info(stack: Settings) -> dict[str, Any]:
+    """Date, machine and versions, for the head of the report."""
+    redis_version = "unknown"
+    with contextlib.suppress(Exception):
+        client = redis.Redis.from_url(stack.redis_url)
+        redis_version = str(client.info("server")["redis_version"])
+        client.close()
+    kafka_jar = sorted((ROOT / ".devstack" / "kafka" / "lib").glob("kafka_2.13-*.jar"))
+    kafka_version = kafka_jar[-1].stem.split("-", 1)[1] if kafka_jar else "unknown"
+    return {
+        "date": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "nproc": os.cpu_count(),
+        "memory_gib": _mem_total_gib(),
+        "cpu_model": _cpu_model(),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "kafka": kafka_version,
+        "redis_server": redis_version,
+        "faust-streaming": _version("faust-streaming"),
+        "aiokafka": _version("aiokafka"),
+        "confluent-kafka": _version("confluent-kafka"),
+        "redis-py": _version("redis"),
+        "hiredis": _version("hiredis"),
+        "orjson": _version("orjson"),
+        "jsonschema-rs": _version("jsonschema-rs"),
+        "numpy": _version("numpy"),
+        "scipy": _version("scipy"),
+        "py-spy": _version("py-spy"),
+        "load_average_at_start": load_average(),
+    }
+
+
+# --------------------------------------------------------------------------- namespaces
+
+
+@dataclass
+class Namespace:
+    """Topics, consumer group, app id and Redis database of one measurement."""
+
+    settings: Settings
+    run: str
+    created_topics: list[str] = field(default_factory=list)
+
+    @classmethod
+    def create(cls, stack: Settings, label: str, partitions: int = 4) -> Namespace:
+        run = f"{label}{uuid.uuid4().hex[:6]}"
+        base = stack.redis_url.rsplit("/", 1)[0]
+        db = _claim_db(base, run)
+        settings = replace(
+            stack,
+            redis_url=f"{base}/{db}",
+            app_id=f"cvm-bench-{run}",
+            topics=Topics(*(f"b{run}.{name}" for name in (
+                "purchases", "service-contacts", "campaign-touches",
+                "alerts", "winback", "dead-letter",
+            ))),
+            partitions=partitions,
+            web_port=free_port(),
+            data_dir=tempfile.mkdtemp(prefix=f"cvm-bench-{run}-"),
+        )
+        ns = cls(settings, run)
+        try:
+            ns._create_topics()
+        except Exception:
+            ns.cleanup()
+            raise
+        return ns
+
+    def _admin(self) -> Any:
+        from confluent_kafka.admin import AdminClient
+
+        return AdminClient({"bootstrap.servers": self.settings.kafka_bootstrap_servers})
+
+    def _create_topics(self) -> None:
+        from confluent_kafka.admin import NewTopic
+
+        s = self.settings
+        names = [*s.topics.inputs, *s.topics.outputs]
+        admin = self._admin()  # keep the client alive until the futures resolve
+        futures = admin.create_topics([
+            NewTopic(n, s.partitions, 1, config={"max.message.bytes": str(4 << 20)})
+            for n in names
+        ])
+        for future in futures.values():
+            future.result(timeout=30)
+        self.created_topics = names
+
+    def redis(self) -> redis.Redis:
+        return redis.Redis.from_url(self.settings.redis_url)
+
+    def cleanup(self) -> None:
+        """Delete the topics (also Faust's own), the consumer groups and the Redis data."""
+        admin = self._admin()
+        with contextlib.suppress(Exception):
+            existing = admin.list_topics(timeout=10).topics
+            names = set(self.created_topics) | {
+                t for t in existing if t.startswith(self.settings.app_id) or
+                t.startswith(f"b{self.run}.")
+            }
+            for future in admin.delete_topics(sorted(names)).values():
+                with contextlib.suppress(Exception):
+                    future.result(timeout=30)
+        with contextlib.suppress(Exception):
+            groups = [self.settings.app_id, f"{self.settings.app_id}-raw"]
+            for future in admin.delete_consumer_groups(groups).values():
+                with contextlib.suppress(Exception):
+                    future.result(timeout=30)
+        with contextlib.suppress(Exception):
+            client = self.redis()
+            client.flushdb()
+            client.close()
+        shutil.rmtree(self.settings.data_dir, ignore_errors=True)
+
+
+def _claim_db(base_url: str, run: str) -> int:
+    for db in BENCH_DBS:
+        client = redis.Redis.from_url(f"{base_url}/{db}")
+        try:
+            if client.dbsize() == 0 and client.set(CLAIM_KEY, run, nx=True, ex=7200):
+                return db
+        finally:
+            client.close()
+    raise RuntimeError(f"no free Redis database among {BENCH_DBS} (is another benchmark running?)")
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """Environment variables that reproduce `settings` in a worker subprocess."""
+    t = settings.topics
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+        "REDIS_URL": settings.redis_url,
+        "CVM_APP_ID": settings.app_id,
+        "CVM_PARTITIONS": str(settings.partitions),
+        "CVM_WEB_PORT": str(settings.web_port),
+        "CVM_WEB_HOST": settings.web_host,
+        "CVM_DATA_DIR": settings.data_dir,
+        "CVM_TOPIC_PURCHASES": t.purchases,
+        "CVM_TOPIC_SERVICE_CONTACTS": t.service_contacts,
+        "CVM_TOPIC_CAMPAIGN_TOUCHES": t.campaign_touches,
+        "CVM_TOPIC_ALERTS": t.alerts,
+        "CVM_TOPIC_WINBACK": t.winback,
+        "CVM_TOPIC_DEAD_LETTER": t.dead_letter,
+        "CVM_BATCH_SIZE": str(settings.batch_size),
+        "CVM_BATCH_WITHIN_MS": str(settings.batch_within_ms),
+        "CVM_LOG_LEVEL": "warning",
+    }
+    env.update(extra)
+    return env
+
+
+class WorkerProcess:
+    """A real ``python -m stream_app.cli worker`` in a subprocess of its own session."""
+
+    def __init__(self, settings: Settings, log_path: Path, **env: str) -> None:
+        self.settings = settings
+        self.log_path = log_path
+        self.env = env
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self, wait: bool = True) -> None:
+        env = {**os.environ, **settings_env(self.settings, **self.env)}
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "stream_app.cli", "worker"],
+                env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                cwd=ROOT, start_new_session=True,
+            )
+        if wait:
+            self.wait_healthy()
+
+    def wait_healthy(self, deadline_s: float = 120) -> None:
+        url = f"http://{self.settings.web_host}:{self.settings.web_port}/healthz"
+
+        def healthy() -> bool:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"worker exited early:\n{self.log_tail()}")
+            try:
+                with urllib.request.urlopen(url, timeout=1) as r:
+                    return bool(r.status == 200)
+            except OSError:
+                return False
+
+        if not wait_until(healthy, deadline_s, every=0.3):
+            raise RuntimeError(f"worker did not come up:\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=30)
+        self.proc = None
+
+    def log_tail(self, n: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return "(no log)"
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU seconds of a process (all its threads); NaN once it is gone."""
+    try:
+        parts = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return float("nan")
+    return (int(parts[11]) + int(parts[12])) / _CLK_TCK
+
+
+def total_cpu_seconds() -> float:
+    """CPU seconds spent by the whole machine, all cores, outside idle and iowait."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    values = [int(v) for v in fields]
+    return (sum(values[:8]) - values[3] - values[4]) / _CLK_TCK
+
+
+def find_server_pids(stack: Settings) -> dict[str, int]:
+    """Pids of the dev stack's Kafka broker and Redis server, found through /proc."""
+    port = stack.redis_url.split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)[-1]
+    out: dict[str, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if "kafka.Kafka" in cmd and "kafka" not in out:
+            out["kafka"] = int(entry.name)
+        elif cmd.startswith("/usr/bin/redis-server") and f":{port}" in cmd:
+            out["redis"] = int(entry.name)
+    return out
+
+
+class CpuMeter:
+    """CPU seconds of named processes, and of the whole machine, between two readings."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = dict(pids)
+        self.start: dict[str, float] = {}
+        self.t0 = 0.0
+
+    def reading(self) -> dict[str, float]:
+        out = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        out["machine"] = total_cpu_seconds()
+        return out
+
+    def begin(self) -> None:
+        self.t0 = time.monotonic()
+        self.start = self.reading()
+
+    def end(self) -> dict[str, float]:
+        """CPU utilisation (cores) per process and for the machine since `begin`."""
+        elapsed = time.monotonic() - self.t0
+        now = self.reading()
+        return {
+            name: round((now[name] - self.start[name]) / elapsed, 3) if elapsed > 0 else 0.0
+            for name in now
+        }
+
+
+# --------------------------------------------------------------------------- private Redis
+
+
+class PrivateRedis:
+    """A ``redis-server`` of the benchmark's own (no persistence) on a free port."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="cvm-bench-redis-")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def __enter__(self) -> PrivateRedis:
+        server = shutil.which("redis-server") or "/usr/bin/redis-server"
+        self.proc = subprocess.Popen(
+            [server, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", self.dir, "--logfile", f"{self.dir}/redis.log"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )
+        client = redis.Redis(port=self.port)
+
+        def up() -> bool:
+            try:
+                return bool(client.ping())
+            except redis.RedisError:
+                return False
+
+        if not wait_until(up, 20, every=0.1):
+            raise RuntimeError(f"private redis-server on port {self.port} did not start")
+        client.close()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def background(target: Callable[[threading.Event], None]) -> Iterator[threading.Event]:
+    """Run ``target(stop)`` in a daemon thread; set ``stop`` and join on exit."""
+    stop = threading.Event()
+    thread = threading.Thread(target=target, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        yield stop
+    finally:
+        stop.set()
+        thread.join(timeout=30)

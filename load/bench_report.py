@@ -1,0 +1,525 @@
+"""The benchmark's report: targets met or what bounds them, every measurement, and a chart."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from load.bench_stats import Target, markdown_table, text_table
+
+__all__ = ["targets", "write_report"]
+
+TARGET_HEADER = ["target", "goal", "measured", "met", "what bounds it (if missed)"]
+
+
+def _f(value: Any, digits: int = 0) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value:,.{digits}f}"
+
+
+def _lookup(results: dict[str, Any], kind: str, state: str, c: int) -> dict[str, Any] | None:
+    rows = results.get("freshness", {}).get("lookups", [])
+    rows = rows + results.get("throughput", {}).get("lookups_max_ingest", [])
+    for row in rows:
+        if row.get("kind") == kind and row.get("state") == state and row.get("concurrency") == c:
+            return dict(row)
+    return None
+
+
+def _phase(results: dict[str, Any], label: str) -> dict[str, Any]:
+    for phase in results.get("freshness", {}).get("phases", []):
+        if phase["label"] == label:
+            return dict(phase)
+    return {}
+
+
+def _profile_top(results: dict[str, Any], n: int = 4) -> str:
+    rows = results.get("profile", {}).get("timed", {}).get("rows", [])
+    rows = [r for r in rows if "waiting" not in r[0]]
+    return ", ".join(f"{name} {us:.0f} µs" for name, us, _ in rows[:n])
+
+
+def targets(results: dict[str, Any]) -> list[Target]:
+    """Each target of the issue with its measurement and, if missed, its bound."""
+    out: list[Target] = []
+    cfg = results["config"]
+    tp = results.get("throughput", {})
+    rate = tp.get("rate", math.nan)
+    cpu = tp.get("cpu", {})
+    us = cpu.get("workers_cpu_us_per_event", math.nan)
+    prof = results.get("profile", {})
+    direct_us = prof.get("untimed", {}).get("cpu_us_per_event", math.nan)
+    lua_us = prof.get("timed", {}).get("server", {}).get("evalsha_us_per_event", math.nan)
+    if tp:
+        bound = (
+            f"CPU of the one worker process: {_f(cpu.get('worker0_cores'), 2)} cores busy, "
+            f"{_f(us)} µs of worker CPU per event, so at most {_f(1e6 / us if us else math.nan)}"
+            f" events/s on a whole core; Ingestor.process alone costs {_f(direct_us)} µs/event "
+            f"({_profile_top(results)}); Redis runs {_f(lua_us)} µs of Lua per event, capping "
+            f"one Redis at {_f(1e6 / lua_us if lua_us else math.nan)} events/s"
+        )
+        other = cpu.get("other_processes_cores")
+        if other is not None:
+            bound += (f"; on this run the machine's {results['machine']['nproc']} cores were "
+                      f"{_f(cpu.get('machine_cores'), 2)} busy, {_f(other, 2)} of them with "
+                      "other processes, so the worker did not even get a whole core")
+        out.append(Target("throughput, 1 worker, end to end", ">= 20,000 events/s",
+                          f"{_f(rate)} events/s", rate >= 20_000, "" if rate >= 20_000 else bound))
+        raw = tp.get("raw_consumer", {})
+        raw_rate = raw.get("events_per_s", math.nan)
+        ratio = rate / raw_rate if raw_rate else math.nan
+        raw_us = 1e6 / raw["events_per_cpu_s"] if raw.get("events_per_cpu_s") else math.nan
+        out.append(Target(
+            "share of a raw consumer's rate", ">= 0.5",
+            f"{_f(ratio, 3)} ({_f(rate)} / {_f(raw_rate)} events/s)", ratio >= 0.5,
+            "" if ratio >= 0.5 else
+            f"the raw consumer needs {_f(raw_us, 1)} µs CPU/event to read and parse, the worker "
+            f"{_f(us)} µs: the per-event work after the read bounds it, not Kafka",
+        ))
+    fr = results.get("freshness")
+    if fr:
+        phase = _phase(results, "target rate")
+        lat = phase.get("target rate", {})
+        p99 = lat.get("p99_ms", math.nan)
+        met = p99 <= 100 and lat.get("unseen", 0) == 0
+        half = _phase(results, "half capacity")
+        half_lat = half.get("half capacity", {})
+        if not met and rate < cfg["fresh_rate"]:
+            bound = (f"{_f(cfg['fresh_rate'])} events/s is above the worker's capacity "
+                     f"({_f(rate)} events/s), so a backlog grows and latency with it")
+        else:
+            bound = ("per batch: the producer's linger (20 ms), the batch window "
+                     "(CVM_BATCH_WITHIN_MS 50 ms) and the time to process a batch")
+        trickle = _phase(results, "low rate").get("low rate", {})
+        if trickle:
+            bound += (f"; even at {_f(_phase(results, 'low rate')['rate'])} events/s, far below "
+                      f"capacity, p50/p99 are {_f(trickle.get('p50_ms'), 1)}/"
+                      f"{_f(trickle.get('p99_ms'), 1)} ms: latency of the path itself "
+                      "(producer linger and ack, Faust's consumer and take_events, the batch)")
+        if half_lat:
+            bound += (f"; at half the capacity ({_f(half['rate'])} events/s) p50/p99 are "
+                      f"{_f(half_lat.get('p50_ms'), 1)}/{_f(half_lat.get('p99_ms'), 1)} ms")
+        out.append(Target(
+            f"freshness p99 at {_f(cfg['fresh_rate'])} events/s", "<= 100 ms",
+            f"p50 {_f(lat.get('p50_ms'), 1)} / p95 {_f(lat.get('p95_ms'), 1)} / "
+            f"p99 {_f(p99, 1)} ms", met, "" if met else bound,
+        ))
+        c = cfg["headline_concurrency"]
+        for kind, goal, label in (("hgetall", 1.0, "lookup p99 direct (HGETALL)"),
+                                  ("lookup", 1.0, "lookup p99 direct (lookup.customer)"),
+                                  ("http", 5.0, "lookup p99 over HTTP")):
+            row = _lookup(results, kind, "worker idle", c)
+            if row is None or "p99_ms" not in row:
+                continue
+            one = _lookup(results, kind, "worker idle", 1) or {}
+            met = row["p99_ms"] <= goal
+            bound = (f"closed loop of {c} clients at {_f(row['requests_per_s'])} requests/s, "
+                     f"so each waits ~{c}/{_f(row['requests_per_s'])} s in queues (Little's law);"
+                     f" the client process uses {_f(row.get('client_cores'), 2)} cores, "
+                     f"{_f(row.get('client_cpu_us_per_request'))} µs CPU per request"
+                     f"; with 1 client p50/p99 = {_f(one.get('p50_ms'), 3)}/"
+                     f"{_f(one.get('p99_ms'), 3)} ms")
+            if kind == "http":
+                direct = _lookup(results, "lookup", "worker idle", 1) or {}
+                bound = (f"the worker answers {_f(row['requests_per_s'])} requests/s: each "
+                         f"lookup.customer costs ~{_f(direct.get('client_cpu_us_per_request'))} "
+                         "µs of CPU (measured in the direct client: it reloads the model and "
+                         "the cut-point histograms from Redis and revalues with one numpy call "
+                         "per weekly step), and the worker's one event loop serves them in "
+                         f"turn (Little's law: {c} clients / {_f(row['requests_per_s'])} per s); "
+                         f"with 1 client p50/p99 = {_f(one.get('p50_ms'), 3)}/"
+                         f"{_f(one.get('p99_ms'), 3)} ms")
+            elif kind == "lookup":
+                bound += ("; each lookup reloads the model and cut points from Redis and "
+                          "revalues the customer (BG/NBD, one numpy call per weekly step)")
+            out.append(Target(f"{label}, {c} clients, worker idle", f"<= {goal:g} ms",
+                              f"p50 {_f(row['p50_ms'], 3)} / p99 {_f(row['p99_ms'], 3)} ms",
+                              met, "" if met else bound))
+    mem = results.get("memory")
+    if mem and mem.get("scales"):
+        for scale in mem["scales"]:
+            per = scale["bytes_per_customer"]
+            ranks = scale["rank_bytes_per_member"]
+            largest = ", ".join(f"{k} {v:.0f} B" for k, v in
+                                (mem.get("template_largest_fields") or [])[:3])
+            bound = (f"record {_f(scale['record_bytes_avg'])} B ({scale['record_encodings']}; "
+                     f"largest values {largest}), "
+                     f"{len(ranks)} rank sets {_f(sum(ranks.values()))} B, keyspace and "
+                     f"allocator {_f(scale['keyspace_and_other'])} B")
+            out.append(Target(f"Redis memory at {scale['customers']:,} customers",
+                              "<= 400 B/customer", f"{_f(per)} B/customer", per <= 400,
+                              "" if per <= 400 else bound))
+    return out
+
+
+def _machine(results: dict[str, Any]) -> list[str]:
+    m = results["machine"]
+    versions = ", ".join(f"{k} {m[k]}" for k in (
+        "python", "kafka", "redis_server", "faust-streaming", "aiokafka", "confluent-kafka",
+        "redis-py", "hiredis", "orjson", "jsonschema-rs", "numpy", "scipy", "py-spy"))
+    la0 = ", ".join(f"{v:.2f}" for v in m["load_average_at_start"])
+    la1 = ", ".join(f"{v:.2f}" for v in results.get("load_average_at_end", ()))
+    return [
+        f"- Date: {m['date']}",
+        f"- Machine: {m['nproc']} CPUs ({m['cpu_model']}), {m['memory_gib']} GiB, "
+        f"Linux {m['kernel']}",
+        f"- Versions: {versions}",
+        f"- Command: `{results['command']}` (from `make bench`), "
+        f"{_f(results.get('elapsed_s'))} s",
+        f"- Load average (1/5/15 min) at start: {la0}; at end: {la1}. The dev stack (Kafka, "
+        "Redis) runs on the same cores as the worker and the load client, and the machine may be "
+        "shared with other work: rates are wall-clock and CPU-normalised figures (µs of CPU per "
+        "event, events per CPU-second) are given next to them.",
+    ]
+
+
+def _throughput_section(results: dict[str, Any]) -> list[str]:
+    tp = results.get("throughput")
+    if not tp:
+        return []
+    cpu = tp.get("cpu", {})
+    raw = tp.get("raw_consumer", {})
+    pub = tp.get("publish", {})
+    lines = [
+        "## 1. Throughput of one worker, end to end",
+        "",
+        f"{tp['events']:,} simulated events ({results.get('throughput_customers', 0):,} "
+        f"customers) were published first ({_f(pub.get('events_per_s'))} events/s), then one "
+        "`python -m stream_app.cli worker` started (CVM_BATCH_SIZE "
+        f"{results['config']['batch_size']}, CVM_FIT_INTERVAL_S 3600 so no refit runs inside "
+        "the window). Applied events are the sum over input partitions of the offsets in "
+        "`cvm:applied`, sampled every 0.5 s; the rate is the least-squares slope from "
+        f"{results['config']['warmup_s']:g} s after the first applied event until 95 % of the "
+        f"events or {results['config']['measure_s']:g} s.",
+        "",
+        markdown_table(["measure", "value"], [
+            ["first event applied after worker start (s)", tp.get("startup_s")],
+            ["steady rate (events/s)", tp.get("rate")],
+            ["window (s)", cpu.get("window_s")],
+            ["worker CPU (cores)", cpu.get("worker0_cores")],
+            ["worker CPU per event (µs)", cpu.get("worker0_cpu_us_per_event")],
+            ["events per worker CPU-second", cpu.get("events_per_worker_cpu_s")],
+            ["Redis server CPU (cores)", cpu.get("redis_cores")],
+            ["Kafka broker CPU (cores)", cpu.get("kafka_cores")],
+            ["benchmark process CPU (cores)", cpu.get("bench_cores")],
+            ["whole machine CPU (cores busy)", cpu.get("machine_cores")],
+            ["other processes on the machine (cores)", cpu.get("other_processes_cores")],
+            ["raw consumer rate (events/s)", raw.get("events_per_s")],
+            ["raw consumer CPU (cores)", raw.get("cpu_cores")],
+            ["raw consumer events per CPU-second", raw.get("events_per_cpu_s")],
+            ["worker / raw consumer", (tp.get("rate", math.nan) / raw["events_per_s"])
+             if raw.get("events_per_s") else math.nan],
+        ]),
+        "",
+    ]
+    return lines
+
+
+def _freshness_section(results: dict[str, Any]) -> list[str]:
+    fr = results.get("freshness")
+    if not fr:
+        return []
+    cyc = fr.get("poll_cycle_ms", {})
+    rows = []
+    for phase in fr["phases"]:
+        for name in (phase["label"], f"{phase['label']} + lookups"):
+            lat = phase.get(name)
+            if lat:
+                rows.append([name, phase["rate"], lat["n"], lat["p50_ms"], lat["p95_ms"],
+                             lat["p99_ms"], lat["max_ms"], lat["unseen"],
+                             phase["cpu_cores"].get("worker"), phase["caught_up"]])
+    return [
+        "## 2. Freshness: produce to visible in Redis",
+        "",
+        "A fresh worker first applies a 200-event probe (so the group has formed); then the "
+        "phases below run back to back on it, each after a warm-up whose samples are left out, "
+        "and the worker is given time to catch up after each (the idle lookups of section 3 "
+        "run between the half-capacity phase and the target rate). The load generator "
+        "(`load.generator.publish`) publishes at a fixed rate through a "
+        f"producer wrapper that samples every {results['config']['fresh_sample_every']}th "
+        "message: it notes `time.monotonic()` just before `produce` and asks for the delivery "
+        "report (partition, offset). A poller thread reads, in one pipelined round trip per "
+        "cycle, `HGET cvm:customer:{id} _o:<topic>` of every sampled event not yet seen: the "
+        "engine writes that applied offset in the same Lua call as the rest of the update, so "
+        "the first read at or above the event's offset is the moment the update is visible. "
+        "Values read before the delivery report arrives are kept with their time, so no sample "
+        "waits for its report. Resolution: one poll cycle (the poller sleeps 1 ms between "
+        f"cycles), p50 {_f(cyc.get('p50_ms'), 2)} ms, p99 {_f(cyc.get('p99_ms'), 2)} ms; a "
+        "latency is over-stated by at most one cycle. The time includes the producer's "
+        "`linger.ms` (20 ms) and the worker's batch window (CVM_BATCH_WITHIN_MS 50 ms).",
+        "",
+        markdown_table(["phase", "events/s", "samples", "p50 ms", "p95 ms", "p99 ms", "max ms",
+                        "not seen", "worker cores", "caught up"], rows),
+        "",
+    ]
+
+
+def _lookup_section(results: dict[str, Any]) -> list[str]:
+    rows = []
+    for row in (results.get("freshness", {}).get("lookups", [])
+                + results.get("throughput", {}).get("lookups_max_ingest", [])):
+        if "p99_ms" in row:
+            rows.append([row["kind"], row["state"], row["concurrency"], row["n"],
+                         row["p50_ms"], row["p95_ms"], row["p99_ms"], row["max_ms"],
+                         row["requests_per_s"], row.get("client_cores"),
+                         row.get("client_cpu_us_per_request"), row["errors"]])
+    if not rows:
+        return []
+    server = results.get("profile", {}).get("timed", {}).get("server", {})
+    return [
+        "## 3. Lookup latency",
+        "",
+        "Closed loop from a separate process (`load.bench_lookup`): each of `c` asyncio clients "
+        "sends its next request when the previous answer arrived, for random known customers. "
+        "`hgetall` is one `HGETALL` with redis-py's asyncio client; `lookup` is "
+        "`stream_app.lookup.customer` (hash, watermark, model and cut points from Redis, then "
+        "the revaluation); `http` is `GET /customers/{id}` on the worker with aiohttp.",
+        "",
+        markdown_table(["kind", "worker", "clients", "requests", "p50 ms", "p95 ms", "p99 ms",
+                        "max ms", "requests/s", "client cores", "client CPU µs/request",
+                        "errors"], rows),
+        "",
+        f"Redis itself spends {server.get('hgetall_us_per_call', 'n/a')} µs per HGETALL of a "
+        "customer hash (INFO commandstats of the profile run): the rest of a direct lookup's "
+        "time is the client (redis-py, its RESP parser, asyncio) and the loopback round trip.",
+        "",
+    ]
+
+
+def _memory_section(results: dict[str, Any]) -> list[str]:
+    mem = results.get("memory")
+    if not mem:
+        return []
+    rows = []
+    for s in mem["scales"]:
+        ranks = s["rank_bytes_per_member"]
+        rows.append([s["customers"], s["bytes_per_customer"], s["record_bytes_avg"],
+                     str(s["record_encodings"]), s["fields_avg"],
+                     " + ".join(f"{v:.0f}" for v in ranks.values()),
+                     s["keyspace_and_other"]])
+    alt = [[a["layout"], a["customers"], a["bytes_per_customer"], a["record_bytes_avg"],
+            str(a["record_encodings"]), a["fields_avg"], len(a["rank_sets"]),
+            sum(a["rank_bytes_per_member"].values())] for a in mem["alternatives"]]
+    pop = mem.get("population_keys_bytes", 0)
+    return [
+        "## 4. Redis memory per customer",
+        "",
+        f"A full simulated year of {mem['template_customers']} customers "
+        f"({mem['template_events']:,} events) went through `Ingestor.process` into a private "
+        "redis-server (no persistence); those records are the templates. A Lua script clones "
+        "them server side (`COPY` of the hash, `HSET` of a new customer_id of the same length, "
+        "`ZADD` of the template's scores under the new id in each rank set) up to each size. "
+        "Bytes per customer = `used_memory` delta / clones; the record is `MEMORY USAGE "
+        "... SAMPLES 0` of 300 random clones, the rank sets are `MEMORY USAGE` / `ZCARD`, and "
+        "the rest (key, dict entry, expiry-free robj, rehash tables) is the difference.",
+        "",
+        f"Templates: {mem['template_fields_avg']} fields per record on average, "
+        f"{mem['template_name_bytes_avg']} B of field names and {mem['template_value_bytes_avg']}"
+        f" B of values, encodings {mem['template_encodings']}; largest values (field, mean "
+        f"bytes): {mem.get('template_largest_fields')}. Population-level keys "
+        f"(histograms, roll-ups) take {pop:,} B in all; histogram fields: "
+        f"{mem['hist_fields']} (they grow with the diversity of histories, not the count).",
+        "",
+        markdown_table(["customers", "B/customer", "record B", "record encodings",
+                        "fields", "rank sets B/member", "keyspace + other B"], rows),
+        "",
+        "Alternative layouts, from the same templates, at "
+        f"{mem['alternatives'][0]['customers'] if mem['alternatives'] else 0:,} customers "
+        "(short names: 1-2 character codes; packed bookkeeping: `_v`, `_h`, `_days` and the "
+        "`_o:*` offsets in one field; derivable fields dropped: gross_margin, net_contribution, "
+        "repeat_purchases, contacts, horizon_days, recency_days, model_version, value_at_risk, "
+        "customer_id; churn fields: `_ret` and `_recent`, the churn model's memory, which would "
+        "then live elsewhere; listpack N: `hash-max-listpack-value N` on the server):",
+        "",
+        markdown_table(["layout", "customers", "B/customer", "record B", "encodings", "fields",
+                        "rank sets", "rank B/member"], alt),
+        "",
+    ]
+
+
+def _scaling_section(results: dict[str, Any]) -> list[str]:
+    sc, tp = results.get("scaling"), results.get("throughput")
+    if not sc:
+        return []
+    one = tp.get("rate", math.nan) if tp else math.nan
+    cpu = sc.get("cpu", {})
+    return [
+        "## 5. Scaling from one to two workers (same group, 4 partitions)",
+        "",
+        markdown_table(["measure", "1 worker", f"{sc['workers']} workers"], [
+            ["steady rate (events/s)", one, sc.get("rate")],
+            ["speed-up", 1.0, sc.get("rate", math.nan) / one if one else math.nan],
+            ["worker CPU (cores)", tp.get("cpu", {}).get("worker0_cores") if tp else None,
+             " + ".join(_f(cpu.get(f"worker{i}_cores"), 2) for i in range(sc["workers"]))],
+            ["Redis CPU (cores)", tp.get("cpu", {}).get("redis_cores") if tp else None,
+             cpu.get("redis_cores")],
+            ["Kafka CPU (cores)", tp.get("cpu", {}).get("kafka_cores") if tp else None,
+             cpu.get("kafka_cores")],
+            ["worker CPU per event (µs)",
+             tp.get("cpu", {}).get("workers_cpu_us_per_event") if tp else None,
+             cpu.get("workers_cpu_us_per_event")],
+            ["load average", str(tp.get("load_average")) if tp else "",
+             str(sc.get("load_average"))],
+        ]),
+        "",
+    ]
+
+
+def _profile_section(results: dict[str, Any]) -> list[str]:
+    prof = results.get("profile")
+    lines: list[str] = []
+    if prof:
+        timed, plain = prof["timed"], prof["untimed"]
+        rows = [[name, us, share] for name, us, share in timed["rows"]]
+        server = timed.get("server", {})
+        lines += [
+            "## Profile: where the worker's time goes",
+            "",
+            f"`Ingestor.process` driven directly (no Faust, no Kafka) on the first "
+            f"{timed['events']:,} events of the throughput stream, batches of "
+            f"{results['config']['batch_size']}, against a private redis-server. Without timers:"
+            f" {plain['cpu_us_per_event']} µs of CPU per event ({plain['events_per_cpu_s']:,} "
+            f"events per CPU-second; {plain['events_per_s_wall']:,} events/s wall). With the "
+            f"phase timers (CPU time; waits are wall minus CPU): {timed['cpu_us_per_event']} "
+            "µs/event.",
+            "",
+            markdown_table(["phase (CPU of the process)", "µs per event", "share of CPU"], rows),
+            "",
+            "Waits (wall time minus CPU inside the awaited calls: Redis server, loopback "
+            "network, and the run queue when other processes hold the cores): "
+            + ", ".join(f"{k} {v} µs/event" for k, v in timed.get("waits_us_per_event",
+                                                                     {}).items()) + ".",
+            "",
+            f"Redis server side (INFO commandstats): the commit Lua script "
+            f"{server.get('evalsha_us_per_event', 'n/a')} µs per event "
+            f"({server.get('evalsha_us_per_call', 'n/a')} µs per batch call), HGETALL "
+            f"{server.get('hgetall_us_per_event', 'n/a')} µs per event.",
+            "",
+        ]
+        tp = results.get("throughput", {})
+        worker_us = tp.get("cpu", {}).get("workers_cpu_us_per_event")
+        if worker_us:
+            faust_us = worker_us - plain["cpu_us_per_event"]
+            lines += [
+                f"Faust/aiokafka overhead, by difference: the worker spent {worker_us} µs of "
+                f"CPU per event in the throughput run, `Ingestor.process` alone "
+                f"{plain['cpu_us_per_event']} µs, so the stream machinery (fetch, decompress, "
+                f"events, take_events, acks, commits) costs about {faust_us:.0f} µs per event "
+                f"({faust_us / worker_us:.0%}).",
+                "",
+            ]
+    spy = results.get("throughput", {}).get("pyspy", {})
+    if spy.get("categories"):
+        total = sum(spy["categories"].values())
+        rows = [[name, n, n / total] for name, n in spy["categories"].items()]
+        lines += [
+            "py-spy (`record --nonblocking`, 100 Hz, busy samples only) on the worker while it "
+            f"ingested flat out ({total:,} samples):",
+            "",
+            markdown_table(["category (leaf-most matching frame)", "samples", "share"], rows),
+            "",
+            "Top leaf functions:",
+            "",
+            markdown_table(["function", "samples"], spy["top_leaf_functions"][:15]),
+            "",
+        ]
+    elif spy.get("skipped"):
+        lines += [f"py-spy: {spy['skipped']}", ""]
+    return lines
+
+
+def _chart(results: dict[str, Any], path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, axes = plt.subplots(2, 2, figsize=(13, 9))
+    ax = axes[0][0]
+    for key, label in (("throughput", "1 worker"), ("scaling", "2 workers")):
+        run = results.get(key)
+        if run and run.get("series"):
+            t, n = zip(*run["series"], strict=True)
+            ax.plot(t, n, label=f"{label}: {_f(run.get('rate'))} events/s")
+    raw = results.get("throughput", {}).get("raw_consumer", {})
+    ax.set_title("events applied (raw consumer: " + _f(raw.get("events_per_s")) + " events/s)")
+    ax.set_xlabel("s since worker start")
+    ax.set_ylabel("events")
+    ax.legend()
+    ax = axes[0][1]
+    samples = results.get("freshness", {}).get("samples", [])
+    phases = sorted({p for p, _ in samples if p not in ("warmup", "drain")})
+    for phase in phases:
+        lat = sorted(v * 1000 for p, v in samples if p == phase)
+        if lat:
+            ax.plot(lat, [i / len(lat) for i in range(1, len(lat) + 1)], label=phase)
+    ax.axvline(100, color="grey", linestyle="--", label="target p99 100 ms")
+    ax.set_xscale("log")
+    ax.set_title("freshness: produce to visible (CDF)")
+    ax.set_xlabel("ms")
+    ax.legend(fontsize=8)
+    ax = axes[1][0]
+    rows = [r for r in results.get("freshness", {}).get("lookups", []) if "p99_ms" in r]
+    rows += [r for r in results.get("throughput", {}).get("lookups_max_ingest", [])
+             if "p99_ms" in r]
+    labels = [f"{r['kind']} c{r['concurrency']}\n{r['state'][:18]}" for r in rows]
+    xs = range(len(rows))
+    ax.bar([x - 0.2 for x in xs], [r["p50_ms"] for r in rows], width=0.4, label="p50")
+    ax.bar([x + 0.2 for x in xs], [r["p99_ms"] for r in rows], width=0.4, label="p99")
+    ax.set_xticks(list(xs))
+    ax.set_xticklabels(labels, rotation=70, fontsize=6)
+    ax.set_yscale("log")
+    ax.set_ylabel("ms")
+    ax.set_title("lookup latency")
+    ax.legend()
+    ax = axes[1][1]
+    mem = results.get("memory", {})
+    bars = [(f"{s['customers']:,}", s["bytes_per_customer"]) for s in mem.get("scales", [])]
+    bars += [(a["layout"][:34], a["bytes_per_customer"]) for a in mem.get("alternatives", [])]
+    if bars:
+        ax.barh([b[0] for b in bars], [b[1] for b in bars])
+        ax.axvline(400, color="grey", linestyle="--", label="target 400 B")
+        ax.tick_params(axis="y", labelsize=7)
+        ax.invert_yaxis()
+        ax.legend()
+    ax.set_title("Redis bytes per customer")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def write_report(results: dict[str, Any], outdir: Path) -> str:
+    """Write report.md and bench.png into `outdir`; return the table for the terminal."""
+    rows = [t.row() for t in targets(results)]
+    chart = _chart(results, outdir / "bench.png")
+    lines: list[str] = [
+        "# Benchmark of the customer value engine",
+        "",
+        *_machine(results),
+        "",
+        "## Targets",
+        "",
+        markdown_table(TARGET_HEADER, rows),
+        "",
+    ]
+    for section in (_throughput_section, _freshness_section, _lookup_section,
+                    _memory_section, _scaling_section, _profile_section):
+        lines += section(results)
+    if chart:
+        lines += ["## Chart", "", "![benchmark](bench.png)", ""]
+    else:
+        lines += ["(matplotlib is not installed: no chart)", ""]
+    (outdir / "report.md").write_text("\n".join(lines))
+    table = text_table(TARGET_HEADER[:4], [r[:4] for r in rows], width=70)
+    extra: Sequence[str] = []
+    sc, tp = results.get("scaling"), results.get("throughput")
+    if sc and tp and tp.get("rate"):
+        extra = [f"\nscaling: {sc['workers']} workers {_f(sc.get('rate'))} events/s = "
+                 f"{sc.get('rate', math.nan) / tp['rate']:.2f}x one worker"]
+    return table + "".join(extra)
