@@ -281,6 +281,13 @@ def pack_retention(r: Retention) -> str:
     return orjson.dumps(doc).decode()
 
 
+def _features(x: list[float] | dict[str, float]) -> dict[str, float]:
+    """A stored feature vector (or, as first written, a name -> value mapping)."""
+    if isinstance(x, dict):
+        return {str(k): float(v) for k, v in x.items()}
+    return dict(zip(FEATURE_NAMES, map(float, x), strict=False))
+
+
 def unpack_retention(customer_id: str, text: str) -> Retention:
     """Inverse of `pack_retention`; empty text is a fresh memory.
 
@@ -296,13 +303,9 @@ def unpack_retention(customer_id: str, text: str) -> Retention:
     wb = doc.get("wb")
     oc = doc.get("oc")
     return Retention(
-        pending=tuple(
-            Snapshot(customer_id, int(t), dict(zip(FEATURE_NAMES, map(float, x), strict=False)))
-            for t, x in doc.get("p", [])
-        ),
+        pending=tuple(Snapshot(customer_id, int(t), _features(x)) for t, x in doc.get("p", [])),
         waiting=tuple(
-            (Snapshot(customer_id, int(t), dict(zip(FEATURE_NAMES, map(float, x), strict=False))),
-             int(y))
+            (Snapshot(customer_id, int(t), _features(x)), int(y))
             for t, y, x in doc.get("w", [])
         ),
         last_snapshot_at=doc.get("ls"),
