@@ -182,8 +182,13 @@ def lookup_ids(settings: Settings, path: Path, limit: int = 5000) -> Path:
 
 
 def run_lookup(settings: Settings, kind: str, ids: Path, concurrency: int,
-               duration: float, label: str) -> dict[str, Any]:
-    """One lookup measurement in a subprocess (`load.bench_lookup`)."""
+               duration: float, label: str, worker_pid: int | None = None) -> dict[str, Any]:
+    """One lookup measurement in a subprocess (`load.bench_lookup`).
+
+    With `worker_pid`, the worker's CPU over the measurement (warm-up included) is divided by
+    the requests it served: its CPU per lookup (meaningful when it is not ingesting).
+    """
+    cpu0 = cpu_seconds(worker_pid) if worker_pid else math.nan
     cmd = [sys.executable, "-m", "load.bench_lookup", "--kind", kind, "--ids-file", str(ids),
            "--concurrency", str(concurrency), "--duration", str(duration)]
     env = {**os.environ, **settings_env(settings)}
@@ -195,6 +200,10 @@ def run_lookup(settings: Settings, kind: str, ids: Path, concurrency: int,
                 "error": out.stderr[-500:]}
     result = orjson.loads(out.stdout.strip().splitlines()[-1])
     result["state"] = label
+    if worker_pid:
+        served = result["n"] + result.get("warmup_requests", 0)
+        used = cpu_seconds(worker_pid) - cpu0
+        result["worker_cpu_us_per_request"] = round(used * 1e6 / served, 1) if served else None
     log(f"lookup {kind:8s} c={concurrency:<3d} {label:28s} p50 {result['p50_ms']:.3f} ms  "
         f"p99 {result['p99_ms']:.3f} ms  {result['requests_per_s']:.0f}/s")
     return dict(result)
@@ -384,8 +393,9 @@ def run_freshness(stack: Settings, cfg: Config, outdir: Path,
                 lookup_ids(ns.settings, ids_path)
                 for kind in ("hgetall", "lookup", "http"):
                     for c in cfg.concurrency:
-                        result["lookups"].append(run_lookup(ns.settings, kind, ids_path, c,
-                                                            cfg.lookup_s, "worker idle"))
+                        result["lookups"].append(run_lookup(
+                            ns.settings, kind, ids_path, c, cfg.lookup_s, "worker idle",
+                            worker.pid if kind == "http" else None))
             warm = cfg.fresh_warmup_s if i == 0 else 2.0
             lookup_s = 2 * cfg.lookup_s + 2 if label == "target rate" else 0.0
             count = int(rate * (warm + seconds + lookup_s))

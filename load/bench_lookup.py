@@ -99,8 +99,9 @@ async def measure(kind: str, settings: Settings, ids: Sequence[str], concurrency
         else:
             raise ValueError(f"kind {kind!r} is not one of {KINDS}")
         # Warm the connections (and the server's caches) before measuring.
-        await _closed_loop(request, ids, concurrency, min(0.5, duration), seed + 99)
+        warm = await _closed_loop(request, ids, concurrency, min(0.5, duration), seed + 99)
         result = await _closed_loop(request, ids, concurrency, duration, seed)
+        result["warmup_requests"] = warm["n"]
     finally:
         if session is not None:
             await session.close()

@@ -123,13 +123,11 @@ def targets(results: dict[str, Any]) -> list[Target]:
                      f"; with 1 client p50/p99 = {_f(one.get('p50_ms'), 3)}/"
                      f"{_f(one.get('p99_ms'), 3)} ms")
             if kind == "http":
-                direct = _lookup(results, "lookup", "worker idle", 1) or {}
-                bound = (f"the worker answers {_f(row['requests_per_s'])} requests/s: each "
-                         f"lookup.customer costs ~{_f(direct.get('client_cpu_us_per_request'))} "
-                         "µs of CPU (measured in the direct client: it reloads the model and "
-                         "the cut-point histograms from Redis and revalues with one numpy call "
-                         "per weekly step), and the worker's one event loop serves them in "
-                         f"turn (Little's law: {c} clients / {_f(row['requests_per_s'])} per s); "
+                bound = (f"the worker answers {_f(row['requests_per_s'])} requests/s and spends "
+                         f"{_f(row.get('worker_cpu_us_per_request'))} µs of its CPU per lookup "
+                         "(the revaluation: one numpy call per weekly step, see the profile), "
+                         "all on its one event loop, so requests queue (Little's law: "
+                         f"{c} clients / {_f(row['requests_per_s'])} per s); "
                          f"with 1 client p50/p99 = {_f(one.get('p50_ms'), 3)}/"
                          f"{_f(one.get('p99_ms'), 3)} ms")
             elif kind == "lookup":
@@ -265,7 +263,8 @@ def _lookup_section(results: dict[str, Any]) -> list[str]:
             rows.append([row["kind"], row["state"], row["concurrency"], row["n"],
                          row["p50_ms"], row["p95_ms"], row["p99_ms"], row["max_ms"],
                          row["requests_per_s"], row.get("client_cores"),
-                         row.get("client_cpu_us_per_request"), row["errors"]])
+                         row.get("client_cpu_us_per_request"),
+                         row.get("worker_cpu_us_per_request", ""), row["errors"]])
     if not rows:
         return []
     server = results.get("profile", {}).get("timed", {}).get("server", {})
@@ -280,7 +279,7 @@ def _lookup_section(results: dict[str, Any]) -> list[str]:
         "",
         markdown_table(["kind", "worker", "clients", "requests", "p50 ms", "p95 ms", "p99 ms",
                         "max ms", "requests/s", "client cores", "client CPU µs/request",
-                        "errors"], rows),
+                        "worker CPU µs/request", "errors"], rows),
         "",
         f"Redis itself spends {server.get('hgetall_us_per_call', 'n/a')} µs per HGETALL of a "
         "customer hash (INFO commandstats of the profile run): the rest of a direct lookup's "
@@ -361,11 +360,15 @@ def _scaling_section(results: dict[str, Any]) -> list[str]:
             ["worker CPU per event (µs)",
              tp.get("cpu", {}).get("workers_cpu_us_per_event") if tp else None,
              cpu.get("workers_cpu_us_per_event")],
-            ["load average", str(tp.get("load_average")) if tp else "",
-             str(sc.get("load_average"))],
+            ["load average (1 min) at start / end of the run", _la(tp), _la(sc)],
         ]),
         "",
     ]
+
+
+def _la(run: dict[str, Any] | None) -> str:
+    la = (run or {}).get("load_average") or []
+    return " / ".join(f"{v[0]:.2f}" for v in la)
 
 
 def _profile_section(results: dict[str, Any]) -> list[str]:
