@@ -1108,8 +1108,9 @@ def main(argv: list[str] | None = None) -> int:
         help="write the names of the services this call started (one a line) to this file",
     )
     down = sub.add_parser("down", help="stop only the services devstack started")
+    # No `choices` here: with nargs="*" argparse also checks the empty default against them.
     down.add_argument(
-        "services", nargs="*", choices=("kafka", "redis"), metavar="SERVICE",
+        "services", nargs="*", metavar="SERVICE",
         help="stop only these (kafka, redis); default: both",
     )
     status = sub.add_parser("status", help="show each service and whether it answers")
@@ -1120,6 +1121,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "up":
             return cmd_up(cfg, args.started_file)
         if args.command == "down":
+            unknown = sorted(set(args.services) - {"kafka", "redis"})
+            if unknown:
+                parser.error(f"unknown service {', '.join(unknown)}; choose kafka or redis")
             return cmd_down(cfg, args.services)
         return cmd_status(cfg, args.json)
     except DevstackError as exc:
