@@ -137,10 +137,7 @@ class Namespace:
             stack,
             redis_url=f"{base}/{db}",
             app_id=f"cvm-bench-{run}",
-            topics=Topics(*(f"b{run}.{name}" for name in (
-                "purchases", "service-contacts", "campaign-touches",
-                "alerts", "winback", "dead-letter",
-            ))),
+            topics=Topics.namespaced(f"b{run}"),
             partitions=partitions,
             web_port=free_port(),
             data_dir=tempfile.mkdtemp(prefix=f"cvm-bench-{run}-"),
@@ -162,10 +159,11 @@ class Namespace:
         from confluent_kafka.admin import NewTopic
 
         s = self.settings
-        names = [*s.topics.inputs, *s.topics.outputs]
+        counts = s.topics.partition_counts
+        names = list(counts)
         admin = self._admin()  # keep the client alive until the futures resolve
         futures = admin.create_topics([
-            NewTopic(n, s.partitions, 1, config={"max.message.bytes": str(4 << 20)})
+            NewTopic(n, counts[n] or s.partitions, 1, config={"max.message.bytes": str(4 << 20)})
             for n in names
         ])
         for future in futures.values():
@@ -215,21 +213,8 @@ def _claim_db(base_url: str, run: str) -> int:
 
 def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
     """Environment variables that reproduce `settings` in a worker subprocess."""
-    t = settings.topics
     env = {
-        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-        "REDIS_URL": settings.redis_url,
-        "CVM_APP_ID": settings.app_id,
-        "CVM_PARTITIONS": str(settings.partitions),
-        "CVM_WEB_PORT": str(settings.web_port),
-        "CVM_WEB_HOST": settings.web_host,
-        "CVM_DATA_DIR": settings.data_dir,
-        "CVM_TOPIC_PURCHASES": t.purchases,
-        "CVM_TOPIC_SERVICE_CONTACTS": t.service_contacts,
-        "CVM_TOPIC_CAMPAIGN_TOUCHES": t.campaign_touches,
-        "CVM_TOPIC_ALERTS": t.alerts,
-        "CVM_TOPIC_WINBACK": t.winback,
-        "CVM_TOPIC_DEAD_LETTER": t.dead_letter,
+        **settings.namespace_env(),
         "CVM_BATCH_SIZE": str(settings.batch_size),
         "CVM_BATCH_WITHIN_MS": str(settings.batch_within_ms),
         "CVM_LOG_LEVEL": "warning",

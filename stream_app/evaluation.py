@@ -789,7 +789,7 @@ def isolated_topics(prefix: str) -> Topics:
     >>> isolated_topics("cvm-eval-x").dead_letter
     'cvm-eval-x.dead-letter'
     """
-    return Topics(**{f.name: f"{prefix}.{f.name.replace('_', '-')}" for f in fields(Topics)})
+    return Topics.namespaced(prefix)
 
 
 def topic_partitions(settings: Settings) -> dict[str, int]:
@@ -839,23 +839,14 @@ def redis_db_of(url: str) -> int:
 
 def worker_env(settings: Settings) -> dict[str, str]:
     """The environment of a ``cvm worker`` that reproduces `settings`' namespace and timers."""
-    env = {
+    return {
         **os.environ,
-        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-        "REDIS_URL": settings.redis_url,
-        "CVM_APP_ID": settings.app_id,
-        "CVM_PARTITIONS": str(settings.partitions),
-        "CVM_WEB_HOST": settings.web_host,
-        "CVM_WEB_PORT": str(settings.web_port),
-        "CVM_DATA_DIR": settings.data_dir,
+        **settings.namespace_env(),
         "CVM_FIT_INTERVAL_S": str(settings.fit_interval_s),
         "CVM_RESCORE_INTERVAL_S": str(settings.rescore_interval_s),
         "CVM_WALL_CLOCK_WATERMARK": "1" if settings.wall_clock_watermark else "0",
         "CVM_GROUP_INSTANCE_ID": settings.group_instance_id,
     }
-    for f in fields(Topics):
-        env[f"CVM_TOPIC_{f.name.upper()}"] = getattr(settings.topics, f.name)
-    return env
 
 
 #: Tolerances of the lookup cross-check: a lookup rounds expected purchases to 4 decimals

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from decimal import Decimal
 
 
@@ -78,6 +78,22 @@ class Topics:
         counts: dict[str, int | None] = dict.fromkeys((*self.inputs, *self.outputs))
         counts[self.training] = 1
         return counts
+
+    @classmethod
+    def namespaced(cls, prefix: str) -> Topics:
+        """Every topic renamed under `prefix`: ``prefix.purchases``, ``prefix.dead-letter``, ...
+
+        >>> Topics.namespaced("t1").training
+        't1.churn-training'
+        """
+        return cls(**{
+            f.name: f"{prefix}.{getattr(cls, f.name).removeprefix('cvm.')}" for f in fields(cls)
+        })
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The CVM_TOPIC_* variables that reproduce these names."""
+        return {f"CVM_TOPIC_{f.name.upper()}": getattr(self, f.name) for f in fields(self)}
 
     def kind_of(self, topic: str) -> str:
         """Return the event kind carried by an input topic."""
@@ -189,6 +205,23 @@ class Settings:
         )
         settings.check()
         return settings
+
+    def namespace_env(self) -> dict[str, str]:
+        """The variables that put a worker subprocess in these settings' namespace.
+
+        Connections, identity (app id, web address, data folder), partitions and
+        topic names; tunables such as timers are left to the caller's environment.
+        """
+        return {
+            "KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap_servers,
+            "REDIS_URL": self.redis_url,
+            "CVM_APP_ID": self.app_id,
+            "CVM_PARTITIONS": str(self.partitions),
+            "CVM_WEB_HOST": self.web_host,
+            "CVM_WEB_PORT": str(self.web_port),
+            "CVM_DATA_DIR": self.data_dir,
+            **self.topics.env,
+        }
 
     def check(self) -> None:
         """Raise `SettingsError` naming the first unusable value."""

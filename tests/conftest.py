@@ -47,22 +47,8 @@ def free_port() -> int:
 
 def settings_env(settings: Settings) -> dict[str, str]:
     """The environment variables that reproduce `settings` in a subprocess."""
-    t = settings.topics
     return {
-        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-        "REDIS_URL": settings.redis_url,
-        "CVM_APP_ID": settings.app_id,
-        "CVM_PARTITIONS": str(settings.partitions),
-        "CVM_WEB_PORT": str(settings.web_port),
-        "CVM_WEB_HOST": settings.web_host,
-        "CVM_DATA_DIR": settings.data_dir,
-        "CVM_TOPIC_PURCHASES": t.purchases,
-        "CVM_TOPIC_SERVICE_CONTACTS": t.service_contacts,
-        "CVM_TOPIC_CAMPAIGN_TOUCHES": t.campaign_touches,
-        "CVM_TOPIC_ALERTS": t.alerts,
-        "CVM_TOPIC_WINBACK": t.winback,
-        "CVM_TOPIC_DEAD_LETTER": t.dead_letter,
-        "CVM_TOPIC_TRAINING": t.training,
+        **settings.namespace_env(),
         "CVM_BATCH_SIZE": str(settings.batch_size),
         "CVM_LOG_LEVEL": "info",
     }
@@ -77,10 +63,7 @@ def settings(stack: Settings, tmp_path: Path) -> Iterator[Settings]:
         kafka_bootstrap_servers=stack.kafka_bootstrap_servers,
         redis_url=f"{base}/{TEST_REDIS_DB}",
         app_id=f"cvm-test-{run}",
-        topics=Topics(*(f"t{run}.{name}" for name in (
-            "purchases", "service-contacts", "campaign-touches",
-            "alerts", "winback", "dead-letter", "churn-training",
-        ))),
+        topics=Topics.namespaced(f"t{run}"),
         partitions=4,
         web_port=free_port(),
         data_dir=str(tmp_path / "faust"),
