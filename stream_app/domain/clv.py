@@ -860,12 +860,13 @@ def clv(
         mid = 0.5 * (start + end)
         discount = math.exp(-log_discount_per_day * mid)
         with np.errstate(all="ignore"):
-            cumulative = alive_now * _alive_expectations(
-                bg, np.full(xa.shape, end), xa, Ta, survival=False
-            )
-            # cumulative is non-decreasing in exact arithmetic; max() absorbs rounding
-            discounted_purchases += np.maximum(cumulative - purchases, 0.0) * discount
-            purchases = np.maximum(cumulative, purchases)
+            if margin_rate != 0.0:  # at margin 0 the purchases term is multiplied by 0
+                cumulative = alive_now * _alive_expectations(
+                    bg, np.full(xa.shape, end), xa, Ta, survival=False
+                )
+                # cumulative is non-decreasing in exact arithmetic; max() absorbs rounding
+                discounted_purchases += np.maximum(cumulative - purchases, 0.0) * discount
+                purchases = np.maximum(cumulative, purchases)
             if expected_cost_to_serve_per_day != 0.0:
                 alive = alive_now * _alive_expectations(
                     bg, np.full(xa.shape, mid), xa, Ta, survival=True
