@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
+from stream_app.domain.alerts import percentile_index, population_bands
 from stream_app.domain.clv import BgNbdParams, GammaGammaParams
 from stream_app.domain.events import MS_PER_DAY
 from stream_app.domain.rfm import RfmCuts, percentile_cuts, quintile_cuts
@@ -96,6 +97,27 @@ async def load_cuts(redis: Redis, keys: Keys) -> Cuts:
         ),
         clv=percentile_cuts(_histogram(text(value))),
     )
+
+
+async def load_severity_bands(
+    redis: Redis, keys: Keys, percentiles: tuple[float, float, float],
+    fallback: tuple[float, float, float],
+) -> tuple[float, float, float]:
+    """Severity bands at `percentiles` of every customer's value at risk (the rank set).
+
+    Three ``ZRANGE`` calls by index on the ``value_at_risk`` sorted set: O(log n).
+    """
+    key = keys.rank("value_at_risk")
+    n = int(await redis.zcard(key))
+    if n == 0:
+        return fallback
+    async with redis.pipeline(transaction=False) as pipe:
+        for p in percentiles:
+            i = percentile_index(n, p)
+            pipe.zrange(key, i, i, withscores=True)
+        picked = await pipe.execute()
+    amounts = [float(rows[0][1]) if rows else 0.0 for rows in picked]
+    return population_bands(amounts, n, fallback)
 
 
 async def read_statistics(

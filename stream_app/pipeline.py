@@ -12,7 +12,7 @@ import asyncio
 import base64
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -72,6 +72,7 @@ class LiveModel:
     cuts: Cuts = field(default_factory=Cuts)
     scorer: Scorer | None = None
     churn_version: str = "none"
+    severity_bands: tuple[float, float, float] | None = None
 
 
 class Publisher(Protocol):
@@ -105,6 +106,8 @@ def retention_policy(settings: Settings) -> RetentionPolicy:
             min_value_tier=settings.alert_min_value_tier,
             churn_threshold=settings.alert_churn_threshold,
             cooldown_days=settings.alert_cooldown_days,
+            **({} if settings.alert_severity_bands is None
+               else {"severity_bands": settings.alert_severity_bands}),
         ),
         winback=WinbackPolicy(
             p_alive_threshold=settings.winback_p_alive_threshold,
@@ -198,11 +201,22 @@ class Ingestor:
         self.contract = contract or Contract(settings.max_event_bytes)
         self.clock = clock
         self.policy = retention_policy(settings)
+        self._banded = self.policy
         # The agent and the timers publish from the same event loop: one at a
         # time, so an alert id is checked, published and recorded before another
         # coroutine can check it.
         self._publishing = asyncio.Lock()
         self._kinds = {topic: settings.topics.kind_of(topic) for topic in settings.topics.inputs}
+
+    def decision_policy(self) -> RetentionPolicy:
+        """The retention policy with the live severity bands, unless configuration fixes them."""
+        bands = self.live.severity_bands
+        if bands is None or self.settings.alert_severity_bands is not None:
+            return self.policy
+        if self._banded.alert.severity_bands != bands:
+            alert = replace(self.policy.alert, severity_bands=bands)
+            self._banded = replace(self.policy, alert=alert)
+        return self._banded
 
     def decode(self, record: RawRecord) -> Event:
         """Turn one raw record into a domain event or raise why it cannot be."""
@@ -395,7 +409,7 @@ class Ingestor:
                 r, due = label_due(r, label_watermark, self.policy)
                 new_labels += [(snap, y, label_watermark) for snap, y in due]
             tier = 0 if valuation is None else value_tier(valuation, live.cuts)
-            d = decide(r, state, valuation, tier, t, self.policy, live.scorer,
+            d = decide(r, state, valuation, tier, t, self.decision_policy(), live.scorer,
                        live.churn_version)
             effects.examples += [example_message(s, y, at) for s, y, at in new_labels]
             if d.alert is not None:

@@ -10,7 +10,7 @@ from redis.asyncio import Redis
 
 from stream_app.domain.churn import churn_probability
 from stream_app.domain.valuation import ValueModel
-from stream_app.models import load_cuts, load_model
+from stream_app.models import load_cuts, load_model, load_severity_bands
 from stream_app.pipeline import Ingestor, LiveModel
 from stream_app.settings import Settings
 from stream_app.store import churn_models
@@ -92,6 +92,11 @@ class Runtime:
         changed = model.version != self.live.model.version
         self.live.model = model
         self.live.cuts = await load_cuts(self.redis, self.keys)
+        if self.settings.alert_severity_bands is None:
+            self.live.severity_bands = await load_severity_bands(
+                self.redis, self.keys, self.settings.alert_severity_percentiles,
+                self.ingestor.policy.alert.severity_bands,
+            )
         await self._refresh_churn()
         return changed
 

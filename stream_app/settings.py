@@ -36,6 +36,22 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         raise SettingsError(f"{name}={raw!r} is not a number") from None
 
 
+def _triple(
+    env: Mapping[str, str], name: str, default: tuple[float, float, float] | None
+) -> tuple[float, float, float] | None:
+    """Three ascending numbers >= 0, comma-separated (``80,95,99``)."""
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        values = tuple(float(p) for p in raw.split(","))
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not three comma-separated numbers") from None
+    if len(values) != 3 or not 0 <= values[0] <= values[1] <= values[2]:
+        raise SettingsError(f"{name}={raw!r} must be three ascending numbers >= 0")
+    return values[0], values[1], values[2]
+
+
 def _fx_rates(raw: str) -> dict[str, Decimal]:
     """Parse ``EUR=1.08,GBP=1.27`` (units of base currency per unit of the other)."""
     rates: dict[str, Decimal] = {}
@@ -52,7 +68,7 @@ def _fx_rates(raw: str) -> dict[str, Decimal]:
     return rates
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Topics:
     """Kafka topic names; every one can be renamed through the environment."""
 
@@ -141,6 +157,8 @@ class Settings:
     alert_min_value_tier: float = 80.0
     alert_churn_threshold: float = 0.5
     alert_cooldown_days: float = 14.0
+    alert_severity_percentiles: tuple[float, float, float] = (80.0, 95.0, 99.0)
+    alert_severity_bands: tuple[float, float, float] | None = None
     winback_p_alive_threshold: float = 0.25
     winback_control_share: float = 0.10
     winback_seed: int = 0
@@ -194,6 +212,10 @@ class Settings:
                 e, "CVM_ALERT_CHURN_THRESHOLD", cls.alert_churn_threshold
             ),
             alert_cooldown_days=_float(e, "CVM_ALERT_COOLDOWN_DAYS", cls.alert_cooldown_days),
+            alert_severity_percentiles=_triple(
+                e, "CVM_ALERT_SEVERITY_PERCENTILES", cls.alert_severity_percentiles
+            ),
+            alert_severity_bands=_triple(e, "CVM_ALERT_SEVERITY_BANDS", None),
             winback_p_alive_threshold=_float(
                 e, "CVM_WINBACK_P_ALIVE_THRESHOLD", cls.winback_p_alive_threshold
             ),
@@ -230,6 +252,11 @@ class Settings:
         if not 0 <= self.default_margin_rate <= 1:
             raise SettingsError(
                 f"CVM_DEFAULT_MARGIN_RATE={self.default_margin_rate} must be within 0..1"
+            )
+        if not all(0 < p < 100 for p in self.alert_severity_percentiles):
+            raise SettingsError(
+                f"CVM_ALERT_SEVERITY_PERCENTILES={self.alert_severity_percentiles} "
+                "must lie strictly between 0 and 100"
             )
         if self.batch_size < 1:
             raise SettingsError(f"CVM_BATCH_SIZE={self.batch_size} must be at least 1")

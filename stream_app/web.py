@@ -58,9 +58,12 @@ def register(app: faust.App, runtime: Runtime) -> None:
     class Model(View):
         async def get(self, request: Request) -> Response:
             raw = await runtime.redis.get(runtime.keys.model)
-            if raw is None:
-                return self.json({"version": 0, "detail": "prior parameters; no fit yet"})
-            return self.json(orjson.loads(raw))
+            doc = (
+                {"version": 0, "detail": "prior parameters; no fit yet"}
+                if raw is None else orjson.loads(raw)
+            )
+            doc["severity_bands"] = list(runtime.ingestor.decision_policy().alert.severity_bands)
+            return self.json(doc)
 
         async def post(self, request: Request) -> Response:
             try:

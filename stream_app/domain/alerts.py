@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
@@ -44,6 +44,7 @@ from stream_app.domain.valuation import Valuation
 __all__ = [
     "ALERT_CODES",
     "DEFAULT_WEIGHTS",
+    "MIN_BAND_POPULATION",
     "SEVERITIES",
     "WINBACK_CODES",
     "Alert",
@@ -63,6 +64,8 @@ __all__ = [
     "in_control_group",
     "observe_event",
     "open_outcome",
+    "percentile_index",
+    "population_bands",
     "recommended_channel",
     "record_touch",
     "severity",
@@ -180,12 +183,17 @@ class AlertPolicy:
         urgent whatever the severity).
     severity_bands
         Value at risk (base currency) at which severity becomes medium, high and
-        critical; below the first band it is low. Set them from the population,
-        e.g. the 50th, 80th and 95th percentiles of value at risk among valuable
-        customers; the defaults suit a retailer whose valuable customers have a CLV
-        in the thousands.
+        critical; below the first band it is low. The worker replaces them with
+        percentiles of the population's value at risk (`population_bands`) unless
+        they are fixed by configuration; these defaults serve until the population
+        is large enough, and suit a retailer whose valuable customers have a CLV in
+        the thousands.
     min_severity
         Alerts below this severity are not raised (``low``: all are).
+    min_signals, min_score
+        An alert needs at least ``min_signals`` defection signals at once and a rule
+        score (``sum(weight * capped strength)``, see `defection_reasons`) of at least
+        ``min_score``. 1 and 0: any one signal is enough.
     weights, max_strength
         Signal weights and the cap on a signal's strength in the rule score (see
         `defection_reasons`).
@@ -210,6 +218,8 @@ class AlertPolicy:
     escalate_on: tuple[str, ...] = ("cancellation_request",)
     severity_bands: tuple[float, float, float] = (250.0, 1_000.0, 5_000.0)
     min_severity: str = "low"
+    min_signals: int = 1
+    min_score: float = 0.0
     weights: Mapping[str, float] = field(default_factory=lambda: DEFAULT_WEIGHTS, hash=False)
     max_strength: float = 3.0
     kind: str = "defection_risk"
@@ -242,6 +252,12 @@ class AlertPolicy:
             raise ValueError(f"{owner}.min_severity={self.min_severity!r} not in {SEVERITIES}")
         if any(w < 0 for w in self.weights.values()):
             raise ValueError(f"{owner}.weights must not be negative")
+        if not 1 <= self.min_signals <= len(ALERT_CODES):
+            raise ValueError(
+                f"{owner}.min_signals={self.min_signals!r} must be 1..{len(ALERT_CODES)}"
+            )
+        if not (self.min_score >= 0 and math.isfinite(self.min_score)):
+            raise ValueError(f"{owner}.min_score={self.min_score!r} must be a finite number >= 0")
 
     @property
     def cooldown_ms(self) -> int:
@@ -351,6 +367,44 @@ def severity(amount: float, bands: tuple[float, float, float] = (250.0, 1_000.0,
     """
     level = sum(1 for b in bands if amount >= b)
     return SEVERITIES[level]
+
+
+#: Fewer customers with a value at risk than this, and the percentiles are noise.
+MIN_BAND_POPULATION: Final = 100
+
+
+def percentile_index(n: int, percentile: float) -> int:
+    """0-based index of the nearest-rank `percentile` (0..100) among `n` sorted values.
+
+    >>> [percentile_index(1000, p) for p in (80, 95, 99, 100)]
+    [799, 949, 989, 999]
+    >>> percentile_index(1, 50)
+    0
+    """
+    return min(max(math.ceil(percentile / 100 * n) - 1, 0), n - 1)
+
+
+def population_bands(
+    amounts: Sequence[float], population: int, fallback: tuple[float, float, float]
+) -> tuple[float, float, float]:
+    """Severity bands from the values at risk found at three percentiles of the population.
+
+    `amounts` are the values at risk at the medium, high and critical
+    percentiles (e.g. the 80th, 95th and 99th: medium is the top fifth of all
+    customers by value at risk, critical the top 1 %). With fewer than
+    `MIN_BAND_POPULATION` customers, or no value at risk at the critical
+    percentile, the `fallback` bands stay. Bands are made ascending.
+
+    >>> population_bands([120.0, 900.0, 4000.0], 5000, (250.0, 1000.0, 5000.0))
+    (120.0, 900.0, 4000.0)
+    >>> population_bands([120.0, 900.0, 4000.0], 50, (250.0, 1000.0, 5000.0))
+    (250.0, 1000.0, 5000.0)
+    """
+    if population < MIN_BAND_POPULATION or len(amounts) != 3 or not amounts[2] > 0:
+        return fallback
+    low = max(amounts[0], 0.0)
+    mid = max(amounts[1], low)
+    return low, mid, max(amounts[2], mid)
 
 
 def _shares(

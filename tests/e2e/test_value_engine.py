@@ -83,6 +83,16 @@ def test_fit_lookup_rank_and_rollups(
     status, risk = http_json(settings, "/customers/top?by=value_at_risk&n=5")
     assert status == 200 and len(risk["customers"]) == 5
 
+    # Severity bands: the 80th, 95th and 99th percentiles of value at risk.
+    def bands_match() -> bool:
+        ranked = [score for _, score in client.zrange("cvm:rank:value_at_risk", 0, -1,
+                                                      withscores=True)]
+        n = len(ranked)
+        expected = [ranked[min(max(-(-p * n // 100) - 1, 0), n - 1)] for p in (80, 95, 99)]
+        return http_json(settings, "/model")[1]["severity_bands"] == expected
+
+    assert wait_until(bands_match, deadline_s=30)
+
     env = {**os.environ, **settings_env(settings)}
     out = subprocess.run(
         [sys.executable, "-m", "stream_app.cli", "lookup", cid, "--horizon-days", "90"],
