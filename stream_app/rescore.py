@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from stream_app.pipeline import Ingestor, utc_now_iso
@@ -42,12 +43,16 @@ async def rescore_all(ingestor: Ingestor, page: int = 500) -> int:
     return done
 
 
-async def revisit_due(ingestor: Ingestor, watermark: int, limit: int = 200) -> int:
+async def revisit_due(
+    ingestor: Ingestor, watermark: int, limit: int = 200, chunk: int = 50
+) -> int:
     """Label and rescore the customers that event time has passed by; returns how many.
 
     Two sorted sets say who is due: customers whose oldest pending churn
     snapshot has reached its horizon, and customers with value at stake whose
     last score is a day of event time old. Both are scored by event time (ms).
+    They are revisited `chunk` at a time, each chunk yielding the event loop
+    before the next, so the agent's batches wait for one chunk at most.
     """
     store = ingestor.store
     redis = store.redis
@@ -60,6 +65,8 @@ async def revisit_due(ingestor: Ingestor, watermark: int, limit: int = 200) -> i
     ids = list(dict.fromkeys(
         m.decode() if isinstance(m, bytes) else m for m in [*horizon_due, *rescore_due]
     ))
-    if not ids:
-        return 0
-    return await ingestor.revisit(ids, watermark)
+    done = 0
+    for start in range(0, len(ids), chunk):
+        done += await ingestor.revisit(ids[start : start + chunk], watermark)
+        await asyncio.sleep(0)
+    return done
