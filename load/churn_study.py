@@ -40,7 +40,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -53,7 +53,7 @@ from scipy.stats import rankdata
 
 from load.simulator import SimConfig, simulate
 from stream_app.domain import churn
-from stream_app.domain.events import MS_PER_DAY, Purchase, Source, from_message
+from stream_app.domain.events import MS_PER_DAY, Event, Purchase, Source, from_message
 from stream_app.domain.ledger import CustomerState, apply_event
 from stream_app.domain.valuation import History, ValueModel, history, value_many, value_one
 
@@ -67,6 +67,24 @@ AUC_TIE = 0.005
 DEFAULT_CANDIDATES = "logreg@horizon,logreg@label,hoeffding@horizon,arf@horizon"
 _TAKEN = -1
 _CHECKED = 25
+
+
+def domain_events(config: SimConfig) -> Iterator[tuple[Event, Source]]:
+    """The simulated events as domain events, in event-time order, each with its `Source`.
+
+    The source is the event's kind as topic, partition 0 and a running offset per kind, so
+    `ledger.apply_event` sees every event exactly once.
+
+    >>> first, source = next(domain_events(SimConfig(n_customers=5, days=10, seed=1)))
+    >>> first.customer_id, source
+    ('C0000001', Source(topic='purchase', partition=0, offset=0))
+    """
+    offsets: dict[str, int] = {}
+    for sim in simulate(config):
+        kind = sim.topic_kind
+        offset = offsets.get(kind, 0)
+        offsets[kind] = offset + 1
+        yield from_message(kind, sim.payload), Source(kind, 0, offset)
 
 
 @dataclass
@@ -117,7 +135,6 @@ def replay(
     start_ms = int(config.start.timestamp() * 1000)
     end_ms = start_ms + config.days * MS_PER_DAY
     states: dict[str, CustomerState] = {}
-    offsets: dict[str, int] = {}
     pending: dict[str, list[churn.Snapshot]] = {}
     last_snap: dict[str, int] = {}
     due: list[tuple[int, int, str]] = []  # (taken_at + horizon, snapshot, customer)
@@ -139,10 +156,8 @@ def replay(
             label_at[k] = at
             log.append((k, y))
 
-    for sim in simulate(config):
+    for event, source in domain_events(config):
         n += 1
-        kind = sim.topic_kind
-        event = from_message(kind, sim.payload)
         now = event.occurred_at
         # the watermark moved to `now`: horizons that ended before it are churned, in due order
         while due and due[0][0] < now:
@@ -150,10 +165,8 @@ def replay(
             labelled, pending[cid] = churn.label_on_watermark(pending[cid], ends + 1, horizon_ms)
             emit(labelled, ends + 1)
         cid = event.customer_id
-        offset = offsets.get(kind, 0)
-        offsets[kind] = offset + 1
         state = states.get(cid) or CustomerState(cid)
-        state = apply_event(state, event, Source(kind, 0, offset), model.default_margin_rate)
+        state = apply_event(state, event, source, model.default_margin_rate)
         states[cid] = state
         waiting = pending.setdefault(cid, [])
         if isinstance(event, Purchase) and event.kind == "order" and waiting:
@@ -419,7 +432,7 @@ def choose(rows: dict[str, dict[str, float]]) -> tuple[str, str]:
     return pick, why
 
 
-def _fmt(v: float | None, digits: int = 3) -> str:
+def fmt(v: float | None, digits: int = 3) -> str:
     return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
 
 
@@ -440,13 +453,13 @@ def _calibration_table(summaries: dict[str, dict[str, Any]]) -> list[str]:
         cells = []
         for n in names:
             row = summaries[n]["calibration"][b]
-            cells.append(f"{row['n']} · {_fmt(row['mean_predicted'])} · {_fmt(row['observed'])}")
+            cells.append(f"{row['n']} · {fmt(row['mean_predicted'])} · {fmt(row['observed'])}")
         label = summaries[names[0]]["calibration"][b]["bin"]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return lines
 
 
-def _day(ms: int) -> str:
+def day_text(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=UTC).date().isoformat()
 
 
@@ -524,18 +537,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         "",
         "## Data",
         "",
-        f"- {rep.events:,} simulated events of {rep.customers:,} customers, {_day(rep.start_ms)} "
-        f"to {_day(rep.end_ms)}, replayed in event-time order through `events.from_message` and "
-        "`ledger.apply_event`; a snapshot is taken after an event when `churn.should_snapshot` "
-        "allows; labels come from orders (`label_on_purchase`) and from the watermark, the "
-        "current event time (`label_on_watermark`).",
+        f"- {rep.events:,} simulated events of {rep.customers:,} customers, "
+        f"{day_text(rep.start_ms)} to {day_text(rep.end_ms)}, replayed in event-time order "
+        "through `events.from_message` and `ledger.apply_event`; a snapshot is taken after an "
+        "event when `churn.should_snapshot` allows; labels come from orders "
+        "(`label_on_purchase`) and from the watermark, the current event time "
+        "(`label_on_watermark`).",
         f"- {len(rep.snapshots):,} snapshots; {labelled:,} labelled by the end (churn rate "
         f"{lab.mean():.3f}), {len(rep.snapshots) - labelled:,} still pending. Most pending for "
         f"one customer: {rep.max_pending} (bound `max_pending` = "
         f"{churn.max_pending(horizon, min_gap)}).",
         f"- Compared: the {len(comparable):,} snapshots taken at least {args.horizon_days} days "
         f"before the end, all of them labelled (churn rate {rep.label[comparable].mean():.3f}); "
-        f"the first {len(train):,} by snapshot time (up to {_day(split_ms)}) train the batch "
+        f"the first {len(train):,} by snapshot time (up to {day_text(split_ms)}) train the batch "
         f"model, the last {len(test):,} (churn rate {y.mean():.3f}) are the *later data*.",
         f"- P(alive) and expected purchases (365 days) of the default prior `ValueModel`, "
         f"vectorised with `value_many`; checked equal to `value_one` on {rep.checked} "
@@ -560,7 +574,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         lines.append(
             f"| {r.name} | {v['progressive']:.3f} | {v['served']:.3f} | {v['active']:.3f} | "
             f"{v['log_loss']:.3f} | {v['served_log_loss']:.3f} | {v['us']:.0f} | "
-            f"{_fmt(s['auc'])} | {s['drifts']} |"
+            f"{fmt(s['auc'])} | {s['drifts']} |"
         )
     lines += [
         f"| batch HGB, first 70 % | {batch_auc:.3f} | – | "
@@ -611,7 +625,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         *_calibration_table({r.name: r.metrics.summary() for r in runs}),
         "",
         "Expected calibration error (whole stream, progressive): "
-        + ", ".join(f"{r.name} {_fmt(r.metrics.summary()['ece'])}" for r in runs) + ".",
+        + ", ".join(f"{r.name} {fmt(r.metrics.summary()['ece'])}" for r in runs) + ".",
         "",
         "![rolling AUC](rolling_auc.png)",
         "",

@@ -106,6 +106,8 @@ def retention_policy(settings: Settings) -> RetentionPolicy:
             min_value_tier=settings.alert_min_value_tier,
             churn_threshold=settings.alert_churn_threshold,
             cooldown_days=settings.alert_cooldown_days,
+            min_signals=settings.alert_min_signals,
+            min_score=settings.alert_min_score,
             **({} if settings.alert_severity_bands is None
                else {"severity_bands": settings.alert_severity_bands}),
         ),

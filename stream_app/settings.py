@@ -157,6 +157,8 @@ class Settings:
     alert_min_value_tier: float = 80.0
     alert_churn_threshold: float = 0.5
     alert_cooldown_days: float = 14.0
+    alert_min_signals: int = 1
+    alert_min_score: float = 5.0
     alert_severity_percentiles: tuple[float, float, float] = (80.0, 95.0, 99.0)
     alert_severity_bands: tuple[float, float, float] | None = None
     winback_p_alive_threshold: float = 0.25
@@ -212,6 +214,8 @@ class Settings:
                 e, "CVM_ALERT_CHURN_THRESHOLD", cls.alert_churn_threshold
             ),
             alert_cooldown_days=_float(e, "CVM_ALERT_COOLDOWN_DAYS", cls.alert_cooldown_days),
+            alert_min_signals=_int(e, "CVM_ALERT_MIN_SIGNALS", cls.alert_min_signals),
+            alert_min_score=_float(e, "CVM_ALERT_MIN_SCORE", cls.alert_min_score),
             alert_severity_percentiles=_triple(
                 e, "CVM_ALERT_SEVERITY_PERCENTILES", cls.alert_severity_percentiles
             ),
@@ -253,6 +257,10 @@ class Settings:
             raise SettingsError(
                 f"CVM_DEFAULT_MARGIN_RATE={self.default_margin_rate} must be within 0..1"
             )
+        if self.alert_min_signals < 1:
+            raise SettingsError(f"CVM_ALERT_MIN_SIGNALS={self.alert_min_signals} must be >= 1")
+        if not 0 <= self.alert_min_score < float("inf"):
+            raise SettingsError(f"CVM_ALERT_MIN_SCORE={self.alert_min_score} must be >= 0")
         if not all(0 < p < 100 for p in self.alert_severity_percentiles):
             raise SettingsError(
                 f"CVM_ALERT_SEVERITY_PERCENTILES={self.alert_severity_percentiles} "

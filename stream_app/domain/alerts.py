@@ -193,7 +193,15 @@ class AlertPolicy:
     min_signals, min_score
         An alert needs at least ``min_signals`` defection signals at once and a rule
         score (``sum(weight * capped strength)``, see `defection_reasons`) of at least
-        ``min_score``. 1 and 0: any one signal is enough.
+        ``min_score``; 1 and 0 let any one signal through. 5, with the default
+        weights: no single signal reaches it except a recent cancellation request
+        (weight 3, strength at least 5/3), so otherwise it takes two or more, e.g. a
+        churn probability of 0.75 (2 * 1.5) with no order for twice the overdue limit
+        (1 * 2). Chosen by ``python -m load.alert_study`` on simulated data:
+        the highest F1 of precision and recall against the true dropouts, within 0.01,
+        at the lowest operator load. Any single signal was right for 43 % of alerts,
+        not far above alerting at random (32.5 %), at about one alert per valuable
+        customer per month.
     weights, max_strength
         Signal weights and the cap on a signal's strength in the rule score (see
         `defection_reasons`).
@@ -219,7 +227,7 @@ class AlertPolicy:
     severity_bands: tuple[float, float, float] = (250.0, 1_000.0, 5_000.0)
     min_severity: str = "low"
     min_signals: int = 1
-    min_score: float = 0.0
+    min_score: float = 5.0
     weights: Mapping[str, float] = field(default_factory=lambda: DEFAULT_WEIGHTS, hash=False)
     max_strength: float = 3.0
     kind: str = "defection_risk"
@@ -407,11 +415,18 @@ def population_bands(
     return low, mid, max(amounts[2], mid)
 
 
+Signal = tuple[str, float, str]  # (code, strength, detail)
+
+
+def _weighted(signals: list[Signal], weights: Mapping[str, float], cap: float) -> list[float]:
+    return [weights.get(code, 1.0) * min(strength, cap) for code, strength, _ in signals]
+
+
 def _shares(
-    signals: list[tuple[str, float, str]], weights: Mapping[str, float], cap: float
+    signals: list[Signal], weights: Mapping[str, float], cap: float
 ) -> list[Reason]:
     """Turn (code, strength, detail) into reasons whose contributions sum to 1."""
-    raw = [weights.get(code, 1.0) * min(strength, cap) for code, strength, _ in signals]
+    raw = _weighted(signals, weights, cap)
     total = sum(raw)
     out = [
         Reason(code, detail, r / total if total > 0 else 1.0 / len(signals))
@@ -454,7 +469,21 @@ def defection_reasons(
     [('recency_gap', 1.0)]
     """
     policy = policy or AlertPolicy()
-    signals: list[tuple[str, float, str]] = []
+    signals = _signals(state, valuation, churn_probability, previous, as_of, policy)
+    if not signals:
+        return []
+    return _shares(signals, policy.weights, policy.max_strength)
+
+
+def _signals(
+    state: CustomerState,
+    valuation: Valuation,
+    churn_probability: float | None,
+    previous: AlertMemory | None,
+    as_of: int,
+    policy: AlertPolicy,
+) -> list[Signal]:
+    signals: list[Signal] = []
     churn = _churn(valuation, churn_probability)
     if churn >= policy.churn_threshold:
         signals.append((
@@ -522,9 +551,7 @@ def defection_reasons(
                 f"recent orders average {basket:.2f} against a usual {usual:.2f} "
                 f"({fall:.0%} lower)",
             ))
-    if not signals:
-        return []
-    return _shares(signals, policy.weights, policy.max_strength)
+    return signals
 
 
 def alert_id(
@@ -570,7 +597,8 @@ def decide_alert(
     An alert is raised when all hold:
 
     1. ``value_tier >= policy.min_value_tier``;
-    2. at least one defection signal (`defection_reasons`);
+    2. at least ``policy.min_signals`` defection signals (`defection_reasons`)
+       with a rule score of at least ``policy.min_score``;
     3. severity (from `value_at_risk`) at least ``policy.min_severity``;
     4. its `alert_id` is not the last one raised (a re-run of the same decision);
     5. outside the cooldown since the last alert, or escalating: a higher
@@ -585,9 +613,12 @@ def decide_alert(
     after = _remember_p_alive(before, valuation.p_alive)
     if value_tier < policy.min_value_tier:
         return None, after
-    reasons = defection_reasons(state, valuation, churn_probability, before, as_of, policy)
-    if not reasons:
+    signals = _signals(state, valuation, churn_probability, before, as_of, policy)
+    if not signals or len(signals) < policy.min_signals:
         return None, after
+    if sum(_weighted(signals, policy.weights, policy.max_strength)) < policy.min_score:
+        return None, after
+    reasons = _shares(signals, policy.weights, policy.max_strength)
     risk = value_at_risk(valuation, churn_probability)
     level = severity(risk, policy.severity_bands)
     if _rank(level) < _rank(policy.min_severity):

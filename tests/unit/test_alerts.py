@@ -48,6 +48,8 @@ NOON = D // 2
 DAY0 = 20_000  # 2024-10-04
 RAISED_AT = "2026-01-22T18:30:01.250Z"
 CONTRACT = Contract()
+#: Any one signal raises an alert: the rule before ``load/alert_study.py`` set ``min_score``.
+ANY_SIGNAL = AlertPolicy(min_score=0.0)
 
 
 def at(day: float) -> int:
@@ -96,10 +98,11 @@ def decide(
     memory: AlertMemory | None = None,
     tier: float = 92.0,
     churn: float | None = None,
+    policy: AlertPolicy | None = None,
     **val: float,
 ) -> tuple[Alert | None, AlertMemory]:
     return decide_alert("C1", state, valuation(day, **val), churn, tier, memory, at(day),
-                        AlertPolicy(), "clv-bgnbd-3")
+                        policy or AlertPolicy(), "clv-bgnbd-3")
 
 
 # ------------------------------------------------------------------ defection alerts
@@ -174,9 +177,35 @@ def test_every_rule_fires_alone_with_the_whole_contribution(
     state = fold(events)
     reasons = defection_reasons(state, valuation(day, **val), None, memory, at(day))
     assert [(r.code, r.contribution) for r in reasons] == [(code, 1.0)]
-    alert, _ = decide(state, day, memory, **val)
+    alert, _ = decide(state, day, memory, policy=ANY_SIGNAL, **val)
     assert alert is not None
     CONTRACT.validate_output("alert", to_message(alert, RAISED_AT))
+    # by default one signal alone is not enough, except a recent cancellation request
+    alone, _ = decide(state, day, memory, **val)
+    assert (alone is not None) == (code == "cancellation_request")
+
+
+def test_by_default_it_takes_two_signals_or_a_cancellation_request() -> None:
+    base = regular(5, gap=10)  # orders on days 0..40
+    overdue = fold(base)  # as of day 100: 60 days since the last order, 6 times the rhythm
+    assert decide(overdue, 100)[0] is None  # recency gap alone: 1 * 3 = 3
+    both, _ = decide(overdue, 100, churn=0.8)  # 2 * 1.6 + 1 * 3 = 6.2
+    assert both is not None
+    assert {r.code for r in both.reasons} == {"churn_risk", "recency_gap"}
+    weak, _ = decide(fold(base), 45, churn=0.6)  # churn risk alone: 2 * 1.2 = 2.4
+    assert weak is None
+    cancel = fold([*base, contact(44, "cancellation_request")])
+    assert decide(cancel, 45)[0] is not None  # 3 * min(1 / 0.25, 3) = 9
+
+
+def test_min_signals_and_min_score_gate_the_alert() -> None:
+    state = fold(regular(5, gap=10))
+    two, _ = decide(state, 100, churn=0.8, policy=AlertPolicy(min_score=0.0, min_signals=2))
+    assert two is not None
+    three, _ = decide(state, 100, churn=0.8, policy=AlertPolicy(min_score=0.0, min_signals=3))
+    assert three is None
+    assert decide(state, 100, churn=0.8, policy=AlertPolicy(min_score=6.1))[0] is not None
+    assert decide(state, 100, churn=0.8, policy=AlertPolicy(min_score=6.3))[0] is None
 
 
 def test_every_code_has_a_single_signal_case() -> None:
@@ -200,7 +229,7 @@ def test_a_slow_slide_in_p_alive_adds_up_against_its_peak() -> None:
         alert, memory = decide(state, 45, memory, tier=10, p_alive=p)
         assert alert is None
     assert memory is not None and memory.p_alive_ref == 0.95
-    alert, _ = decide(state, 45, memory, p_alive=0.74)
+    alert, _ = decide(state, 45, memory, p_alive=0.74, policy=ANY_SIGNAL)
     assert alert is not None and [r.code for r in alert.reasons] == ["p_alive_drop"]
     assert alert.reasons[0].detail == "probability alive fell from 0.95 to 0.74"
 
@@ -290,6 +319,12 @@ def test_policies_reject_nonsense_and_hash() -> None:
         AlertPolicy(min_severity="urgent")
     with pytest.raises(ValueError, match="sentiment"):
         AlertPolicy(sentiment=0.2)
+    with pytest.raises(ValueError, match="min_signals"):
+        AlertPolicy(min_signals=0)
+    with pytest.raises(ValueError, match="min_score"):
+        AlertPolicy(min_score=-1.0)
+    with pytest.raises(ValueError, match="min_score"):
+        AlertPolicy(min_score=math.inf)
     with pytest.raises(ValueError, match="control_share"):
         WinbackPolicy(control_share=1.5)
     with pytest.raises(ValueError, match="p_alive_threshold"):
