@@ -852,26 +852,34 @@ def clv(
     n_steps = math.ceil(horizon_days / step_days - 1e-9) if horizon_days > 0 else 0
     with np.errstate(all="ignore"):
         alive_now = _p_alive_now(bg, xa, ta, Ta)
-    discounted_purchases = np.zeros(xa.shape)
-    discounted_cost = np.zeros(xa.shape)
-    purchases = np.zeros(xa.shape)
-    for k in range(1, n_steps + 1):
-        start, end = (k - 1) * step_days, min(k * step_days, horizon_days)
-        mid = 0.5 * (start + end)
-        discount = math.exp(-log_discount_per_day * mid)
+    # The steps are a trailing axis: one evaluation over (customers, steps), chunked by rows.
+    starts = np.arange(n_steps) * step_days
+    ends = np.minimum(np.arange(1, n_steps + 1) * step_days, horizon_days)
+    mids = 0.5 * (starts + ends)
+    discount = np.exp(-log_discount_per_day * mids)
+    x_f, T_f, alive_f = xa.ravel(), Ta.ravel(), alive_now.ravel()
+    discounted_purchases = np.zeros(x_f.size)
+    discounted_cost = np.zeros(x_f.size)
+    rows = max(1, _CHUNK_ELEMENTS // (4 * max(n_steps, 1)))
+    for lo in range(0, x_f.size if n_steps else 0, rows):
+        sl = slice(lo, lo + rows)
+        x_c, T_c, alive_c = x_f[sl, None], T_f[sl, None], alive_f[sl, None]
         with np.errstate(all="ignore"):
             if margin_rate != 0.0:  # at margin 0 the purchases term is multiplied by 0
-                cumulative = alive_now * _alive_expectations(
-                    bg, np.full(xa.shape, end), xa, Ta, survival=False
+                cumulative = alive_c * _alive_expectations(
+                    bg, ends[None, :], x_c, T_c, survival=False
                 )
-                # cumulative is non-decreasing in exact arithmetic; max() absorbs rounding
-                discounted_purchases += np.maximum(cumulative - purchases, 0.0) * discount
-                purchases = np.maximum(cumulative, purchases)
+                # cumulative is non-decreasing in exact arithmetic; its running maximum absorbs
+                # rounding, so step k adds max(cumulative_k - max of the earlier steps, 0).
+                running = np.maximum.accumulate(np.maximum(cumulative, 0.0), axis=1)
+                discounted_purchases[sl] = np.diff(running, axis=1, prepend=0.0) @ discount
             if expected_cost_to_serve_per_day != 0.0:
-                alive = alive_now * _alive_expectations(
-                    bg, np.full(xa.shape, mid), xa, Ta, survival=True
+                alive = alive_c * _alive_expectations(
+                    bg, mids[None, :], x_c, T_c, survival=True
                 )
-                discounted_cost += (end - start) * alive * discount
+                discounted_cost[sl] = (alive * (ends - starts)) @ discount
+    discounted_purchases = discounted_purchases.reshape(xa.shape)
+    discounted_cost = discounted_cost.reshape(xa.shape)
     with np.errstate(invalid="ignore"):
         margin = np.where(
             (discounted_purchases > 0) & (margin_rate != 0.0),

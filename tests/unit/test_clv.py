@@ -619,6 +619,59 @@ def test_clv_is_vectorised_elementwise() -> None:
         assert single == pytest.approx(batch[i], rel=1e-12)
 
 
+def step_by_step_clv(
+    bg: BgNbdParams,
+    x: float,
+    t_x: float,
+    T: float,
+    mean_spend: float,
+    horizon: float,
+    margin_rate: float,
+    annual_rate: float,
+    cost_per_day: float,
+    step: float,
+) -> float:
+    """The definition of `clv`, one customer and one step at a time with the public functions."""
+    spend = float(expected_spend(CDNOW_GG, x, mean_spend))
+    total, start = 0.0, 0.0
+    while start < horizon - 1e-9 * step:
+        end = min(start + step, horizon)
+        mid = 0.5 * (start + end)
+        discount = (1.0 + annual_rate) ** (-mid / clv.DAYS_PER_YEAR)
+        bought = float(expected_purchases(bg, end, x, t_x, T)) - float(
+            expected_purchases(bg, start, x, t_x, T)
+        )
+        alive = float(p_alive(bg, x, t_x, T, days_ahead=mid))
+        total += (bought * spend * margin_rate - cost_per_day * (end - start) * alive) * discount
+        start = end
+    return total
+
+
+@pytest.mark.parametrize(
+    ("bg", "horizon", "step", "cost"),
+    [
+        (CDNOW_DAYS, 365.0, 7.0, 0.0),
+        (CDNOW_DAYS, 365.0, 7.0, 0.02),
+        (CDNOW_DAYS, 100.0, 3.3, 0.05),  # a last step shorter than the others
+        (CDNOW_DAYS, 30.0, 1.0, 0.01),
+        # a = 1: the closed form cancels, every step takes the quadrature fallback
+        (BgNbdParams(r=0.6, alpha=20.0, a=1.0, b=3.0), 120.0, 7.0, 0.01),
+    ],
+)
+def test_clv_over_all_steps_at_once_equals_the_step_by_step_sum(
+    bg: BgNbdParams, horizon: float, step: float, cost: float
+) -> None:
+    x = np.array([[0.0, 2.0, 10.0], [1.0, 5.0, 30.0]])  # 2-D: shapes are kept
+    t_x = np.array([[0.0, 213.0, 300.0], [2.0, 50.0, 310.0]])
+    T = np.array([[320.0, 320.0, 320.0], [3.0, 60.0, 320.0]])
+    spend = np.array([[0.0, 40.0, 25.0], [10.0, 80.0, 12.5]])
+    got = clv.clv(bg, CDNOW_GG, x, t_x, T, spend, horizon, 0.3, 0.1, cost, step)
+    assert isinstance(got, np.ndarray) and got.shape == x.shape
+    for i in np.ndindex(x.shape):
+        want = step_by_step_clv(bg, x[i], t_x[i], T[i], spend[i], horizon, 0.3, 0.1, cost, step)
+        assert got[i] == pytest.approx(want, rel=1e-9, abs=1e-12)
+
+
 def test_clv_rejects_nonsense_arguments() -> None:
     with pytest.raises(ClvInputError):
         clv_of(step_days=0.0)
