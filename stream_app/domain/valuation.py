@@ -9,7 +9,9 @@ informs the spend estimate, the first one included).
 CLV is linear in the margin rate and in the cost to serve, so a batch of
 customers is valued with two vectorised calls (expected discounted revenue and
 expected discounted alive-days) and each customer's own margin rate and cost to
-serve per day are applied afterwards.
+serve per day are applied afterwards. The alive-days call, as costly as the
+revenue one, is made only for the customers with a cost to serve (most have
+none): the others' cost term is exactly 0.
 """
 
 from __future__ import annotations
@@ -136,10 +138,13 @@ def value_many(
         clv.clv(model.bg, model.gg, x, t_x, T, spend, horizon_days, 1.0,
                 model.annual_discount_rate, 0.0, model.step_days, spend_basis="all")
     )
-    alive_days = np.atleast_1d(
-        clv.clv(model.bg, model.gg, x, t_x, T, spend, horizon_days, 0.0,
-                model.annual_discount_rate, 1.0, model.step_days, spend_basis="all")
-    )
+    alive_days = np.zeros(len(histories))
+    costly = np.flatnonzero([h.cost_per_day != 0.0 for h in histories])
+    if costly.size:
+        alive_days[costly] = clv.clv(
+            model.bg, model.gg, x[costly], t_x[costly], T[costly], spend[costly], horizon_days,
+            0.0, model.annual_discount_rate, 1.0, model.step_days, spend_basis="all",
+        )
     out: list[Valuation] = []
     for i, h in enumerate(histories):
         # alive_days is -(discounted expected alive days) with margin 0 and unit cost.
