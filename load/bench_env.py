@@ -32,6 +32,7 @@ from typing import Any
 import redis
 
 from stream_app.settings import Settings, Topics
+from stream_app.store.server import LISTPACK_VALUE_BYTES
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Redis databases of the dev server the benchmark may claim (tests use 9, the demo 0).
@@ -87,10 +88,12 @@ def load_average() -> tuple[float, float, float]:
 
 def machine_info(stack: Settings) -> dict[str, Any]:
     """Date, machine and versions, for the head of the report."""
-    redis_version = "unknown"
+    redis_version = listpack_value = "unknown"
     with contextlib.suppress(Exception):
         client = redis.Redis.from_url(stack.redis_url)
         redis_version = str(client.info("server")["redis_version"])
+        reply = client.config_get("hash-max-listpack-value")
+        listpack_value = str(next(iter(reply.values()), "unknown"))
         client.close()
     kafka_jar = sorted((ROOT / ".devstack" / "kafka" / "lib").glob("kafka_2.13-*.jar"))
     kafka_version = kafka_jar[-1].stem.split("-", 1)[1] if kafka_jar else "unknown"
@@ -103,6 +106,7 @@ def machine_info(stack: Settings) -> dict[str, Any]:
         "python": platform.python_version(),
         "kafka": kafka_version,
         "redis_server": redis_version,
+        "redis hash-max-listpack-value": listpack_value,
         "faust-streaming": _version("faust-streaming"),
         "aiokafka": _version("aiokafka"),
         "confluent-kafka": _version("confluent-kafka"),
@@ -346,7 +350,10 @@ class CpuMeter:
 
 
 class PrivateRedis:
-    """A ``redis-server`` of the benchmark's own (no persistence) on a free port."""
+    """A ``redis-server`` of the benchmark's own (no persistence) on a free port.
+
+    Configured like the dev stack's (``hash-max-listpack-value``; see `stream_app.store.server`).
+    """
 
     def __init__(self) -> None:
         self.port = free_port()
@@ -361,7 +368,8 @@ class PrivateRedis:
         server = shutil.which("redis-server") or "/usr/bin/redis-server"
         self.proc = subprocess.Popen(
             [server, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", self.dir, "--logfile", f"{self.dir}/redis.log"],
+             "--appendonly", "no", "--dir", self.dir, "--logfile", f"{self.dir}/redis.log",
+             "--hash-max-listpack-value", str(LISTPACK_VALUE_BYTES)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
         )
         client = redis.Redis(port=self.port)

@@ -806,6 +806,9 @@ def start_redis(cfg: Config, server: str) -> subprocess.Popen[bytes]:
         "appendonly yes",
         "appendfsync everysec",
         'save ""',
+        # Customer records (about 50 fields, values up to a few KB) stay compact listpacks
+        # only below this value length; see stream_app/store/server.py.
+        "hash-max-listpack-value 8192",
     ]
     if cfg.redis_password:
         lines.append(f'requirepass "{cfg.redis_password}"')

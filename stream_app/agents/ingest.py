@@ -15,7 +15,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from stream_app.app import Channels
 from stream_app.pipeline import RawRecord
 from stream_app.runtime import Runtime
-from stream_app.store import churn_models
+from stream_app.store import churn_models, server
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,11 @@ def register(app: faust.App, channels: Channels, runtime: Runtime) -> None:
     """Attach the ingest agent and its resume-from-Redis hook to `app`."""
     settings = runtime.settings
     within = settings.batch_within_ms / 1000
+
+    @app.task
+    async def check_redis_config() -> None:
+        # Customer records stay compact listpacks only if the server allows long values.
+        await server.check_listpack_value(runtime.redis)
 
     @app.on_rebalance_complete.connect
     async def resume_from_redis(sender: faust.App, **kwargs: object) -> None:
