@@ -5,11 +5,12 @@
 -- KEYS[3..]     customer hashes, one per change
 -- ARGV[1]       m, then m pairs (field, offset)      -- only ever move forward
 -- then          w, then w pairs (field, event ms)    -- only ever move forward
--- then, per customer key in order:
---   expected version ("" for a new customer),
---   f, then f pairs (field, value)                   -- HSET on the customer hash
---   z, then z pairs (sorted-set key, score)          -- ZADD of the customer id ("rem": ZREM)
---   d, then d triples (hash key, field, delta)       -- HINCRBY, e.g. roll-ups, histograms
+-- then, per customer key in order, one JSON array of strings (one argument per customer
+-- keeps the client's encoding of the call cheap):
+--   [expected version ("" for a new customer),
+--    [field, value, ...],                            -- HSET on the customer hash
+--    [sorted-set key, score, ...],                   -- ZADD of the customer id ("rem": ZREM)
+--    [hash key, field, delta, ...]]                  -- HINCRBY, e.g. roll-ups, histograms
 --
 -- A customer whose stored version differs from the expected one was written by
 -- someone else since it was read (a zombie owner during a rebalance, or the
@@ -26,33 +27,24 @@ pos = pos + 1 + 2 * w
 local conflicts = {}
 for i = 3, #KEYS do
   local key = KEYS[i]
-  local expected = ARGV[pos]
-  local f = tonumber(ARGV[pos + 1])
-  local fields_at = pos + 2
-  pos = fields_at + 2 * f
-  local z = tonumber(ARGV[pos])
-  local ranks_at = pos + 1
-  pos = ranks_at + 2 * z
-  local d = tonumber(ARGV[pos])
-  local incr_at = pos + 1
-  pos = incr_at + 3 * d
+  local change = cjson.decode(ARGV[pos])
+  pos = pos + 1
+  local expected, fields, ranks, incrs = change[1], change[2], change[3], change[4]
   local current = redis.call('HGET', key, '_v') or ''
   if current == expected then
-    if f > 0 then
-      redis.call('HSET', key, unpack(ARGV, fields_at, fields_at + 2 * f - 1))
+    if #fields > 0 then
+      redis.call('HSET', key, unpack(fields))
     end
     local member = redis.call('HGET', key, 'customer_id')
-    for k = 0, z - 1 do
-      local score = ARGV[ranks_at + 2 * k + 1]
-      if score == 'rem' then
-        redis.call('ZREM', ARGV[ranks_at + 2 * k], member)
+    for k = 1, #ranks, 2 do
+      if ranks[k + 1] == 'rem' then
+        redis.call('ZREM', ranks[k], member)
       else
-        redis.call('ZADD', ARGV[ranks_at + 2 * k], score, member)
+        redis.call('ZADD', ranks[k], ranks[k + 1], member)
       end
     end
-    for k = 0, d - 1 do
-      local at = incr_at + 3 * k
-      redis.call('HINCRBY', ARGV[at], ARGV[at + 1], ARGV[at + 2])
+    for k = 1, #incrs, 3 do
+      redis.call('HINCRBY', incrs[k], incrs[k + 1], incrs[k + 2])
     end
   else
     conflicts[#conflicts + 1] = i - 2

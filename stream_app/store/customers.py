@@ -7,8 +7,8 @@ The exactly-once effect lives here and in `stream_app.domain.ledger`:
    that offset of that topic as applied.
 3. One Lua call writes every changed customer with compare-and-set on a
    version field, together with its roll-up and histogram increments and
-   rankings, and in the same atomic step advances the per-partition applied
-   offsets and event-time watermarks.
+   rankings (one JSON argument per customer), and in the same atomic step
+   advances the per-partition applied offsets and event-time watermarks.
 4. Only then are the batch's Kafka offsets acknowledged for commit.
 
 A crash between 3 and 4 replays events that step 2 then skips; a crash before
@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
+import orjson
 from redis.asyncio import Redis
 
 from stream_app.domain.ledger import CustomerState
@@ -93,7 +94,7 @@ class CustomerStore:
         applied = applied or {}
         watermarks = watermarks or {}
         keys = [self.keys.applied, self.keys.watermarks]
-        args: list[str | int | float] = [len(applied)]
+        args: list[str | int | float | bytes] = [len(applied)]
         for (topic, partition), offset in applied.items():
             args += [f"{topic}/{partition}", offset]
         args.append(len(watermarks))
@@ -103,15 +104,22 @@ class CustomerStore:
             keys.append(self.keys.customer(change.customer_id))
             fields = dict(change.fields)
             fields[VERSION] = str(int(change.version or "0") + 1)
-            args += [change.version, len(fields)]
-            for name, value in fields.items():
-                args += [name, value]
-            args.append(len(change.ranks))
-            for key, score in change.ranks.items():
-                args += [key, "rem" if score is None else repr(float(score))]
-            args.append(len(change.increments))
-            for key, name, delta in change.increments:
-                args += [key, name, int(delta)]
+            ranks = [
+                part
+                for key, score in change.ranks.items()
+                for part in (key, "rem" if score is None else repr(float(score)))
+            ]
+            increments = [
+                part
+                for key, name, delta in change.increments
+                for part in (key, name, str(int(delta)))
+            ]
+            # One argument per customer: redis-py encodes each argument in Python, orjson
+            # encodes the whole change in C.
+            args.append(orjson.dumps(
+                [change.version, [part for item in fields.items() for part in item], ranks,
+                 increments]
+            ))
         conflicts = await self._commit(keys=keys, args=args)
         return [changes[int(i) - 1].customer_id for i in conflicts]
 
