@@ -529,6 +529,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                         else sys.argv[1:])),
         "config": asdict(cfg),
         "machine": machine_info(stack),
+        "batch_within_ms": stack.batch_within_ms,
     }
     log(f"config: {results['config']}")
     log(f"simulating {cfg.events:,} events of {cfg.customers:,} customers")

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from load.bench_stats import Target, markdown_table, text_table
+from stream_app.store.server import LISTPACK_VALUE_BYTES
 
 __all__ = ["targets", "write_report"]
 
@@ -27,6 +28,11 @@ def _lookup(results: dict[str, Any], kind: str, state: str, c: int) -> dict[str,
         if row.get("kind") == kind and row.get("state") == state and row.get("concurrency") == c:
             return dict(row)
     return None
+
+
+def _within(results: dict[str, Any]) -> str:
+    """The workers' CVM_BATCH_WITHIN_MS (runs before it was recorded used 50 ms)."""
+    return _f(results.get("batch_within_ms", 50))
 
 
 def _phase(results: dict[str, Any], label: str) -> dict[str, Any]:
@@ -92,7 +98,8 @@ def targets(results: dict[str, Any]) -> list[Target]:
                      f"({_f(rate)} events/s), so a backlog grows and latency with it")
         else:
             bound = ("per batch: the producer's linger (20 ms), the batch window "
-                     "(CVM_BATCH_WITHIN_MS 50 ms) and the time to process a batch")
+                     f"(CVM_BATCH_WITHIN_MS {_within(results)} ms) and the time to process a "
+                     "batch")
         trickle = _phase(results, "low rate").get("low rate", {})
         if trickle:
             bound += (f"; even at {_f(_phase(results, 'low rate')['rate'])} events/s, far below "
@@ -125,14 +132,14 @@ def targets(results: dict[str, Any]) -> list[Target]:
             if kind == "http":
                 bound = (f"the worker answers {_f(row['requests_per_s'])} requests/s and spends "
                          f"{_f(row.get('worker_cpu_us_per_request'))} µs of its CPU per lookup "
-                         "(the revaluation: one numpy call per weekly step, see the profile), "
+                         "(the revaluation: one hyp2f1 evaluation per weekly step), "
                          "all on its one event loop, so requests queue (Little's law: "
                          f"{c} clients / {_f(row['requests_per_s'])} per s); "
                          f"with 1 client p50/p99 = {_f(one.get('p50_ms'), 3)}/"
                          f"{_f(one.get('p99_ms'), 3)} ms")
             elif kind == "lookup":
                 bound += ("; each lookup reloads the model and cut points from Redis and "
-                          "revalues the customer (BG/NBD, one numpy call per weekly step)")
+                          "revalues the customer (BG/NBD, one hyp2f1 evaluation per weekly step)")
             out.append(Target(f"{label}, {c} clients, worker idle", f"<= {goal:g} ms",
                               f"p50 {_f(row['p50_ms'], 3)} / p99 {_f(row['p99_ms'], 3)} ms",
                               met, "" if met else bound))
@@ -165,6 +172,9 @@ def _machine(results: dict[str, Any]) -> list[str]:
         f"- Machine: {m['nproc']} CPUs ({m['cpu_model']}), {m['memory_gib']} GiB, "
         f"Linux {m['kernel']}",
         f"- Versions: {versions}",
+        f"- Dev stack Redis hash-max-listpack-value: "
+        f"{m.get('redis hash-max-listpack-value', 'unknown')} (the engine needs >= "
+        f"{LISTPACK_VALUE_BYTES})",
         f"- Command: `{results['command']}` (from `make bench`), "
         f"{_f(results.get('elapsed_s'))} s",
         f"- Load average (1/5/15 min) at start: {la0}; at end: {la1}. The dev stack (Kafka, "
@@ -247,7 +257,8 @@ def _freshness_section(results: dict[str, Any]) -> list[str]:
         "waits for its report. Resolution: one poll cycle (the poller sleeps 1 ms between "
         f"cycles), p50 {_f(cyc.get('p50_ms'), 2)} ms, p99 {_f(cyc.get('p99_ms'), 2)} ms; a "
         "latency is over-stated by at most one cycle. The time includes the producer's "
-        "`linger.ms` (20 ms) and the worker's batch window (CVM_BATCH_WITHIN_MS 50 ms).",
+        "`linger.ms` (20 ms) and the worker's batch window "
+        f"(CVM_BATCH_WITHIN_MS {_within(results)} ms).",
         "",
         markdown_table(["phase", "events/s", "samples", "p50 ms", "p95 ms", "p99 ms", "max ms",
                         "not seen", "worker cores", "caught up"], rows),
@@ -308,7 +319,9 @@ def _memory_section(results: dict[str, Any]) -> list[str]:
         "",
         f"A full simulated year of {mem['template_customers']} customers "
         f"({mem['template_events']:,} events) went through `Ingestor.process` into a private "
-        "redis-server (no persistence); those records are the templates. A Lua script clones "
+        "redis-server (no persistence, `hash-max-listpack-value "
+        f"{mem.get('hash_max_listpack_value', 64)}`); those records are the templates. A Lua "
+        "script clones "
         "them server side (`COPY` of the hash, `HSET` of a new customer_id of the same length, "
         "`ZADD` of the template's scores under the new id in each rank set) up to each size. "
         "Bytes per customer = `used_memory` delta / clones; the record is `MEMORY USAGE "
