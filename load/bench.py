@@ -55,6 +55,7 @@ from load.bench_env import (
     wait_until,
 )
 from load.bench_fresh import FreshnessTracer, run_in_thread
+from load.bench_lookup import c_client_hgetall
 from load.bench_memory import measure_memory
 from load.bench_profile import (
     parse_pyspy_raw,
@@ -179,6 +180,20 @@ def lookup_ids(settings: Settings, path: Path, limit: int = 5000) -> Path:
     client.close()
     path.write_text("\n".join(ids) + "\n")
     return path
+
+
+def typical_customer(settings: Settings, ids: Path, sample: int = 200) -> str | None:
+    """The customer whose record has the median size (MEMORY USAGE) among the first `sample`."""
+    client = redis.Redis.from_url(settings.redis_url)
+    keys = Keys()
+    sized = []
+    for cid in ids.read_text().split()[:sample]:
+        size = client.memory_usage(keys.customer(cid), samples=0)
+        if size:
+            sized.append((int(size), cid))
+    client.close()
+    sized.sort()
+    return sized[len(sized) // 2][1] if sized else None
 
 
 def run_lookup(settings: Settings, kind: str, ids: Path, concurrency: int,
@@ -396,6 +411,13 @@ def run_freshness(stack: Settings, cfg: Config, outdir: Path,
                         result["lookups"].append(run_lookup(
                             ns.settings, kind, ids_path, c, cfg.lookup_s, "worker idle",
                             worker.pid if kind == "http" else None))
+                typical = typical_customer(ns.settings, ids_path)
+                for c in cfg.concurrency:
+                    row = c_client_hgetall(ns.settings, typical, c) if typical else None
+                    if row is not None:
+                        log(f"lookup hgetall-c c={c:<3d} worker idle  p50 {row['p50_ms']:.3f} "
+                            f"ms  p99 {row['p99_ms']:.3f} ms  {row['requests_per_s']:.0f}/s")
+                        result["lookups"].append({**row, "state": "worker idle"})
             warm = cfg.fresh_warmup_s if i == 0 else 2.0
             lookup_s = 2 * cfg.lookup_s + 2 if label == "target rate" else 0.0
             count = int(rate * (warm + seconds + lookup_s))

@@ -7,7 +7,8 @@ closed loop (a client sends its next request when the previous answer arrived) f
 * ``hgetall``: ``HGETALL`` of the customer's hash with redis-py's asyncio client;
 * ``lookup``: `stream_app.lookup.customer` (the hash, the watermark, the model and the cut
   points from Redis, then the revaluation), as the CLI and the web view call it;
-* ``http``: ``GET /customers/{id}`` on the worker's web server with aiohttp.
+* ``http``: ``GET /customers/{id}`` on the worker's web server with aiohttp;
+* ``hgetall-c`` (`c_client_hgetall`): the same ``HGETALL`` by ``redis-benchmark``, a C client.
 
 Latency is the wall time around one request. It runs in a subprocess so the benchmark's own
 threads (producer, freshness poller) do not share its interpreter lock. Prints JSON.
@@ -17,12 +18,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import csv
+import os
 import random
+import shutil
+import subprocess
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 import orjson
+from redis.connection import parse_url
 
 from load.bench_stats import summarize
 from stream_app import lookup
@@ -107,6 +113,47 @@ async def measure(kind: str, settings: Settings, ids: Sequence[str], concurrency
             await session.close()
         await redis.aclose()
     return {"kind": kind, "concurrency": concurrency, "duration_s": duration, **result}
+
+
+#: `kind` of the C client's rows: the same HGETALL, without Python on the client side.
+C_CLIENT = "hgetall-c"
+
+
+def c_client_hgetall(settings: Settings, customer_id: str, concurrency: int,
+                     requests: int = 100_000) -> dict[str, object] | None:
+    """``HGETALL`` of one customer's hash by `concurrency` connections of ``redis-benchmark``.
+
+    ``redis-benchmark`` (Debian's redis-tools, installed with redis-server) is a C client: it
+    shows what Redis answers when the client is not the bottleneck. It reads one key, so the
+    caller picks a record of typical size. None when the tool is missing or fails.
+    """
+    tool = shutil.which("redis-benchmark")
+    if tool is None:
+        return None
+    url = parse_url(settings.redis_url)
+    cmd = [tool, "-h", str(url.get("host", "127.0.0.1")), "-p", str(url.get("port", 6379)),
+           "--dbnum", str(url.get("db", 0)), "-n", str(requests), "-c", str(concurrency),
+           "--csv", "HGETALL", Keys().customer(customer_id)]
+    if url.get("password"):
+        cmd[1:1] = ["-a", str(url["password"]), "--no-auth-warning"]
+    before = os.times()
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    after = os.times()
+    rows = list(csv.DictReader(out.stdout.splitlines()))
+    if out.returncode != 0 or not rows:
+        return None
+    row = rows[-1]
+    elapsed = requests / float(row["rps"])
+    cpu = (after.children_user - before.children_user
+           + after.children_system - before.children_system)
+    return {
+        "kind": C_CLIENT, "concurrency": concurrency, "n": requests,
+        "p50_ms": float(row["p50_latency_ms"]), "p95_ms": float(row["p95_latency_ms"]),
+        "p99_ms": float(row["p99_latency_ms"]), "max_ms": float(row["max_latency_ms"]),
+        "requests_per_s": float(row["rps"]), "errors": 0,
+        "client_cores": round(cpu / elapsed, 3),
+        "client_cpu_us_per_request": round(cpu * 1e6 / requests, 1),
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:

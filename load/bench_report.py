@@ -116,6 +116,8 @@ def targets(results: dict[str, Any]) -> list[Target]:
         ))
         c = cfg["headline_concurrency"]
         for kind, goal, label in (("hgetall", 1.0, "lookup p99 direct (HGETALL)"),
+                                  ("hgetall-c", 1.0,
+                                   "lookup p99 direct (HGETALL by redis-benchmark, a C client)"),
                                   ("lookup", 1.0, "lookup p99 direct (lookup.customer)"),
                                   ("http", 5.0, "lookup p99 over HTTP")):
             row = _lookup(results, kind, "worker idle", c)
@@ -137,6 +139,10 @@ def targets(results: dict[str, Any]) -> list[Target]:
                          f"{c} clients / {_f(row['requests_per_s'])} per s); "
                          f"with 1 client p50/p99 = {_f(one.get('p50_ms'), 3)}/"
                          f"{_f(one.get('p99_ms'), 3)} ms")
+            elif kind == "hgetall-c":
+                bound = (f"{c} connections of redis-benchmark at {_f(row['requests_per_s'])} "
+                         f"requests/s of one median-size record, the client using "
+                         f"{_f(row.get('client_cores'), 2)} cores of the same 2-core machine")
             elif kind == "lookup":
                 bound += ("; each lookup reloads the model and cut points from Redis and "
                           "revalues the customer (BG/NBD, one hyp2f1 evaluation per weekly step)")
@@ -286,7 +292,9 @@ def _lookup_section(results: dict[str, Any]) -> list[str]:
         "sends its next request when the previous answer arrived, for random known customers. "
         "`hgetall` is one `HGETALL` with redis-py's asyncio client; `lookup` is "
         "`stream_app.lookup.customer` (hash, watermark, model and cut points from Redis, then "
-        "the revaluation); `http` is `GET /customers/{id}` on the worker with aiohttp.",
+        "the revaluation); `http` is `GET /customers/{id}` on the worker with aiohttp; "
+        "`hgetall-c` is the same `HGETALL` of one median-size record by `redis-benchmark`, a C "
+        "client, for what Redis answers when the client is not the bottleneck.",
         "",
         markdown_table(["kind", "worker", "clients", "requests", "p50 ms", "p95 ms", "p99 ms",
                         "max ms", "requests/s", "client cores", "client CPU µs/request",
