@@ -10,9 +10,13 @@ from stream_app.pipeline import Ingestor, utc_now_iso
 log = logging.getLogger(__name__)
 
 
-async def rescore_all(ingestor: Ingestor, page: int = 500) -> int:
-    """Rewrite every customer's predicted values, rankings and histogram buckets.
+async def rescore_all(ingestor: Ingestor, watermark: int | None, page: int = 500) -> int:
+    """Rewrite every customer's predicted values, rankings, histogram buckets and scores.
 
+    Each customer is valued and decided at the event-time `watermark` (or at their
+    own latest event if that is later), as the rescoring timer does: a customer
+    silent for weeks is not decided as of their last event, which would date an
+    alert back. Without a watermark (nothing applied yet), at their latest event.
     Uses the same compare-and-set commit as the agent: a customer the agent
     wrote in between is skipped, since the agent's write is the fresher one.
     Returns the number of customers rewritten.
@@ -28,7 +32,9 @@ async def rescore_all(ingestor: Ingestor, page: int = 500) -> int:
         for key in raw_keys:
             name = key.decode() if isinstance(key, bytes) else key
             ids.append(name[prefix_len - 1 : -1])
-        if ids:
+        if ids and watermark is not None:
+            done += await ingestor.revisit(ids, watermark)
+        elif ids:
             loaded = await store.load_many(ids)
             states = [entry.state for entry in loaded.values() if entry.version]
             now = utc_now_iso()

@@ -42,5 +42,6 @@ async def fit_now(runtime: Runtime, as_of: int | None = None) -> dict[str, objec
         log.info("value model not refitted: %s", exc)
         return None
     await runtime.refresh()
-    await rescore_all(runtime.ingestor)
+    watermark = await engine_watermark(runtime.redis, runtime.keys, runtime.settings)
+    await rescore_all(runtime.ingestor, watermark)
     return doc

@@ -16,6 +16,7 @@ from load.generator import publish as publish_events
 from load.simulator import SimConfig, simulate
 from stream_app.domain.rfm import SEGMENTS
 from stream_app.settings import Settings
+from stream_app.store.records import format_time
 from tests.conftest import ROOT, WorkerProcess, http_json, publish, settings_env, wait_until
 
 pytestmark = pytest.mark.integration
@@ -56,6 +57,12 @@ def test_fit_lookup_rank_and_rollups(
     assert all(v > 0 for v in model["bgnbd"].values())
     status, current = http_json(settings, "/model")
     assert status == 200 and current["version"] == 1
+    # The refit rescored everyone at the engine's watermark, not at their own last event.
+    marks = [int(v) for k, v in client.hgetall("cvm:watermarks").items()
+             if k.rpartition("/")[0] in settings.topics.inputs]
+    watermark = format_time(min(marks))
+    stored = [client.hmget(k, "as_of", "last_event_at") for k in client.scan_iter("cvm:customer:*")]
+    assert stored and all(as_of == max(watermark, last) for as_of, last in stored)
 
     status, top = http_json(settings, "/customers/top?by=clv&n=10")
     assert status == 200
