@@ -83,7 +83,7 @@ def render(client: redis.Redis, published: int, started: float, top: int = 12) -
         f"customers {client.zcard('cvm:rank:net_contribution'):>7,}",
         model_line,
         "",
-        "Top customers by CLV (365 days), values as of each customer's latest event:",
+        "Top customers by CLV (365 days), values as stored (as of the latest event or rescoring):",
         f"{'customer':<11}{'orders':>7}{'revenue':>10}{'net':>10}{'CLV':>9}{'P(alive)':>9}"
         f"{'tier':>5}  {'segment':<19}{'last event':<11}",
     ]
