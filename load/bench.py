@@ -7,7 +7,8 @@ app id, Redis database; see `load.bench_env`) and removes it afterwards:
    (``python -m stream_app.cli worker``) starts and the events it has applied are read from the
    ``cvm:applied`` hash twice a second; the rate is the least-squares slope over the steady
    part (after a warm-up, before the tail). A plain confluent-kafka consumer that only reads and
-   parses (orjson) the same events gives the practical ceiling. During the run the worker's CPU
+   parses (orjson) the same events gives the practical ceiling, and a Faust agent that only
+   reads and parses them (`load.bench_faust`) the framework's own. During the run the worker's CPU
    is read from /proc, py-spy samples it, and lookups are measured while it ingests flat out.
 2. **Freshness** at a fixed rate (`load.bench_fresh`), then lookups while it ingests at that
    rate, then lookups with the worker idle (`load.bench_lookup`, in a subprocess).
@@ -54,6 +55,7 @@ from load.bench_env import (
     total_cpu_seconds,
     wait_until,
 )
+from load.bench_faust import APP_SUFFIX, COUNT_KEY
 from load.bench_fresh import FreshnessTracer, run_in_thread
 from load.bench_lookup import c_client_hgetall
 from load.bench_memory import measure_memory
@@ -279,6 +281,47 @@ def _window_stats(samples: Sequence[tuple[float, int, dict[str, float]]], t0: fl
     return out
 
 
+def faust_reader(ns: Namespace, total: int, outdir: Path,
+                 timeout_s: float = 300) -> dict[str, Any]:
+    """Read and parse every input event with a Faust agent that does nothing else.
+
+    `load.bench_faust` in a subprocess, with a consumer group of its own; the rate is the
+    steady slope of its count (sampled every 0.2 s, from 0.5 s after its first batch, between
+    5 % and 95 % of the events).
+    """
+    settings = replace(ns.settings, app_id=ns.settings.app_id + APP_SUFFIX, web_port=free_port(),
+                       data_dir=ns.settings.data_dir + APP_SUFFIX)
+    reader = WorkerProcess(settings, outdir / f"faust-read-{ns.run}.log", module="load.bench_faust")
+    client = ns.redis()
+    samples: list[tuple[float, int, float]] = []
+    try:
+        reader.start()
+        began = time.monotonic()
+
+        def done() -> bool:
+            n = int(client.get(COUNT_KEY) or 0)
+            samples.append((time.monotonic() - began, n, cpu_seconds(reader.pid)))
+            return n >= total
+
+        wait_until(done, timeout_s, every=0.2)
+    finally:
+        reader.stop()
+        client.delete(COUNT_KEY)
+        client.close()
+    started = next((t for t, n, _ in samples if n > 0), math.nan)
+    rate, w0, w1 = steady_rate([(t, n) for t, n, _ in samples], total, lo=0.05, hi=0.95,
+                               min_t=started + 0.5)
+    inside = [(t, n, c) for t, n, c in samples if w0 <= t <= w1]
+    cpu = inside[-1][2] - inside[0][2] if len(inside) >= 2 else math.nan
+    events = inside[-1][1] - inside[0][1] if len(inside) >= 2 else 0
+    seconds = inside[-1][0] - inside[0][0] if len(inside) >= 2 else math.nan
+    return {"events": samples[-1][1] if samples else 0, "events_per_s": round(rate, 1),
+            "samples": [(round(t, 2), n) for t, n, _ in samples],
+            "window_s": round(seconds, 2),
+            "cpu_cores": round(cpu / seconds, 3) if seconds and seconds > 0 else math.nan,
+            "cpu_us_per_event": round(cpu * 1e6 / events, 1) if events else math.nan}
+
+
 # --------------------------------------------------------------------------- 1 and 5: ingest
 
 
@@ -300,6 +343,9 @@ def run_ingest(stack: Settings, cfg: Config, events: list[SimEvent], n_workers: 
             log("ingest: raw confluent-kafka consumer (read + orjson.loads)")
             result["raw_consumer"] = raw_consumer(ns.settings, len(events))
             log(f"ingest: raw consumer {result['raw_consumer']['events_per_s']:,.0f} events/s")
+            log("ingest: Faust agent that only reads and parses (load.bench_faust)")
+            result["faust_reader"] = faust_reader(ns, len(events), outdir)
+            log(f"ingest: Faust reader {result['faust_reader']['events_per_s']:,.0f} events/s")
         servers = find_server_pids(stack)
         # Each worker its own web port; the first one keeps the namespace's.
         workers = [WorkerProcess(replace(ns.settings, web_port=ns.settings.web_port if i == 0

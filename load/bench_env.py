@@ -190,7 +190,8 @@ class Namespace:
                 with contextlib.suppress(Exception):
                     future.result(timeout=30)
         with contextlib.suppress(Exception):
-            groups = [self.settings.app_id, f"{self.settings.app_id}-raw"]
+            groups = [self.settings.app_id, f"{self.settings.app_id}-raw",
+                      f"{self.settings.app_id}-faust-read"]
             for future in admin.delete_consumer_groups(groups).values():
                 with contextlib.suppress(Exception):
                     future.result(timeout=30)
@@ -228,11 +229,13 @@ def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
 
 
 class WorkerProcess:
-    """A real ``python -m stream_app.cli worker`` in a subprocess of its own session."""
+    """A real ``python -m stream_app.cli worker`` (or `module`) in a session of its own."""
 
-    def __init__(self, settings: Settings, log_path: Path, **env: str) -> None:
+    def __init__(self, settings: Settings, log_path: Path, module: str = "stream_app.cli",
+                 **env: str) -> None:
         self.settings = settings
         self.log_path = log_path
+        self.module = module
         self.env = env
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -245,7 +248,7 @@ class WorkerProcess:
         env = {**os.environ, **settings_env(self.settings, **self.env)}
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "stream_app.cli", "worker"],
+                [sys.executable, "-m", self.module, "worker"],
                 env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 cwd=ROOT, start_new_session=True,
             )
