@@ -117,3 +117,26 @@ def test_targets_flag_missed_and_met() -> None:
     assert not share.met and "µs" in share.bound
     memory = by_name["Redis memory at 1,000 customers"]
     assert not memory.met and "rank sets" in memory.bound
+
+
+def test_the_share_bound_names_the_framework_when_it_was_measured() -> None:
+    results = {
+        "config": {"fresh_rate": 2000.0, "headline_concurrency": 16},
+        "throughput": {"rate": 2_000.0, "cpu": {"workers_cpu_us_per_event": 400.0},
+                       "raw_consumer": {"events_per_s": 100_000.0, "events_per_cpu_s": 2e5},
+                       "faust_reader": {"events_per_s": 12_000.0, "cpu_us_per_event": 80.0}},
+    }
+    share = {t.name: t for t in targets(results)}["share of a raw consumer's rate"]
+    assert "Faust agent that only reads" in share.bound and "12,000 events/s" in share.bound
+    results["throughput"].pop("faust_reader")
+    share = {t.name: t for t in targets(results)}["share of a raw consumer's rate"]
+    assert "Faust" not in share.bound
+
+
+def test_the_reading_agent_is_an_app_of_its_own() -> None:
+    from load.bench_faust import build
+    from stream_app.settings import Settings
+
+    app = build(Settings(app_id="bench-read-test"))
+    assert app.conf.id == "bench-read-test"
+    assert any(a.name.endswith("bench.read") for a in app.agents.values())
