@@ -14,14 +14,11 @@ import importlib.metadata
 import os
 import platform
 import shutil
-import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -31,6 +28,7 @@ from typing import Any
 
 import redis
 
+from stream_app import worker_process
 from stream_app.settings import Settings, Topics
 from stream_app.store.server import LISTPACK_VALUE_BYTES
 
@@ -228,64 +226,12 @@ def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
     return env
 
 
-class WorkerProcess:
-    """A real ``python -m stream_app.cli worker`` (or `module`) in a session of its own."""
+class WorkerProcess(worker_process.WorkerProcess):
+    """A real ``python -m stream_app.cli worker`` (or `module`), `env` over `settings_env`."""
 
     def __init__(self, settings: Settings, log_path: Path, module: str = "stream_app.cli",
                  **env: str) -> None:
-        self.settings = settings
-        self.log_path = log_path
-        self.module = module
-        self.env = env
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def start(self, wait: bool = True) -> None:
-        env = {**os.environ, **settings_env(self.settings, **self.env)}
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", self.module, "worker"],
-                env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                cwd=ROOT, start_new_session=True,
-            )
-        if wait:
-            self.wait_healthy()
-
-    def wait_healthy(self, deadline_s: float = 120) -> None:
-        url = f"http://{self.settings.web_host}:{self.settings.web_port}/healthz"
-
-        def healthy() -> bool:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"worker exited early:\n{self.log_tail()}")
-            try:
-                with urllib.request.urlopen(url, timeout=1) as r:
-                    return bool(r.status == 200)
-            except OSError:
-                return False
-
-        if not wait_until(healthy, deadline_s, every=0.3):
-            raise RuntimeError(f"worker did not come up:\n{self.log_tail()}")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=30)
-        self.proc = None
-
-    def log_tail(self, n: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
-        except OSError:
-            return "(no log)"
+        super().__init__(settings, log_path, settings_env(settings, **env), module, cwd=ROOT)
 
 
 def cpu_seconds(pid: int) -> float:

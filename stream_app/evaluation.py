@@ -36,18 +36,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import math
 import os
 import shlex
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -75,6 +72,7 @@ from stream_app.replay import (
     source_name,
 )
 from stream_app.settings import Settings, Topics
+from stream_app.worker_process import WorkerError, WorkerProcess
 
 __all__ = [
     "DESCRIPTION",
@@ -990,7 +988,7 @@ class _Run:
         self.report_dir: Path = args.report_dir
         self.progress = not args.no_progress
         self.settings: Settings | None = None
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.worker: WorkerProcess | None = None
         self.topics_created: list[str] = []
         self.redis: Any = None
         self.timings: dict[str, float] = {}
@@ -1093,14 +1091,11 @@ class _Run:
     def start_worker(self) -> None:
         assert self.settings is not None
         log_path = self.report_dir / "worker.log"
-        with open(log_path, "wb") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "stream_app.cli", "worker"],
-                env=worker_env(self.settings), stdout=out, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True,
-            )
-        self.worker_pid = self.proc.pid
-        self.say(f"started worker pid {self.proc.pid} (log {log_path})")
+        self.worker = WorkerProcess(self.settings, log_path, worker_env(self.settings),
+                                    append=False)
+        self.worker.start(wait=False)
+        self.worker_pid = self.worker.pid
+        self.say(f"started worker pid {self.worker_pid} (log {log_path})")
 
     def replay(self, calibration: list[Transaction]) -> dict[str, int]:
         from stream_app.replay import publish
@@ -1121,36 +1116,23 @@ class _Run:
         return report.offsets
 
     def worker_log_tail(self, n: int = 40) -> str:
-        try:
-            lines = (self.report_dir / "worker.log").read_text(errors="replace").splitlines()
-        except OSError:
+        if self.worker is None:
             return "(no worker log)"
-        return "\n".join("    " + ln for ln in lines[-n:])
+        return "\n".join("    " + ln for ln in self.worker.log_tail(n).splitlines())
 
     def check_worker(self) -> None:
-        if self.proc is not None and self.proc.poll() is not None:
-            raise EvaluationError(
-                f"the worker exited with status {self.proc.returncode}; its log ends with:\n"
-                + self.worker_log_tail()
-            )
+        if self.worker is not None:
+            try:
+                self.worker.check()
+            except WorkerError as exc:
+                raise EvaluationError(str(exc)) from None
 
     def wait_healthy(self, deadline_s: float = 90.0) -> None:
-        assert self.settings is not None
-        url = f"http://{self.settings.web_host}:{self.settings.web_port}/healthz"
-        end = time.monotonic() + deadline_s
-        while time.monotonic() < end:
-            self.check_worker()
+        if self.worker is not None:
             try:
-                with urllib.request.urlopen(url, timeout=1) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                pass
-            time.sleep(0.3)
-        raise EvaluationError(
-            f"the worker did not answer {url} within {deadline_s:g} s; its log ends with:\n"
-            + self.worker_log_tail()
-        )
+                self.worker.wait_healthy(deadline_s)
+            except WorkerError as exc:
+                raise EvaluationError(str(exc)) from None
 
     def wait_applied(self, produced: Mapping[str, int]) -> None:
         """Wait until ``cvm:applied`` reaches every produced offset (bounded)."""
@@ -1356,23 +1338,9 @@ class _Run:
     # -- cleanup -----------------------------------------------------------------------------
 
     def stop_worker(self, timeout_s: float = 30.0) -> None:
-        proc = self.proc
-        if proc is None:
-            return
-        if proc.poll() is None:
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-                proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                self.say(f"the worker ignored SIGTERM for {timeout_s:g} s: SIGKILL")
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=30)
-            except ProcessLookupError:
-                pass
-        # The worker had its own session: kill anything of its group still alive.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        self.proc = None
+        if self.worker is not None and self.worker.stop(timeout_s):
+            self.say(f"the worker ignored SIGTERM for {timeout_s:g} s: SIGKILL")
+        self.worker = None
 
     def delete_kafka_objects(self) -> None:
         from confluent_kafka.admin import AdminClient

@@ -7,11 +7,8 @@ Redis database contents, so tests do not see each other's data.
 
 from __future__ import annotations
 
-import os
-import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -26,6 +23,7 @@ import redis
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from stream_app import worker_process
 from stream_app.settings import Settings, Topics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -144,56 +142,14 @@ def wait_until(check: Callable[[], bool], deadline_s: float = 120, every: float 
     return check()
 
 
-class WorkerProcess:
-    """A real ``cvm worker`` in a subprocess."""
+class WorkerProcess(worker_process.WorkerProcess):
+    """A real ``cvm worker`` in a subprocess, with the test's settings."""
 
     def __init__(self, settings: Settings, log_path: Path) -> None:
-        self.settings = settings
-        self.log_path = log_path
-        self.proc: subprocess.Popen[bytes] | None = None
+        super().__init__(settings, log_path, settings_env(settings), cwd=ROOT)
 
-    def start(self) -> None:
-        env = {**os.environ, **settings_env(self.settings)}
-        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "stream_app.cli", "worker"],
-            env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            cwd=ROOT, start_new_session=True,
-        )
-        log.close()
-        url = f"http://{self.settings.web_host}:{self.settings.web_port}/healthz"
-
-        def healthy() -> bool:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"worker exited early:\n{self.log_tail()}")
-            try:
-                with urllib.request.urlopen(url, timeout=1) as r:
-                    return bool(r.status == 200)
-            except OSError:
-                return False
-
-        if not wait_until(healthy, deadline_s=90):
-            raise RuntimeError(f"worker did not come up:\n{self.log_tail()}")
-
-    def kill(self, sig: int = signal.SIGKILL) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, sig)
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=30)
-        self.proc = None
-
-    def stop(self) -> None:
-        self.kill(signal.SIGTERM)
-
-    def log_tail(self, n: int = 60) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
-        except OSError:
-            return "(no log)"
+    def start(self, wait: bool = True, deadline_s: float = 90) -> None:
+        super().start(wait, deadline_s)
 
 
 @pytest.fixture
