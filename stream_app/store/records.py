@@ -246,20 +246,26 @@ def public_view(fields: Mapping[str, str]) -> dict[str, Any]:
 RETENTION = "_ret"
 
 
+def _vector(s: Snapshot, newest: int | None) -> list[float]:
+    """A snapshot's features in FEATURE_NAMES order, 4 significant digits.
+
+    Only the newest snapshot (taken by this decision) needs rounding: every
+    other one was rounded when the batch that took it packed it, and rounding
+    is idempotent, so it is written back as it was read.
+    """
+    if s.taken_at == newest:
+        return [float(f"{s.features.get(n, 0.0):.4g}") for n in FEATURE_NAMES]
+    return [s.features.get(n, 0.0) for n in FEATURE_NAMES]
+
+
 def pack_retention(r: Retention) -> str:
     """The retention memory as compact JSON (see `unpack_retention`)."""
     doc: dict[str, Any] = {}
+    newest = r.last_snapshot_at
     if r.pending:
-        # Features as a vector in FEATURE_NAMES order, 4 significant digits.
-        doc["p"] = [
-            [s.taken_at, [float(f"{s.features.get(n, 0.0):.4g}") for n in FEATURE_NAMES]]
-            for s in r.pending
-        ]
+        doc["p"] = [[s.taken_at, _vector(s, newest)] for s in r.pending]
     if r.waiting:
-        doc["w"] = [
-            [s.taken_at, y, [float(f"{s.features.get(n, 0.0):.4g}") for n in FEATURE_NAMES]]
-            for s, y in r.waiting
-        ]
+        doc["w"] = [[s.taken_at, y, _vector(s, newest)] for s, y in r.waiting]
     if r.last_snapshot_at is not None:
         doc["ls"] = r.last_snapshot_at
     a = r.alert
