@@ -382,10 +382,12 @@ class Ingestor:
         stored values do not depend on how events were batched.
         """
         live = self.live
+        policy = self.decision_policy()
         horizon = float(self.settings.horizon_days)
-        when = {
-            s.customer_id: (as_of or {}).get(s.customer_id, s.last_event or 0) for s in changed
-        }
+        as_of = as_of or {}
+        retentions = retentions or {}
+        labelled = labelled or {}
+        when = {s.customer_id: as_of.get(s.customer_id, s.last_event or 0) for s in changed}
         valued: list[CustomerState] = []
         histories = []
         for state in changed:
@@ -405,14 +407,13 @@ class Ingestor:
             cid = state.customer_id
             valuation = by_id.get(cid)
             t = when[cid]
-            r = (retentions or {}).get(cid) or self._retention(loaded[cid])
-            new_labels = list((labelled or {}).get(cid, ()))
+            r = retentions.get(cid) or self._retention(loaded[cid])
+            new_labels = list(labelled.get(cid, ()))
             if label_watermark is not None:
                 r, due = label_due(r, label_watermark, self.policy)
                 new_labels += [(snap, y, label_watermark) for snap, y in due]
             tier = 0 if valuation is None else value_tier(valuation, live.cuts)
-            d = decide(r, state, valuation, tier, t, self.decision_policy(), live.scorer,
-                       live.churn_version)
+            d = decide(r, state, valuation, tier, t, policy, live.scorer, live.churn_version)
             effects.examples += [example_message(s, y, at) for s, y, at in new_labels]
             if d.alert is not None:
                 effects.alerts.append(to_message(d.alert, now))
@@ -431,6 +432,7 @@ class Ingestor:
                 extra,
                 retention=d.retention,
                 churn_probability=d.churn_probability,
+                tier=tier,
                 label_due_at=None if due_at is None else due_at + self.policy.horizon_ms,
                 rescore_at=rescore_due(d.retention, tier, t, self.policy),
             ))

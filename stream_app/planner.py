@@ -71,9 +71,17 @@ def _num(value: float, digits: int) -> str:
 
 
 def valuation_fields(
-    v: Valuation, cuts: Cuts, churn_probability: float | None = None
+    v: Valuation,
+    cuts: Cuts,
+    churn_probability: float | None = None,
+    tier: int | None = None,
+    risk: float | None = None,
 ) -> dict[str, str]:
-    """The predicted-value fields of a record."""
+    """The predicted-value fields of a record; `tier` and `risk` when already computed."""
+    if tier is None:
+        tier = value_tier(v, cuts)
+    if risk is None:
+        risk = value_at_risk(v, churn_probability)
     fields = {
         "as_of": format_time(v.as_of),
         "horizon_days": _num(v.horizon_days, 0),
@@ -81,8 +89,8 @@ def valuation_fields(
         "expected_purchases": _num(v.expected_purchases, 4),
         "expected_spend": _num(v.expected_spend, 2),
         "clv": _num(v.clv, 2),
-        "value_at_risk": _num(value_at_risk(v, churn_probability), 2),
-        "value_tier": str(value_tier(v, cuts)),
+        "value_at_risk": _num(risk, 2),
+        "value_tier": str(tier),
         "model_version": str(v.model_version),
     }
     if churn_probability is not None:
@@ -115,18 +123,20 @@ def plan(
     extra: Mapping[str, str],
     retention: Retention | None = None,
     churn_probability: float | None = None,
+    tier: int | None = None,
     label_due_at: int | None = None,
     rescore_at: int | None = None,
 ) -> Change:
-    """The complete change for one customer.
+    """The complete change for one customer (`tier`: its value tier, if already known).
 
     `label_due_at` and `rescore_at` (event time, ms; None: not due) place the
     customer in the sorted sets the rescoring timer reads.
     """
     fields = to_fields(after)
     fields.update(extra)
+    risk = 0.0 if valuation is None else value_at_risk(valuation, churn_probability)
     if valuation is not None:
-        fields.update(valuation_fields(valuation, cuts, churn_probability))
+        fields.update(valuation_fields(valuation, cuts, churn_probability, tier, risk))
         fields.update(rfm_fields(after, cuts, valuation.as_of))
     if retention is not None:
         fields[RETENTION] = pack_retention(retention)
@@ -153,5 +163,5 @@ def plan(
     }
     if valuation is not None and math.isfinite(valuation.clv):
         ranks[keys.rank("clv")] = round(valuation.clv, 2)
-        ranks[keys.rank("value_at_risk")] = round(value_at_risk(valuation, churn_probability), 2)
+        ranks[keys.rank("value_at_risk")] = round(risk, 2)
     return Change(after.customer_id, loaded.version, fields, ranks, increments)
