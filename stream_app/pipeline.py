@@ -276,19 +276,24 @@ class Ingestor:
             log.warning("%d customers changed under us; reloading them", len(lost))
         raise StoreError(f"gave up after {MAX_COMMIT_ATTEMPTS} compare-and-set conflicts")
 
-    async def revisit(self, customer_ids: Sequence[str], watermark: int) -> int:
+    async def revisit(self, customer_ids: Sequence[str], watermark: int | None) -> int:
         """Label due snapshots and rescore customers whom event time has passed by.
 
-        Used by the rescoring timer; a customer the agent wrote in between is
-        skipped (its write is the fresher one). Returns the customers rewritten.
+        Used by the rescoring timers; a customer the agent wrote in between is
+        skipped (its write is the fresher one). Without a `watermark` (nothing
+        applied yet) each customer is rescored at their own latest event and no
+        label is due. Returns the customers rewritten.
         """
         loaded = await self.store.load_many(customer_ids)
         states = [entry.state for entry in loaded.values() if entry.version]
-        as_of = {s.customer_id: max(watermark, s.last_event or watermark) for s in states}
+        as_of = None if watermark is None else {
+            s.customer_id: max(watermark, s.last_event or watermark) for s in states
+        }
+        now = self.clock()
         changes, effects = self.plan(
-            loaded, states, {}, self.clock(), as_of=as_of, label_watermark=watermark
+            loaded, states, {}, now, as_of=as_of, label_watermark=watermark
         )
-        await self.publish(effects, self.clock())
+        await self.publish(effects, now)
         lost = set(await self.store.commit(changes))
         await self.settle(effects, lost)
         return len(changes) - len(lost)

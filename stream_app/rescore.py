@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from stream_app.pipeline import Ingestor, utc_now_iso
+from stream_app.pipeline import Ingestor
 
 log = logging.getLogger(__name__)
 
@@ -32,17 +32,8 @@ async def rescore_all(ingestor: Ingestor, watermark: int | None, page: int = 500
         for key in raw_keys:
             name = key.decode() if isinstance(key, bytes) else key
             ids.append(name[prefix_len - 1 : -1])
-        if ids and watermark is not None:
+        if ids:
             done += await ingestor.revisit(ids, watermark)
-        elif ids:
-            loaded = await store.load_many(ids)
-            states = [entry.state for entry in loaded.values() if entry.version]
-            now = utc_now_iso()
-            changes, effects = ingestor.plan(loaded, states, {}, now)
-            await ingestor.publish(effects, now)
-            lost = set(await store.commit(changes))
-            await ingestor.settle(effects, lost)
-            done += len(changes) - len(lost)
         if cursor == 0:
             break
     log.info("rescored %d customers with model v%d", done, ingestor.live.model.version)
