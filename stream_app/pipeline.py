@@ -249,7 +249,7 @@ class Ingestor:
             except (InvalidEvent, InvalidEventValue) as exc:
                 await self.dead_letters.send(
                     record.key, dead_letter_message(record, exc.error_code, exc.reason, now)
-                )
+                ))
                 result.dead_lettered += 1
                 codes = result.dead_letter_codes
                 codes[exc.error_code] = codes.get(exc.error_code, 0) + 1
@@ -260,7 +260,7 @@ class Ingestor:
         for _attempt in range(MAX_COMMIT_ATTEMPTS):
             loaded = await self.store.load_many(e.customer_id for e, _ in pending)
             changes, counts, effects = self._apply(loaded, pending, now)
-            await self.publish(effects, now)
+            await self.publish(effects)
             conflicts = await self.store.commit(changes, applied, watermarks)
             lost = set(conflicts)
             await self.settle(effects, lost)
@@ -293,12 +293,12 @@ class Ingestor:
         changes, effects = self.plan(
             loaded, states, {}, now, as_of=as_of, label_watermark=watermark
         )
-        await self.publish(effects, now)
+        await self.publish(effects)
         lost = set(await self.store.commit(changes))
         await self.settle(effects, lost)
         return len(changes) - len(lost)
 
-    async def publish(self, effects: Effects, now: str) -> None:
+    async def publish(self, effects: Effects) -> None:
         """Publish examples, alerts and triggers (an alert id already published is skipped)."""
         if self.publisher is None:
             return
@@ -313,19 +313,17 @@ class Ingestor:
                                              example))
         redis = self.store.redis
         keys = self.store.keys
-        for kind, messages, ident in (
-            ("alert", effects.alerts, "alert_id"),
-            ("winback", effects.triggers, "trigger_id"),
-        ):
-            for message in messages:
-                if await feed.already_published(redis, keys, message[ident]):
-                    continue
+        entries = [
+            *(("alert", m) for m in effects.alerts), *(("winback", m) for m in effects.triggers)
+        ]
+        ids = [m.get("alert_id") or m["trigger_id"] for _, m in entries]
+        seen = await feed.published_among(redis, keys, ids)
+        for (kind, message), ident in zip(entries, ids, strict=True):
+            if ident not in seen:
                 sends.append(self.publisher.send(kind, message["customer_id"].encode(), message))
         if sends:
             await asyncio.gather(*sends)
-        for kind, messages in (("alert", effects.alerts), ("winback", effects.triggers)):
-            for message in messages:
-                await feed.push(redis, keys, kind, message)
+        await feed.push_many(redis, keys, entries)
 
     async def settle(self, effects: Effects, lost: set[str]) -> None:
         """After a commit: keep the closed win-back outcomes of the customers written."""

@@ -9,6 +9,7 @@ publish the same alert twice.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -27,20 +28,35 @@ def feed_entry(topic_kind: str, message: dict[str, Any]) -> bytes:
 
 async def push(redis: Redis, keys: Keys, topic_kind: str, message: dict[str, Any]) -> None:
     """Add a published alert or trigger to the feed and remember its id."""
-    ident = message.get("alert_id") or message.get("trigger_id")
+    await push_many(redis, keys, [(topic_kind, message)])
+
+
+async def push_many(
+    redis: Redis, keys: Keys, entries: Sequence[tuple[str, dict[str, Any]]]
+) -> None:
+    """Add published alerts and triggers, in order, in one transaction; remember their ids."""
+    if not entries:
+        return
     now = time.time()
+    ids = {
+        ident: now for _, m in entries if (ident := m.get("alert_id") or m.get("trigger_id"))
+    }
     async with redis.pipeline(transaction=True) as pipe:
-        pipe.lpush(keys.alert_feed, feed_entry(topic_kind, message))
+        for topic_kind, message in entries:
+            pipe.lpush(keys.alert_feed, feed_entry(topic_kind, message))
         pipe.ltrim(keys.alert_feed, 0, FEED_LENGTH - 1)
-        if ident:
-            pipe.zadd(keys.published, {ident: now})
+        if ids:
+            pipe.zadd(keys.published, ids)
             pipe.zremrangebyscore(keys.published, "-inf", now - PUBLISHED_DAYS * 86_400)
         await pipe.execute()
 
 
-async def already_published(redis: Redis, keys: Keys, ident: str) -> bool:
-    """Whether an alert or trigger with this id was published before."""
-    return await redis.zscore(keys.published, ident) is not None
+async def published_among(redis: Redis, keys: Keys, idents: Sequence[str]) -> set[str]:
+    """Which of these alert or trigger ids were published before (one ZMSCORE)."""
+    if not idents:
+        return set()
+    scores = await redis.zmscore(keys.published, list(idents))
+    return {i for i, score in zip(idents, scores, strict=True) if score is not None}
 
 
 async def recent(redis: Redis, keys: Keys, n: int = 50) -> list[dict[str, Any]]:
