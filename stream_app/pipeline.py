@@ -240,6 +240,7 @@ class Ingestor:
         events: list[tuple[Event, Source]] = []
         applied: dict[tuple[str, int], int] = {}
         watermarks: dict[tuple[str, int], int] = {}
+        letters = []
         for record in records:
             tp = (record.topic, record.partition)
             applied[tp] = max(applied.get(tp, -1), record.offset)
@@ -247,7 +248,7 @@ class Ingestor:
                 event = self.decode(record)
                 watermarks[tp] = max(watermarks.get(tp, event.occurred_at), event.occurred_at)
             except (InvalidEvent, InvalidEventValue) as exc:
-                await self.dead_letters.send(
+                letters.append(self.dead_letters.send(
                     record.key, dead_letter_message(record, exc.error_code, exc.reason, now)
                 ))
                 result.dead_lettered += 1
@@ -255,6 +256,8 @@ class Ingestor:
                 codes[exc.error_code] = codes.get(exc.error_code, 0) + 1
                 continue
             events.append((event, Source(record.topic, record.partition, record.offset)))
+        # Every dead letter is acknowledged before the batch's offsets can be committed.
+        await asyncio.gather(*letters)
 
         pending = events
         for _attempt in range(MAX_COMMIT_ATTEMPTS):
