@@ -121,12 +121,11 @@ def label_due(r: Retention, watermark: int, policy: RetentionPolicy) -> tuple[Re
     if not r.pending and not r.waiting:
         return r, []
     churned, rest = churn.label_on_watermark(r.pending, watermark, policy.horizon_ms)
-    ready = [(s, y) for s, y in r.waiting if watermark > s.taken_at + policy.horizon_ms]
+    ready, still = churn.mature(r.waiting, watermark, policy.horizon_ms)
     if not churned and not ready:
         return r, []
-    still = tuple((s, y) for s, y in r.waiting if watermark <= s.taken_at + policy.horizon_ms)
     released = sorted([*churned, *ready], key=lambda sy: sy[0].taken_at)
-    return replace(r, pending=tuple(rest), waiting=still), released
+    return replace(r, pending=tuple(rest), waiting=tuple(still)), released
 
 
 @dataclass(frozen=True, slots=True)
