@@ -37,7 +37,7 @@ from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 from typing import Any, Final
 
-from stream_app.domain.events import MS_PER_DAY, CampaignTouch, Event, Purchase
+from stream_app.domain.events import MS_PER_DAY, CampaignTouch, Event, Purchase, format_time
 from stream_app.domain.ledger import RECENT_TAU_MS, CustomerState
 from stream_app.domain.valuation import Valuation
 
@@ -60,7 +60,6 @@ __all__ = [
     "decide_alert",
     "decide_winback",
     "defection_reasons",
-    "format_time",
     "in_control_group",
     "observe_event",
     "open_outcome",
@@ -322,16 +321,6 @@ class Alert:
     value_at_risk: float
     reasons: tuple[Reason, ...]
     model_version: str
-
-
-def format_time(ms: int) -> str:
-    """RFC 3339 UTC with milliseconds of epoch milliseconds.
-
-    >>> format_time(86_400_123)
-    '1970-01-02T00:00:00.123Z'
-    """
-    moment = _EPOCH + timedelta(milliseconds=ms)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
 
 
 def _ymd(ms: int) -> str:

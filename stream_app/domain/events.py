@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Any
 
@@ -90,6 +90,16 @@ def parse_time(text: str) -> int:
         raise InvalidEventValue("invalid_value", f"occurred_at: {text!r} has no UTC offset")
     delta = moment - _EPOCH
     return delta.days * MS_PER_DAY + delta.seconds * 1000 + delta.microseconds // 1000
+
+
+def format_time(ms: int) -> str:
+    """RFC 3339 UTC with milliseconds of epoch milliseconds (the inverse of `parse_time`).
+
+    >>> format_time(86_400_123)
+    '1970-01-02T00:00:00.123Z'
+    """
+    moment = _EPOCH + timedelta(milliseconds=ms)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
 
 
 def to_cents(amount: float | int, rate: Decimal = Decimal(1)) -> int:

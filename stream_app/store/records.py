@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
 
@@ -19,6 +19,7 @@ import orjson
 
 from stream_app.domain.alerts import AlertMemory, ChannelCounts, WinbackMemory, WinbackOutcome
 from stream_app.domain.churn import FEATURE_NAMES, Snapshot
+from stream_app.domain.events import format_time
 from stream_app.domain.ledger import CONTACT_REASONS, TOUCH_ACTIONS, CustomerState
 from stream_app.domain.retention import Retention
 
@@ -84,16 +85,6 @@ def parse_money(text: str) -> int:
     sign = -1 if text.startswith("-") else 1
     whole, _, frac = text.lstrip("-").partition(".")
     return sign * (int(whole) * 100 + int((frac + "00")[:2]))
-
-
-def format_time(ms: int) -> str:
-    """Format epoch milliseconds as RFC 3339 UTC with milliseconds.
-
-    >>> format_time(86_400_123)
-    '1970-01-02T00:00:00.123Z'
-    """
-    moment = _EPOCH + timedelta(milliseconds=ms)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
 
 
 def parse_time(text: str) -> int:
