@@ -397,8 +397,6 @@ class Candidate:
     policy: AlertPolicy
     memory: dict[str, AlertMemory] = field(default_factory=dict)
     alerts: dict[str, list[int]] = field(default_factory=dict)
-    codes: Counter[str] = field(default_factory=Counter)
-    right_codes: Counter[str] = field(default_factory=Counter)
     events: list[tuple[str, int, tuple[str, ...]]] = field(default_factory=list)
 
 
@@ -406,7 +404,6 @@ class Candidate:
 class Run:
     """The outcome of one replay: every candidate's alerts and what the metrics need."""
 
-    config: SimConfig
     horizon_ms: int
     start_ms: int
     end_ms: int
@@ -585,7 +582,7 @@ def replay(
     end_ms = start_ms + config.days * MS_PER_DAY
     floors = {p.min_value_tier for p in candidates.values()}
     run = Run(
-        config=config, horizon_ms=horizon, start_ms=start_ms, end_ms=end_ms,
+        horizon_ms=horizon, start_ms=start_ms, end_ms=end_ms,
         candidates=[Candidate(name, p) for name, p in candidates.items()],
         valuable_at={f: {} for f in floors}, valuable_days=dict.fromkeys(floors, 0.0),
         window=Window(start_ms + warmup_days * MS_PER_DAY, end_ms - horizon),
