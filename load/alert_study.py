@@ -62,7 +62,7 @@ from stream_app.domain.retention import (
     rescore_due,
 )
 from stream_app.domain.rfm import log_bucket, percentile_cuts
-from stream_app.domain.valuation import Valuation, ValueModel, fit_population, history, value_many
+from stream_app.domain.valuation import Valuation, ValueModel, fit_population, value_states
 from stream_app.models import MIN_FIT_CUSTOMERS
 from stream_app.planner import CLV_BASE, Cuts, markers, spend_bucket_value, value_tier
 
@@ -447,15 +447,9 @@ class _Engine:
                watermark: int | None = None) -> None:
         """Value, label (with a `watermark`), score and decide, like `Ingestor.plan`."""
         run, policy = self.run, self.policy
-        histories, valued = [], []
-        for cid in cids:
-            h = history(self.states[cid], as_of[cid], self.model.default_margin_rate)
-            if h is not None:
-                valued.append(cid)
-                histories.append(h)
-        values = value_many(self.model, histories, VALUATION_HORIZON_DAYS,
-                            [as_of[c] for c in valued])
-        by_id = dict(zip(valued, values, strict=True))
+        by_id = dict(zip(cids, value_states(
+            self.model, [(self.states[c], as_of[c]) for c in cids], VALUATION_HORIZON_DAYS
+        ), strict=True))
         version = f"churn-{run.examples}"
         for cid in cids:
             state, r, t = self.states[cid], self.retention[cid], as_of[cid]
@@ -554,12 +548,12 @@ class _Engine:
         gg = fit.gg.params if fit.gg is not None and fit.gg.converged else self.model.gg
         self.model = ValueModel(bg=fit.bg.params, gg=gg, version=self.model.version + 1)
         self.run.fits += 1
-        pairs = [(c, history(self.states[c], v.as_of, self.model.default_margin_rate))
-                 for c, v in self.valued.items()]
-        ids = [c for c, h in pairs if h is not None]
-        values = value_many(self.model, [h for _, h in pairs if h is not None],
-                            VALUATION_HORIZON_DAYS, [self.valued[c].as_of for c in ids])
+        ids = list(self.valued)
+        values = value_states(self.model, [(self.states[c], self.valued[c].as_of) for c in ids],
+                              VALUATION_HORIZON_DAYS)
         for cid, v in zip(ids, values, strict=True):
+            if v is None:
+                continue
             self.valued[cid] = v
             self.bucket[cid] = log_bucket(v.clv, CLV_BASE)
 

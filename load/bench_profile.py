@@ -43,6 +43,7 @@ from load.bench_stats import categorize_stack
 from load.simulator import SimConfig, SimEvent, simulate
 from stream_app import pipeline as pipeline_module
 from stream_app.contract import Contract
+from stream_app.domain import valuation as valuation_module
 from stream_app.pipeline import Ingestor, RawRecord
 from stream_app.settings import Settings
 from stream_app.store.customers import CustomerStore
@@ -158,8 +159,8 @@ _SYNC_PATCHES = (
     (pipeline_module, "from_message", "decode: event construction"),
     (pipeline_module, "apply_event", "domain apply (ledger)"),
     (pipeline_module, "campaign_increments", "domain apply (campaign roll-ups)"),
-    (pipeline_module, "history", "valuation: inputs (history)"),
-    (pipeline_module, "value_many", "valuation: value_many (numpy/scipy)"),
+    (valuation_module, "history", "valuation: inputs (history)"),
+    (valuation_module, "value_many", "valuation: value_many (numpy/scipy)"),
     (pipeline_module, "plan", "planner.plan (fields, markers, ranks)"),
     (pipeline_module, "unpack_retention", "churn: unpack retention memory"),
     (pipeline_module, "observe", "churn: observe (retention memory)"),

@@ -860,10 +860,10 @@ async def engine_predictions(
 
     What `lookup.customer` computes, for many customers at once: the stored record, valued
     with the current model at ``max(as_of, last event)`` over ``horizon_days`` by
-    `stream_app.domain.valuation.value_many` (`lookup.customer` calls ``value_one``, the same
+    `stream_app.domain.valuation.value_states` (`lookup.customer` calls ``value_one``, the same
     function on one customer). None where the engine values nobody (no order, or no revenue).
     """
-    from stream_app.domain.valuation import history, value_many
+    from stream_app.domain.valuation import value_states
     from stream_app.models import load_model
     from stream_app.store.customers import text
     from stream_app.store.keys import Keys
@@ -878,22 +878,20 @@ async def engine_predictions(
             for cid in part:
                 pipe.hgetall(keys.customer(cid))
             rows = await pipe.execute()
-        valued, histories, times = [], [], []
+        known, states = [], []
         for cid, raw in zip(part, rows, strict=True):
             out[cid] = None
             fields = text(raw)
             if not fields:
                 continue
             state = from_fields(cid, fields)
-            when = as_of if state.last_event is None else max(as_of, state.last_event)
-            h = history(state, when, model.default_margin_rate)
-            if h is not None:
-                valued.append(cid)
-                histories.append(h)
-                times.append(when)
-        for cid, v in zip(valued, value_many(model, histories, horizon_days, times),
-                          strict=True):
-            out[cid] = (v.expected_purchases, v.expected_spend)
+            known.append(cid)
+            states.append(
+                (state, as_of if state.last_event is None else max(as_of, state.last_event))
+            )
+        for cid, v in zip(known, value_states(model, states, horizon_days), strict=True):
+            if v is not None:
+                out[cid] = (v.expected_purchases, v.expected_spend)
     return out
 
 

@@ -39,7 +39,7 @@ from stream_app.domain.retention import (
     rescore_due,
 )
 from stream_app.domain.rollups import Increment, campaign_increments
-from stream_app.domain.valuation import ValueModel, history, value_many
+from stream_app.domain.valuation import ValueModel, value_states
 from stream_app.planner import Cuts, plan, value_tier
 from stream_app.settings import Settings
 from stream_app.store import feed
@@ -394,16 +394,9 @@ class Ingestor:
         retentions = retentions or {}
         labelled = labelled or {}
         when = {s.customer_id: as_of.get(s.customer_id, s.last_event or 0) for s in changed}
-        valued: list[CustomerState] = []
-        histories = []
-        for state in changed:
-            h = history(state, when[state.customer_id], live.model.default_margin_rate)
-            if h is not None:
-                valued.append(state)
-                histories.append(h)
         by_id = dict(zip(
-            (s.customer_id for s in valued),
-            value_many(live.model, histories, horizon, [when[s.customer_id] for s in valued]),
+            (s.customer_id for s in changed),
+            value_states(live.model, [(s, when[s.customer_id]) for s in changed], horizon),
             strict=True,
         ))
         extra = {"updated_at": now}

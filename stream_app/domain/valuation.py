@@ -165,14 +165,27 @@ def value_many(
     return out
 
 
+def value_states(
+    model: ValueModel, states: Sequence[tuple[CustomerState, int]], horizon_days: float
+) -> list[Valuation | None]:
+    """Value customers, each at its own as-of time; None for one before their first order."""
+    histories = [history(state, as_of, model.default_margin_rate) for state, as_of in states]
+    valued = [i for i, h in enumerate(histories) if h is not None]
+    values = value_many(
+        model, [h for h in histories if h is not None], horizon_days,
+        [states[i][1] for i in valued],
+    )
+    out: list[Valuation | None] = [None] * len(states)
+    for i, v in zip(valued, values, strict=True):
+        out[i] = v
+    return out
+
+
 def value_one(
     model: ValueModel, state: CustomerState, as_of: int, horizon_days: float
 ) -> Valuation | None:
     """Value one customer; None before their first order."""
-    h = history(state, as_of, model.default_margin_rate)
-    if h is None:
-        return None
-    return value_many(model, [h], horizon_days, [as_of])[0]
+    return value_states(model, [(state, as_of)], horizon_days)[0]
 
 
 @dataclass(frozen=True, slots=True)
