@@ -164,4 +164,8 @@ def plan(
     if valuation is not None and math.isfinite(valuation.clv):
         ranks[keys.rank("clv")] = round(valuation.clv, 2)
         ranks[keys.rank("value_at_risk")] = round(risk, 2)
-    return Change(after.customer_id, loaded.version, fields, ranks, increments)
+    # Only the fields that differ from the stored hash: the commit's version check
+    # guarantees that hash is the one being updated.
+    stored = loaded.fields
+    changed = {k: v for k, v in fields.items() if stored.get(k) != v}
+    return Change(after.customer_id, loaded.version, changed, ranks, increments)
