@@ -65,6 +65,7 @@ from stream_app.domain.rfm import log_bucket, percentile_cuts
 from stream_app.domain.valuation import Valuation, ValueModel, fit_population, value_states
 from stream_app.models import MIN_FIT_CUSTOMERS
 from stream_app.planner import CLV_BASE, Cuts, markers, spend_bucket_value, value_tier
+from stream_app.settings import Settings
 
 #: Candidates whose F1 is within this of the best are tied; a tie goes to the lower load.
 F1_TIE = 0.01
@@ -602,7 +603,7 @@ def replay(
             for floor in floors:
                 run.valuable_days[floor] += engine.valuable_count(floor) * (hi - lo) / MS_PER_DAY
 
-    margin = engine.model.default_margin_rate
+    margin = Settings.default_margin_rate
     for event, source in domain_events(config):
         run.events += 1
         while event.occurred_at >= tick_end:

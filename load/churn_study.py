@@ -56,6 +56,7 @@ from stream_app.domain import churn
 from stream_app.domain.events import MS_PER_DAY, Event, Purchase, Source, from_message
 from stream_app.domain.ledger import CustomerState, apply_event
 from stream_app.domain.valuation import History, ValueModel, history, value_many, value_one
+from stream_app.settings import Settings
 
 #: Horizon of the value engine's expected purchases used as a feature (days).
 VALUATION_HORIZON_DAYS = 365.0
@@ -166,7 +167,7 @@ def replay(
             emit(labelled, ends + 1)
         cid = event.customer_id
         state = states.get(cid) or CustomerState(cid)
-        state = apply_event(state, event, source, model.default_margin_rate)
+        state = apply_event(state, event, source, Settings.default_margin_rate)
         states[cid] = state
         waiting = pending.setdefault(cid, [])
         if isinstance(event, Purchase) and event.kind == "order" and waiting:
@@ -177,7 +178,7 @@ def replay(
             snap = churn.Snapshot(cid, now, churn.features(state, None, now))
             k = len(snapshots)
             snapshots.append(snap)
-            histories.append(history(state, now, model.default_margin_rate))
+            histories.append(history(state, now))
             label_of.append(-1)
             label_at.append(-1)
             index[id(snap)] = k

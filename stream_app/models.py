@@ -65,7 +65,6 @@ def model_from_json(raw: bytes | str | None, settings: Settings) -> ValueModel:
     """The stored model, or the prior when none has been fitted yet."""
     base = ValueModel(
         annual_discount_rate=settings.annual_discount_rate,
-        default_margin_rate=settings.default_margin_rate,
     )
     if not raw:
         return base
@@ -75,7 +74,6 @@ def model_from_json(raw: bytes | str | None, settings: Settings) -> ValueModel:
         gg=GammaGammaParams(**doc["gamma_gamma"]),
         version=int(doc["version"]),
         annual_discount_rate=settings.annual_discount_rate,
-        default_margin_rate=settings.default_margin_rate,
     )
 
 

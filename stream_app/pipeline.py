@@ -90,12 +90,6 @@ class Effects:
     triggers: list[dict[str, Any]] = field(default_factory=list)
     closed: list[WinbackOutcome] = field(default_factory=list)
 
-    def extend(self, other: Effects) -> None:
-        self.examples += other.examples
-        self.alerts += other.alerts
-        self.triggers += other.triggers
-        self.closed += other.closed
-
 
 def retention_policy(settings: Settings) -> RetentionPolicy:
     """The retention policy the settings describe."""

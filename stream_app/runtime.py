@@ -56,12 +56,7 @@ class Runtime:
         self._redis: Redis | None = None
         self._ingestor: Ingestor | None = None
         self.keys = Keys()
-        self.live = LiveModel(
-            model=ValueModel(
-                annual_discount_rate=settings.annual_discount_rate,
-                default_margin_rate=settings.default_margin_rate,
-            )
-        )
+        self.live = LiveModel(model=ValueModel(annual_discount_rate=settings.annual_discount_rate))
 
     @property
     def redis(self) -> Redis:

@@ -41,7 +41,6 @@ class ValueModel:
     gg: GammaGammaParams = PRIOR_GG
     version: int = 0
     annual_discount_rate: float = 0.10
-    default_margin_rate: float = 0.30
     step_days: float = 7.0
 
 
@@ -84,13 +83,13 @@ class Valuation:
         return self.clv / max(self.p_alive, 1e-3) * (1.0 - self.p_alive)
 
 
-def history(state: CustomerState, as_of: int, default_margin_rate: float) -> History | None:
+def history(state: CustomerState, as_of: int) -> History | None:
     """Sufficient statistics at `as_of` (ms); None for a customer with no order yet.
 
     >>> from stream_app.domain.ledger import CustomerState
     >>> s = CustomerState("C1", orders=3, revenue_c=9000, cogs_c=6000,
     ...                   purchase_days=(10, 12, 20), first_event=10 * 86_400_000)
-    >>> h = history(s, 30 * 86_400_000, 0.3)
+    >>> h = history(s, 30 * 86_400_000)
     >>> (h.x, h.t_x, h.T, h.mean_spend, round(h.margin_rate, 3))
     (2.0, 10.0, 20.0, 30.0, 0.333)
     """
@@ -169,7 +168,7 @@ def value_states(
     model: ValueModel, states: Sequence[tuple[CustomerState, int]], horizon_days: float
 ) -> list[Valuation | None]:
     """Value customers, each at its own as-of time; None for one before their first order."""
-    histories = [history(state, as_of, model.default_margin_rate) for state, as_of in states]
+    histories = [history(state, as_of) for state, as_of in states]
     valued = [i for i, h in enumerate(histories) if h is not None]
     values = value_many(
         model, [h for h in histories if h is not None], horizon_days,

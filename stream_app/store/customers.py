@@ -127,14 +127,6 @@ class CustomerStore:
         """The last applied offset of every (topic, partition) seen so far."""
         return _by_partition(text(await self.redis.hgetall(self.keys.applied)))
 
-    async def watermarks(self) -> dict[tuple[str, int], int]:
-        """The latest event time (ms) applied from every (topic, partition)."""
-        return _by_partition(text(await self.redis.hgetall(self.keys.watermarks)))
-
-    async def fields(self, customer_id: str) -> dict[str, str]:
-        """The raw hash of one customer (empty if unknown)."""
-        return text(await self.redis.hgetall(self.keys.customer(customer_id)))
-
 
 def _by_partition(raw: Mapping[str, str]) -> dict[tuple[str, int], int]:
     out: dict[tuple[str, int], int] = {}

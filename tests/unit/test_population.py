@@ -137,7 +137,7 @@ def test_batch_valuation_equals_the_closed_forms_customer_by_customer() -> None:
                       purchase_days=(150,), first_event=150 * MS_PER_DAY),
     ]
     as_of = 260 * MS_PER_DAY
-    hs = [history(s, as_of, 0.3) for s in states]
+    hs = [history(s, as_of) for s in states]
     assert all(h is not None for h in hs)
     got = value_many(model, hs, 365, [as_of, as_of])  # type: ignore[arg-type]
     for h, v in zip(hs, got, strict=True):
