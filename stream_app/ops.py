@@ -28,7 +28,7 @@ from redis.asyncio import Redis
 
 from stream_app import lookup
 from stream_app.runtime import Runtime
-from stream_app.store import feed
+from stream_app.store import churn_models, feed
 from stream_app.store.keys import Keys
 
 __all__ = ["FEED_DEFAULT", "TOP_N", "content_security_policy", "page", "register", "snapshot"]
@@ -71,11 +71,7 @@ def content_security_policy(html: str) -> str:
 
 
 async def _feed(redis: Redis, keys: Keys, n: int) -> list[dict[str, Any]]:
-    try:
-        return await feed.recent(redis, keys, n)
-    except orjson.JSONDecodeError:
-        pass
-    # One entry is not JSON: show the others and mark that one, rather than lose the feed.
+    # An entry that is not JSON is shown marked, rather than losing the feed.
     out: list[dict[str, Any]] = []
     for raw in await redis.lrange(keys.alert_feed, 0, n - 1):
         try:
@@ -88,11 +84,8 @@ async def _feed(redis: Redis, keys: Keys, n: int) -> list[dict[str, Any]]:
 
 
 async def _metrics(redis: Redis, keys: Keys) -> dict[str, Any] | None:
-    raw = await redis.get(keys.churn_metrics)
-    if raw is None:
-        return None
-    doc = orjson.loads(raw)
-    if not isinstance(doc, dict):
+    doc = await churn_models.metrics(redis, keys)
+    if doc is not None and not isinstance(doc, dict):
         raise ValueError(f"{keys.churn_metrics} holds a JSON {type(doc).__name__}, not an object")
     return doc
 
