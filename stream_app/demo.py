@@ -19,7 +19,7 @@ import orjson
 import redis
 
 from stream_app.settings import Settings
-from stream_app.store.records import customer_key
+from stream_app.store.keys import Keys
 
 CLEAR = "\x1b[2J\x1b[H"
 
@@ -65,7 +65,7 @@ def render(client: redis.Redis, published: int, started: float, top: int = 12) -
     rows = client.zrevrange("cvm:rank:clv", 0, top - 1, withscores=True)
     pipe = client.pipeline(transaction=False)
     for member, _ in rows:
-        pipe.hgetall(customer_key(member))
+        pipe.hgetall(Keys().customer(member))
     records = pipe.execute() if rows else []
     model = client.get("cvm:model:current")
     model_line = "value model: prior parameters (first fit pending)"

@@ -57,9 +57,3 @@ async def published_among(redis: Redis, keys: Keys, idents: Sequence[str]) -> se
         return set()
     scores = await redis.zmscore(keys.published, list(idents))
     return {i for i, score in zip(idents, scores, strict=True) if score is not None}
-
-
-async def recent(redis: Redis, keys: Keys, n: int = 50) -> list[dict[str, Any]]:
-    """The newest `n` feed entries, newest first."""
-    rows = await redis.lrange(keys.alert_feed, 0, n - 1)
-    return [orjson.loads(r) for r in rows]

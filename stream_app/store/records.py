@@ -56,15 +56,6 @@ _TIMES = (
 )
 
 
-def customer_key(customer_id: str, prefix: str = "cvm") -> str:
-    """Redis key of a customer's hash; the braces make the id a cluster hash tag.
-
-    >>> customer_key("C42")
-    'cvm:customer:{C42}'
-    """
-    return f"{prefix}:customer:{{{customer_id}}}"
-
-
 def format_money(cents: int) -> str:
     """Format integer cents as a decimal string.
 

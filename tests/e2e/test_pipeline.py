@@ -13,7 +13,7 @@ import pytest
 import redis
 
 from stream_app.settings import Settings
-from stream_app.store.records import customer_key
+from stream_app.store.keys import Keys
 from tests.conftest import WorkerProcess, consume_all, http_json, publish, wait_until
 
 pytestmark = pytest.mark.integration
@@ -104,7 +104,7 @@ def topic_of(settings: Settings, kind: str) -> str:
 
 def records_match(client: redis.Redis, totals: dict[str, dict]) -> bool:
     for cid, want in totals.items():
-        got = client.hgetall(customer_key(cid))
+        got = client.hgetall(Keys().customer(cid))
         if not got:
             return False
         for name, value in want.items():
