@@ -14,7 +14,6 @@ import importlib.metadata
 import os
 import platform
 import shutil
-import socket
 import subprocess
 import tempfile
 import threading
@@ -31,27 +30,13 @@ import redis
 from stream_app import worker_process
 from stream_app.settings import Settings, Topics
 from stream_app.store.server import LISTPACK_VALUE_BYTES
+from stream_app.worker_process import free_port, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Redis databases of the dev server the benchmark may claim (tests use 9, the demo 0).
 BENCH_DBS = (10, 11, 12, 13, 14, 15)
 CLAIM_KEY = "bench:claim"
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_until(check: Callable[[], bool], deadline_s: float, every: float = 0.2) -> bool:
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        if check():
-            return True
-        time.sleep(every)
-    return check()
 
 
 # --------------------------------------------------------------------------- machine

@@ -41,7 +41,6 @@ import os
 import shlex
 import shutil
 import signal
-import socket
 import sys
 import tempfile
 import time
@@ -72,7 +71,7 @@ from stream_app.replay import (
     source_name,
 )
 from stream_app.settings import Settings, Topics
-from stream_app.worker_process import WorkerError, WorkerProcess
+from stream_app.worker_process import WorkerError, WorkerProcess, free_port
 
 __all__ = [
     "DESCRIPTION",
@@ -775,12 +774,6 @@ def _redact(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def isolated_topics(prefix: str) -> Topics:
     """Every topic of `Topics` (whatever fields it has) renamed under ``prefix``.
 
@@ -815,7 +808,7 @@ def isolated_settings(settings: Settings, run_id: str, redis_db: int, data_dir: 
         settings,
         app_id=prefix,
         topics=isolated_topics(prefix),
-        web_port=_free_port(),
+        web_port=free_port(),
         redis_url=urlunsplit(parts._replace(path=f"/{redis_db}")),
         data_dir=data_dir,
         fit_interval_s=float(FIT_INTERVAL_S),

@@ -1,22 +1,41 @@
 """A worker in a subprocess of its own session: start, wait until it answers, stop, read its log.
 
 `cvm evaluate`, the benchmarks and the end-to-end tests all run real workers next to
-themselves; this is the one way they do it. The child gets a session of its own, so a
-signal reaches the whole process group and nothing of it outlives `kill`.
+themselves; this is the one way they do it, with the port and polling helpers they share.
+The child gets a session of its own, so a signal reaches the whole process group and
+nothing of it outlives `kill`.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from stream_app.settings import Settings
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(check: Callable[[], bool], deadline_s: float = 120, every: float = 0.2) -> bool:
+    """Poll `check` until it holds or the deadline passes; returns the last result."""
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        if check():
+            return True
+        time.sleep(every)
+    return check()
 
 
 class WorkerError(RuntimeError):

@@ -7,13 +7,12 @@ Redis database contents, so tests do not see each other's data.
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from stream_app import worker_process
 from stream_app.settings import Settings, Topics
+from stream_app.worker_process import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_REDIS_DB = 9
@@ -35,12 +35,6 @@ def stack() -> Settings:
     """Start (or reuse) the dev stack once per session."""
     subprocess.run([str(ROOT / "scripts" / "devstack"), "up"], check=True, cwd=ROOT)
     return Settings.from_env()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -130,16 +124,6 @@ def consume_all(settings: Settings, topic: str, expected: int, deadline_s: float
     finally:
         consumer.close()
     return out
-
-
-def wait_until(check: Callable[[], bool], deadline_s: float = 120, every: float = 0.5) -> bool:
-    """Poll `check` until it holds or the deadline passes; returns the last result."""
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        if check():
-            return True
-        time.sleep(every)
-    return check()
 
 
 class WorkerProcess(worker_process.WorkerProcess):
