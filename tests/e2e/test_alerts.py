@@ -14,7 +14,8 @@ from load.generator import publish as publish_events
 from load.simulator import SimConfig, ground_truth, simulate
 from stream_app.contract import Contract
 from stream_app.settings import Settings
-from tests.conftest import WorkerProcess, consume_all, http_json, wait_until
+from stream_app.worker_process import wait_until
+from tests.conftest import WorkerProcess, consume_all, http_json
 
 pytestmark = pytest.mark.integration
 

@@ -23,7 +23,8 @@ import redis
 
 from load.simulator import SimConfig, SimEvent, simulate
 from stream_app.settings import Settings
-from tests.conftest import WorkerProcess, wait_until
+from stream_app.worker_process import wait_until
+from tests.conftest import WorkerProcess
 from tests.e2e.helpers import (
     BackgroundPublisher,
     LateStats,

@@ -14,7 +14,8 @@ import redis
 
 from stream_app.settings import Settings
 from stream_app.store.keys import Keys
-from tests.conftest import WorkerProcess, consume_all, http_json, publish, wait_until
+from stream_app.worker_process import wait_until
+from tests.conftest import WorkerProcess, consume_all, http_json, publish
 
 pytestmark = pytest.mark.integration
 

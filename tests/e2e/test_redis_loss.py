@@ -8,7 +8,8 @@ import redis
 from confluent_kafka import Consumer, TopicPartition
 
 from stream_app.settings import Settings
-from tests.conftest import WorkerProcess, publish, wait_until
+from stream_app.worker_process import wait_until
+from tests.conftest import WorkerProcess, publish
 from tests.e2e.test_pipeline import expected_totals, make_events, records_match, topic_of
 
 pytestmark = pytest.mark.integration

@@ -17,7 +17,8 @@ from load.simulator import SimConfig, simulate
 from stream_app.domain.rfm import SEGMENTS
 from stream_app.settings import Settings
 from stream_app.store.records import format_time
-from tests.conftest import ROOT, WorkerProcess, http_json, publish, settings_env, wait_until
+from stream_app.worker_process import wait_until
+from tests.conftest import ROOT, WorkerProcess, http_json, publish, settings_env
 
 pytestmark = pytest.mark.integration
 
