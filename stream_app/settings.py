@@ -171,15 +171,10 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Build settings from ``env`` (default: ``os.environ``)."""
         e = os.environ if env is None else env
-        topics = Topics(
-            purchases=e.get("CVM_TOPIC_PURCHASES", Topics.purchases),
-            service_contacts=e.get("CVM_TOPIC_SERVICE_CONTACTS", Topics.service_contacts),
-            campaign_touches=e.get("CVM_TOPIC_CAMPAIGN_TOUCHES", Topics.campaign_touches),
-            alerts=e.get("CVM_TOPIC_ALERTS", Topics.alerts),
-            winback=e.get("CVM_TOPIC_WINBACK", Topics.winback),
-            dead_letter=e.get("CVM_TOPIC_DEAD_LETTER", Topics.dead_letter),
-            training=e.get("CVM_TOPIC_TRAINING", Topics.training),
-        )
+        topics = Topics(**{
+            f.name: e.get(f"CVM_TOPIC_{f.name.upper()}", getattr(Topics, f.name))
+            for f in fields(Topics)
+        })
         settings = cls(
             kafka_bootstrap_servers=e.get("KAFKA_BOOTSTRAP_SERVERS", cls.kafka_bootstrap_servers),
             redis_url=e.get("REDIS_URL", cls.redis_url),
