@@ -38,10 +38,10 @@ from stream_app.domain.events import (
     Event,
     Purchase,
     ServiceContact,
-    Source,
 )
-from stream_app.domain.ledger import CustomerState, apply_event
+from stream_app.domain.ledger import CustomerState
 from stream_app.domain.valuation import Valuation, ValueModel, value_one
+from tests.unit.folding import fold
 
 D = MS_PER_DAY
 NOON = D // 2
@@ -71,16 +71,6 @@ def contact(
 
 def touch(day: float, action: str, channel: str = "email") -> CampaignTouch:
     return CampaignTouch(f"t{day}{action}", "C1", at(day), "K1", channel, action, 10)
-
-
-def fold(events: Iterable[Event], cid: str = "C1") -> CustomerState:
-    state = CustomerState(cid)
-    offsets: dict[str, int] = {}
-    for ev in events:
-        topic = type(ev).__name__
-        offsets[topic] = offsets.get(topic, -1) + 1
-        state = apply_event(state, ev, Source(topic, 0, offsets[topic]))
-    return state
 
 
 def valuation(day: float, p_alive: float = 0.9, clv: float = 1500.0) -> Valuation:

@@ -32,23 +32,13 @@ from stream_app.domain.events import (
     Event,
     Purchase,
     ServiceContact,
-    Source,
 )
-from stream_app.domain.ledger import CustomerState, apply_event
+from stream_app.domain.ledger import CustomerState
 from stream_app.domain.valuation import ValueModel, value_one
+from tests.unit.folding import fold
 
 DAY = MS_PER_DAY
 H = 90 * DAY
-
-
-def _fold(events: list[Event]) -> CustomerState:
-    state = CustomerState("C1")
-    offsets: dict[str, int] = {}
-    for ev in events:
-        topic = type(ev).__name__
-        offsets[topic] = offsets.get(topic, -1) + 1
-        state = apply_event(state, ev, Source(topic, 0, offsets[topic]))
-    return state
 
 
 def _order(day: float, amount_c: int = 5_000) -> Purchase:
@@ -75,7 +65,7 @@ def test_features_of_a_customer_never_seen_or_without_an_order() -> None:
     blank = features(CustomerState("C1"), None, 10 * DAY)
     _check(blank)
     assert blank["no_purchase"] == 1.0 and blank["tenure_days"] == 0.0
-    state = _fold([_contact(1.0), _touch(2.0, "delivered"), _touch(2.1, "opened")])
+    state = fold([_contact(1.0), _touch(2.0, "delivered"), _touch(2.1, "opened")])
     x = features(state, None, 11 * DAY)
     _check(x)
     assert x["no_purchase"] == 1.0
@@ -89,7 +79,7 @@ def test_features_of_a_customer_never_seen_or_without_an_order() -> None:
 
 
 def test_features_of_one_and_of_many_orders() -> None:
-    one = _fold([_order(10.0, 4_000)])
+    one = fold([_order(10.0, 4_000)])
     x = features(one, value_one(ValueModel(), one, 40 * DAY, 365), 40 * DAY)
     _check(x)
     assert (x["no_purchase"], x["recency_days"], x["frequency"], x["monetary"]) == (
@@ -99,7 +89,7 @@ def test_features_of_one_and_of_many_orders() -> None:
 
     # gaps of 10 days, then three of 30: the recent rhythm is slower than the mean
     days = [0, 10, 20, 30, 40, 70, 100, 130]
-    many = _fold([_order(d) for d in days])
+    many = fold([_order(d) for d in days])
     x = features(many, value_one(ValueModel(), many, 160 * DAY, 365), 160 * DAY)
     _check(x)
     assert x["frequency"] == 8.0 and x["recency_days"] == 30.0
@@ -110,7 +100,7 @@ def test_features_of_one_and_of_many_orders() -> None:
 
 
 def test_features_move_with_time_only_through_time() -> None:
-    state = _fold([_order(0), _order(20), _contact(25)])
+    state = fold([_order(0), _order(20), _contact(25)])
     early, late = features(state, None, 30 * DAY), features(state, None, 200 * DAY)
     assert late["recency_days"] - early["recency_days"] == 170.0
     assert late["recent_contacts"] < early["recent_contacts"]
@@ -119,7 +109,7 @@ def test_features_move_with_time_only_through_time() -> None:
 
 def test_a_late_event_gives_zero_durations_not_negative_ones() -> None:
     # events applied out of order, and an as-of before the newest of them
-    state = _fold([_order(50), _contact(60), _order(5), _touch(3, "bounced")])
+    state = fold([_order(50), _contact(60), _order(5), _touch(3, "bounced")])
     x = features(state, None, 40 * DAY)
     _check(x)
     assert x["recency_days"] == 0.0 and x["tenure_days"] == 37.0
@@ -139,7 +129,7 @@ def test_features_stay_finite_for_random_histories() -> None:
                 evs.append(_contact(d, rng.choice(["complaint", "billing"]), rng.random() < 0.5))
             else:
                 evs.append(_touch(d, rng.choice(["sent", "delivered", "opened", "unsubscribed"])))
-        state = _fold(evs)
+        state = fold(evs)
         as_of = int(rng.uniform(0, 800) * DAY)
         _check(features(state, value_one(ValueModel(), state, as_of, 365), as_of))
 
