@@ -4,13 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from stream_app.pipeline import Ingestor
 
 log = logging.getLogger(__name__)
 
 
-async def rescore_all(ingestor: Ingestor, watermark: int | None, page: int = 500) -> int:
+def _never() -> bool:
+    return False
+
+
+async def rescore_all(
+    ingestor: Ingestor,
+    watermark: int | None,
+    page: int = 500,
+    should_stop: Callable[[], bool] = _never,
+) -> int:
     """Rewrite every customer's predicted values, rankings, histogram buckets and scores.
 
     Each customer is valued and decided at the event-time `watermark` (or at their
@@ -19,7 +29,8 @@ async def rescore_all(ingestor: Ingestor, watermark: int | None, page: int = 500
     alert back. Without a watermark (nothing applied yet), at their latest event.
     Uses the same compare-and-set commit as the agent: a customer the agent
     wrote in between is skipped, since the agent's write is the fresher one.
-    Returns the number of customers rewritten.
+    Stops between pages once `should_stop` says so (each page is written
+    whole). Returns the number of customers rewritten.
     """
     store = ingestor.store
     redis = store.redis
@@ -34,14 +45,18 @@ async def rescore_all(ingestor: Ingestor, watermark: int | None, page: int = 500
             ids.append(name[prefix_len - 1 : -1])
         if ids:
             done += await ingestor.revisit(ids, watermark)
-        if cursor == 0:
+        if cursor == 0 or should_stop():
             break
     log.info("rescored %d customers with model v%d", done, ingestor.live.model.version)
     return done
 
 
 async def revisit_due(
-    ingestor: Ingestor, watermark: int, limit: int = 200, chunk: int = 50
+    ingestor: Ingestor,
+    watermark: int,
+    limit: int = 200,
+    chunk: int = 50,
+    should_stop: Callable[[], bool] = _never,
 ) -> int:
     """Label and rescore the customers that event time has passed by; returns how many.
 
@@ -49,7 +64,8 @@ async def revisit_due(
     snapshot has reached its horizon, and customers with value at stake whose
     last score is a day of event time old. Both are scored by event time (ms).
     They are revisited `chunk` at a time, each chunk yielding the event loop
-    before the next, so the agent's batches wait for one chunk at most.
+    before the next, so the agent's batches wait for one chunk at most; once
+    `should_stop` says so, no further chunk starts (each chunk is written whole).
     """
     store = ingestor.store
     redis = store.redis
@@ -64,6 +80,8 @@ async def revisit_due(
     ))
     done = 0
     for start in range(0, len(ids), chunk):
+        if should_stop():
+            break
         done += await ingestor.revisit(ids[start : start + chunk], watermark)
         await asyncio.sleep(0)
     return done

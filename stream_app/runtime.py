@@ -2,20 +2,35 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
 
+import faust
+from aiokafka.errors import KafkaError
+from faust.exceptions import ProducerSendError
 from faust.types import TopicT
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 
 from stream_app.domain.churn import churn_probability
 from stream_app.domain.valuation import ValueModel
+from stream_app.fence import TRANSIENT_REDIS_ERRORS, ServerFence, backoff, fenced_client
 from stream_app.models import load_cuts, load_model, load_severity_bands
 from stream_app.pipeline import Ingestor, LiveModel
 from stream_app.settings import Settings
 from stream_app.store import churn_models
 from stream_app.store.customers import CustomerStore
 from stream_app.store.keys import Keys
+
+log = logging.getLogger(__name__)
+
+# One quick retry hides a connection that went stale while idle; longer outages
+# are ridden out by the callers' own retry loops, which never give up.
+_CLIENT_RETRY = Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=1)
 
 
 class TopicDeadLetters:
@@ -54,15 +69,32 @@ class Runtime:
         self._outputs = outputs or {}
         self.churn_version = 0
         self._redis: Redis | None = None
+        self._probe: Redis | None = None
         self._ingestor: Ingestor | None = None
+        self.fence = ServerFence()
+        self.timers = Timers()
         self.keys = Keys()
         self.live = LiveModel(model=ValueModel(annual_discount_rate=settings.annual_discount_rate))
 
     @property
     def redis(self) -> Redis:
+        """The worker's Redis client; it refuses a restarted server until `fence` accepts it."""
         if self._redis is None:
-            self._redis = Redis.from_url(self.settings.redis_url, health_check_interval=30)
+            self._redis = fenced_client(
+                self.settings.redis_url, self.fence, health_check_interval=30,
+                retry=_CLIENT_RETRY,
+            )
         return self._redis
+
+    @property
+    def probe(self) -> Redis:
+        """A client outside the fence, to learn which server answers before accepting it."""
+        if self._probe is None:
+            self._probe = Redis.from_url(
+                self.settings.redis_url, retry=_CLIENT_RETRY, socket_timeout=5,
+                socket_connect_timeout=5,
+            )
+        return self._probe
 
     @property
     def store(self) -> CustomerStore:
@@ -112,3 +144,95 @@ class Runtime:
             await self._redis.aclose()
             self._redis = None
             self._ingestor = None
+        if self._probe is not None:
+            await self._probe.aclose()
+            self._probe = None
+
+
+class Timers:
+    """The worker's timers: each rides out errors, and all stop before the producer closes.
+
+    Faust crashes the whole worker when a timer raises, and cancels timers only
+    after it has closed the Kafka producer, so a timer that publishes while the
+    worker stops fails on a closed producer. Timers registered here log an error
+    and retry with backoff (a Redis or Kafka outage of any length), and `stop`
+    (connected to the app's ``on_before_shutdown``, which Faust sends before it
+    stops the producer) refuses new runs and waits for the running ones.
+    """
+
+    def __init__(self) -> None:
+        self.stopping = False
+        self._running = 0
+        self._idle: asyncio.Event | None = None
+        self._apps: set[int] = set()
+
+    def register(
+        self,
+        app: faust.App,
+        fun: Callable[[], Awaitable[None]],
+        interval: float,
+        on_leader: bool = False,
+        name: str | None = None,
+    ) -> None:
+        """Run `fun` every `interval` seconds (on the leader only with `on_leader`)."""
+        label = name or fun.__name__
+        if id(app) not in self._apps:
+            self._apps.add(id(app))
+            # Sent by App.on_stop after the consumer stopped and before the producer closes.
+            app.on_before_shutdown.connect(self.stop)
+
+        async def tick() -> None:
+            await self.run(label, fun)
+
+        tick.__name__ = tick.__qualname__ = label
+        app.timer(interval=interval, on_leader=on_leader, name=label)(tick)
+
+    async def run(self, label: str, fun: Callable[[], Awaitable[None]]) -> bool:
+        """Run `fun` until it succeeds or the worker stops; True if it succeeded."""
+        attempt = 0
+        while not self.stopping:
+            self._enter()
+            try:
+                await fun()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a timer must never take the worker down
+                delay = backoff(attempt)
+                if attempt == 0:
+                    log.warning("%s failed (%r); retrying with backoff", label, exc,
+                                exc_info=not _transient(exc))
+                attempt += 1
+            else:
+                if attempt:
+                    log.info("%s succeeded again after %d failed attempts", label, attempt)
+                return True
+            finally:
+                self._leave()
+            await asyncio.sleep(delay)
+        return False
+
+    def is_stopping(self) -> bool:
+        """True once `stop` was called: long runs end early (what they wrote is complete)."""
+        return self.stopping
+
+    async def stop(self, *_: Any, **__: Any) -> None:
+        """Refuse new runs and wait for the running ones to finish."""
+        self.stopping = True
+        while self._running:
+            idle = self._idle = self._idle or asyncio.Event()
+            await idle.wait()
+
+    def _enter(self) -> None:
+        self._running += 1
+        if self._idle is not None:
+            self._idle.clear()
+
+    def _leave(self) -> None:
+        self._running -= 1
+        if not self._running and self._idle is not None:
+            self._idle.set()
+
+
+def _transient(exc: BaseException) -> bool:
+    """An outage of Redis or Kafka rather than a bug (logged without a traceback)."""
+    return isinstance(exc, (*TRANSIENT_REDIS_ERRORS, KafkaError, ProducerSendError))

@@ -5,21 +5,92 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Iterable, Mapping
 
 import faust
+from aiokafka.errors import KafkaError
+from faust.exceptions import ProducerSendError
 from faust.types import TP
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from stream_app.app import Channels
+from stream_app.fence import TRANSIENT_REDIS_ERRORS, backoff, run_id
 from stream_app.pipeline import RawRecord
 from stream_app.runtime import Runtime
 from stream_app.store import churn_models, server
 
 log = logging.getLogger(__name__)
 
-RETRY_DELAYS = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
+#: A batch that fails with one of these is retried until it succeeds: Redis or
+#: the broker is away for a while. Publishing again is safe (alert ids are
+#: checked before they are sent; training examples are at least once).
+RETRYABLE = (*TRANSIENT_REDIS_ERRORS, KafkaError, ProducerSendError)
+#: How often the watchdog asks which Redis server answers.
+WATCH_INTERVAL_S = 1.0
+#: How long a resume from Redis may wait for Redis inside a rebalance before the
+#: watchdog takes over (it rejoins the group once Redis answers).
+RESUME_PATIENCE_S = 5.0
+#: How long to wait for a requested rebalance before asking again.
+REJOIN_AGAIN_S = 30.0
+#: Exit status of a worker stopped while a batch could not be written (EX_TEMPFAIL):
+#: nothing of the batch was acknowledged, and the next worker reads it again.
+EXIT_STOPPED_UNWRITTEN = 75
+
+
+class Resync:
+    """Whether input may be applied, and the Redis server generation it is applied to.
+
+    After Redis restarted, the positions the consumer has (and the events it
+    has buffered) may be past what the new server holds. `rewinding` is set
+    before the new server is accepted, so the agent applies nothing until the
+    rebalance that follows has resumed every partition from what that server
+    holds; `epoch` counts restarts, so a batch read before one is dropped.
+    """
+
+    def __init__(self) -> None:
+        self.epoch = 0
+        self.rewinding = False
+        self.needs_rejoin = False
+        self.rejoin_requested_at: float | None = None
+        self.dropped = 0
+        # Held by the agent while it writes a batch, and by the watchdog while it
+        # accepts a new server, so no batch is in flight when the server changes.
+        self.lock = asyncio.Lock()
+
+    def restarted(self) -> None:
+        """Redis restarted: stop applying input until the next resume from Redis."""
+        self.epoch += 1
+        self.rewinding = True
+        self.needs_rejoin = True
+        self.rejoin_requested_at = None
+
+    def resumed(self, epoch: int) -> bool:
+        """A resume from Redis read at `epoch` finished; True if input may flow again."""
+        if epoch != self.epoch:
+            return False
+        if self.rewinding:
+            log.info("resumed from Redis after its restart; %d buffered records were "
+                     "dropped and are read again", self.dropped)
+        self.rewinding = False
+        self.needs_rejoin = False
+        self.dropped = 0
+        return True
+
+
+async def request_rejoin(app: faust.App) -> None:
+    """Make the consumer rejoin its group: a rebalance, and a resume from Redis after it.
+
+    Faust has no public call for this; aiokafka's group coordinator has
+    ``request_rejoin``, which must run on the consumer's own thread. The
+    rebalance discards what the consumer has buffered, and the assignment
+    resumes each partition through `resume_from_redis`.
+    """
+    thread = app.consumer._thread  # type: ignore[attr-defined]  # noqa: SLF001
+
+    async def rejoin() -> None:
+        thread._ensure_consumer()._coordinator.request_rejoin()  # noqa: SLF001
+
+    await thread.call_thread(rejoin)
 
 
 async def resume_points(
@@ -54,15 +125,44 @@ async def resume_points(
     return lower
 
 
-def register(app: faust.App, channels: Channels, runtime: Runtime) -> None:
-    """Attach the ingest agent and its resume-from-Redis hook to `app`."""
+def register(app: faust.App, channels: Channels, runtime: Runtime) -> Resync:
+    """Attach the ingest agent, its resume-from-Redis hook and the Redis watchdog to `app`."""
     settings = runtime.settings
     within = settings.batch_within_ms / 1000
+    resync = Resync()
 
     @app.task
     async def check_redis_config() -> None:
         # Customer records stay compact listpacks only if the server allows long values.
-        await server.check_listpack_value(runtime.redis)
+        await runtime.timers.run("check_redis_config",
+                                 lambda: server.check_listpack_value(runtime.redis))
+
+    async def watch_redis() -> None:
+        # Which server answers, asked outside the fence: the first one seen is
+        # accepted by the pool itself; a different one means Redis restarted.
+        fence = runtime.fence
+        try:
+            current = await run_id(runtime.probe)
+        except TRANSIENT_REDIS_ERRORS:
+            return
+        if fence.accepted is not None and current and current != fence.accepted:
+            log.warning(
+                "Redis restarted (run id %s, was %s); it may lack recent writes: input "
+                "stops until every partition resumes from what Redis holds",
+                current, fence.accepted,
+            )
+            resync.restarted()
+            async with resync.lock:  # no batch is half-way through a write
+                fence.accept(current)
+        if resync.needs_rejoin:
+            now = time.monotonic()
+            asked = resync.rejoin_requested_at
+            if asked is None or now - asked >= REJOIN_AGAIN_S:
+                resync.rejoin_requested_at = now
+                log.info("rejoining the consumer group to resume from Redis")
+                await request_rejoin(app)
+
+    runtime.timers.register(app, watch_redis, WATCH_INTERVAL_S)
 
     @app.on_rebalance_complete.connect
     async def resume_from_redis(sender: faust.App, **kwargs: object) -> None:
@@ -70,9 +170,27 @@ def register(app: faust.App, channels: Channels, runtime: Runtime) -> None:
         # paused and just before it seeks them to their committed offsets, so
         # lowering the committed offset here makes the stream start from the
         # last offset Redis really holds, before any message is fetched.
+        epoch = resync.epoch
         assigned = sender.consumer.assignment()
         committed = await sender.consumer.seek_to_committed()
-        lower = await resume_points(runtime, assigned, committed)
+        deadline = time.monotonic() + RESUME_PATIENCE_S
+        attempt = 0
+        while True:
+            try:
+                lower = await resume_points(runtime, assigned, committed)
+                break
+            except TRANSIENT_REDIS_ERRORS as exc:
+                if time.monotonic() >= deadline:
+                    # Do not hold the rebalance up: apply nothing until Redis
+                    # answers, then rejoin and resume (the watchdog does).
+                    log.warning("cannot read the applied offsets from Redis (%r); input "
+                                "waits for Redis", exc)
+                    resync.rewinding = True
+                    resync.needs_rejoin = True
+                    resync.rejoin_requested_at = None
+                    return
+                await asyncio.sleep(backoff(attempt))
+                attempt += 1
         if lower:
             log.warning("Redis is behind the committed offsets; re-reading from %s", lower)
             await sender.consumer._commit(lower)  # noqa: SLF001 - Faust has no public API
@@ -80,12 +198,16 @@ def register(app: faust.App, channels: Channels, runtime: Runtime) -> None:
             # committed offset is 0, so seek explicitly as well.
             for tp, offset in lower.items():
                 await sender.consumer.seek(tp, offset)
+        resync.resumed(epoch)
 
     @app.agent(channels.inputs, name="cvm.ingest")
-    async def ingest(stream: faust.StreamT) -> None:
+    async def ingest(stream: faust.StreamT) -> None:  # noqa: F841 - registered by the decorator
         # take_events acknowledges a batch only after this loop body returns,
-        # so no offset is committed before its effect is in Redis.
+        # so no offset is committed before its effect is in Redis. It also
+        # acknowledges a batch whose body raised, which is why an unexpected
+        # error ends the process instead.
         async for batch in stream.take_events(settings.batch_size, within=within):
+            epoch = resync.epoch
             records = [
                 RawRecord(
                     topic=e.message.topic,
@@ -98,16 +220,35 @@ def register(app: faust.App, channels: Channels, runtime: Runtime) -> None:
             ]
             attempt = 0
             while True:
-                try:
-                    await runtime.ingestor.process(records)
-                    break
-                except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-                    delay = RETRY_DELAYS[min(attempt, len(RETRY_DELAYS) - 1)]
-                    attempt += 1
-                    log.warning("Redis unavailable (%s); retrying batch in %.1fs", exc, delay)
-                    await asyncio.sleep(delay)
-                except Exception:
-                    # Fail-stop: an unexpected error must not skip the batch. The
-                    # process exits without committing, and a restart re-reads it.
-                    log.critical("cannot apply batch; stopping the worker", exc_info=True)
-                    os._exit(70)
+                async with resync.lock:
+                    if resync.rewinding or resync.epoch != epoch:
+                        # Read before Redis restarted: applying it now could put an
+                        # event past the hole Redis has, and per-customer dedup would
+                        # then skip the hole's events. The resume reads it again.
+                        resync.dropped += len(records)
+                        break
+                    try:
+                        await runtime.ingestor.process(records)
+                        break
+                    except RETRYABLE as exc:
+                        error: BaseException = exc
+                    except Exception:
+                        # Fail-stop: an unexpected error must not skip the batch. The
+                        # process exits without committing, and a restart re-reads it.
+                        log.critical("cannot apply batch; stopping the worker", exc_info=True)
+                        os._exit(70)
+                if app.should_stop:
+                    log.warning("stopping while a batch cannot be written (%r); it is not "
+                                "acknowledged and will be read again", error)
+                    logging.shutdown()
+                    os._exit(EXIT_STOPPED_UNWRITTEN)
+                delay = backoff(attempt)
+                if attempt == 0 or delay >= 5.0 and attempt % 12 == 0:
+                    log.warning("batch not written (%r); retrying every %.1fs at most",
+                                error, 5.0)
+                attempt += 1
+                await asyncio.sleep(delay)
+            if attempt:
+                log.info("batch done after %d failed attempts", attempt)
+
+    return resync

@@ -10,6 +10,7 @@ newest snapshot and skips the training offsets it already holds.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from datetime import UTC, datetime
@@ -18,6 +19,7 @@ from typing import Any
 import faust
 
 from stream_app.domain import churn
+from stream_app.fence import TRANSIENT_REDIS_ERRORS, backoff
 from stream_app.runtime import Runtime
 from stream_app.store import churn_models
 
@@ -82,17 +84,35 @@ def register(app: faust.App, training: faust.TopicT, runtime: Runtime) -> None:
     @app.agent(training, name="cvm.learn")
     async def learn(stream: faust.StreamT) -> None:
         learner = Learner(settings.churn_model)
-        await learner.restore(runtime)
+        # Until Redis answers, there is no snapshot to continue from and nothing to learn.
+        attempt = 0
+        while True:
+            try:
+                await learner.restore(runtime)
+                break
+            except TRANSIENT_REDIS_ERRORS as exc:
+                if attempt == 0:
+                    log.warning("cannot read the churn model snapshot (%r); retrying", exc)
+                await asyncio.sleep(backoff(attempt))
+                attempt += 1
         state["learner"] = learner
         async for batch in stream.take_events(1000, within=1.0):
             learner.dirty += learner.learn([(e.message.offset, e.value) for e in batch])
             if time.monotonic() - learner.published_at >= settings.model_publish_interval_s:
-                await learner.publish(runtime)
+                # The model lives in memory; a publish that fails (Redis away) is
+                # retried by the timer, and what was learned is not lost.
+                try:
+                    await learner.publish(runtime)
+                except TRANSIENT_REDIS_ERRORS as exc:
+                    log.warning("churn model not published (%r); will retry", exc)
 
-    @app.timer(interval=max(settings.model_publish_interval_s / 3, 1.0))
     async def publish_model() -> None:
         learner = state.get("learner")
         if learner is None or not learner.dirty:
             return
         if time.monotonic() - learner.published_at >= settings.model_publish_interval_s:
             await learner.publish(runtime)
+
+    runtime.timers.register(
+        app, publish_model, max(settings.model_publish_interval_s / 3, 1.0)
+    )

@@ -17,21 +17,25 @@ def register(app: faust.App, runtime: Runtime) -> None:
     """Attach the model timers to `app`."""
     settings = runtime.settings
 
-    @app.timer(interval=settings.refresh_interval_s)
+    timers = runtime.timers
+
     async def refresh_model() -> None:
         await runtime.refresh()
 
-    @app.timer(interval=settings.fit_interval_s, on_leader=True)
     async def fit_model() -> None:
         await fit_now(runtime)
 
-    @app.timer(interval=settings.rescore_interval_s, on_leader=True)
     async def revisit() -> None:
         # Event time passing without events: label churn snapshots whose horizon
         # ended and rescore customers with value at stake once a day of event time.
         watermark = await engine_watermark(runtime.redis, runtime.keys, settings)
         if watermark is not None:
-            await revisit_due(runtime.ingestor, watermark)
+            await revisit_due(runtime.ingestor, watermark, should_stop=timers.is_stopping)
+
+    # Each timer rides out Redis and Kafka outages and stops before the producer closes.
+    timers.register(app, refresh_model, settings.refresh_interval_s)
+    timers.register(app, fit_model, settings.fit_interval_s, on_leader=True)
+    timers.register(app, revisit, settings.rescore_interval_s, on_leader=True)
 
 
 async def fit_now(runtime: Runtime, as_of: int | None = None) -> dict[str, object] | None:
@@ -43,5 +47,5 @@ async def fit_now(runtime: Runtime, as_of: int | None = None) -> dict[str, objec
         return None
     await runtime.refresh()
     watermark = await engine_watermark(runtime.redis, runtime.keys, runtime.settings)
-    await rescore_all(runtime.ingestor, watermark)
+    await rescore_all(runtime.ingestor, watermark, should_stop=runtime.timers.is_stopping)
     return doc
