@@ -137,7 +137,7 @@ def register(app: faust.App, channels: Channels, runtime: Runtime) -> Resync:
         await runtime.timers.run("check_redis_config",
                                  lambda: server.check_listpack_value(runtime.redis))
 
-    async def watch_redis() -> None:
+    async def adopt_restarted_server() -> None:
         # Which server answers, asked outside the fence: the first one seen is
         # accepted by the pool itself; a different one means Redis restarted.
         fence = runtime.fence
@@ -154,6 +154,9 @@ def register(app: faust.App, channels: Channels, runtime: Runtime) -> Resync:
             resync.restarted()
             async with resync.lock:  # no batch is half-way through a write
                 fence.accept(current)
+
+    async def watch_redis() -> None:
+        await adopt_restarted_server()
         if resync.needs_rejoin:
             now = time.monotonic()
             asked = resync.rejoin_requested_at
@@ -170,12 +173,16 @@ def register(app: faust.App, channels: Channels, runtime: Runtime) -> Resync:
         # paused and just before it seeks them to their committed offsets, so
         # lowering the committed offset here makes the stream start from the
         # last offset Redis really holds, before any message is fetched.
-        epoch = resync.epoch
         assigned = sender.consumer.assignment()
         committed = await sender.consumer.seek_to_committed()
         deadline = time.monotonic() + RESUME_PATIENCE_S
         attempt = 0
         while True:
+            # The assignment is a safe point to accept a restarted server (the
+            # watchdog may not run yet while the worker starts): what it holds is
+            # what the partitions resume from.
+            await adopt_restarted_server()
+            epoch = resync.epoch
             try:
                 lower = await resume_points(runtime, assigned, committed)
                 break
