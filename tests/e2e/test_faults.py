@@ -304,7 +304,7 @@ def test_sigterm_right_after_applying_everything_stops_cleanly(
     # (and their churn snapshots for labels) faster than the rescoring timer's 200 per run
     # can revisit them: right after the last batch it is still at work, publishing labelled
     # examples and alerts run after run, and the SIGTERM finds it publishing.
-    events = list(simulate(SimConfig(n_customers=1500, seed=SEED + 1, days=240)))
+    events = list(simulate(SimConfig(n_customers=1000, seed=SEED + 1, days=180)))
     log = tmp_path / "worker.log"
     env = {**settings_env(settings), "CVM_RESCORE_INTERVAL_S": "0.2"}
     worker = WorkerProcess(settings, log, env, cwd=ROOT)
