@@ -21,7 +21,7 @@ import logging
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.asyncio.connection import Connection
+from redis.asyncio.connection import AbstractConnection, Connection
 from redis.exceptions import BusyLoadingError, RedisError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -115,11 +115,11 @@ class ServerFence:
         self.accepted = server
         self.seen = server
 
-    def connection_class(self) -> type[Connection]:
-        """A connection class whose every new connection is checked by `admit`."""
+    def connection_class(self, base: type[AbstractConnection] = Connection) -> type[Any]:
+        """`base` (TCP, TLS or Unix socket) with every new connection checked by `admit`."""
         fence = self
 
-        class FencedConnection(Connection):
+        class FencedConnection(base):  # type: ignore[valid-type,misc]
             async def on_connect_check_health(self, check_health: bool = True) -> None:
                 await super().on_connect_check_health(check_health=check_health)
                 await self.send_command("INFO", "server", check_health=False)
@@ -133,5 +133,9 @@ class ServerFence:
 
 def fenced_client(url: str, fence: ServerFence, **kwargs: Any) -> Redis:
     """A client for `url` whose connections go through `fence`."""
-    return Redis.from_url(url, connection_class=fence.connection_class(), **kwargs)
+    client = Redis.from_url(url, **kwargs)
+    pool = client.connection_pool
+    # The URL's scheme picked the class (TCP, TLS, Unix socket); fence that one.
+    pool.connection_class = fence.connection_class(pool.connection_class)
+    return client
 
