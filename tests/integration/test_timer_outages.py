@@ -12,6 +12,7 @@ import asyncio
 import dataclasses
 import logging
 import shutil
+import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -105,4 +106,42 @@ async def test_every_timer_rides_out_a_redis_outage_and_resumes(
         for t in tasks.values():
             t.cancel()
         await asyncio.gather(*tasks.values(), return_exceptions=True)
+        await runtime.close()
+
+
+async def test_a_stop_waits_for_a_timer_run_in_progress(
+    stack: Settings, tmp_path: Path, late_redis: LateRedis
+) -> None:
+    # Faust stops the Kafka producer right after it sends on_before_shutdown, and cancels
+    # the timers only after that: a rescoring run still publishing then fails on a closed
+    # producer. The stop must wait for the run in progress.
+    late_redis.start()
+    settings = dataclasses.replace(
+        stack,
+        redis_url=f"redis://127.0.0.1:{late_redis.port}/0",
+        rescore_interval_s=0.1,
+        data_dir=str(tmp_path / "faust"),
+    )
+    app, runtime = build(settings)
+    app.is_leader = lambda: True  # type: ignore[method-assign]
+    revisit = next(fn for fn in app._app_tasks if fn.__name__ == "revisit")  # noqa: SLF001
+    task = asyncio.ensure_future(revisit())
+    proc = late_redis.proc
+    assert proc is not None
+    stopping: asyncio.Future[object] | None = None
+    try:
+        await asyncio.sleep(0.5)  # the timer runs against the live server
+        proc.send_signal(signal.SIGSTOP)  # the next run waits for Redis, half-way
+        await asyncio.sleep(0.5)
+        stopping = asyncio.ensure_future(app.on_before_shutdown.send())
+        await asyncio.sleep(0.5)
+        assert not stopping.done(), "the stop went on while a timer run was in progress"
+        proc.send_signal(signal.SIGCONT)
+        await asyncio.wait_for(stopping, 10)
+    finally:
+        proc.send_signal(signal.SIGCONT)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        if stopping is not None:
+            await asyncio.gather(stopping, return_exceptions=True)
         await runtime.close()
