@@ -9,9 +9,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
+from redis import RedisError
 from redis.asyncio import Redis
 
 from stream_app import lookup
+from stream_app.connections import ConnectionRefused, async_redis, redis_refusal
 from stream_app.settings import Settings
 
 
@@ -23,7 +25,7 @@ def _with_redis(
     settings: Settings, work: Callable[[Redis], Awaitable[int]]
 ) -> int:
     async def main() -> int:
-        client = Redis.from_url(settings.redis_url)
+        client = async_redis(settings)
         try:
             return await work(client)
         finally:
@@ -33,6 +35,12 @@ def _with_redis(
         return asyncio.run(main())
     except lookup.LookupError_ as exc:
         print(f"cvm: {exc}", file=sys.stderr)
+        return 2
+    except RedisError as exc:
+        refused = redis_refusal(settings, exc)
+        if refused is None:
+            raise
+        print(f"cvm: {refused}", file=sys.stderr)
         return 2
 
 
@@ -106,7 +114,11 @@ def _fit(settings: Settings, args: argparse.Namespace) -> int:
 def _worker(settings: Settings, args: argparse.Namespace) -> int:
     from stream_app import worker
 
-    worker.run(settings)
+    try:
+        worker.run(settings)
+    except ConnectionRefused as exc:
+        print(f"cvm worker: {exc}", file=sys.stderr, flush=True)
+        return 2
     return 0
 
 

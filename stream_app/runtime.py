@@ -8,6 +8,7 @@ from typing import Any
 from faust.types import TopicT
 from redis.asyncio import Redis
 
+from stream_app.connections import async_redis
 from stream_app.domain.churn import churn_probability
 from stream_app.domain.valuation import ValueModel
 from stream_app.models import load_cuts, load_model, load_severity_bands
@@ -61,7 +62,7 @@ class Runtime:
     @property
     def redis(self) -> Redis:
         if self._redis is None:
-            self._redis = Redis.from_url(self.settings.redis_url, health_check_interval=30)
+            self._redis = async_redis(self.settings, health_check_interval=30)
         return self._redis
 
     @property

@@ -18,11 +18,11 @@ from typing import Any
 
 import orjson
 import pytest
-import redis
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from stream_app import worker_process
+from stream_app.connections import sync_redis
 from stream_app.settings import Settings, Topics
 from stream_app.worker_process import free_port
 
@@ -53,14 +53,16 @@ def settings(stack: Settings, tmp_path: Path) -> Iterator[Settings]:
     base = stack.redis_url.rsplit("/", 1)[0]
     s = Settings(
         kafka_bootstrap_servers=stack.kafka_bootstrap_servers,
+        kafka_security=stack.kafka_security,
         redis_url=f"{base}/{TEST_REDIS_DB}",
+        redis_tls=stack.redis_tls,
         app_id=f"cvm-test-{run}",
         topics=Topics.namespaced(f"t{run}"),
         partitions=4,
         web_port=free_port(),
         data_dir=str(tmp_path / "faust"),
     )
-    admin = AdminClient({"bootstrap.servers": s.kafka_bootstrap_servers})
+    admin = AdminClient(s.kafka_config())
     counts = s.topics.partition_counts
     names = list(counts)
     futures = admin.create_topics([
@@ -69,7 +71,7 @@ def settings(stack: Settings, tmp_path: Path) -> Iterator[Settings]:
     ])
     for future in futures.values():
         future.result(timeout=30)
-    client = redis.Redis.from_url(s.redis_url)
+    client = sync_redis(s)
     client.flushdb()
     yield s
     client.flushdb()
@@ -84,7 +86,7 @@ def settings(stack: Settings, tmp_path: Path) -> Iterator[Settings]:
 def publish(settings: Settings, messages: Iterable[tuple[str, bytes | None, bytes]]) -> int:
     """Publish (topic, key, value) triples and wait for every delivery."""
     producer = Producer({
-        "bootstrap.servers": settings.kafka_bootstrap_servers,
+        **settings.kafka_config(),
         "enable.idempotence": True,
         "linger.ms": 5,
     })
@@ -107,7 +109,7 @@ def publish(settings: Settings, messages: Iterable[tuple[str, bytes | None, byte
 def consume_all(settings: Settings, topic: str, expected: int, deadline_s: float = 90) -> list[Any]:
     """Read `topic` from the start until `expected` messages arrived or the deadline."""
     consumer = Consumer({
-        "bootstrap.servers": settings.kafka_bootstrap_servers,
+        **settings.kafka_config(),
         "group.id": f"reader-{uuid.uuid4().hex[:8]}",
         "auto.offset.reset": "earliest",
         "enable.auto.commit": False,
