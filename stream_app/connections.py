@@ -165,8 +165,9 @@ def check_kafka(settings: Settings, timeout_s: float = 15.0) -> None:
             return
         except KafkaException as exc:
             errors.append(exc.args[0])
+        admin.poll(0.1)  # serves error_cb, where a refused login is reported
         refused = [e for e in errors if e.code() in refusals]
         if refused:
-            where = (f"Kafka at {settings.kafka_bootstrap_servers} "
-                     f"({settings.kafka_security.describe()})")
+            where = (f"Kafka at {settings.kafka_bootstrap_servers} via "
+                     f"{settings.kafka_security.describe()}")
             raise ConnectionRefused(f"{where} refused the connection: {refused[0].str()}")

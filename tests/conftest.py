@@ -7,6 +7,7 @@ Redis database contents, so tests do not see each other's data.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 import urllib.error
@@ -44,6 +45,44 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "CVM_BATCH_SIZE": str(settings.batch_size),
         "CVM_LOG_LEVEL": "info",
     }
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """``NAME=value`` lines of a file such as devstack's secure/client.env."""
+    lines = path.read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+
+
+@pytest.fixture(scope="session")
+def secure_kafka(
+    stack: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, str]]:
+    """A private broker with a SASL_SSL listener, started by ``scripts/devstack up --secure``.
+
+    It runs on free ports from a cache folder of its own (the shared broker is not
+    touched) and is stopped at the end of the session. Yields the client settings
+    devstack wrote (KAFKA_BOOTSTRAP_SERVERS of the SASL_SSL listener, CA, user, password).
+    """
+    cache = tmp_path_factory.mktemp("secure-kafka")
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
+        "CVM_DEVSTACK_KAFKA_CONTROLLER_PORT": str(free_port()),
+        "CVM_DEVSTACK_KAFKA_SECURE_PORT": str(free_port()),
+        "CVM_DEVSTACK_DIR": str(cache),
+        "CVM_DEVSTACK_KAFKA_LIB": str(ROOT / ".devstack" / "kafka" / "lib"),
+        "CVM_DEVSTACK_KAFKA_HEAP_OPTS": "-Xms128m -Xmx384m",
+        "REDIS_URL": stack.redis_url,  # answering already: reused, not started
+    }
+    for name in ("KAFKA_SECURITY_PROTOCOL", "KAFKA_SSL_CAFILE", "KAFKA_SASL_MECHANISM",
+                 "KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD"):
+        env.pop(name, None)
+    devstack = str(ROOT / "scripts" / "devstack")
+    try:
+        subprocess.run([devstack, "up", "--secure"], check=True, cwd=ROOT, env=env)
+        yield read_env_file(cache / "kafka" / "secure" / "client.env")
+    finally:
+        subprocess.run([devstack, "down", "kafka"], check=True, cwd=ROOT, env=env)
 
 
 @pytest.fixture
