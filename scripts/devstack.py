@@ -660,6 +660,44 @@ def _openssl(args: list[str], cwd: Path) -> None:
         raise DevstackError(f"openssl {args[0]} failed: {out.stderr.strip()[-500:]}")
 
 
+def issue_certificate(folder: Path, name: str, hosts: Sequence[str]) -> tuple[Path, Path]:
+    """A server certificate ``<name>.pem`` and key for `hosts`, signed by the folder's CA.
+
+    The CA (``ca.pem``, ``ca.key``) is made on first use and kept. The certificate names
+    every host (DNS or IP subject alternative names), so clients verify the host name.
+    Returns (certificate, key).
+    """
+    days = str(CERT_DAYS)
+    if not (folder / "ca.pem").is_file() or not (folder / "ca.key").is_file():
+        _openssl(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key",
+                  "-out", "ca.pem", "-days", days, "-subj", "/CN=cvm devstack CA",
+                  "-addext", "basicConstraints=critical,CA:TRUE",
+                  "-addext", "keyUsage=critical,keyCertSign,cRLSign"], folder)
+    names = set()
+    for host in hosts:
+        try:
+            ipaddress.ip_address(host)
+            names.add(f"IP:{host}")
+        except ValueError:
+            names.add(f"DNS:{host}")
+    (folder / f"{name}.ext").write_text(
+        f"subjectAltName={','.join(sorted(names))}\n"
+        "basicConstraints=critical,CA:FALSE\n"
+        "keyUsage=critical,digitalSignature,keyEncipherment\n"
+        "extendedKeyUsage=serverAuth,clientAuth\n"
+        "subjectKeyIdentifier=hash\n"
+        "authorityKeyIdentifier=keyid,issuer\n"
+    )
+    _openssl(["req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key",
+              "-out", f"{name}.csr", "-subj", f"/CN={hosts[0]}"], folder)
+    _openssl(["x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+              "-CAcreateserial", "-out", f"{name}.pem", "-days", days,
+              "-extfile", f"{name}.ext"], folder)
+    for private in ("ca.key", f"{name}.key"):
+        (folder / private).chmod(0o600)
+    return folder / f"{name}.pem", folder / f"{name}.key"
+
+
 def secure_material(cfg: Config) -> SecureMaterial:
     """The CA, broker certificate and passwords in <cache>/kafka/secure, made once and kept.
 
@@ -680,35 +718,10 @@ def secure_material(cfg: Config) -> SecureMaterial:
     if material is not None and material.keystore.is_file() and material.ca.is_file():
         return material
     material = SecureMaterial(d, secrets.token_urlsafe(18), secrets.token_urlsafe(18))
-    names = {"DNS:localhost", "IP:127.0.0.1"}
-    try:
-        ipaddress.ip_address(cfg.kafka_host)
-        names.add(f"IP:{cfg.kafka_host}")
-    except ValueError:
-        names.add(f"DNS:{cfg.kafka_host}")
-    (d / "broker.ext").write_text(
-        f"subjectAltName={','.join(sorted(names))}\n"
-        "basicConstraints=critical,CA:FALSE\n"
-        "keyUsage=critical,digitalSignature,keyEncipherment\n"
-        "extendedKeyUsage=serverAuth\n"
-        "subjectKeyIdentifier=hash\n"
-        "authorityKeyIdentifier=keyid,issuer\n"
-    )
-    days = str(CERT_DAYS)
-    _openssl(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key",
-              "-out", "ca.pem", "-days", days, "-subj", "/CN=cvm devstack CA",
-              "-addext", "basicConstraints=critical,CA:TRUE",
-              "-addext", "keyUsage=critical,keyCertSign,cRLSign"], d)
-    _openssl(["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "broker.key",
-              "-out", "broker.csr", "-subj", "/CN=localhost"], d)
-    _openssl(["x509", "-req", "-in", "broker.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-              "-CAcreateserial", "-out", "broker.pem", "-days", days,
-              "-extfile", "broker.ext"], d)
+    issue_certificate(d, "broker", ("localhost", "127.0.0.1", cfg.kafka_host))
     _openssl(["pkcs12", "-export", "-in", "broker.pem", "-inkey", "broker.key",
               "-certfile", "ca.pem", "-name", "broker", "-out", "broker.p12",
               "-passout", f"pass:{material.keystore_password}"], d)
-    for name in ("ca.key", "broker.key", "broker.csr"):
-        (d / name).chmod(0o600)
     passwords.write_text(json.dumps({
         "keystore": material.keystore_password, "scram": material.scram_password,
     }) + "\n")
