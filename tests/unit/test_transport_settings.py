@@ -109,3 +109,15 @@ def test_redis_address_hides_the_password() -> None:
     assert redis_address("rediss://cvm-worker:s3cret@r:6380/0") == "rediss://cvm-worker:***@r:6380/0"
     assert redis_address("redis://:s3cret@r/0") == "redis://:***@r/0"
     assert redis_address("redis://r:6379/0") == "redis://r:6379/0"
+
+
+def test_readme_quotes_the_acls_of_the_code() -> None:
+    from pathlib import Path
+
+    from stream_app.store.acl import LOOKUP_RULES, WORKER_RULES
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = readme.split("ACL SETUSER cvm-worker", 1)[1].split("```", 1)[0]
+    worker, lookup = block.split("ACL SETUSER cvm-lookup")
+    assert " ".join(worker.split("#")[0].split()[3:]) == WORKER_RULES
+    assert " ".join(lookup.split()[3:]) == LOOKUP_RULES
