@@ -25,6 +25,9 @@ variables as the application (``stream_app/settings.py``).  Dev-stack knobs:
     CVM_DEVSTACK_START_TIMEOUT          seconds to wait for a service to answer (120)
     CVM_DEVSTACK_STOP_TIMEOUT           seconds between SIGTERM and SIGKILL (30)
 
+With KAFKA_SECURITY_PROTOCOL other than PLAINTEXT (e.g. client.env loaded), the
+broker is only reused, through that listener, and never started.
+
 A service already answering at its address is reused and never stopped by
 `down`; only services whose pid file (``<cache>/{kafka,redis}/devstack.pid``)
 names a live process that `up` started are stopped.
@@ -152,6 +155,7 @@ class Config:
     kafka_port: int
     controller_port: int
     secure_port: int
+    kafka_protocol: str  # KAFKA_SECURITY_PROTOCOL: devstack starts brokers only for PLAINTEXT
     kafka_lib: Path
     kafka_client: dict[str, str]  # confluent-kafka settings of the application's clients
     redis_options: dict[str, str]  # TLS files for redis-py
@@ -171,12 +175,13 @@ class Config:
         s = _load_settings()
         host, port = _split_host_port(s.kafka_bootstrap_servers.split(",")[0], 9092)
         controller_port = int(_env_float("CVM_DEVSTACK_KAFKA_CONTROLLER_PORT", port + 1))
-        if controller_port == port:
+        secured = s.kafka_security.protocol != "PLAINTEXT"  # a client of a secured listener
+        if controller_port == port and not secured:
             raise DevstackError(
                 f"CVM_DEVSTACK_KAFKA_CONTROLLER_PORT={controller_port} equals the broker port"
             )
         secure_port = int(_env_float("CVM_DEVSTACK_KAFKA_SECURE_PORT", port + 2))
-        if secure_port in (port, controller_port):
+        if secure_port in (port, controller_port) and not secured:
             raise DevstackError(
                 f"CVM_DEVSTACK_KAFKA_SECURE_PORT={secure_port} equals another Kafka port"
             )
@@ -211,6 +216,7 @@ class Config:
             kafka_port=port,
             controller_port=controller_port,
             secure_port=secure_port,
+            kafka_protocol=s.kafka_security.protocol,
             kafka_lib=lib.resolve(),
             kafka_client=s.kafka_config(),
             redis_options=s.redis_options(),
@@ -698,6 +704,17 @@ def issue_certificate(folder: Path, name: str, hosts: Sequence[str]) -> tuple[Pa
     return folder / f"{name}.pem", folder / f"{name}.key"
 
 
+def existing_secure_material(cfg: Config) -> SecureMaterial | None:
+    """What an earlier `up --secure` made in <cache>/kafka/secure, if it is complete."""
+    d = cfg.secure_dir
+    try:
+        data = json.loads((d / "passwords.json").read_text())
+        material = SecureMaterial(d, data["keystore"], data["scram"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return material if material.keystore.is_file() and material.ca.is_file() else None
+
+
 def secure_material(cfg: Config) -> SecureMaterial:
     """The CA, broker certificate and passwords in <cache>/kafka/secure, made once and kept.
 
@@ -706,17 +723,13 @@ def secure_material(cfg: Config) -> SecureMaterial:
     """
     import secrets
 
+    material = existing_secure_material(cfg)
+    if material is not None:
+        return material
     d = cfg.secure_dir
     d.mkdir(parents=True, exist_ok=True)
     d.chmod(0o700)
     passwords = d / "passwords.json"
-    material = None
-    if passwords.is_file():
-        with contextlib.suppress(ValueError, KeyError, TypeError):
-            data = json.loads(passwords.read_text())
-            material = SecureMaterial(d, data["keystore"], data["scram"])
-    if material is not None and material.keystore.is_file() and material.ca.is_file():
-        return material
     material = SecureMaterial(d, secrets.token_urlsafe(18), secrets.token_urlsafe(18))
     issue_certificate(d, "broker", ("localhost", "127.0.0.1", cfg.kafka_host))
     _openssl(["pkcs12", "-export", "-in", "broker.pem", "-inkey", "broker.key",
@@ -1206,6 +1219,18 @@ def cmd_up(cfg: Config, started_file: str | None = None, secure: bool = False) -
         kafka_reused = kafka_metadata(cfg) is not None
         redis_rec = live_record(redis_record_path(cfg))
         redis_reused = redis_ping(cfg) is None
+        if cfg.kafka_protocol != "PLAINTEXT":
+            # KAFKA_* name a secured listener (e.g. from secure/client.env): use it as it is.
+            if secure or not kafka_reused:
+                raise DevstackError(
+                    ("--secure starts a broker from plaintext settings, not from"
+                     if secure else "no Kafka answers (or it refuses these credentials) at")
+                    + f" KAFKA_BOOTSTRAP_SERVERS={cfg.bootstrap} with "
+                    f"KAFKA_SECURITY_PROTOCOL={cfg.kafka_protocol}; devstack starts a broker "
+                    "only from plaintext settings: run `scripts/devstack up --secure` without "
+                    "the secure client settings to start one with a SASL_SSL listener"
+                )
+            kafka_rec = None  # reused; its record (if any) names the plaintext address
         for name, rec, addr in (
             ("kafka", kafka_rec, f"{cfg.kafka_host}:{cfg.kafka_port}"),
             ("redis", redis_rec, f"{cfg.redis_host}:{cfg.redis_port}"),
@@ -1217,9 +1242,10 @@ def cmd_up(cfg: Config, started_file: str | None = None, secure: bool = False) -
                 )
         # Check every prerequisite (Java, jars, redis-server) before starting anything.
         kafka_tools = prepare_kafka(cfg, secure) if not (kafka_reused or kafka_rec) else None
-        material = secure_material(cfg) if secure else None
-        if material is not None and (kafka_reused or kafka_rec):
-            why = secure_answers(cfg, material)
+        material = None
+        if secure and (kafka_reused or kafka_rec):
+            material = existing_secure_material(cfg)
+            why = "no certificates made" if material is None else secure_answers(cfg, material)
             if why is not None:
                 raise DevstackError(
                     f"--secure: the broker at {cfg.bootstrap} has no SASL_SSL listener of "
@@ -1235,6 +1261,7 @@ def cmd_up(cfg: Config, started_file: str | None = None, secure: bool = False) -
         elif kafka_rec:
             say(f"kafka: devstack's broker (pid {kafka_rec.pid}) is starting; waiting for it")
         elif kafka_tools:
+            material = secure_material(cfg) if secure else None
             kafka_proc = start_kafka(cfg, *kafka_tools, material)  # boots while Redis starts
         if redis_reused:
             say(f"redis: already answering at {cfg.redis_url} ({_owner(redis_rec)}); reusing it")
@@ -1320,6 +1347,16 @@ def service_status(cfg: Config) -> dict[str, dict[str, Any]]:
         t: (len(md.topics[t].partitions) if md is not None and t in md.topics else None)
         for t in cfg.topics
     }
+    material = existing_secure_material(cfg) if cfg.kafka_protocol == "PLAINTEXT" else None
+    secure = None
+    if material is not None and material.client_env.is_file():
+        why = secure_answers(cfg, material)
+        secure = {
+            "address": f"{cfg.kafka_host}:{cfg.secure_port}",
+            "answering": why is None,
+            "error": why,
+            "client_env": str(material.client_env),
+        }
     return {
         "kafka": {
             "address": cfg.bootstrap,
@@ -1329,6 +1366,7 @@ def service_status(cfg: Config) -> dict[str, dict[str, Any]]:
             "log": str(cfg.kafka_log),
             "topics": topics,
             "expected_partitions": cfg.topics,
+            "secure": secure,  # the SASL_SSL listener of `up --secure`, if one was made
         },
         "redis": {
             "address": cfg.redis_url,
@@ -1355,6 +1393,11 @@ def cmd_status(cfg: Config, as_json: bool) -> int:
             else "not started by devstack"
         )
         print(f"{name:<6} {s['address']:<28} {state:<14} {owner}   log: {s['log']}")
+        if name == "kafka" and s["secure"]:
+            sec = s["secure"]
+            state = "answering" if sec["answering"] else "NOT answering"
+            print(f"{'':<6} {sec['address']:<28} {state:<14} SASL_SSL   "
+                  f"client settings: {sec['client_env']}")
     if st["kafka"]["answering"]:
         topics = st["kafka"]["topics"]
         present = [t for t, n in topics.items() if n is not None]
