@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 
 from stream_app import lookup
 from stream_app.connections import ConnectionRefused, async_redis, redis_refusal
-from stream_app.settings import Settings
+from stream_app.settings import Settings, SettingsError, redis_address
 
 
 def _print(doc: Any) -> None:
@@ -38,9 +38,8 @@ def _with_redis(
         return 2
     except RedisError as exc:
         refused = redis_refusal(settings, exc)
-        if refused is None:
-            raise
-        print(f"cvm: {refused}", file=sys.stderr)
+        message = refused or f"Redis at {redis_address(settings.redis_url)}: {exc}"
+        print(f"cvm: {message}", file=sys.stderr)
         return 2
 
 
@@ -202,7 +201,11 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``cvm`` console script."""
     args = parser().parse_args(argv)
-    settings = Settings.from_env()
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"cvm: {exc}", file=sys.stderr)
+        return 2
     return int(args.func(settings, args))
 
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import redis
 import redis.asyncio
 
-from stream_app.settings import KafkaSecurity, Settings
+from stream_app.settings import KafkaSecurity, Settings, redis_address
 
 if TYPE_CHECKING:
     from faust.types.auth import CredentialsT
@@ -69,20 +69,6 @@ def broker_credentials(security: KafkaSecurity) -> CredentialsT | None:
             mechanism=security.sasl_mechanism,
         )
     return faust.SSLCredentials(context)
-
-
-def redis_address(url: str) -> str:
-    """REDIS_URL without its password, for messages.
-
-    >>> redis_address("rediss://worker:s3cret@cache:6380/0")
-    'rediss://worker:***@cache:6380/0'
-    """
-    scheme, sep, rest = url.partition("://")
-    auth, at, host = rest.rpartition("@")
-    if not at or ":" not in auth:
-        return url
-    user = auth.split(":", 1)[0]
-    return f"{scheme}{sep}{user}:***@{host}"
 
 
 def sync_redis(settings: Settings, **kwargs: Any) -> redis.Redis:

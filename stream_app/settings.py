@@ -110,6 +110,20 @@ class Secret:
         return (Secret, (self.reveal(),))
 
 
+def redis_address(url: str) -> str:
+    """REDIS_URL without its password, for messages and reprs.
+
+    >>> redis_address("rediss://worker:s3cret@cache:6380/0")
+    'rediss://worker:***@cache:6380/0'
+    """
+    scheme, sep, rest = url.partition("://")
+    auth, at, host = rest.rpartition("@")
+    if not at or ":" not in auth:
+        return url
+    user = auth.split(":", 1)[0]
+    return f"{scheme}{sep}{user}:***@{host}"
+
+
 KAFKA_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
@@ -363,6 +377,15 @@ class Settings:
     winback_control_share: float = 0.10
     winback_seed: int = 0
     log_level: str = "info"
+
+    def __repr__(self) -> str:
+        # The generated repr, with REDIS_URL's password hidden (the Kafka one is a Secret).
+        shown = ", ".join(
+            f"{f.name}={redis_address(self.redis_url)!r}" if f.name == "redis_url"
+            else f"{f.name}={getattr(self, f.name)!r}"
+            for f in fields(self)
+        )
+        return f"{type(self).__name__}({shown})"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

@@ -8,8 +8,8 @@ import pytest
 from faust.auth import SASLCredentials, SSLCredentials
 from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 
-from stream_app.connections import broker_credentials, redis_address
-from stream_app.settings import Secret, Settings, SettingsError
+from stream_app.connections import broker_credentials
+from stream_app.settings import Secret, Settings, SettingsError, redis_address
 
 SASL_SSL = {
     "KAFKA_BOOTSTRAP_SERVERS": "k1:9094,k2:9094",
@@ -52,9 +52,12 @@ def test_mutual_tls_without_sasl() -> None:
 def test_the_password_never_shows() -> None:
     s = Settings.from_env(SASL_SSL)
     assert "pa55-word" not in repr(s) and "pa55-word" not in str(s.kafka_security)
+    with_url = Settings.from_env({"REDIS_URL": "rediss://w:r3dis-pw@r:6380/0"})
+    assert "r3dis-pw" not in repr(with_url) and "rediss://w:***@r:6380/0" in repr(with_url)
     assert "pa55-word" not in s.kafka_security.describe()
     assert repr(Secret("x")) == "Secret('**********')" and repr(Secret()) == "Secret('')"
     assert pickle.loads(pickle.dumps(s)) == s
+    assert repr(Settings()).startswith("Settings(kafka_bootstrap_servers='127.0.0.1:9092', ")
     with pytest.raises(AttributeError):
         s.kafka_security.sasl_password._value = "other"  # type: ignore[misc]
 
