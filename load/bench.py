@@ -71,6 +71,7 @@ from load.bench_profile import (
 from load.bench_stats import steady_rate, summarize
 from load.generator import publish
 from load.simulator import SimEvent
+from stream_app.connections import sync_redis
 from stream_app.settings import Settings
 from stream_app.store.keys import Keys
 
@@ -139,7 +140,7 @@ def raw_consumer(settings: Settings, total: int, timeout_s: float = 180) -> dict
     from confluent_kafka import Consumer
 
     consumer = Consumer({
-        "bootstrap.servers": settings.kafka_bootstrap_servers,
+        **settings.kafka_config(),
         "group.id": f"{settings.app_id}-raw",
         "auto.offset.reset": "earliest",
         "enable.auto.commit": False,
@@ -172,7 +173,7 @@ def raw_consumer(settings: Settings, total: int, timeout_s: float = 180) -> dict
 
 
 def lookup_ids(settings: Settings, path: Path, limit: int = 5000) -> Path:
-    client = redis.Redis.from_url(settings.redis_url)
+    client = sync_redis(settings)
     ids = []
     for key in client.scan_iter(match=Keys().customer_pattern, count=2000):
         name = key.decode()
@@ -186,7 +187,7 @@ def lookup_ids(settings: Settings, path: Path, limit: int = 5000) -> Path:
 
 def typical_customer(settings: Settings, ids: Path, sample: int = 200) -> str | None:
     """The customer whose record has the median size (MEMORY USAGE) among the first `sample`."""
-    client = redis.Redis.from_url(settings.redis_url)
+    client = sync_redis(settings)
     keys = Keys()
     sized = []
     for cid in ids.read_text().split()[:sample]:
@@ -237,7 +238,7 @@ class Sampler:
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        client = redis.Redis.from_url(self.settings.redis_url)
+        client = sync_redis(self.settings)
         while not self.stop.is_set():
             n = applied_total(client, self.settings)
             cpu = {name: cpu_seconds(pid) for name, pid in self.pids.items()}

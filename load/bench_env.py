@@ -28,6 +28,7 @@ from typing import Any
 import redis
 
 from stream_app import worker_process
+from stream_app.connections import sync_redis
 from stream_app.settings import Settings, Topics
 from stream_app.store.server import LISTPACK_VALUE_BYTES
 from stream_app.worker_process import free_port, wait_until
@@ -73,7 +74,7 @@ def machine_info(stack: Settings) -> dict[str, Any]:
     """Date, machine and versions, for the head of the report."""
     redis_version = listpack_value = "unknown"
     with contextlib.suppress(Exception):
-        client = redis.Redis.from_url(stack.redis_url)
+        client = sync_redis(stack)
         redis_version = str(client.info("server")["redis_version"])
         reply = client.config_get("hash-max-listpack-value")
         listpack_value = str(next(iter(reply.values()), "unknown"))
@@ -140,7 +141,7 @@ class Namespace:
     def _admin(self) -> Any:
         from confluent_kafka.admin import AdminClient
 
-        return AdminClient({"bootstrap.servers": self.settings.kafka_bootstrap_servers})
+        return AdminClient(self.settings.kafka_config())
 
     def _create_topics(self) -> None:
         from confluent_kafka.admin import NewTopic
@@ -158,7 +159,7 @@ class Namespace:
         self.created_topics = names
 
     def redis(self) -> redis.Redis:
-        return redis.Redis.from_url(self.settings.redis_url)
+        return sync_redis(self.settings)
 
     def cleanup(self) -> None:
         """Delete the topics (also Faust's own), the consumer groups and the Redis data."""

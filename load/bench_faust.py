@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import faust
 import orjson
-from redis.asyncio import Redis
 
 from stream_app.app import create_app
+from stream_app.connections import async_redis
 from stream_app.settings import Settings
 
 #: Redis key holding how many events the agent has read and parsed.
@@ -30,7 +30,7 @@ APP_SUFFIX = "-faust-read"
 def build(settings: Settings) -> faust.App:
     """The app: one agent over the input topics that reads, parses and counts."""
     app, channels = create_app(settings)
-    redis = Redis.from_url(settings.redis_url)
+    redis = async_redis(settings)
     within = settings.batch_within_ms / 1000
 
     @app.agent(channels.inputs, name="bench.read")

@@ -19,8 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import redis
-
+from stream_app.connections import sync_redis
 from stream_app.settings import Settings
 from stream_app.store.keys import Keys
 
@@ -113,7 +112,7 @@ class FreshnessTracer:
 
     def poll_loop(self, stop: threading.Event, drain_s: float = 60.0) -> None:
         """Poll until `stop` is set and every sample is seen (or `drain_s` more seconds)."""
-        client = redis.Redis.from_url(self.settings.redis_url)
+        client = sync_redis(self.settings)
         stopped_at: float | None = None
         last = time.monotonic()
         try:

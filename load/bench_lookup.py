@@ -32,6 +32,7 @@ from redis.connection import parse_url
 
 from load.bench_stats import summarize
 from stream_app import lookup
+from stream_app.connections import async_redis
 from stream_app.settings import Settings
 from stream_app.store.keys import Keys
 
@@ -73,10 +74,9 @@ async def _closed_loop(request: Callable[[str], Awaitable[None]], ids: Sequence[
 async def measure(kind: str, settings: Settings, ids: Sequence[str], concurrency: int,
                   duration: float, seed: int = 1) -> dict[str, object]:
     """One closed-loop measurement of `kind` (see the module docstring)."""
-    from redis.asyncio import Redis
 
     keys = Keys()
-    redis = Redis.from_url(settings.redis_url, max_connections=max(concurrency, 2))
+    redis = async_redis(settings, max_connections=max(concurrency, 2))
     session = None
     try:
         if kind == "hgetall":

@@ -37,11 +37,11 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from redis.asyncio import Redis
 
 from load.bench_stats import categorize_stack
 from load.simulator import SimConfig, SimEvent, simulate
 from stream_app import pipeline as pipeline_module
+from stream_app.connections import async_redis
 from stream_app.contract import Contract
 from stream_app.domain import valuation as valuation_module
 from stream_app.pipeline import Ingestor, RawRecord
@@ -197,7 +197,7 @@ async def profile_pipeline(
 ) -> PhaseProfile:
     """Apply `records` with `Ingestor.process` in batches; time each phase if `timers`."""
     prof = PhaseProfile(events=len(records))
-    client = Redis.from_url(settings.redis_url)
+    client = async_redis(settings)
     if flush:
         await client.flushdb()
     ingestor = Ingestor(settings, CustomerStore(client), _NullSink())

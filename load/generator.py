@@ -131,7 +131,7 @@ class PublishReport:
 def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
     """The confluent-kafka configuration `publish` uses; ``overrides`` win (dots as ``_``)."""
     config: dict[str, Any] = {
-        "bootstrap.servers": settings.kafka_bootstrap_servers,
+        **settings.kafka_config(),
         "client.id": f"{settings.app_id}-load-generator",
         "acks": "all",
         "enable.idempotence": True,

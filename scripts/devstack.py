@@ -1,6 +1,9 @@
 """Dev stack without Docker: a real Kafka broker and a real Redis server.
 
     scripts/devstack up       start what is missing, wait until it answers, create topics
+    scripts/devstack up --secure
+                              the broker also gets a SASL_SSL listener (SCRAM-SHA-512, a
+                              throwaway CA); client settings go to <cache>/kafka/secure/client.env
     scripts/devstack status   show each service, its address, whether it answers
     scripts/devstack down     stop only what `up` started
 
@@ -17,8 +20,13 @@ variables as the application (``stream_app/settings.py``).  Dev-stack knobs:
                                         a relative path is taken from the repo root)
     CVM_DEVSTACK_KAFKA_HEAP_OPTS        JVM heap (default: -Xms512m -Xmx1g)
     CVM_DEVSTACK_KAFKA_CONTROLLER_PORT  KRaft controller port (default: Kafka port + 1)
+    CVM_DEVSTACK_KAFKA_SECURE_PORT      SASL_SSL listener of `up --secure` (default: Kafka port + 2)
+    CVM_DEVSTACK_KAFKA_LIB              folder of the Kafka jars (default: <cache>/kafka/lib)
     CVM_DEVSTACK_START_TIMEOUT          seconds to wait for a service to answer (120)
     CVM_DEVSTACK_STOP_TIMEOUT           seconds between SIGTERM and SIGKILL (30)
+
+With KAFKA_SECURITY_PROTOCOL other than PLAINTEXT (e.g. client.env loaded), the
+broker is only reused, through that listener, and never started.
 
 A service already answering at its address is reused and never stopped by
 `down`; only services whose pid file (``<cache>/{kafka,redis}/devstack.pid``)
@@ -146,6 +154,11 @@ class Config:
     kafka_host: str
     kafka_port: int
     controller_port: int
+    secure_port: int
+    kafka_protocol: str  # KAFKA_SECURITY_PROTOCOL: devstack starts brokers only for PLAINTEXT
+    kafka_lib: Path
+    kafka_client: dict[str, str]  # confluent-kafka settings of the application's clients
+    redis_options: dict[str, str]  # TLS files for redis-py
     heap_opts: list[str]
     redis_url: str
     redis_host: str
@@ -162,9 +175,15 @@ class Config:
         s = _load_settings()
         host, port = _split_host_port(s.kafka_bootstrap_servers.split(",")[0], 9092)
         controller_port = int(_env_float("CVM_DEVSTACK_KAFKA_CONTROLLER_PORT", port + 1))
-        if controller_port == port:
+        secured = s.kafka_security.protocol != "PLAINTEXT"  # a client of a secured listener
+        if controller_port == port and not secured:
             raise DevstackError(
                 f"CVM_DEVSTACK_KAFKA_CONTROLLER_PORT={controller_port} equals the broker port"
+            )
+        secure_port = int(_env_float("CVM_DEVSTACK_KAFKA_SECURE_PORT", port + 2))
+        if secure_port in (port, controller_port) and not secured:
+            raise DevstackError(
+                f"CVM_DEVSTACK_KAFKA_SECURE_PORT={secure_port} equals another Kafka port"
             )
         heap = os.environ.get("CVM_DEVSTACK_KAFKA_HEAP_OPTS") or "-Xms512m -Xmx1g"
 
@@ -182,6 +201,10 @@ class Config:
         cache = Path(cache_raw)
         if not cache.is_absolute():
             cache = ROOT / cache
+        lib_raw = os.environ.get("CVM_DEVSTACK_KAFKA_LIB")
+        lib = Path(lib_raw) if lib_raw else cache / "kafka" / "lib"
+        if not lib.is_absolute():
+            lib = ROOT / lib
         partitions = s.partitions
         topics = {
             name: partitions if count is None else count
@@ -192,6 +215,11 @@ class Config:
             kafka_host=host,
             kafka_port=port,
             controller_port=controller_port,
+            secure_port=secure_port,
+            kafka_protocol=s.kafka_security.protocol,
+            kafka_lib=lib.resolve(),
+            kafka_client=s.kafka_config(),
+            redis_options=s.redis_options(),
             heap_opts=heap.split(),
             redis_url=s.redis_url,
             redis_host=url.hostname or "127.0.0.1",
@@ -211,6 +239,10 @@ class Config:
     @property
     def redis_dir(self) -> Path:
         return self.cache / "redis"
+
+    @property
+    def secure_dir(self) -> Path:
+        return self.kafka_dir / "secure"
 
     @property
     def kafka_log(self) -> Path:
@@ -362,7 +394,7 @@ def admin_client(cfg: Config) -> Any:
 
     return AdminClient(
         {
-            "bootstrap.servers": cfg.bootstrap,
+            **cfg.kafka_client,
             "socket.connection.setup.timeout.ms": 3000,
             "logger": _quiet_logger(),
         }
@@ -388,7 +420,9 @@ def redis_ping(cfg: Config) -> str | None:
     """None if Redis answers PING at REDIS_URL, else the reason it does not."""
     import redis
 
-    client = redis.Redis.from_url(cfg.redis_url, socket_timeout=2, socket_connect_timeout=2)
+    client = redis.Redis.from_url(
+        cfg.redis_url, socket_timeout=2, socket_connect_timeout=2, **cfg.redis_options
+    )
     try:
         client.ping()
         return None
@@ -469,7 +503,7 @@ POM = f"""<?xml version="1.0" encoding="UTF-8"?>
 
 def ensure_kafka_lib(cfg: Config) -> Path:
     """The folder of Kafka jars; Maven runs only when it is missing or incomplete."""
-    lib = cfg.kafka_dir / "lib"
+    lib = cfg.kafka_lib
     stamp = lib / ".devstack-complete"
     if stamp.is_file() and stamp.read_text().strip() == LIB_STAMP:
         return lib
@@ -480,9 +514,10 @@ def ensure_kafka_lib(cfg: Config) -> Path:
             "no `mvn` on PATH: install it (Debian/Ubuntu: apt-get install -y maven; "
             "macOS: brew install maven) and rerun `scripts/devstack up`"
         )
+    lib.parent.mkdir(parents=True, exist_ok=True)
     pom = cfg.kafka_dir / "pom.xml"
     pom.write_text(POM)
-    tmp = cfg.kafka_dir / "lib.partial"
+    tmp = lib.parent / f"{lib.name}.partial.{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     log = cfg.kafka_dir / "logs" / "maven.log"
     say(f"fetching Kafka {KAFKA_VERSION} jars with Maven (once; log: {log})")
@@ -589,19 +624,250 @@ def kafka_record_path(cfg: Config) -> Path:
     return cfg.kafka_dir / "devstack.pid"
 
 
-def write_kafka_config(cfg: Config) -> Path:
+# ------------------------------------------------------------- secure listener
+
+SCRAM_USER = "cvm"
+SCRAM_MECHANISM = "SCRAM-SHA-512"
+CERT_DAYS = 30
+
+
+@dataclass(frozen=True)
+class SecureMaterial:
+    """The throwaway CA, the broker's keystore and the SCRAM user of `up --secure`."""
+
+    folder: Path
+    keystore_password: str
+    scram_password: str
+
+    @property
+    def ca(self) -> Path:
+        return self.folder / "ca.pem"
+
+    @property
+    def keystore(self) -> Path:
+        return self.folder / "broker.p12"
+
+    @property
+    def client_env(self) -> Path:
+        return self.folder / "client.env"
+
+
+def _openssl(args: list[str], cwd: Path) -> None:
+    openssl = shutil.which("openssl")
+    if not openssl:
+        raise DevstackError(
+            "`up --secure` makes its certificates with openssl, which is not on PATH "
+            "(Debian/Ubuntu: apt-get install -y openssl)"
+        )
+    out = subprocess.run(
+        [openssl, *args], cwd=cwd, capture_output=True, text=True, stdin=subprocess.DEVNULL
+    )
+    if out.returncode != 0:
+        raise DevstackError(f"openssl {args[0]} failed: {out.stderr.strip()[-500:]}")
+
+
+def issue_certificate(folder: Path, name: str, hosts: Sequence[str]) -> tuple[Path, Path]:
+    """A server certificate ``<name>.pem`` and key for `hosts`, signed by the folder's CA.
+
+    The CA (``ca.pem``, ``ca.key``) is made on first use and kept. The certificate names
+    every host (DNS or IP subject alternative names), so clients verify the host name.
+    Returns (certificate, key).
+    """
+    days = str(CERT_DAYS)
+    if not (folder / "ca.pem").is_file() or not (folder / "ca.key").is_file():
+        _openssl(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key",
+                  "-out", "ca.pem", "-days", days, "-subj", "/CN=cvm devstack CA",
+                  "-addext", "basicConstraints=critical,CA:TRUE",
+                  "-addext", "keyUsage=critical,keyCertSign,cRLSign"], folder)
+    names = set()
+    for host in hosts:
+        try:
+            ipaddress.ip_address(host)
+            names.add(f"IP:{host}")
+        except ValueError:
+            names.add(f"DNS:{host}")
+    (folder / f"{name}.ext").write_text(
+        f"subjectAltName={','.join(sorted(names))}\n"
+        "basicConstraints=critical,CA:FALSE\n"
+        "keyUsage=critical,digitalSignature,keyEncipherment\n"
+        "extendedKeyUsage=serverAuth,clientAuth\n"
+        "subjectKeyIdentifier=hash\n"
+        "authorityKeyIdentifier=keyid,issuer\n"
+    )
+    _openssl(["req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key",
+              "-out", f"{name}.csr", "-subj", f"/CN={hosts[0]}"], folder)
+    _openssl(["x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+              "-CAcreateserial", "-out", f"{name}.pem", "-days", days,
+              "-extfile", f"{name}.ext"], folder)
+    for private in ("ca.key", f"{name}.key"):
+        (folder / private).chmod(0o600)
+    return folder / f"{name}.pem", folder / f"{name}.key"
+
+
+def existing_secure_material(cfg: Config) -> SecureMaterial | None:
+    """What an earlier `up --secure` made in <cache>/kafka/secure, if it is complete."""
+    d = cfg.secure_dir
+    try:
+        data = json.loads((d / "passwords.json").read_text())
+        material = SecureMaterial(d, data["keystore"], data["scram"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return material if material.keystore.is_file() and material.ca.is_file() else None
+
+
+def secure_material(cfg: Config) -> SecureMaterial:
+    """The CA, broker certificate and passwords in <cache>/kafka/secure, made once and kept.
+
+    The broker certificate names localhost, 127.0.0.1 and the configured Kafka host,
+    so clients verify the host name as in production.
+    """
+    import secrets
+
+    material = existing_secure_material(cfg)
+    if material is not None:
+        return material
+    d = cfg.secure_dir
+    d.mkdir(parents=True, exist_ok=True)
+    d.chmod(0o700)
+    passwords = d / "passwords.json"
+    material = SecureMaterial(d, secrets.token_urlsafe(18), secrets.token_urlsafe(18))
+    issue_certificate(d, "broker", ("localhost", "127.0.0.1", cfg.kafka_host))
+    _openssl(["pkcs12", "-export", "-in", "broker.pem", "-inkey", "broker.key",
+              "-certfile", "ca.pem", "-name", "broker", "-out", "broker.p12",
+              "-passout", f"pass:{material.keystore_password}"], d)
+    passwords.write_text(json.dumps({
+        "keystore": material.keystore_password, "scram": material.scram_password,
+    }) + "\n")
+    passwords.chmod(0o600)
+    say(f"kafka: made a throwaway CA and broker certificate in {d}")
+    return material
+
+
+def secure_client_settings(cfg: Config, material: SecureMaterial) -> dict[str, str]:
+    """The environment of a client of the SASL_SSL listener."""
+    return {
+        "KAFKA_BOOTSTRAP_SERVERS": f"{cfg.kafka_host}:{cfg.secure_port}",
+        "KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+        "KAFKA_SSL_CAFILE": str(material.ca),
+        "KAFKA_SASL_MECHANISM": SCRAM_MECHANISM,
+        "KAFKA_SASL_USERNAME": SCRAM_USER,
+        "KAFKA_SASL_PASSWORD": material.scram_password,
+    }
+
+
+def secure_listener_properties(cfg: Config, material: SecureMaterial) -> str:
+    jaas = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+    return f"""
+# `up --secure`: SASL_SSL beside PLAINTEXT, SCRAM-SHA-512 users, throwaway CA
+ssl.keystore.type=PKCS12
+ssl.keystore.location={material.keystore}
+ssl.keystore.password={material.keystore_password}
+ssl.key.password={material.keystore_password}
+listener.name.sasl_ssl.sasl.enabled.mechanisms={SCRAM_MECHANISM}
+listener.name.sasl_ssl.{SCRAM_MECHANISM.lower()}.sasl.jaas.config={jaas}
+"""
+
+
+def create_scram_user(cfg: Config, material: SecureMaterial) -> None:
+    """Create (or reset) the SCRAM user over the PLAINTEXT listener."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import (
+        ScramCredentialInfo,
+        ScramMechanism,
+        UserScramCredentialUpsertion,
+    )
+
+    admin = admin_client(cfg)
+    upsert = UserScramCredentialUpsertion(
+        SCRAM_USER,
+        ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192),
+        material.scram_password.encode(),
+    )
+    deadline = time.monotonic() + cfg.start_timeout
+    while True:
+        try:
+            admin.alter_user_scram_credentials([upsert])[SCRAM_USER].result(timeout=15)
+            return
+        except KafkaException as exc:
+            err = exc.args[0]
+            if not err.retriable() or time.monotonic() > deadline:
+                raise DevstackError(
+                    f"cannot create the SCRAM user {SCRAM_USER}: {err.str()}"
+                ) from None
+            time.sleep(0.5)
+
+
+def secure_answers(cfg: Config, material: SecureMaterial, timeout: float = 5.0) -> str | None:
+    """None if the SASL_SSL listener lets the SCRAM user read metadata, else why not."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    if not tcp_open(cfg.kafka_host, cfg.secure_port):
+        return f"nothing listens on {cfg.kafka_host}:{cfg.secure_port}"
+    env = secure_client_settings(cfg, material)
+    errors: list[Any] = []
+    admin = AdminClient({
+        "bootstrap.servers": env["KAFKA_BOOTSTRAP_SERVERS"],
+        "security.protocol": "SASL_SSL",
+        "ssl.ca.location": env["KAFKA_SSL_CAFILE"],
+        "sasl.mechanism": SCRAM_MECHANISM,
+        "sasl.username": SCRAM_USER,
+        "sasl.password": material.scram_password,
+        "logger": _quiet_logger(),
+        "error_cb": errors.append,
+    })
+    try:
+        md = admin.list_topics(timeout=timeout)
+    except KafkaException as exc:
+        errors.append(exc.args[0])
+        md = None
+    if md is not None and md.brokers:
+        return None
+    return errors[0].str() if errors else "no metadata"
+
+
+def finish_secure(cfg: Config, material: SecureMaterial) -> None:
+    """Create the SCRAM user, wait until SASL_SSL answers, write client.env."""
+    create_scram_user(cfg, material)
+    deadline = time.monotonic() + cfg.start_timeout
+    while (why := secure_answers(cfg, material)) is not None:
+        if time.monotonic() > deadline:
+            raise DevstackError(
+                f"the SASL_SSL listener {cfg.kafka_host}:{cfg.secure_port} did not accept "
+                f"{SCRAM_USER} within {cfg.start_timeout:.0f}s: {why}"
+            )
+        time.sleep(0.5)
+    env = secure_client_settings(cfg, material)
+    tmp = material.client_env.with_suffix(".tmp")
+    tmp.write_text(
+        "# Written by `scripts/devstack up --secure`: the settings of a client of the\n"
+        "# SASL_SSL listener. Load with: set -a; . <this file>; set +a\n"
+        + "".join(f"{k}={v}\n" for k, v in env.items())
+    )
+    tmp.chmod(0o600)
+    tmp.replace(material.client_env)
+    say(f"kafka: SASL_SSL ({SCRAM_MECHANISM}, user {SCRAM_USER}) at "
+        f"{env['KAFKA_BOOTSTRAP_SERVERS']}; client settings in {material.client_env}")
+
+
+def write_kafka_config(cfg: Config, secure: SecureMaterial | None = None) -> Path:
     d = cfg.kafka_dir
     h, p, c = cfg.kafka_host, cfg.kafka_port, cfg.controller_port
     listen_host = f"[{h}]" if ":" in h else h
     props = d / "server.properties"
+    listeners = f"PLAINTEXT://{listen_host}:{p}"
+    protocol_map = "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
+    if secure is not None:
+        listeners += f",SASL_SSL://{listen_host}:{cfg.secure_port}"
+        protocol_map += ",SASL_SSL:SASL_SSL"
     props.write_text(
         f"""# Generated by scripts/devstack on every start; edits are overwritten.
 process.roles=broker,controller
 node.id={NODE_ID}
 controller.quorum.voters={NODE_ID}@{listen_host}:{c}
-listeners=PLAINTEXT://{listen_host}:{p},CONTROLLER://{listen_host}:{c}
-advertised.listeners=PLAINTEXT://{listen_host}:{p}
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listeners={listeners},CONTROLLER://{listen_host}:{c}
+advertised.listeners={listeners}
+listener.security.protocol.map={protocol_map}
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
 log.dirs={d / "data"}
@@ -618,6 +884,7 @@ num.io.threads=8
 log.retention.hours=168
 log.segment.bytes=1073741824
 """
+        + (secure_listener_properties(cfg, secure) if secure is not None else "")
     )
     (d / "log4j.properties").write_text(
         """# Generated by scripts/devstack: everything to ${kafka.logs.dir}/server.log.
@@ -669,7 +936,7 @@ def java_cmd(cfg: Config, java: str, lib: Path, *args: str, heap: bool = True) -
     ]
 
 
-def prepare_kafka(cfg: Config) -> tuple[str, Path]:
+def prepare_kafka(cfg: Config, secure: bool = False) -> tuple[str, Path]:
     """Check that a broker can be started here; return (java, lib folder)."""
     if not _is_local(cfg.kafka_host):
         raise DevstackError(
@@ -681,6 +948,11 @@ def prepare_kafka(cfg: Config) -> tuple[str, Path]:
             f"port {cfg.controller_port} (KRaft controller) is already in use; free it or set "
             "CVM_DEVSTACK_KAFKA_CONTROLLER_PORT"
         )
+    if secure and tcp_open(cfg.kafka_host, cfg.secure_port):
+        raise DevstackError(
+            f"port {cfg.secure_port} (SASL_SSL listener) is already in use; free it or set "
+            "CVM_DEVSTACK_KAFKA_SECURE_PORT"
+        )
     if tcp_open(cfg.kafka_host, cfg.kafka_port):
         raise DevstackError(
             f"{cfg.kafka_host}:{cfg.kafka_port} accepts connections but no Kafka broker answers "
@@ -690,9 +962,11 @@ def prepare_kafka(cfg: Config) -> tuple[str, Path]:
     return java, ensure_kafka_lib(cfg)
 
 
-def start_kafka(cfg: Config, java: str, lib: Path) -> subprocess.Popen[bytes]:
+def start_kafka(
+    cfg: Config, java: str, lib: Path, secure: SecureMaterial | None = None
+) -> subprocess.Popen[bytes]:
     d = cfg.kafka_dir
-    props = write_kafka_config(cfg)
+    props = write_kafka_config(cfg, secure)
     data = d / "data"
     if not (data / "meta.properties").is_file():
         cid = cluster_id(cfg)
@@ -934,7 +1208,7 @@ def _owner(rec: Record | None) -> str:
     return f"started by devstack, pid {rec.pid}" if rec else "not started by devstack"
 
 
-def cmd_up(cfg: Config, started_file: str | None = None) -> int:
+def cmd_up(cfg: Config, started_file: str | None = None, secure: bool = False) -> int:
     t0 = time.monotonic()
     for d in (cfg.kafka_dir / "logs", cfg.kafka_dir / "data", cfg.redis_dir / "data"):
         d.mkdir(parents=True, exist_ok=True)
@@ -945,6 +1219,18 @@ def cmd_up(cfg: Config, started_file: str | None = None) -> int:
         kafka_reused = kafka_metadata(cfg) is not None
         redis_rec = live_record(redis_record_path(cfg))
         redis_reused = redis_ping(cfg) is None
+        if cfg.kafka_protocol != "PLAINTEXT":
+            # KAFKA_* name a secured listener (e.g. from secure/client.env): use it as it is.
+            if secure or not kafka_reused:
+                raise DevstackError(
+                    ("--secure starts a broker from plaintext settings, not from"
+                     if secure else "no Kafka answers (or it refuses these credentials) at")
+                    + f" KAFKA_BOOTSTRAP_SERVERS={cfg.bootstrap} with "
+                    f"KAFKA_SECURITY_PROTOCOL={cfg.kafka_protocol}; devstack starts a broker "
+                    "only from plaintext settings: run `scripts/devstack up --secure` without "
+                    "the secure client settings to start one with a SASL_SSL listener"
+                )
+            kafka_rec = None  # reused; its record (if any) names the plaintext address
         for name, rec, addr in (
             ("kafka", kafka_rec, f"{cfg.kafka_host}:{cfg.kafka_port}"),
             ("redis", redis_rec, f"{cfg.redis_host}:{cfg.redis_port}"),
@@ -955,7 +1241,19 @@ def cmd_up(cfg: Config, started_file: str | None = None) -> int:
                     f"configured {addr}; run `scripts/devstack down` first"
                 )
         # Check every prerequisite (Java, jars, redis-server) before starting anything.
-        kafka_tools = prepare_kafka(cfg) if not (kafka_reused or kafka_rec) else None
+        kafka_tools = prepare_kafka(cfg, secure) if not (kafka_reused or kafka_rec) else None
+        material = None
+        if secure and (kafka_reused or kafka_rec):
+            material = existing_secure_material(cfg)
+            why = "no certificates made" if material is None else secure_answers(cfg, material)
+            if why is not None:
+                raise DevstackError(
+                    f"--secure: the broker at {cfg.bootstrap} has no SASL_SSL listener of "
+                    f"devstack's at {cfg.kafka_host}:{cfg.secure_port} ({why}); "
+                    + ("stop it with `scripts/devstack down kafka` and rerun"
+                       if kafka_rec else "it was not started by devstack: point "
+                       "KAFKA_BOOTSTRAP_SERVERS at a free port to start one")
+                )
         redis_server = prepare_redis(cfg) if not (redis_reused or redis_rec) else None
 
         if kafka_reused:
@@ -963,7 +1261,8 @@ def cmd_up(cfg: Config, started_file: str | None = None) -> int:
         elif kafka_rec:
             say(f"kafka: devstack's broker (pid {kafka_rec.pid}) is starting; waiting for it")
         elif kafka_tools:
-            kafka_proc = start_kafka(cfg, *kafka_tools)  # its JVM boots while Redis starts
+            material = secure_material(cfg) if secure else None
+            kafka_proc = start_kafka(cfg, *kafka_tools, material)  # boots while Redis starts
         if redis_reused:
             say(f"redis: already answering at {cfg.redis_url} ({_owner(redis_rec)}); reusing it")
         elif redis_rec:
@@ -975,6 +1274,8 @@ def cmd_up(cfg: Config, started_file: str | None = None) -> int:
         if not kafka_reused:
             wait_kafka(cfg, kafka_proc, kafka_rec, t0)
         ensure_topics(cfg)
+        if material is not None:
+            finish_secure(cfg, material)
     if started_file:
         started = [n for n, p in (("kafka", kafka_proc), ("redis", redis_proc)) if p is not None]
         Path(started_file).write_text("".join(f"{n}\n" for n in started))
@@ -1046,6 +1347,16 @@ def service_status(cfg: Config) -> dict[str, dict[str, Any]]:
         t: (len(md.topics[t].partitions) if md is not None and t in md.topics else None)
         for t in cfg.topics
     }
+    material = existing_secure_material(cfg) if cfg.kafka_protocol == "PLAINTEXT" else None
+    secure = None
+    if material is not None and material.client_env.is_file():
+        why = secure_answers(cfg, material)
+        secure = {
+            "address": f"{cfg.kafka_host}:{cfg.secure_port}",
+            "answering": why is None,
+            "error": why,
+            "client_env": str(material.client_env),
+        }
     return {
         "kafka": {
             "address": cfg.bootstrap,
@@ -1055,6 +1366,7 @@ def service_status(cfg: Config) -> dict[str, dict[str, Any]]:
             "log": str(cfg.kafka_log),
             "topics": topics,
             "expected_partitions": cfg.topics,
+            "secure": secure,  # the SASL_SSL listener of `up --secure`, if one was made
         },
         "redis": {
             "address": cfg.redis_url,
@@ -1081,6 +1393,11 @@ def cmd_status(cfg: Config, as_json: bool) -> int:
             else "not started by devstack"
         )
         print(f"{name:<6} {s['address']:<28} {state:<14} {owner}   log: {s['log']}")
+        if name == "kafka" and s["secure"]:
+            sec = s["secure"]
+            state = "answering" if sec["answering"] else "NOT answering"
+            print(f"{'':<6} {sec['address']:<28} {state:<14} SASL_SSL   "
+                  f"client settings: {sec['client_env']}")
     if st["kafka"]["answering"]:
         topics = st["kafka"]["topics"]
         present = [t for t, n in topics.items() if n is not None]
@@ -1107,6 +1424,10 @@ def main(argv: list[str] | None = None) -> int:
         "up", help="start what is missing, wait until it answers, create the topics"
     )
     up.add_argument(
+        "--secure", action="store_true",
+        help="give the broker a SASL_SSL listener (SCRAM-SHA-512) beside the plaintext one",
+    )
+    up.add_argument(
         "--started-file",
         help="write the names of the services this call started (one a line) to this file",
     )
@@ -1122,7 +1443,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = Config.load()
         if args.command == "up":
-            return cmd_up(cfg, args.started_file)
+            return cmd_up(cfg, args.started_file, args.secure)
         if args.command == "down":
             unknown = sorted(set(args.services) - {"kafka", "redis"})
             if unknown:

@@ -8,6 +8,7 @@ import faust
 from faust.types import TopicT
 
 from stream_app import codec
+from stream_app.connections import broker_credentials
 from stream_app.settings import Settings
 
 
@@ -37,6 +38,8 @@ def create_app(settings: Settings) -> tuple[faust.App, Channels]:
     app = faust.App(
         settings.app_id,
         broker=broker_urls(settings.kafka_bootstrap_servers),
+        # TLS and SASL for the consumer, the producer and topic creation alike.
+        broker_credentials=broker_credentials(settings.kafka_security),
         store="memory://",
         datadir=settings.data_dir,
         key_serializer="raw",

@@ -9,10 +9,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
+from redis import RedisError
 from redis.asyncio import Redis
 
 from stream_app import lookup
-from stream_app.settings import Settings
+from stream_app.connections import ConnectionRefused, async_redis, redis_refusal
+from stream_app.settings import Settings, SettingsError, redis_address
 
 
 def _print(doc: Any) -> None:
@@ -23,7 +25,7 @@ def _with_redis(
     settings: Settings, work: Callable[[Redis], Awaitable[int]]
 ) -> int:
     async def main() -> int:
-        client = Redis.from_url(settings.redis_url)
+        client = async_redis(settings)
         try:
             return await work(client)
         finally:
@@ -33,6 +35,11 @@ def _with_redis(
         return asyncio.run(main())
     except lookup.LookupError_ as exc:
         print(f"cvm: {exc}", file=sys.stderr)
+        return 2
+    except RedisError as exc:
+        refused = redis_refusal(settings, exc)
+        message = refused or f"Redis at {redis_address(settings.redis_url)}: {exc}"
+        print(f"cvm: {message}", file=sys.stderr)
         return 2
 
 
@@ -106,7 +113,11 @@ def _fit(settings: Settings, args: argparse.Namespace) -> int:
 def _worker(settings: Settings, args: argparse.Namespace) -> int:
     from stream_app import worker
 
-    worker.run(settings)
+    try:
+        worker.run(settings)
+    except ConnectionRefused as exc:
+        print(f"cvm worker: {exc}", file=sys.stderr, flush=True)
+        return 2
     return 0
 
 
@@ -190,7 +201,11 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``cvm`` console script."""
     args = parser().parse_args(argv)
-    settings = Settings.from_env()
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"cvm: {exc}", file=sys.stderr)
+        return 2
     return int(args.func(settings, args))
 
 

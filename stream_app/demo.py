@@ -18,6 +18,7 @@ from pathlib import Path
 import orjson
 import redis
 
+from stream_app.connections import sync_redis
 from stream_app.settings import Settings
 from stream_app.store.keys import Keys
 
@@ -129,7 +130,7 @@ def run(
     from load.generator import publish
     from load.simulator import SimConfig, simulate
 
-    client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    client = sync_redis(settings, decode_responses=True)
     log_path = Path(settings.data_dir).parent / "logs" / "demo-worker.log"
     worker = _start_worker(settings, log_path)
     stop = threading.Event()

@@ -56,6 +56,7 @@ from urllib.parse import urlsplit, urlunsplit
 import numpy as np
 import orjson
 
+from stream_app.connections import async_redis, sync_redis
 from stream_app.domain.clv import BgNbdParams, FitResult, GammaGammaParams
 from stream_app.replay import (
     LogFormat,
@@ -1036,7 +1037,7 @@ class _Run:
             raise EvaluationError(
                 f"--redis-db {db} is the engine's own database (REDIS_URL); choose another"
             )
-        client = redis.Redis.from_url(self.settings.redis_url)
+        client = sync_redis(self.settings)
         try:
             client.ping()
         except redis.RedisError as exc:
@@ -1065,7 +1066,7 @@ class _Run:
 
         assert self.settings is not None
         s = self.settings
-        admin = AdminClient({"bootstrap.servers": s.kafka_bootstrap_servers})
+        admin = AdminClient(s.kafka_config())
         futures = admin.create_topics(
             [NewTopic(name, n, -1, config={"max.message.bytes": str(4 << 20)})
              for name, n in topic_partitions(s).items()],
@@ -1166,14 +1167,12 @@ class _Run:
         (`engine_predictions`), and a sample of customers is looked up with `lookup.customer`
         to check that both give the same numbers.
         """
-        from redis.asyncio import Redis
-
         from stream_app.models import FitError, fit_and_store
         from stream_app.store.keys import Keys
 
         assert self.settings is not None
         settings = self.settings
-        client = Redis.from_url(settings.redis_url)
+        client = async_redis(settings)
         try:
             t0 = time.perf_counter()
             try:
@@ -1297,6 +1296,7 @@ class _Run:
             frequency=freq,
             environment={
                 "KAFKA_BOOTSTRAP_SERVERS": s.kafka_bootstrap_servers,
+                "KAFKA_SECURITY_PROTOCOL": s.kafka_security.describe(),
                 "REDIS_URL": _redact(s.redis_url),
                 "CVM_PARTITIONS": str(s.partitions),
                 "CVM_BASE_CURRENCY": s.base_currency,
@@ -1338,7 +1338,7 @@ class _Run:
 
         assert self.settings is not None
         s = self.settings
-        admin = AdminClient({"bootstrap.servers": s.kafka_bootstrap_servers})
+        admin = AdminClient(s.kafka_config())
         try:
             existing = set(admin.list_topics(timeout=10).topics)
         except Exception as exc:  # KafkaException: report and give up on the cleanup

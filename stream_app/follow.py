@@ -475,7 +475,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     color = _use_color(args.color, out)
     errors = _ErrorReport(lambda text: print(f"{prog}: {text}", file=err))
     consumer = Consumer({
-        "bootstrap.servers": settings.kafka_bootstrap_servers,
+        **settings.kafka_config(),
         "group.id": f"cvm-alerts-{uuid.uuid4().hex[:12]}",  # never joined: partitions assigned
         "client.id": "cvm-alerts",
         "enable.auto.commit": False,

@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
+from stream_app.connections import async_redis
 from stream_app.domain.churn import churn_probability
 from stream_app.domain.valuation import ValueModel
 from stream_app.fence import TRANSIENT_REDIS_ERRORS, ServerFence, backoff, fenced_client
@@ -82,7 +83,7 @@ class Runtime:
         if self._redis is None:
             self._redis = fenced_client(
                 self.settings.redis_url, self.fence, health_check_interval=30,
-                retry=_CLIENT_RETRY,
+                retry=_CLIENT_RETRY, **self.settings.redis_options(),
             )
         return self._redis
 
@@ -90,9 +91,8 @@ class Runtime:
     def probe(self) -> Redis:
         """A client outside the fence, to learn which server answers before accepting it."""
         if self._probe is None:
-            self._probe = Redis.from_url(
-                self.settings.redis_url, retry=_CLIENT_RETRY, socket_timeout=5,
-                socket_connect_timeout=5,
+            self._probe = async_redis(
+                self.settings, retry=_CLIENT_RETRY, socket_timeout=5, socket_connect_timeout=5,
             )
         return self._probe
 

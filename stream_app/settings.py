@@ -6,6 +6,7 @@ is the only place that reads the environment.
 
 from __future__ import annotations
 
+import hmac
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -66,6 +67,214 @@ def _fx_rates(raw: str) -> dict[str, Decimal]:
             raise SettingsError(f"CVM_FX_RATES: {part!r} is not CODE=RATE with RATE > 0")
         rates[code] = rate
     return rates
+
+
+class Secret:
+    """A string that never shows in a repr, a log line or a traceback's locals.
+
+    >>> Secret("hunter2")
+    Secret('**********')
+    >>> Secret("hunter2").reveal()
+    'hunter2'
+    """
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str = "") -> None:
+        object.__setattr__(self, "_value", value)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("Secret is immutable")
+
+    def reveal(self) -> str:
+        """The plain value, for the one call that hands it to a client library."""
+        return str(self._value)
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Secret):
+            return NotImplemented
+        return hmac.compare_digest(self.reveal().encode(), other.reveal().encode())
+
+    def __hash__(self) -> int:
+        return hash((Secret, self._value))
+
+    def __repr__(self) -> str:
+        return "Secret('**********')" if self._value else "Secret('')"
+
+    __str__ = __repr__
+
+    def __reduce__(self) -> tuple[type[Secret], tuple[str]]:
+        return (Secret, (self.reveal(),))
+
+
+def redis_address(url: str) -> str:
+    """REDIS_URL without its password, for messages and reprs.
+
+    >>> redis_address("rediss://worker:s3cret@cache:6380/0")
+    'rediss://worker:***@cache:6380/0'
+    """
+    scheme, sep, rest = url.partition("://")
+    auth, at, host = rest.rpartition("@")
+    if not at or ":" not in auth:
+        return url
+    user = auth.split(":", 1)[0]
+    return f"{scheme}{sep}{user}:***@{host}"
+
+
+KAFKA_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
+@dataclass(frozen=True, kw_only=True)
+class KafkaSecurity:
+    """How every Kafka client (worker, CLI, load tools, dev stack) talks to the brokers.
+
+    The names follow the Kafka clients' own settings: ``security.protocol``, a CA file
+    that verifies the brokers, an optional client certificate and key (mutual TLS), and
+    the SASL mechanism with a user name and password.
+    """
+
+    protocol: str = "PLAINTEXT"
+    ssl_cafile: str = ""
+    ssl_certfile: str = ""
+    ssl_keyfile: str = ""
+    sasl_mechanism: str = "PLAIN"
+    sasl_username: str = ""
+    sasl_password: Secret = Secret()
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.protocol in ("SSL", "SASL_SSL")
+
+    @property
+    def uses_sasl(self) -> bool:
+        return self.protocol in ("SASL_PLAINTEXT", "SASL_SSL")
+
+    def describe(self) -> str:
+        """One line for logs and errors, without the password.
+
+        >>> KafkaSecurity(protocol="SASL_SSL", sasl_mechanism="SCRAM-SHA-512",
+        ...               sasl_username="cvm", sasl_password=Secret("x")).describe()
+        'SASL_SSL (SCRAM-SHA-512, user cvm)'
+        """
+        if self.uses_sasl:
+            return f"{self.protocol} ({self.sasl_mechanism}, user {self.sasl_username})"
+        if self.ssl_certfile:
+            return f"{self.protocol} (client certificate {self.ssl_certfile})"
+        return self.protocol
+
+    def client_config(self) -> dict[str, str]:
+        """The librdkafka (confluent-kafka) properties; empty for PLAINTEXT.
+
+        >>> KafkaSecurity(protocol="SSL", ssl_cafile="ca.pem").client_config()
+        {'security.protocol': 'SSL', 'ssl.ca.location': 'ca.pem'}
+        """
+        if self.protocol == "PLAINTEXT":
+            return {}
+        config = {"security.protocol": self.protocol}
+        if self.uses_tls:
+            for key, value in (
+                ("ssl.ca.location", self.ssl_cafile),
+                ("ssl.certificate.location", self.ssl_certfile),
+                ("ssl.key.location", self.ssl_keyfile),
+            ):
+                if value:
+                    config[key] = value
+        if self.uses_sasl:
+            config["sasl.mechanism"] = self.sasl_mechanism
+            config["sasl.username"] = self.sasl_username
+            config["sasl.password"] = self.sasl_password.reveal()
+        return config
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The KAFKA_* variables that reproduce this configuration."""
+        return {
+            "KAFKA_SECURITY_PROTOCOL": self.protocol,
+            "KAFKA_SSL_CAFILE": self.ssl_cafile,
+            "KAFKA_SSL_CERTFILE": self.ssl_certfile,
+            "KAFKA_SSL_KEYFILE": self.ssl_keyfile,
+            "KAFKA_SASL_MECHANISM": self.sasl_mechanism,
+            "KAFKA_SASL_USERNAME": self.sasl_username,
+            "KAFKA_SASL_PASSWORD": self.sasl_password.reveal(),
+        }
+
+    @classmethod
+    def from_env(cls, e: Mapping[str, str]) -> KafkaSecurity:
+        return cls(
+            protocol=(e.get("KAFKA_SECURITY_PROTOCOL") or cls.protocol).strip().upper(),
+            ssl_cafile=e.get("KAFKA_SSL_CAFILE", ""),
+            ssl_certfile=e.get("KAFKA_SSL_CERTFILE", ""),
+            ssl_keyfile=e.get("KAFKA_SSL_KEYFILE", ""),
+            sasl_mechanism=(e.get("KAFKA_SASL_MECHANISM") or cls.sasl_mechanism).strip().upper(),
+            sasl_username=e.get("KAFKA_SASL_USERNAME", ""),
+            sasl_password=Secret(e.get("KAFKA_SASL_PASSWORD", "")),
+        )
+
+    def check(self) -> None:
+        """Raise `SettingsError` naming the first unusable value."""
+        if self.protocol not in KAFKA_PROTOCOLS:
+            raise SettingsError(
+                f"KAFKA_SECURITY_PROTOCOL={self.protocol!r} is not one of "
+                f"{', '.join(KAFKA_PROTOCOLS)}"
+            )
+        if self.uses_sasl:
+            if self.sasl_mechanism not in SASL_MECHANISMS:
+                raise SettingsError(
+                    f"KAFKA_SASL_MECHANISM={self.sasl_mechanism!r} is not one of "
+                    f"{', '.join(SASL_MECHANISMS)}"
+                )
+            if not self.sasl_username or not self.sasl_password:
+                raise SettingsError(
+                    f"KAFKA_SECURITY_PROTOCOL={self.protocol} needs KAFKA_SASL_USERNAME "
+                    "and KAFKA_SASL_PASSWORD"
+                )
+        tls_files = (self.ssl_cafile, self.ssl_certfile, self.ssl_keyfile)
+        if not self.uses_tls and any(tls_files):
+            raise SettingsError(
+                f"KAFKA_SSL_* files are set but KAFKA_SECURITY_PROTOCOL={self.protocol} "
+                "does not use TLS (SSL or SASL_SSL)"
+            )
+        if bool(self.ssl_certfile) != bool(self.ssl_keyfile):
+            raise SettingsError("KAFKA_SSL_CERTFILE and KAFKA_SSL_KEYFILE go together")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RedisTLS:
+    """Files for a ``rediss://`` connection (redis-py's ``ssl_*`` arguments).
+
+    The same arguments may instead be given in REDIS_URL's query string
+    (``rediss://host:6380/0?ssl_ca_certs=/etc/cvm/ca.pem``), which redis-py reads itself.
+    """
+
+    ca_certs: str = ""
+    certfile: str = ""
+    keyfile: str = ""
+
+    def client_options(self) -> dict[str, str]:
+        """Keyword arguments for ``Redis.from_url``; only the options that are set.
+
+        >>> RedisTLS(ca_certs="ca.pem").client_options()
+        {'ssl_ca_certs': 'ca.pem'}
+        """
+        options = {
+            "ssl_ca_certs": self.ca_certs,
+            "ssl_certfile": self.certfile,
+            "ssl_keyfile": self.keyfile,
+        }
+        return {k: v for k, v in options.items() if v}
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The REDIS_SSL_* variables that reproduce these options."""
+        return {
+            "REDIS_SSL_CA_CERTS": self.ca_certs,
+            "REDIS_SSL_CERTFILE": self.certfile,
+            "REDIS_SSL_KEYFILE": self.keyfile,
+        }
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -129,7 +338,9 @@ class Settings:
     """Everything the worker, the CLI and the dev stack are configured with."""
 
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    kafka_security: KafkaSecurity = field(default_factory=KafkaSecurity)
     redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_tls: RedisTLS = field(default_factory=RedisTLS)
     app_id: str = "cvm"
     topics: Topics = field(default_factory=Topics)
     partitions: int = 4
@@ -167,6 +378,15 @@ class Settings:
     winback_seed: int = 0
     log_level: str = "info"
 
+    def __repr__(self) -> str:
+        # The generated repr, with REDIS_URL's password hidden (the Kafka one is a Secret).
+        shown = ", ".join(
+            f"{f.name}={redis_address(self.redis_url)!r}" if f.name == "redis_url"
+            else f"{f.name}={getattr(self, f.name)!r}"
+            for f in fields(self)
+        )
+        return f"{type(self).__name__}({shown})"
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Build settings from ``env`` (default: ``os.environ``)."""
@@ -177,7 +397,13 @@ class Settings:
         })
         settings = cls(
             kafka_bootstrap_servers=e.get("KAFKA_BOOTSTRAP_SERVERS", cls.kafka_bootstrap_servers),
+            kafka_security=KafkaSecurity.from_env(e),
             redis_url=e.get("REDIS_URL", cls.redis_url),
+            redis_tls=RedisTLS(
+                ca_certs=e.get("REDIS_SSL_CA_CERTS", ""),
+                certfile=e.get("REDIS_SSL_CERTFILE", ""),
+                keyfile=e.get("REDIS_SSL_KEYFILE", ""),
+            ),
             app_id=e.get("CVM_APP_ID", cls.app_id),
             topics=topics,
             partitions=_int(e, "CVM_PARTITIONS", cls.partitions),
@@ -231,12 +457,15 @@ class Settings:
     def namespace_env(self) -> dict[str, str]:
         """The variables that put a worker subprocess in these settings' namespace.
 
-        Connections, identity (app id, web address, data folder), partitions and
-        topic names; tunables such as timers are left to the caller's environment.
+        Connections (with their TLS and SASL settings), identity (app id, web address,
+        data folder), partitions and topic names; tunables such as timers are left to
+        the caller's environment.
         """
         return {
             "KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap_servers,
+            **self.kafka_security.env,
             "REDIS_URL": self.redis_url,
+            **self.redis_tls.env,
             "CVM_APP_ID": self.app_id,
             "CVM_PARTITIONS": str(self.partitions),
             "CVM_WEB_HOST": self.web_host,
@@ -245,8 +474,31 @@ class Settings:
             **self.topics.env,
         }
 
+    def kafka_config(self) -> dict[str, str]:
+        """The confluent-kafka (librdkafka) configuration every client starts from.
+
+        Bootstrap servers plus the security settings; callers add their own
+        properties (``group.id``, ``linger.ms``, ...) to a copy.
+
+        >>> Settings(kafka_bootstrap_servers="k:9093").kafka_config()
+        {'bootstrap.servers': 'k:9093'}
+        """
+        return {
+            "bootstrap.servers": self.kafka_bootstrap_servers,
+            **self.kafka_security.client_config(),
+        }
+
+    def redis_options(self) -> dict[str, str]:
+        """Keyword arguments for ``Redis.from_url(settings.redis_url, ...)``: the TLS files."""
+        return self.redis_tls.client_options()
+
     def check(self) -> None:
         """Raise `SettingsError` naming the first unusable value."""
+        self.kafka_security.check()
+        if any(self.redis_tls.client_options().values()) and not self.redis_url.startswith(
+            "rediss://"
+        ):
+            raise SettingsError("REDIS_SSL_* files are set but REDIS_URL is not rediss://")
         if self.partitions < 1:
             raise SettingsError(f"CVM_PARTITIONS={self.partitions} must be at least 1")
         if not 0 <= self.default_margin_rate <= 1:

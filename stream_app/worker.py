@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+
 import faust
 
 from stream_app import web
 from stream_app.agents import ingest, learner, valuation
 from stream_app.app import create_app
+from stream_app.connections import check_kafka, check_redis, redis_address
 from stream_app.runtime import Runtime
 from stream_app.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 def build(settings: Settings) -> tuple[faust.App, Runtime]:
@@ -27,7 +32,19 @@ def build(settings: Settings) -> tuple[faust.App, Runtime]:
 
 
 def run(settings: Settings) -> None:
-    """Run a worker in this process until it is stopped."""
+    """Run a worker in this process until it is stopped.
+
+    Kafka and Redis are asked once first, so that a refused login or certificate
+    stops the start with one line (`ConnectionRefused`) instead of endless retries.
+    """
+    check_kafka(settings)
+    check_redis(settings)
     app, _ = build(settings)
+
+    @app.task
+    async def connected() -> None:  # once logging is set up
+        log.info("kafka: %s via %s; redis: %s", settings.kafka_bootstrap_servers,
+                 settings.kafka_security.describe(), redis_address(settings.redis_url))
+
     worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
     worker.execute_from_commandline()

@@ -7,6 +7,7 @@ Redis database contents, so tests do not see each other's data.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 import urllib.error
@@ -18,11 +19,11 @@ from typing import Any
 
 import orjson
 import pytest
-import redis
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from stream_app import worker_process
+from stream_app.connections import sync_redis
 from stream_app.settings import Settings, Topics
 from stream_app.worker_process import free_port
 
@@ -46,6 +47,44 @@ def settings_env(settings: Settings) -> dict[str, str]:
     }
 
 
+def read_env_file(path: Path) -> dict[str, str]:
+    """``NAME=value`` lines of a file such as devstack's secure/client.env."""
+    lines = path.read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+
+
+@pytest.fixture(scope="session")
+def secure_kafka(
+    stack: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, str]]:
+    """A private broker with a SASL_SSL listener, started by ``scripts/devstack up --secure``.
+
+    It runs on free ports from a cache folder of its own (the shared broker is not
+    touched) and is stopped at the end of the session. Yields the client settings
+    devstack wrote (KAFKA_BOOTSTRAP_SERVERS of the SASL_SSL listener, CA, user, password).
+    """
+    cache = tmp_path_factory.mktemp("secure-kafka")
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
+        "CVM_DEVSTACK_KAFKA_CONTROLLER_PORT": str(free_port()),
+        "CVM_DEVSTACK_KAFKA_SECURE_PORT": str(free_port()),
+        "CVM_DEVSTACK_DIR": str(cache),
+        "CVM_DEVSTACK_KAFKA_LIB": str(ROOT / ".devstack" / "kafka" / "lib"),
+        "CVM_DEVSTACK_KAFKA_HEAP_OPTS": "-Xms128m -Xmx384m",
+        "REDIS_URL": stack.redis_url,  # answering already: reused, not started
+    }
+    for name in ("KAFKA_SECURITY_PROTOCOL", "KAFKA_SSL_CAFILE", "KAFKA_SASL_MECHANISM",
+                 "KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD"):
+        env.pop(name, None)
+    devstack = str(ROOT / "scripts" / "devstack")
+    try:
+        subprocess.run([devstack, "up", "--secure"], check=True, cwd=ROOT, env=env)
+        yield read_env_file(cache / "kafka" / "secure" / "client.env")
+    finally:
+        subprocess.run([devstack, "down", "kafka"], check=True, cwd=ROOT, env=env)
+
+
 @pytest.fixture
 def settings(stack: Settings, tmp_path: Path) -> Iterator[Settings]:
     """Fresh topics, consumer group and Redis database for one test."""
@@ -53,14 +92,16 @@ def settings(stack: Settings, tmp_path: Path) -> Iterator[Settings]:
     base = stack.redis_url.rsplit("/", 1)[0]
     s = Settings(
         kafka_bootstrap_servers=stack.kafka_bootstrap_servers,
+        kafka_security=stack.kafka_security,
         redis_url=f"{base}/{TEST_REDIS_DB}",
+        redis_tls=stack.redis_tls,
         app_id=f"cvm-test-{run}",
         topics=Topics.namespaced(f"t{run}"),
         partitions=4,
         web_port=free_port(),
         data_dir=str(tmp_path / "faust"),
     )
-    admin = AdminClient({"bootstrap.servers": s.kafka_bootstrap_servers})
+    admin = AdminClient(s.kafka_config())
     counts = s.topics.partition_counts
     names = list(counts)
     futures = admin.create_topics([
@@ -69,7 +110,7 @@ def settings(stack: Settings, tmp_path: Path) -> Iterator[Settings]:
     ])
     for future in futures.values():
         future.result(timeout=30)
-    client = redis.Redis.from_url(s.redis_url)
+    client = sync_redis(s)
     client.flushdb()
     yield s
     client.flushdb()
@@ -84,7 +125,7 @@ def settings(stack: Settings, tmp_path: Path) -> Iterator[Settings]:
 def publish(settings: Settings, messages: Iterable[tuple[str, bytes | None, bytes]]) -> int:
     """Publish (topic, key, value) triples and wait for every delivery."""
     producer = Producer({
-        "bootstrap.servers": settings.kafka_bootstrap_servers,
+        **settings.kafka_config(),
         "enable.idempotence": True,
         "linger.ms": 5,
     })
@@ -107,7 +148,7 @@ def publish(settings: Settings, messages: Iterable[tuple[str, bytes | None, byte
 def consume_all(settings: Settings, topic: str, expected: int, deadline_s: float = 90) -> list[Any]:
     """Read `topic` from the start until `expected` messages arrived or the deadline."""
     consumer = Consumer({
-        "bootstrap.servers": settings.kafka_bootstrap_servers,
+        **settings.kafka_config(),
         "group.id": f"reader-{uuid.uuid4().hex[:8]}",
         "auto.offset.reset": "earliest",
         "enable.auto.commit": False,

@@ -1,0 +1,48 @@
+"""The Redis ACL rules of the engine's two kinds of client (README, "Transport and credentials").
+
+The worker reads and writes the ``cvm:*`` keys with the commands below and runs the
+commit script by its SHA; lookup services (``cvm lookup``, ``cvm top``, ``cvm rollups``,
+``cvm winback``, a dashboard) only read them. Neither may touch other keys, publish,
+or run administrative commands. CONFIG GET is left out on purpose: the worker's start
+check of ``hash-max-listpack-value`` treats a refusal as "unknown".
+
+>>> worker_user("cvm-worker", "s3cret").split()[:4]
+['ACL', 'SETUSER', 'cvm-worker', 'reset']
+"""
+
+from __future__ import annotations
+
+__all__ = ["LOOKUP_RULES", "WORKER_RULES", "lookup_user", "worker_user"]
+
+#: What the worker needs: the keys under ``cvm:``, the commands of the store, the
+#: timers and the ops page, and the Lua commit (EVALSHA, SCRIPT LOAD after a restart).
+WORKER_RULES = (
+    "resetkeys ~cvm:* resetchannels -@all "
+    "+ping +exists +get +set +incr +incrby "
+    "+hget +hgetall +hmget +hset +hincrby "
+    "+zadd +zrem +zcard +zmscore +zrange +zrevrange +zrangebyscore +zremrangebyscore "
+    "+lpush +ltrim +lrange +scan +multi +exec +discard "
+    "+evalsha +script|load +script|exists"
+)
+
+#: A lookup service: read-only commands on read-only keys (``%R~``), so even a write
+#: command added by mistake is refused.
+LOOKUP_RULES = (
+    "resetkeys %R~cvm:* resetchannels -@all "
+    "+ping +exists +get +hget +hgetall +hmget +zcard +zrange +zrevrange +zrangebyscore "
+    "+lrange +scan"
+)
+
+
+def _setuser(name: str, password: str, rules: str) -> str:
+    return f"ACL SETUSER {name} reset on >{password} {rules}"
+
+
+def worker_user(name: str, password: str) -> str:
+    """The ``ACL SETUSER`` command of a worker user (redis.conf: ``user <name> <the rest>``)."""
+    return _setuser(name, password, WORKER_RULES)
+
+
+def lookup_user(name: str, password: str) -> str:
+    """The ``ACL SETUSER`` command of a read-only lookup user."""
+    return _setuser(name, password, LOOKUP_RULES)
