@@ -87,8 +87,7 @@ def test_a_commit_whose_sum_would_overflow_writes_nothing(redis_url: str) -> Non
                 [
                     Change("C2", "", {"customer_id": "C2", "orders": "1"},
                            {KEYS.rank("clv"): 5.0}, [(KEYS.rollup("channel", "store"),
-                                                      "revenue_c", 700)],
-                           [("alert", "al-1", b'{"customer_id":"C2","alert_id":"al-1"}')]),
+                                                      "revenue_c", 700)]),
                     Change("C1", "3", {"orders": "2"}, {},
                            [(KEYS.rollup("channel", "web"), "orders", 1),
                             (KEYS.rollup("channel", "web"), "revenue_c", 5_000)]),
