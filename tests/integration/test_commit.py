@@ -20,6 +20,7 @@ from redis.exceptions import ResponseError
 
 from stream_app.pipeline import Ingestor, RawRecord
 from stream_app.settings import Settings
+from stream_app.store import feed
 from stream_app.store.customers import Change, CustomerStore, Loaded
 from stream_app.store.keys import Keys
 
@@ -228,4 +229,37 @@ def test_a_customer_that_loses_the_race_publishes_nothing_for_it(redis_url: str)
     assert not lost_attempt & set(feed_ids)
     assert len(feed_ids) == len(set(feed_ids))
     assert client.hlen(KEYS.outbox) == 0
+    client.close()
+
+
+def test_an_id_is_fed_and_enqueued_once_and_a_loser_writes_no_message(redis_url: str) -> None:
+    alert = b'{"customer_id":"C1","alert_id":"al-1"}'
+
+    async def main() -> list[Any]:
+        r = Redis.from_url(redis_url)
+        try:
+            store = CustomerStore(r)
+            first = await store.commit([Change("C1", "", {"customer_id": "C1"}, {}, (),
+                                               [("alert", "al-1", alert)])])
+            again = await store.commit([Change("C1", "1", {"x": "1"}, {}, (),
+                                               [("alert", "al-1", alert)])])
+            await feed.settle(r, KEYS, first.enqueued)
+            settled = await store.commit([Change("C1", "2", {"x": "2"}, {}, (),
+                                                 [("alert", "al-1", alert)])])
+            lost = await store.commit([Change("C1", "1", {"x": "3"}, {}, (),
+                                              [("winback", "wb-1", b"{}"),
+                                               ("outcome", "wb-0", b"{}")])])
+            return [first, again, settled, lost]
+        finally:
+            await r.aclose()
+
+    first, again, settled, lost = asyncio.run(main())
+    assert first.enqueued == ["alert:al-1"]
+    assert again.enqueued == [] and settled.enqueued == []
+    assert lost.lost == ["C1"] and lost.enqueued == []
+    client = redis.Redis.from_url(redis_url)
+    assert client.llen(KEYS.alert_feed) == 1
+    assert client.hlen(KEYS.outbox) == 0 and client.zcard(KEYS.outbox_queue) == 0
+    assert client.zrange(KEYS.published, 0, -1) == [b"al-1"]
+    assert not client.exists(KEYS.winback_outcomes)
     client.close()
