@@ -224,8 +224,8 @@ class Ingestor:
         self.policy = retention_policy(settings)
         self._banded = self.policy
         # The agent and the timers publish from the same event loop: one at a
-        # time, so an alert id is checked, published and recorded before another
-        # coroutine can check it.
+        # time, so a drain of the outbox never sends an entry that a batch is
+        # sending, or has sent but not yet removed.
         self._publishing = asyncio.Lock()
         self._kinds = {topic: settings.topics.kind_of(topic) for topic in settings.topics.inputs}
         # Outbox entries committed before this instance existed are a crash's leftovers.
