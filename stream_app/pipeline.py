@@ -1,9 +1,9 @@
-"""One batch of raw input records: validate, dead-letter, apply, commit.
+"""One batch of raw input records: validate, dead-letter, apply, commit, publish.
 
 This is the worker's hot path without Faust: the agent hands it the records of
-a batch and acknowledges their offsets only after `Ingestor.process` returns,
-so Kafka's at-least-once delivery plus the store's applied-offset check give an
-exactly-once effect in Redis.
+a batch and acknowledges their offsets only after `Ingestor.process` returns.
+The order of the steps, and what a crash between two of them does, is written
+down once, in `stream_app.store.customers`.
 """
 
 from __future__ import annotations
@@ -11,6 +11,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import os
+import signal
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
@@ -43,12 +46,15 @@ from stream_app.domain.valuation import ValueModel, value_states
 from stream_app.planner import Cuts, plan, value_tier
 from stream_app.settings import Settings
 from stream_app.store import feed
-from stream_app.store.customers import Change, CustomerStore, Loaded, StoreError
+from stream_app.store.customers import Change, Committed, CustomerStore, Loaded, StoreError
 from stream_app.store.records import RETENTION, unpack_retention
 
 log = logging.getLogger(__name__)
 
 MAX_COMMIT_ATTEMPTS = 5
+#: Tests only: a path; the first commit that puts an alert or trigger in the outbox
+#: creates this file and kills the process (SIGKILL) before publishing it.
+CRASH_AFTER_COMMIT_ENV = "CVM_TEST_CRASH_AFTER_COMMIT"
 # Above this size a dead letter keeps the payload only as base64, not also as text.
 TEXT_COPY_LIMIT = 64 * 1024
 
@@ -81,9 +87,13 @@ class Publisher(Protocol):
     async def send(self, kind: str, key: bytes, message: dict[str, Any]) -> None: ...
 
 
+#: Outbox field (``kind:id``) -> (kind, message) of the messages a commit may write.
+Outgoing = dict[str, tuple[str, dict[str, Any]]]
+
+
 @dataclass
 class Effects:
-    """What a batch publishes besides its Redis writes."""
+    """The messages a batch's decisions produce; the commit writes them (see `customers`)."""
 
     examples: list[dict[str, Any]] = field(default_factory=list)
     alerts: list[dict[str, Any]] = field(default_factory=list)
@@ -146,6 +156,21 @@ class BatchResult:
     dead_letter_codes: dict[str, int] = field(default_factory=dict)
 
 
+def _count_letter(result: BatchResult, error_code: str) -> None:
+    result.dead_lettered += 1
+    result.dead_letter_codes[error_code] = result.dead_letter_codes.get(error_code, 0) + 1
+
+
+def _maybe_crash(mark: str, outgoing: Outgoing, done: Committed) -> None:
+    """The fault injection point of `CRASH_AFTER_COMMIT_ENV` (tests only)."""
+    if os.path.exists(mark):
+        return
+    if any(outgoing[f][0] != "training" for f in done.enqueued):
+        with open(mark, "w") as out:
+            out.write(",".join(done.enqueued))
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def utc_now_iso() -> str:
     """Wall-clock time as RFC 3339 UTC with milliseconds."""
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -199,10 +224,14 @@ class Ingestor:
         self.policy = retention_policy(settings)
         self._banded = self.policy
         # The agent and the timers publish from the same event loop: one at a
-        # time, so an alert id is checked, published and recorded before another
-        # coroutine can check it.
+        # time, so a drain of the outbox never sends an entry that a batch is
+        # sending, or has sent but not yet removed.
         self._publishing = asyncio.Lock()
         self._kinds = {topic: settings.topics.kind_of(topic) for topic in settings.topics.inputs}
+        # Outbox entries committed before this instance existed are a crash's leftovers.
+        self._started_ms = time.time() * 1000
+        self._drained_at: float | None = None
+        self._crash_mark = os.environ.get(CRASH_AFTER_COMMIT_ENV)
 
     def decision_policy(self) -> RetentionPolicy:
         """The retention policy with the live severity bands, unless configuration fixes them."""
@@ -228,7 +257,10 @@ class Ingestor:
         return from_message(kind, message, self.settings.base_currency, self.settings.fx_rates)
 
     async def process(self, records: Sequence[RawRecord]) -> BatchResult:
-        """Apply a batch; returns only once its effect is durable in Redis and Kafka."""
+        """Apply a batch; returns only once its effect is durable in Redis and Kafka.
+
+        Steps 1 to 6 of the commit order in `stream_app.store.customers`.
+        """
         result = BatchResult(records=len(records))
         now = self.clock()
         events: list[tuple[Event, Source]] = []
@@ -245,33 +277,84 @@ class Ingestor:
                 letters.append(self.dead_letters.send(
                     record.key, dead_letter_message(record, exc.error_code, exc.reason, now)
                 ))
-                result.dead_lettered += 1
-                codes = result.dead_letter_codes
-                codes[exc.error_code] = codes.get(exc.error_code, 0) + 1
+                _count_letter(result, exc.error_code)
                 continue
             events.append((event, Source(record.topic, record.partition, record.offset)))
         # Every dead letter is acknowledged before the batch's offsets can be committed.
         await asyncio.gather(*letters)
+        await self._drain_if_due()
+        isolated = await self._commit_events(events, applied, watermarks, result, now, records)
+        if isolated:
+            # A sum overflowed for a customer with several events in the batch: commit
+            # that customer's events one at a time to find the offending ones, and only
+            # then the batch's offsets.
+            for item in isolated:
+                await self._commit_events([item], {}, {}, result, now, records)
+            await self._commit_events([], applied, watermarks, result, now, records)
+        return result
 
+    async def _commit_events(
+        self,
+        events: list[tuple[Event, Source]],
+        applied: dict[tuple[str, int], int],
+        watermarks: dict[tuple[str, int], int],
+        result: BatchResult,
+        now: str,
+        records: Sequence[RawRecord],
+    ) -> list[tuple[Event, Source]]:
+        """Steps 2 to 6 for `events`; returns the events left to commit one at a time."""
         pending = events
-        for _attempt in range(MAX_COMMIT_ATTEMPTS):
+        isolated: list[tuple[Event, Source]] = []
+        attempts = 0
+        while True:
             loaded = await self.store.load_many(e.customer_id for e, _ in pending)
             changes, counts, effects = self._apply(loaded, pending, now)
-            await self.publish(effects)
-            conflicts = await self.store.commit(changes, applied, watermarks)
-            lost = set(conflicts)
-            await self.settle(effects, lost)
+            changes, outgoing = self._outgoing(changes, effects)
+            done = await self.store.commit(changes, applied, watermarks)
+            if done.overflow is not None:
+                # Nothing was written. One event of its customer: it is the offending
+                # one. Several: they are retried alone after the rest, and the offsets
+                # wait for them.
+                cid = done.overflow.customer_id
+                mine = [item for item in pending if item[0].customer_id == cid]
+                pending = [item for item in pending if item[0].customer_id != cid]
+                if len(mine) == 1:
+                    await self._dead_letter_overflow(mine[0][1], done, records, result, now)
+                else:
+                    isolated += mine
+                    applied, watermarks = {}, {}
+                continue
+            lost = set(done.lost)
+            if self._crash_mark:
+                _maybe_crash(self._crash_mark, outgoing, done)
+            await self.publish(outgoing, done.enqueued)
             for cid, (applied_n, duplicates) in counts.items():
                 if cid not in lost:
                     result.applied += applied_n
                     result.duplicates += duplicates
             result.customers += len(changes) - len(lost)
             if not lost:
-                return result
+                return isolated
+            attempts += 1
             result.conflicts += len(lost)
+            if attempts >= MAX_COMMIT_ATTEMPTS:
+                raise StoreError(f"gave up after {MAX_COMMIT_ATTEMPTS} compare-and-set conflicts")
             pending = [(e, s) for e, s in pending if e.customer_id in lost]
             log.warning("%d customers changed under us; reloading them", len(lost))
-        raise StoreError(f"gave up after {MAX_COMMIT_ATTEMPTS} compare-and-set conflicts")
+
+    async def _dead_letter_overflow(
+        self, source: Source, done: Committed, records: Sequence[RawRecord],
+        result: BatchResult, now: str,
+    ) -> None:
+        assert done.overflow is not None
+        record = next(r for r in records if (r.topic, r.partition, r.offset) == (
+            source.topic, source.partition, source.offset))
+        log.warning("dead-lettering %s/%d@%d: %s", record.topic, record.partition,
+                    record.offset, done.overflow.reason)
+        await self.dead_letters.send(
+            record.key, dead_letter_message(record, "invalid_value", done.overflow.reason, now)
+        )
+        _count_letter(result, "invalid_value")
 
     async def revisit(self, customer_ids: Sequence[str], watermark: int | None) -> int:
         """Label due snapshots and rescore customers whom event time has passed by.
@@ -279,8 +362,11 @@ class Ingestor:
         Used by the rescoring timers; a customer the agent wrote in between is
         skipped (its write is the fresher one). Without a `watermark` (nothing
         applied yet) each customer is rescored at their own latest event and no
-        label is due. Returns the customers rewritten.
+        label is due. Commits and publishes as steps 2 to 6 of
+        `stream_app.store.customers` do, without offsets. Returns the customers
+        rewritten.
         """
+        await self._drain_if_due()
         loaded = await self.store.load_many(customer_ids)
         states = [entry.state for entry in loaded.values() if entry.version]
         as_of = None if watermark is None else {
@@ -290,46 +376,98 @@ class Ingestor:
         changes, effects = self.plan(
             loaded, states, {}, now, as_of=as_of, label_watermark=watermark
         )
-        await self.publish(effects)
-        lost = set(await self.store.commit(changes))
-        await self.settle(effects, lost)
-        return len(changes) - len(lost)
+        changes, outgoing = self._outgoing(changes, effects)
+        while True:
+            done = await self.store.commit(changes)
+            if done.overflow is None:
+                break
+            log.warning("not rescoring: %s", done.overflow.reason)
+            changes = [c for c in changes if c.customer_id != done.overflow.customer_id]
+        await self.publish(outgoing, done.enqueued)
+        return len(changes) - len(done.lost)
 
-    async def publish(self, effects: Effects) -> None:
-        """Publish examples, alerts and triggers (an alert id already published is skipped)."""
-        if self.publisher is None:
+    def _outgoing(self, changes: list[Change], effects: Effects) -> tuple[list[Change], Outgoing]:
+        """Attach each customer's messages to its change; the outbox fields to publish."""
+        per_customer: dict[str, list[tuple[str, str, bytes]]] = {}
+        outgoing: Outgoing = {}
+        if self.publisher is not None:
+            for kind, messages, id_field in (("training", effects.examples, "example_id"),
+                                             ("alert", effects.alerts, "alert_id"),
+                                             ("winback", effects.triggers, "trigger_id")):
+                for message in messages:
+                    ident = message[id_field]
+                    per_customer.setdefault(message["customer_id"], []).append(
+                        (kind, ident, orjson.dumps(message))
+                    )
+                    outgoing[feed.outbox_field(kind, ident)] = (kind, message)
+        for outcome in effects.closed:
+            per_customer.setdefault(outcome.customer_id, []).append(
+                ("outcome", outcome.trigger_id, orjson.dumps(asdict(outcome)))
+            )
+        if not per_customer:
+            return changes, outgoing
+        return [
+            replace(c, messages=per_customer[c.customer_id]) if c.customer_id in per_customer
+            else c
+            for c in changes
+        ], outgoing
+
+    async def publish(self, outgoing: Outgoing, fields: Sequence[str]) -> None:
+        """Steps 5 and 6: publish what a commit put in the outbox, then settle it."""
+        if self.publisher is None or not fields:
             return
         async with self._publishing:
-            await self._publish(effects)
+            await asyncio.gather(*(
+                self.publisher.send(kind, message["customer_id"].encode(), message)
+                for kind, message in (outgoing[f] for f in fields)
+            ))
+            await self.settle(fields)
 
-    async def _publish(self, effects: Effects) -> None:
-        assert self.publisher is not None
-        sends = []
-        for example in effects.examples:
-            sends.append(self.publisher.send("training", example["customer_id"].encode(),
-                                             example))
-        redis = self.store.redis
-        keys = self.store.keys
-        entries = [
-            *(("alert", m) for m in effects.alerts), *(("winback", m) for m in effects.triggers)
-        ]
-        ids = [m.get("alert_id") or m["trigger_id"] for _, m in entries]
-        seen = await feed.published_among(redis, keys, ids)
-        for (kind, message), ident in zip(entries, ids, strict=True):
-            if ident not in seen:
-                sends.append(self.publisher.send(kind, message["customer_id"].encode(), message))
-        if sends:
-            await asyncio.gather(*sends)
-        await feed.push_many(redis, keys, entries)
+    async def settle(self, fields: Sequence[str]) -> None:
+        """Step 6: Kafka has these outbox messages; remove them, record the ids published."""
+        await feed.settle(self.store.redis, self.store.keys, fields)
 
-    async def settle(self, effects: Effects, lost: set[str]) -> None:
-        """After a commit: keep the closed win-back outcomes of the customers written."""
-        closed = [o for o in effects.closed if o.customer_id not in lost]
-        if closed:
-            await self.store.redis.hset(
-                self.store.keys.winback_outcomes,
-                mapping={o.trigger_id: orjson.dumps(asdict(o)) for o in closed},
-            )
+    async def drain(self, before_ms: float) -> int:
+        """Publish the outbox entries committed before `before_ms` (a crash's leftovers).
+
+        Returns how many were published. At least once: an entry is removed only
+        after Kafka's acknowledgement, so a crash in between publishes it again,
+        with the same id.
+        """
+        if self.publisher is None:
+            return 0
+        redis, keys = self.store.redis, self.store.keys
+        published = 0
+        async with self._publishing:
+            while entries := await feed.due(redis, keys, before_ms):
+                sends = []
+                for name, body in entries:
+                    if body is not None:
+                        kind, _ = feed.split_field(name)
+                        message = orjson.loads(body)
+                        sends.append(
+                            self.publisher.send(kind, message["customer_id"].encode(), message)
+                        )
+                await asyncio.gather(*sends)
+                await self.settle([name for name, _ in entries])
+                published += len(sends)
+        if published:
+            log.info("published %d messages left in the outbox", published)
+        return published
+
+    async def _drain_if_due(self) -> None:
+        """Drain what an earlier process left at the first call, then every grace period."""
+        if self.publisher is None:
+            return
+        mono = time.monotonic()
+        if self._drained_at is None:
+            before = self._started_ms
+        elif mono - self._drained_at >= feed.OUTBOX_GRACE_S:
+            before = time.time() * 1000 - feed.OUTBOX_GRACE_S * 1000
+        else:
+            return
+        self._drained_at = mono
+        await self.drain(before)
 
     def _retention(self, entry: Loaded) -> Retention:
         return unpack_retention(entry.state.customer_id, entry.fields.get(RETENTION, ""))

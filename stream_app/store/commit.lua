@@ -1,55 +1,161 @@
--- Write a batch of customer changes atomically, each with compare-and-set.
+-- Write a batch of customer changes and their messages atomically, each with compare-and-set.
+-- Step 3 of the commit order in stream_app/store/customers.py.
 --
 -- KEYS[1]       applied offsets hash   (field "topic/partition" -> last applied offset)
 -- KEYS[2]       watermarks hash        (field "topic/partition" -> max event time, ms)
--- KEYS[3..]     customer hashes, one per change
--- ARGV[1]       m, then m pairs (field, offset)      -- only ever move forward
+-- KEYS[3]       outbox hash            (field "kind:id" -> message JSON, awaiting Kafka)
+-- KEYS[4]       outbox queue           (sorted set: field "kind:id" by commit time, ms)
+-- KEYS[5]       alert feed list        (newest first)
+-- KEYS[6]       published ids          (sorted set: alert and trigger ids Kafka acknowledged)
+-- KEYS[7]       win-back outcomes hash (trigger id -> outcome JSON)
+-- KEYS[8..]     customer hashes, one per change
+-- ARGV[1]       now (ms), ARGV[2] feed length
+-- then          m, then m pairs (field, offset)      -- only ever move forward
 -- then          w, then w pairs (field, event ms)    -- only ever move forward
 -- then, per customer key in order, one JSON array of strings (one argument per customer
 -- keeps the client's encoding of the call cheap):
 --   [expected version ("" for a new customer),
 --    [field, value, ...],                            -- HSET on the customer hash
 --    [sorted-set key, score, ...],                   -- ZADD of the customer id ("rem": ZREM)
---    [hash key, field, delta, ...]]                  -- HINCRBY, e.g. roll-ups, histograms
+--    [hash key, field, delta, ...]]                  -- integer sums, e.g. roll-ups, histograms
+-- then          e, then e groups of the customers with messages, each:
+--               customer index (1-based), n, then n triples (kind, id, message JSON)
+--               kind "outcome": a closed win-back outcome, written to KEYS[7];
+--               "training", "alert", "winback": a message for the outbox; an alert or
+--               trigger is also pushed to the feed, unless its id is already in the
+--               outbox or published (the feed and the topic see each id once).
 --
--- A customer whose stored version differs from the expected one was written by
--- someone else since it was read (a zombie owner during a rebalance, or the
--- rescorer): nothing of its change is applied, its index (1-based) is returned,
--- and the offsets and watermarks are left alone so the caller reloads it and
--- tries again. Everything in one call is atomic: a crash leaves all or nothing.
-local pos = 1
+-- Everything is validated before the first write, and no write can fail:
+-- * A customer whose stored version differs from the expected one was written by
+--   someone else since it was read (a zombie owner during a rebalance, or the
+--   rescorer): nothing of its change (nor its messages) is applied, its index
+--   (1-based) is returned, and the offsets and watermarks are left alone so the
+--   caller reloads it and tries again.
+-- * Every sum is computed here, exactly (each operand and result within
+--   +-(2^53 - 1), where a Lua number is an exact integer), and written with HSET,
+--   which cannot fail the way HINCRBY does on overflow. A sum that would leave that
+--   range, or a stored value that is not such an integer, aborts the whole call
+--   before any write: it returns the customer's index, the key and the field.
+--
+-- Returns {conflicts, overflow, enqueued}: overflow is {} or {index, key, field};
+-- enqueued lists the outbox fields written.
+local LIMIT = 9007199254740991  -- 2^53 - 1
+local now = ARGV[1]
+local feed_length = tonumber(ARGV[2])
+local pos = 3
 local m = tonumber(ARGV[pos])
 local offsets_at = pos + 1
 pos = pos + 1 + 2 * m
 local w = tonumber(ARGV[pos])
 local marks_at = pos + 1
 pos = pos + 1 + 2 * w
+
+-- Phase 1: read and check everything; nothing is written.
+local n = #KEYS - 7
+local changes = {}
 local conflicts = {}
-for i = 3, #KEYS do
-  local key = KEYS[i]
+local lost = {}
+local sums = {}       -- key -> {field -> new value}
+local order = {}      -- keys in first-seen order
+for i = 1, n do
   local change = cjson.decode(ARGV[pos])
   pos = pos + 1
-  local expected, fields, ranks, incrs = change[1], change[2], change[3], change[4]
-  local current = redis.call('HGET', key, '_v') or ''
-  if current == expected then
+  changes[i] = change
+  local key = KEYS[i + 7]
+  if (redis.call('HGET', key, '_v') or '') ~= change[1] then
+    conflicts[#conflicts + 1] = i
+    lost[i] = true
+  else
+    local incrs = change[4]
+    for k = 1, #incrs, 3 do
+      local hash, field = incrs[k], incrs[k + 1]
+      local values = sums[hash]
+      if values == nil then
+        values = {}
+        sums[hash] = values
+        order[#order + 1] = hash
+      end
+      local value = values[field]
+      if value == nil then
+        value = tonumber(redis.call('HGET', hash, field) or '0')
+      end
+      local delta = tonumber(incrs[k + 2])
+      local total = (value and delta) and value + delta
+      if not total or value % 1 ~= 0 or delta % 1 ~= 0 or math.abs(value) > LIMIT
+          or math.abs(delta) > LIMIT or math.abs(total) > LIMIT then
+        return {conflicts, {i, hash, field}, {}}
+      end
+      values[field] = total
+    end
+  end
+end
+
+-- Phase 2: write.
+for i = 1, n do
+  if not lost[i] then
+    local key = KEYS[i + 7]
+    local fields, ranks = changes[i][2], changes[i][3]
     if #fields > 0 then
       redis.call('HSET', key, unpack(fields))
     end
-    local member = redis.call('HGET', key, 'customer_id')
-    for k = 1, #ranks, 2 do
-      if ranks[k + 1] == 'rem' then
-        redis.call('ZREM', ranks[k], member)
-      else
-        redis.call('ZADD', ranks[k], ranks[k + 1], member)
+    if #ranks > 0 then
+      local member = redis.call('HGET', key, 'customer_id')
+      for k = 1, #ranks, 2 do
+        if ranks[k + 1] == 'rem' then
+          redis.call('ZREM', ranks[k], member)
+        else
+          redis.call('ZADD', ranks[k], ranks[k + 1], member)
+        end
       end
     end
-    for k = 1, #incrs, 3 do
-      redis.call('HINCRBY', incrs[k], incrs[k + 1], incrs[k + 2])
-    end
-  else
-    conflicts[#conflicts + 1] = i - 2
   end
 end
+for _, hash in ipairs(order) do
+  local args = {}
+  for field, value in pairs(sums[hash]) do
+    args[#args + 1] = field
+    args[#args + 1] = string.format('%.0f', value)
+  end
+  redis.call('HSET', hash, unpack(args))
+end
+
+local enqueued = {}
+local e = tonumber(ARGV[pos])
+pos = pos + 1
+local pushed = false
+for _ = 1, e do
+  local i, count = tonumber(ARGV[pos]), tonumber(ARGV[pos + 1])
+  pos = pos + 2
+  if not lost[i] then
+    for k = pos, pos + 3 * (count - 1), 3 do
+      local kind, id, message = ARGV[k], ARGV[k + 1], ARGV[k + 2]
+      if kind == 'outcome' then
+        redis.call('HSET', KEYS[7], id, message)
+      else
+        local field = kind .. ':' .. id
+        local fresh = true
+        if kind ~= 'training' then
+          fresh = redis.call('ZSCORE', KEYS[6], id) == false
+            and redis.call('HEXISTS', KEYS[3], field) == 0
+          if fresh then
+            redis.call('LPUSH', KEYS[5], '{"type":"' .. kind .. '","message":' .. message .. '}')
+            pushed = true
+          end
+        end
+        if fresh then
+          redis.call('HSET', KEYS[3], field, message)
+          redis.call('ZADD', KEYS[4], now, field)
+          enqueued[#enqueued + 1] = field
+        end
+      end
+    end
+  end
+  pos = pos + 3 * count
+end
+if pushed then
+  redis.call('LTRIM', KEYS[5], 0, feed_length - 1)
+end
+
 if #conflicts == 0 then
   for j = 0, m - 1 do
     local field = ARGV[offsets_at + 2 * j]
@@ -67,4 +173,4 @@ if #conflicts == 0 then
     end
   end
 end
-return conflicts
+return {conflicts, {}, enqueued}

@@ -1,22 +1,51 @@
-"""Customer state in Redis: batched loads and one atomic commit per batch.
+"""Customer state in Redis, and the commit order of a batch: the one page on it.
 
-The exactly-once effect lives here and in `stream_app.domain.ledger`:
+Every other docstring that speaks of commits points here. A batch of input
+records goes through these steps (`stream_app.pipeline.Ingestor.process`):
 
-1. A batch's customers are loaded with one pipelined round trip.
-2. The domain applies each event unless the customer's hash already records
-   that offset of that topic as applied.
-3. One Lua call writes every changed customer with compare-and-set on a
-   version field, together with its roll-up and histogram increments and
-   rankings (one JSON argument per customer), and in the same atomic step
-   advances the per-partition applied offsets and event-time watermarks.
-4. Only then are the batch's Kafka offsets acknowledged for commit.
+1. Decode and validate every record; a record that cannot be used is sent to
+   the dead-letter topic, and every such send is acknowledged by the broker
+   before step 4.
+2. Load the batch's customers with one pipelined round trip (`load_many`).
+3. The domain applies each event unless the customer's record already holds
+   it (a replay), then values and decides each changed customer. The result is
+   one `Change` per customer: its fields, rankings, roll-up and histogram
+   increments, and its messages (alerts, win-back triggers, training examples
+   and closed win-back outcomes).
+4. One Lua call (`commit.lua`) first checks everything: each customer's
+   version (compare-and-set) and every sum (within +-(2^53 - 1)). Then it
+   writes, atomically, the records, rankings and sums of the customers whose
+   version matched, their win-back outcomes, their alerts and triggers to the
+   feed (each id once) and all their messages to the outbox; and, if no
+   customer lost the compare-and-set, the per-partition applied offsets and
+   event-time watermarks.
 
-A crash between 3 and 4 replays events that step 2 then skips; a crash before
-3 loses nothing because nothing was acknowledged.
+   * A customer that lost (someone wrote it since step 2) has nothing of its
+     change or messages written: it is reloaded and goes through 3 and 4 again.
+   * A sum out of range aborts the call before any write (`Overflow`); the
+     pipeline dead-letters the offending event and commits the rest.
+5. Publish the outbox messages that step 4 wrote to Kafka and wait for every
+   acknowledgement (`Ingestor.publish`).
+6. Remove them from the outbox and record the alert and trigger ids as
+   published, in one transaction (`Ingestor.settle`, `feed.settle`).
+7. Return: the agent acknowledges the batch's offsets, which Faust commits to
+   Kafka later.
+
+A crash before 4 loses nothing, since nothing was acknowledged: the records
+are read again. A crash between 4 and 7 replays the records, and step 3 skips
+them as applied; what step 4 put in the outbox is still there, and a worker
+publishes such leftovers before its first batch and, later, any entry older
+than `stream_app.store.feed.OUTBOX_GRACE_S` (`Ingestor.drain`). Publishing is
+therefore at least once, always with the same ids (``alert_id``,
+``trigger_id``, ``example_id``), and a message of a customer that lost the
+compare-and-set is never published. The rescoring timers (`Ingestor.revisit`)
+go through steps 2 to 6 with no offsets.
 """
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -26,8 +55,13 @@ import orjson
 from redis.asyncio import Redis
 
 from stream_app.domain.ledger import CustomerState
+from stream_app.store import feed
 from stream_app.store.keys import Keys
 from stream_app.store.records import VERSION, from_fields
+
+#: The largest magnitude a roll-up or histogram sum may reach: every value stays an
+#: integer that Lua (and JavaScript) hold exactly.
+SUM_LIMIT = 2**53 - 1
 
 
 class StoreError(RuntimeError):
@@ -52,6 +86,32 @@ class Change:
     fields: Mapping[str, str]
     ranks: Mapping[str, float | None] = field(default_factory=dict)  # None: remove
     increments: Sequence[tuple[str, str, int]] = ()
+    #: (kind, id, JSON): "alert", "winback", "training" go to the outbox, "outcome" to
+    #: the win-back outcomes; written only if the compare-and-set succeeds.
+    messages: Sequence[tuple[str, str, bytes]] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Overflow:
+    """A sum the commit refused: nothing of the call was written."""
+
+    customer_id: str
+    key: str
+    field: str
+
+    @property
+    def reason(self) -> str:
+        return (f"customer {self.customer_id}: {self.key} field {self.field} would leave "
+                f"+-{SUM_LIMIT} (or holds a value that is not such an integer)")
+
+
+@dataclass(frozen=True, slots=True)
+class Committed:
+    """What one commit did (step 4 of the module docstring)."""
+
+    lost: list[str] = field(default_factory=list)  # customer ids that lost the race
+    overflow: Overflow | None = None  # set: nothing at all was written
+    enqueued: list[str] = field(default_factory=list)  # outbox fields written
 
 
 def text(raw: Mapping[Any, Any]) -> dict[str, str]:
@@ -89,25 +149,31 @@ class CustomerStore:
         changes: Sequence[Change],
         applied: Mapping[tuple[str, int], int] | None = None,
         watermarks: Mapping[tuple[str, int], int] | None = None,
-    ) -> list[str]:
-        """Write changes, then applied offsets and watermarks; return ids that lost a race."""
+    ) -> Committed:
+        """Step 4 of the module docstring: one atomic, checked write of a batch."""
         applied = applied or {}
         watermarks = watermarks or {}
-        keys = [self.keys.applied, self.keys.watermarks]
-        args: list[str | int | float | bytes] = [len(applied)]
+        keys = self.keys
+        script_keys = [keys.applied, keys.watermarks, keys.outbox, keys.outbox_queue,
+                       keys.alert_feed, keys.published, keys.winback_outcomes]
+        args: list[str | int | float | bytes] = [
+            int(time.time() * 1000), feed.FEED_LENGTH, len(applied)
+        ]
         for (topic, partition), offset in applied.items():
             args += [f"{topic}/{partition}", offset]
         args.append(len(watermarks))
         for (topic, partition), ms in watermarks.items():
             args += [f"{topic}/{partition}", ms]
-        for change in changes:
-            keys.append(self.keys.customer(change.customer_id))
+        messages: list[str | int | float | bytes] = []
+        with_messages = 0
+        for index, change in enumerate(changes, 1):
+            script_keys.append(keys.customer(change.customer_id))
             fields = dict(change.fields)
             fields[VERSION] = str(int(change.version or "0") + 1)
             ranks = [
                 part
                 for key, score in change.ranks.items()
-                for part in (key, "rem" if score is None else repr(float(score)))
+                for part in (key, _score(score))
             ]
             increments = [
                 part
@@ -120,12 +186,40 @@ class CustomerStore:
                 [change.version, [part for item in fields.items() for part in item], ranks,
                  increments]
             ))
-        conflicts = await self._commit(keys=keys, args=args)
-        return [changes[int(i) - 1].customer_id for i in conflicts]
+            if change.messages:
+                with_messages += 1
+                messages += [index, len(change.messages)]
+                for kind, ident, body in change.messages:
+                    messages += [kind, ident, body]
+        args.append(with_messages)
+        args += messages
+        conflicts, overflow, enqueued = await self._commit(keys=script_keys, args=args)
+        if overflow:
+            index, key, name = overflow
+            return Committed(
+                [changes[int(i) - 1].customer_id for i in conflicts],
+                Overflow(changes[int(index) - 1].customer_id, _str(key), _str(name)),
+            )
+        return Committed(
+            [changes[int(i) - 1].customer_id for i in conflicts],
+            None,
+            [_str(f) for f in enqueued],
+        )
 
     async def applied_offsets(self) -> dict[tuple[str, int], int]:
         """The last applied offset of every (topic, partition) seen so far."""
         return _by_partition(text(await self.redis.hgetall(self.keys.applied)))
+
+
+def _score(score: float | None) -> str:
+    # A score ZADD would refuse (NaN) or that means nothing (infinite) removes the member.
+    if score is None or not math.isfinite(score):
+        return "rem"
+    return repr(float(score))
+
+
+def _str(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _by_partition(raw: Mapping[str, str]) -> dict[tuple[str, int], int]:

@@ -1,9 +1,13 @@
-"""The alert feed in Redis: what the ops page and `cvm alerts` show first.
+"""The alert feed and the outbox in Redis (steps 4 to 6 of `stream_app.store.customers`).
 
-Every alert and win-back trigger the engine publishes is also pushed here,
-newest first, capped at `FEED_LENGTH` entries. The ids already published are
-kept for `PUBLISHED_DAYS` so that a batch replayed after a crash does not
-publish the same alert twice.
+The commit (`commit.lua`) pushes every new alert and win-back trigger to the
+feed, newest first, capped at `FEED_LENGTH` entries, and puts it, like every
+training example, in the outbox: a hash ``kind:id`` -> message JSON, with a
+sorted set of its fields by commit time. Once Kafka has acknowledged a message,
+`settle` removes it from the outbox and records an alert or trigger id as
+published; the ids are kept for `PUBLISHED_DAYS`, and the commit neither feeds
+nor enqueues an id that is in the outbox or published, so the feed holds each id
+once. Entries a crash left behind are read by `due` and published again.
 """
 
 from __future__ import annotations
@@ -19,6 +23,11 @@ from stream_app.store.keys import Keys
 
 FEED_LENGTH = 500
 PUBLISHED_DAYS = 30
+#: An outbox entry older than this (seconds) is taken for one a crashed worker left
+#: behind, and published by whichever worker drains the outbox next.
+OUTBOX_GRACE_S = 30.0
+#: Kinds of outbox message whose ids are recorded as published (and shown in the feed).
+FED_KINDS = ("alert", "winback")
 
 
 def feed_entry(topic_kind: str, message: dict[str, Any]) -> bytes:
@@ -27,33 +36,49 @@ def feed_entry(topic_kind: str, message: dict[str, Any]) -> bytes:
 
 
 async def push(redis: Redis, keys: Keys, topic_kind: str, message: dict[str, Any]) -> None:
-    """Add a published alert or trigger to the feed and remember its id."""
-    await push_many(redis, keys, [(topic_kind, message)])
+    """Add an entry to the feed by hand (the engine's entries come from the commit)."""
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.lpush(keys.alert_feed, feed_entry(topic_kind, message))
+        pipe.ltrim(keys.alert_feed, 0, FEED_LENGTH - 1)
+        await pipe.execute()
 
 
-async def push_many(
-    redis: Redis, keys: Keys, entries: Sequence[tuple[str, dict[str, Any]]]
-) -> None:
-    """Add published alerts and triggers, in order, in one transaction; remember their ids."""
-    if not entries:
+def outbox_field(kind: str, ident: str) -> str:
+    """The outbox field of a message: ``kind:id``."""
+    return f"{kind}:{ident}"
+
+
+def split_field(name: str) -> tuple[str, str]:
+    """``kind:id`` -> (kind, id)."""
+    kind, _, ident = name.partition(":")
+    return kind, ident
+
+
+async def due(
+    redis: Redis, keys: Keys, before_ms: float, limit: int = 500
+) -> list[tuple[str, bytes | None]]:
+    """Outbox entries committed before `before_ms` (oldest first): (field, JSON or None)."""
+    raw = await redis.zrangebyscore(keys.outbox_queue, "-inf", before_ms, start=0, num=limit)
+    fields = [f.decode() if isinstance(f, bytes) else f for f in raw]
+    if not fields:
+        return []
+    bodies = await redis.hmget(keys.outbox, fields)
+    return [
+        (name, body.encode() if isinstance(body, str) else body)
+        for name, body in zip(fields, bodies, strict=True)
+    ]
+
+
+async def settle(redis: Redis, keys: Keys, fields: Sequence[str]) -> None:
+    """Step 6: drop acknowledged messages from the outbox and record the ids published."""
+    if not fields:
         return
     now = time.time()
-    ids = {
-        ident: now for _, m in entries if (ident := m.get("alert_id") or m.get("trigger_id"))
-    }
+    ids = {ident: now for kind, ident in map(split_field, fields) if kind in FED_KINDS}
     async with redis.pipeline(transaction=True) as pipe:
-        for topic_kind, message in entries:
-            pipe.lpush(keys.alert_feed, feed_entry(topic_kind, message))
-        pipe.ltrim(keys.alert_feed, 0, FEED_LENGTH - 1)
+        pipe.hdel(keys.outbox, *fields)
+        pipe.zrem(keys.outbox_queue, *fields)
         if ids:
             pipe.zadd(keys.published, ids)
             pipe.zremrangebyscore(keys.published, "-inf", now - PUBLISHED_DAYS * 86_400)
         await pipe.execute()
-
-
-async def published_among(redis: Redis, keys: Keys, idents: Sequence[str]) -> set[str]:
-    """Which of these alert or trigger ids were published before (one ZMSCORE)."""
-    if not idents:
-        return set()
-    scores = await redis.zmscore(keys.published, list(idents))
-    return {i for i, score in zip(idents, scores, strict=True) if score is not None}

@@ -68,6 +68,16 @@ class Keys:
         return f"{self.prefix}:feed:published"
 
     @property
+    def outbox(self) -> str:
+        """Messages committed but not yet acknowledged by Kafka: ``kind:id`` -> JSON."""
+        return f"{self.prefix}:outbox"
+
+    @property
+    def outbox_queue(self) -> str:
+        """The outbox's fields by the wall-clock time they were committed (ms)."""
+        return f"{self.prefix}:outbox:queue"
+
+    @property
     def churn_model(self) -> str:
         """The newest churn model snapshot (hash: version, sha256, model, metrics)."""
         return f"{self.prefix}:churn:model"
