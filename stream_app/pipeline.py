@@ -455,6 +455,14 @@ class Ingestor:
             log.info("published %d messages left in the outbox", published)
         return published
 
+    async def drain_due(self) -> None:
+        """Publish outbox leftovers now if due: those of an earlier process, then stale ones.
+
+        Called by each batch and by the worker's outbox timer, so an idle worker
+        publishes what a crash left behind as well.
+        """
+        await self._drain_if_due()
+
     async def _drain_if_due(self) -> None:
         """Drain what an earlier process left at the first call, then every grace period."""
         if self.publisher is None:

@@ -9,6 +9,7 @@ import faust
 from stream_app.models import FitError, engine_watermark, fit_and_store
 from stream_app.rescore import rescore_all, revisit_due
 from stream_app.runtime import Runtime
+from stream_app.store import feed
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +33,15 @@ def register(app: faust.App, runtime: Runtime) -> None:
         if watermark is not None:
             await revisit_due(runtime.ingestor, watermark, should_stop=timers.is_stopping)
 
+    async def drain_outbox() -> None:
+        # Messages a crash left committed but unpublished go out even when no batch arrives.
+        await runtime.ingestor.drain_due()
+
     # Each timer rides out Redis and Kafka outages and stops before the producer closes.
     timers.register(app, refresh_model, settings.refresh_interval_s)
     timers.register(app, fit_model, settings.fit_interval_s, on_leader=True)
     timers.register(app, revisit, settings.rescore_interval_s, on_leader=True)
+    timers.register(app, drain_outbox, feed.OUTBOX_GRACE_S)
 
 
 async def fit_now(runtime: Runtime, as_of: int | None = None) -> dict[str, object] | None:
