@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from stream_app.contract import Contract, InvalidEvent
+from stream_app.contract import DUPLICATE_EVENT, Contract, InvalidEvent
 from stream_app.domain.alerts import (
     AlertPolicy,
     WinbackOutcome,
@@ -28,7 +28,7 @@ from stream_app.domain.alerts import (
 )
 from stream_app.domain.churn import Snapshot
 from stream_app.domain.events import MS_PER_DAY, Event, InvalidEventValue, Source, from_message
-from stream_app.domain.ledger import CustomerState, apply_event
+from stream_app.domain.ledger import CustomerState, ingest
 from stream_app.domain.retention import (
     Retention,
     RetentionPolicy,
@@ -89,6 +89,8 @@ class Effects:
     alerts: list[dict[str, Any]] = field(default_factory=list)
     triggers: list[dict[str, Any]] = field(default_factory=list)
     closed: list[WinbackOutcome] = field(default_factory=list)
+    #: Events whose `event_id` the customer had applied already: dead-lettered, not counted.
+    duplicates: list[tuple[Event, Source]] = field(default_factory=list)
 
 
 def retention_policy(settings: Settings) -> RetentionPolicy:
@@ -232,6 +234,7 @@ class Ingestor:
         result = BatchResult(records=len(records))
         now = self.clock()
         events: list[tuple[Event, Source]] = []
+        raw: dict[Source, RawRecord] = {}
         applied: dict[tuple[str, int], int] = {}
         watermarks: dict[tuple[str, int], int] = {}
         letters = []
@@ -249,14 +252,21 @@ class Ingestor:
                 codes = result.dead_letter_codes
                 codes[exc.error_code] = codes.get(exc.error_code, 0) + 1
                 continue
-            events.append((event, Source(record.topic, record.partition, record.offset)))
+            source = Source(record.topic, record.partition, record.offset)
+            raw[source] = record
+            events.append((event, source))
         # Every dead letter is acknowledged before the batch's offsets can be committed.
         await asyncio.gather(*letters)
 
         pending = events
+        rejected: set[Source] = set()
         for _attempt in range(MAX_COMMIT_ATTEMPTS):
             loaded = await self.store.load_many(e.customer_id for e, _ in pending)
-            changes, counts, effects = self._apply(loaded, pending, now)
+            processed = None
+            if any(entry.state.legacy_offsets for entry in loaded.values()):
+                processed = await self.store.applied_offsets()
+            changes, counts, effects = self._apply(loaded, pending, now, processed)
+            await self.reject_duplicates(effects.duplicates, raw, now, rejected, result)
             await self.publish(effects)
             conflicts = await self.store.commit(changes, applied, watermarks)
             lost = set(conflicts)
@@ -294,6 +304,38 @@ class Ingestor:
         lost = set(await self.store.commit(changes))
         await self.settle(effects, lost)
         return len(changes) - len(lost)
+
+    async def reject_duplicates(
+        self,
+        duplicates: Sequence[tuple[Event, Source]],
+        raw: dict[Source, RawRecord],
+        now: str,
+        done: set[Source],
+        result: BatchResult,
+    ) -> None:
+        """Dead-letter the duplicate events (each once per batch) before the batch commits.
+
+        The commit then records their offsets as applied, so a replay after a
+        crash skips them silently instead of dead-lettering them again.
+        """
+        sends = []
+        for event, source in duplicates:
+            if source in done:
+                continue
+            done.add(source)
+            reason = (
+                f"event_id: {event.event_id!r} was already applied to customer "
+                f"{event.customer_id!r} (a producer retry); not counted again"
+            )
+            record = raw[source]
+            sends.append(self.dead_letters.send(
+                record.key, dead_letter_message(record, DUPLICATE_EVENT, reason, now)
+            ))
+            result.dead_lettered += 1
+            codes = result.dead_letter_codes
+            codes[DUPLICATE_EVENT] = codes.get(DUPLICATE_EVENT, 0) + 1
+        if sends:
+            await asyncio.gather(*sends)
 
     async def publish(self, effects: Effects) -> None:
         """Publish examples, alerts and triggers (an alert id already published is skipped)."""
@@ -335,22 +377,41 @@ class Ingestor:
         return unpack_retention(entry.state.customer_id, entry.fields.get(RETENTION, ""))
 
     def _apply(
-        self, loaded: dict[str, Loaded], events: list[tuple[Event, Source]], now: str
+        self,
+        loaded: dict[str, Loaded],
+        events: list[tuple[Event, Source]],
+        now: str,
+        processed: dict[tuple[str, int], int] | None = None,
     ) -> tuple[list[Change], dict[str, tuple[int, int]], Effects]:
-        """Apply events in order; return the changes, (applied, duplicate) counts, effects."""
+        """Apply events in order; return the changes, (applied, replayed) counts, effects.
+
+        Duplicate event ids come back in `Effects.duplicates`; their customers
+        are written too, so that their offsets are recorded. `processed` is the
+        engine's applied offset of every partition, needed only for records in
+        the old offset layout (`CustomerState.has_applied`).
+        """
         states = {cid: entry.state for cid, entry in loaded.items()}
         retentions: dict[str, Retention] = {}
         labelled: dict[str, list[tuple[Snapshot, int, int]]] = {}
         counts: dict[str, tuple[int, int]] = {}
         increments: dict[str, list[Increment]] = {}
         margin = self.settings.default_margin_rate
+        window = self.settings.event_id_window
+        duplicated: set[str] = set()
+        rejected: list[tuple[Event, Source]] = []
         for event, source in events:
             cid = event.customer_id
             before = states[cid]
-            after = apply_event(before, event, source, margin)
+            after, outcome = ingest(before, event, source, margin, window, processed)
             applied_n, duplicates = counts.get(cid, (0, 0))
-            if after is before:
+            if outcome == "replayed":
                 counts[cid] = (applied_n, duplicates + 1)
+                continue
+            if outcome == "duplicate":
+                states[cid] = after
+                duplicated.add(cid)
+                rejected.append((event, source))
+                counts[cid] = (applied_n, duplicates)
                 continue
             increments.setdefault(cid, []).extend(campaign_increments(before, event, margin))
             r = retentions.get(cid) or self._retention(loaded[cid])
@@ -358,10 +419,11 @@ class Ingestor:
             labelled.setdefault(cid, []).extend((s, y, event.occurred_at) for s, y in new)
             states[cid] = after
             counts[cid] = (applied_n + 1, duplicates)
-        changed = [states[cid] for cid, (n, _) in counts.items() if n > 0]
+        changed = [states[cid] for cid, (n, _) in counts.items() if n > 0 or cid in duplicated]
         changes, effects = self.plan(
             loaded, changed, increments, now, retentions=retentions, labelled=labelled
         )
+        effects.duplicates = rejected
         return changes, counts, effects
 
     def plan(
