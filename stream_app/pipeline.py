@@ -221,6 +221,9 @@ class Ingestor:
         kind = self._kinds[record.topic]
         message = self.contract.decode(kind, record.value)
         key = None if record.key is None else record.key.decode("utf-8", errors="replace")
+        # A null key, or a partition other than murmur2 of the key gives, is applied like
+        # any other message: applied offsets are kept per topic partition. A key naming
+        # another customer is a producer bug the contract rejects.
         if key is not None and key != message["customer_id"]:
             raise InvalidEventValue(
                 "invalid_value",
