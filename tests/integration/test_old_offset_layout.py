@@ -15,10 +15,12 @@ from stream_app.pipeline import Ingestor, RawRecord
 from stream_app.settings import Settings
 from stream_app.store.customers import CustomerStore
 from stream_app.store.keys import Keys
-from stream_app.store.records import OFFSETS, to_fields
+from stream_app.store.records import to_fields
 from tests.e2e.helpers import own_redis_db
 
 pytestmark = pytest.mark.integration
+
+OFFSETS = "_a"  # the record's applied offsets per topic partition
 
 
 class Letters:
@@ -51,7 +53,7 @@ async def scenario(settings: Settings) -> tuple[dict[str, str], Letters]:
         # the topic (partition 0, which the engine has processed up to 50), nothing from
         # partition 1 beyond offset 5.
         old = to_fields(CustomerState("L1", orders=1, revenue_c=1000, purchase_days=(20454,)))
-        del old[OFFSETS]
+        old.pop(OFFSETS, None)
         old[f"_o:{topic}"] = "50"
         old["_v"] = "1"
         await redis.hset(keys.customer("L1"), mapping=old)
