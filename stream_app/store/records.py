@@ -221,7 +221,8 @@ def to_fields(state: CustomerState) -> dict[str, str]:
     fields["_days"] = pack_days(state.purchase_days)
     if state.recent_at is not None:
         fields["_recent"] = pack_recent(state.recent, state.recent_at)
-    fields[OFFSETS] = pack_offsets(state.offsets)
+    if state.offsets:
+        fields[OFFSETS] = pack_offsets(state.offsets)
     if state.event_ids:
         fields[EVENT_IDS] = pack_event_ids(state.event_ids)
     for topic, offset in state.legacy_offsets.items():
