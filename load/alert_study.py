@@ -534,9 +534,10 @@ class _Engine:
         for cid, v in self.valued.items():
             marks = markers(self.states[cid], v)
             x, t_x, first = (int(p) for p in marks[4].split(":"))
-            n, bucket = (int(p) for p in marks[5].split(":"))
             repeat[(x, t_x, first)] += 1
-            spend[(n, bucket)] += 1
+            if marks[5]:  # empty for a customer who never paid: not in the spend fit
+                n, bucket = (int(p) for p in marks[5].split(":"))
+                spend[(n, bucket)] += 1
         if sum(repeat.values()) < MIN_FIT_CUSTOMERS:
             return
         fit = fit_population(

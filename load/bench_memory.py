@@ -30,7 +30,7 @@ from load.simulator import SimConfig, simulate
 from stream_app.settings import Settings
 from stream_app.store.keys import Keys
 
-__all__ = ["measure_memory"]
+__all__ = ["measure_dedup", "measure_memory"]
 
 RANKS = ("clv", "net_contribution", "value_at_risk")
 
@@ -58,7 +58,9 @@ return count
 #: Fields a reader can derive from others (or from settings) at lookup time.
 DERIVABLE = ("gross_margin", "net_contribution", "repeat_purchases", "contacts", "horizon_days",
              "recency_days", "model_version", "value_at_risk", "customer_id")
-BOOKKEEPING = ("_v", "_h", "_days")
+BOOKKEEPING = ("_v", "_h", "_days", "_a", "_e")
+#: The deduplication state: applied offsets per topic partition and recent event id hashes.
+DEDUP = ("_a", "_e")
 #: The churn model's per-customer memory (decayed counters, pending snapshots, alert state).
 CHURN = ("_ret", "_recent")
 
@@ -85,10 +87,16 @@ def _short_names(templates: Sequence[Template]) -> dict[str, str]:
 
 
 def _pack_bookkeeping(fields: Mapping[str, str]) -> dict[str, str]:
-    out = {k: v for k, v in fields.items() if k not in BOOKKEEPING and not k.startswith("_o:")}
-    offsets = ",".join(f"{k[3:]}={v}" for k, v in sorted(fields.items()) if k.startswith("_o:"))
+    out = {k: v for k, v in fields.items() if k not in BOOKKEEPING}
+    # The applied offsets last, as ``topic/partition=offset,...`` for `pack` below.
+    offsets = ",".join(
+        f"{topic}/{part}"
+        for group in filter(None, fields.get("_a", "").split(";"))
+        for topic, _, parts in [group.rpartition(":")]
+        for part in parts.split(",")
+    )
     out["_"] = "|".join([fields.get("_v", ""), fields.get("_h", ""), fields.get("_days", ""),
-                         offsets])
+                         fields.get("_e", ""), offsets])
     return out
 
 
@@ -109,9 +117,9 @@ def _alternatives(templates: Sequence[Template]) -> dict[str, tuple[Callable[[Te
         offsets = packed["_"].rsplit("|", 1)
         parts = []
         for item in filter(None, offsets[1].split(",")):
-            topic, _, value = item.partition("=")
+            topic, _, value = item.partition("/")
             code = topic_codes.setdefault(topic, str(len(topic_codes)))
-            parts.append(f"{code}={value}")
+            parts.append(f"{code}/{value}")
         packed["_"] = offsets[0] + "|" + ",".join(parts)
         return packed
 
@@ -141,6 +149,9 @@ def _alternatives(templates: Sequence[Template]) -> dict[str, tuple[Callable[[Te
             lambda t: t.fields, RANKS, "customer_id", "64"),
         "as written, listpack 8192 (the engine's setting)": (
             lambda t: t.fields, RANKS, "customer_id", "8192"),
+        "as written without the deduplication state (_a, _e), listpack 8192": (
+            lambda t: {k: v for k, v in t.fields.items() if k not in DEDUP}, RANKS,
+            "customer_id", "8192"),
         "as written without the churn fields, listpack 512": (
             lambda t: lean(t.fields), RANKS, "customer_id", "512"),
         "packed bookkeeping (public names kept), listpack 8192": (
@@ -309,3 +320,64 @@ def measure_memory(
     client.flushall()
     client.close()
     return out
+
+
+def measure_dedup(
+    url: str,
+    template_customers: int = 300,
+    clones: int = 20_000,
+    seed: int = 11,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Redis memory per customer of the deduplication state (``_a`` and ``_e``).
+
+    The records of a simulated year written by `Ingestor.process` are cloned `clones` times
+    as written and again without the two fields; the difference of ``used_memory`` per
+    customer is what the state costs.
+    """
+    settings = Settings(redis_url=url)
+    keys = Keys()
+    client = redis.Redis.from_url(url, socket_timeout=600)
+    client.flushall()
+    events = list(simulate(SimConfig(n_customers=template_customers, days=365, seed=seed)))
+    log(f"dedup memory: {len(events):,} events of {template_customers} customers")
+    asyncio.run(profile_pipeline(settings, raw_records(events, settings), timers=False))
+    templates = _load_templates(client, keys)
+    n = len(templates)
+    out: dict[str, Any] = {
+        "template_customers": n,
+        "event_id_window": settings.event_id_window,
+        "offsets_field_bytes_avg": round(
+            sum(len(t.fields.get("_a", "")) for t in templates) / n, 1),
+        "event_ids_field_bytes_avg": round(
+            sum(len(t.fields.get("_e", "")) for t in templates) / n, 1),
+        "event_ids_avg": round(sum(len(t.fields.get("_e", "")) * 3 // 32 for t in templates) / n,
+                               1),
+        "clones": clones,
+    }
+    builds: dict[str, Callable[[Template], Any]] = {
+        "with": lambda t: t.fields,
+        "without": lambda t: {k: v for k, v in t.fields.items() if k not in DEDUP},
+    }
+    for name, build in builds.items():
+        client.flushall()
+        _write_templates(client, keys, templates, build, ())
+        base = _used(client)
+        _clone(client, keys, templates, (), "customer_id", 0, clones)
+        row = _breakdown(client, keys, clones, _used(client) - base)
+        out[f"bytes_per_customer_{name}"] = row["bytes_per_customer"]
+        out[f"record_bytes_avg_{name}"] = row["record_bytes_avg"]
+    out["dedup_bytes_per_customer"] = round(
+        out["bytes_per_customer_with"] - out["bytes_per_customer_without"], 1)
+    client.flushall()
+    client.close()
+    return out
+
+
+if __name__ == "__main__":
+    import json
+
+    from load.bench_env import PrivateRedis
+
+    with PrivateRedis() as server:
+        print(json.dumps(measure_dedup(server.url), indent=2))

@@ -4,7 +4,7 @@
 against a Redis server, batch by batch, with timers wrapped around each phase of the hot path:
 
 * decode: `Contract.decode` (orjson + JSON Schema) and `from_message` (event construction);
-* domain apply: `apply_event` and `campaign_increments`;
+* domain apply: `ingest` and `campaign_increments`;
 * valuation: `history` and `value_many` (BG/NBD and Gamma-Gamma with numpy/scipy);
 * planner: `planner.plan` (record fields, histogram markers, ranks, roll-up increments);
 * load: `CustomerStore.load_many` (pipelined HGETALL), wall and client CPU;
@@ -157,7 +157,7 @@ def _wrap_async(fn: Callable[..., Any], name: str, prof: PhaseProfile) -> Callab
 _SYNC_PATCHES = (
     (Contract, "decode", "decode: contract (orjson + JSON Schema)"),
     (pipeline_module, "from_message", "decode: event construction"),
-    (pipeline_module, "apply_event", "domain apply (ledger)"),
+    (pipeline_module, "ingest", "domain apply (ledger)"),
     (pipeline_module, "campaign_increments", "domain apply (campaign roll-ups)"),
     (valuation_module, "history", "valuation: inputs (history)"),
     (valuation_module, "value_many", "valuation: value_many (numpy/scipy)"),

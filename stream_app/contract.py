@@ -35,6 +35,7 @@ import jsonschema_rs
 import orjson
 
 __all__ = [
+    "DUPLICATE_EVENT",
     "ERROR_CODES",
     "EVENT_KINDS",
     "OUTPUT_KINDS",
@@ -53,7 +54,10 @@ ERROR_CODES = (
     "oversize",
     "unsupported_currency",
     "invalid_value",
+    "duplicate_event",
 )
+#: An event whose `event_id` the customer already had applied (a producer's retry).
+DUPLICATE_EVENT = "duplicate_event"
 
 #: Readable explanations for the patterns the schemas use; a test checks every pattern has one.
 PATTERN_HINTS = {

@@ -67,15 +67,20 @@ async def customer(
         as_of = await engine_watermark(redis, keys, settings)
     if as_of is None or (state.last_event is not None and as_of < state.last_event):
         as_of = state.last_event
-    view = public_view(fields)
     if model is None:
         model = await load_model(redis, keys, settings)
     valuation = None if as_of is None else value_one(model, state, as_of, horizon)
+    # The revalued fields replace the stored ones, and the record is typed once: typing
+    # the parts separately would fill the per-reason and per-action counts with zeros.
+    merged = dict(fields)
     if valuation is not None:
         if cuts is None:
             cuts = await load_cuts(redis, keys)
-        view.update(public_view(valuation_fields(valuation, cuts)))
-        view.update(public_view(rfm_fields(state, cuts, as_of)))
+        stored_churn = fields.get("churn_probability")
+        churn = None if stored_churn is None else float(stored_churn)
+        merged.update(valuation_fields(valuation, cuts, churn))
+        merged.update(rfm_fields(state, cuts, as_of))
+    view = public_view(merged)
     view["stored_as_of"] = fields.get("as_of")
     return view
 

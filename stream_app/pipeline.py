@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from stream_app.contract import Contract, InvalidEvent
+from stream_app.contract import DUPLICATE_EVENT, Contract, InvalidEvent
 from stream_app.domain.alerts import (
     AlertPolicy,
     WinbackOutcome,
@@ -31,7 +31,7 @@ from stream_app.domain.alerts import (
 )
 from stream_app.domain.churn import Snapshot
 from stream_app.domain.events import MS_PER_DAY, Event, InvalidEventValue, Source, from_message
-from stream_app.domain.ledger import CustomerState, apply_event
+from stream_app.domain.ledger import CustomerState, ingest
 from stream_app.domain.retention import (
     Retention,
     RetentionPolicy,
@@ -99,6 +99,8 @@ class Effects:
     alerts: list[dict[str, Any]] = field(default_factory=list)
     triggers: list[dict[str, Any]] = field(default_factory=list)
     closed: list[WinbackOutcome] = field(default_factory=list)
+    #: Events whose `event_id` the customer had applied already: dead-lettered, not counted.
+    duplicates: list[tuple[Event, Source]] = field(default_factory=list)
 
 
 def retention_policy(settings: Settings) -> RetentionPolicy:
@@ -248,6 +250,9 @@ class Ingestor:
         kind = self._kinds[record.topic]
         message = self.contract.decode(kind, record.value)
         key = None if record.key is None else record.key.decode("utf-8", errors="replace")
+        # A null key, or a partition other than murmur2 of the key gives, is applied like
+        # any other message: applied offsets are kept per topic partition. A key naming
+        # another customer is a producer bug the contract rejects.
         if key is not None and key != message["customer_id"]:
             raise InvalidEventValue(
                 "invalid_value",
@@ -264,6 +269,7 @@ class Ingestor:
         result = BatchResult(records=len(records))
         now = self.clock()
         events: list[tuple[Event, Source]] = []
+        raw: dict[Source, RawRecord] = {}
         applied: dict[tuple[str, int], int] = {}
         watermarks: dict[tuple[str, int], int] = {}
         letters = []
@@ -279,18 +285,23 @@ class Ingestor:
                 ))
                 _count_letter(result, exc.error_code)
                 continue
-            events.append((event, Source(record.topic, record.partition, record.offset)))
+            source = Source(record.topic, record.partition, record.offset)
+            raw[source] = record
+            events.append((event, source))
         # Every dead letter is acknowledged before the batch's offsets can be committed.
         await asyncio.gather(*letters)
         await self._drain_if_due()
-        isolated = await self._commit_events(events, applied, watermarks, result, now, records)
+        rejected: set[Source] = set()
+        isolated = await self._commit_events(
+            events, applied, watermarks, result, now, raw, rejected
+        )
         if isolated:
             # A sum overflowed for a customer with several events in the batch: commit
             # that customer's events one at a time to find the offending ones, and only
             # then the batch's offsets.
             for item in isolated:
-                await self._commit_events([item], {}, {}, result, now, records)
-            await self._commit_events([], applied, watermarks, result, now, records)
+                await self._commit_events([item], {}, {}, result, now, raw, rejected)
+            await self._commit_events([], applied, watermarks, result, now, raw, rejected)
         return result
 
     async def _commit_events(
@@ -300,7 +311,8 @@ class Ingestor:
         watermarks: dict[tuple[str, int], int],
         result: BatchResult,
         now: str,
-        records: Sequence[RawRecord],
+        raw: dict[Source, RawRecord],
+        rejected: set[Source],
     ) -> list[tuple[Event, Source]]:
         """Steps 2 to 6 for `events`; returns the events left to commit one at a time."""
         pending = events
@@ -308,7 +320,11 @@ class Ingestor:
         attempts = 0
         while True:
             loaded = await self.store.load_many(e.customer_id for e, _ in pending)
-            changes, counts, effects = self._apply(loaded, pending, now)
+            processed = None
+            if any(entry.state.legacy_offsets for entry in loaded.values()):
+                processed = await self.store.applied_offsets()
+            changes, counts, effects = self._apply(loaded, pending, now, processed)
+            await self.reject_duplicates(effects.duplicates, raw, now, rejected, result)
             changes, outgoing = self._outgoing(changes, effects)
             done = await self.store.commit(changes, applied, watermarks)
             if done.overflow is not None:
@@ -319,7 +335,7 @@ class Ingestor:
                 mine = [item for item in pending if item[0].customer_id == cid]
                 pending = [item for item in pending if item[0].customer_id != cid]
                 if len(mine) == 1:
-                    await self._dead_letter_overflow(mine[0][1], done, records, result, now)
+                    await self._dead_letter_overflow(mine[0][1], done, raw, result, now)
                 else:
                     isolated += mine
                     applied, watermarks = {}, {}
@@ -343,12 +359,11 @@ class Ingestor:
             log.warning("%d customers changed under us; reloading them", len(lost))
 
     async def _dead_letter_overflow(
-        self, source: Source, done: Committed, records: Sequence[RawRecord],
+        self, source: Source, done: Committed, raw: dict[Source, RawRecord],
         result: BatchResult, now: str,
     ) -> None:
         assert done.overflow is not None
-        record = next(r for r in records if (r.topic, r.partition, r.offset) == (
-            source.topic, source.partition, source.offset))
+        record = raw[source]
         log.warning("dead-lettering %s/%d@%d: %s", record.topic, record.partition,
                     record.offset, done.overflow.reason)
         await self.dead_letters.send(
@@ -385,6 +400,36 @@ class Ingestor:
             changes = [c for c in changes if c.customer_id != done.overflow.customer_id]
         await self.publish(outgoing, done.enqueued)
         return len(changes) - len(done.lost)
+
+    async def reject_duplicates(
+        self,
+        duplicates: Sequence[tuple[Event, Source]],
+        raw: dict[Source, RawRecord],
+        now: str,
+        done: set[Source],
+        result: BatchResult,
+    ) -> None:
+        """Dead-letter the duplicate events (each once per batch) before the batch commits.
+
+        The commit then records their offsets as applied, so a replay after a
+        crash skips them silently instead of dead-lettering them again.
+        """
+        sends = []
+        for event, source in duplicates:
+            if source in done:
+                continue
+            done.add(source)
+            reason = (
+                f"event_id: {event.event_id!r} was already applied to customer "
+                f"{event.customer_id!r} (a producer retry); not counted again"
+            )
+            record = raw[source]
+            sends.append(self.dead_letters.send(
+                record.key, dead_letter_message(record, DUPLICATE_EVENT, reason, now)
+            ))
+            _count_letter(result, DUPLICATE_EVENT)
+        if sends:
+            await asyncio.gather(*sends)
 
     def _outgoing(self, changes: list[Change], effects: Effects) -> tuple[list[Change], Outgoing]:
         """Attach each customer's messages to its change; the outbox fields to publish."""
@@ -481,22 +526,41 @@ class Ingestor:
         return unpack_retention(entry.state.customer_id, entry.fields.get(RETENTION, ""))
 
     def _apply(
-        self, loaded: dict[str, Loaded], events: list[tuple[Event, Source]], now: str
+        self,
+        loaded: dict[str, Loaded],
+        events: list[tuple[Event, Source]],
+        now: str,
+        processed: dict[tuple[str, int], int] | None = None,
     ) -> tuple[list[Change], dict[str, tuple[int, int]], Effects]:
-        """Apply events in order; return the changes, (applied, duplicate) counts, effects."""
+        """Apply events in order; return the changes, (applied, replayed) counts, effects.
+
+        Duplicate event ids come back in `Effects.duplicates`; their customers
+        are written too, so that their offsets are recorded. `processed` is the
+        engine's applied offset of every partition, needed only for records in
+        the old offset layout (`CustomerState.has_applied`).
+        """
         states = {cid: entry.state for cid, entry in loaded.items()}
         retentions: dict[str, Retention] = {}
         labelled: dict[str, list[tuple[Snapshot, int, int]]] = {}
         counts: dict[str, tuple[int, int]] = {}
         increments: dict[str, list[Increment]] = {}
         margin = self.settings.default_margin_rate
+        window = self.settings.event_id_window
+        duplicated: set[str] = set()
+        rejected: list[tuple[Event, Source]] = []
         for event, source in events:
             cid = event.customer_id
             before = states[cid]
-            after = apply_event(before, event, source, margin)
+            after, outcome = ingest(before, event, source, margin, window, processed)
             applied_n, duplicates = counts.get(cid, (0, 0))
-            if after is before:
+            if outcome == "replayed":
                 counts[cid] = (applied_n, duplicates + 1)
+                continue
+            if outcome == "duplicate":
+                states[cid] = after
+                duplicated.add(cid)
+                rejected.append((event, source))
+                counts[cid] = (applied_n, duplicates)
                 continue
             increments.setdefault(cid, []).extend(campaign_increments(before, event, margin))
             r = retentions.get(cid) or self._retention(loaded[cid])
@@ -504,10 +568,11 @@ class Ingestor:
             labelled.setdefault(cid, []).extend((s, y, event.occurred_at) for s, y in new)
             states[cid] = after
             counts[cid] = (applied_n + 1, duplicates)
-        changed = [states[cid] for cid, (n, _) in counts.items() if n > 0]
+        changed = [states[cid] for cid, (n, _) in counts.items() if n > 0 or cid in duplicated]
         changes, effects = self.plan(
             loaded, changed, increments, now, retentions=retentions, labelled=labelled
         )
+        effects.duplicates = rejected
         return changes, counts, effects
 
     def plan(

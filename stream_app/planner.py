@@ -55,14 +55,16 @@ def markers(state: CustomerState, valuation: Valuation | None) -> tuple[str, ...
     days = state.purchase_days
     x, t_x = len(days) - 1, days[-1] - days[0]
     net = max(state.revenue_c - state.returned_c, 0)
-    spend = log_bucket(net / len(days), SPEND_BASE)
+    # Gamma-Gamma is fitted on positive spends only: a customer who has never paid
+    # counts in the BG/NBD statistics but not in the spend ones.
+    spend = f"{len(days)}:{log_bucket(net / len(days), SPEND_BASE)}" if net > 0 else ""
     return (
         str(values.frequency_bucket),
         str(values.monetary_bucket),
         str(values.last_purchase_day),
         str(log_bucket(valuation.clv, CLV_BASE)),
         f"{x}:{t_x}:{days[0]}",
-        f"{len(days)}:{spend}",
+        spend,
     )
 
 

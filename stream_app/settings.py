@@ -354,6 +354,8 @@ class Settings:
     # 5 ms: at low rates a batch closes soon after its first event (load.bench freshness).
     batch_within_ms: int = 5
     default_margin_rate: float = 0.30
+    # Event ids remembered per customer to drop producer retries (12 bytes each in the record).
+    event_id_window: int = 16
     annual_discount_rate: float = 0.10
     horizon_days: int = 365
     fit_interval_s: float = 300.0
@@ -416,6 +418,7 @@ class Settings:
             batch_size=_int(e, "CVM_BATCH_SIZE", cls.batch_size),
             batch_within_ms=_int(e, "CVM_BATCH_WITHIN_MS", cls.batch_within_ms),
             default_margin_rate=_float(e, "CVM_DEFAULT_MARGIN_RATE", cls.default_margin_rate),
+            event_id_window=_int(e, "CVM_EVENT_ID_WINDOW", cls.event_id_window),
             annual_discount_rate=_float(e, "CVM_ANNUAL_DISCOUNT_RATE", cls.annual_discount_rate),
             horizon_days=_int(e, "CVM_HORIZON_DAYS", cls.horizon_days),
             fit_interval_s=_float(e, "CVM_FIT_INTERVAL_S", cls.fit_interval_s),
@@ -504,6 +507,10 @@ class Settings:
         if not 0 <= self.default_margin_rate <= 1:
             raise SettingsError(
                 f"CVM_DEFAULT_MARGIN_RATE={self.default_margin_rate} must be within 0..1"
+            )
+        if not 0 <= self.event_id_window <= 1024:
+            raise SettingsError(
+                f"CVM_EVENT_ID_WINDOW={self.event_id_window} must be within 0..1024"
             )
         if self.alert_min_signals < 1:
             raise SettingsError(f"CVM_ALERT_MIN_SIGNALS={self.alert_min_signals} must be >= 1")

@@ -1,21 +1,31 @@
 """The profitability ledger of one customer over the whole relationship.
 
 `apply_event(state, event, source)` returns the new state; it never mutates.
-Events a customer already had applied (by the offset of their source topic) are
-skipped, which is what turns Kafka's at-least-once delivery into an
-exactly-once effect. Events of one customer and one topic always come from one
-partition (inputs are keyed by customer id), so "offset already applied" is a
-total order per (customer, topic).
+`ingest` does the same and also says what happened to the event:
+
+- ``replayed``: the customer already holds the event's offset of its topic
+  partition. This is Kafka redelivering what we applied before a crash; it is
+  skipped silently, which turns at-least-once delivery into an exactly-once
+  effect. Offsets are kept per (topic, partition), because one customer's events
+  can arrive on several partitions (a null key, or a producer with another
+  partitioner) and offsets of different partitions cannot be compared.
+- ``duplicate``: a new offset, but the `event_id` is among the last `window`
+  event ids applied to the customer: a producer's retry. Nothing is counted;
+  the offset is recorded so a replay of it is a silent skip, and the caller
+  dead-letters it.
+- ``applied``: everything else.
 """
 
 from __future__ import annotations
 
 import bisect
+import hashlib
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from decimal import ROUND_HALF_EVEN, Decimal
 from types import MappingProxyType
-from typing import Final
+from typing import Final, Literal
 
 from stream_app.domain.events import (
     MS_PER_DAY,
@@ -45,6 +55,7 @@ TOUCH_ACTIONS: Final = (
 )
 
 _EMPTY: Final[MappingProxyType[str, int]] = MappingProxyType({})
+_NO_OFFSETS: Final[MappingProxyType[tuple[str, int], int]] = MappingProxyType({})
 _EMPTY_F: Final[MappingProxyType[str, float]] = MappingProxyType({})
 
 #: Time constant of the recent-activity counters: an event weighs 1/e after this long.
@@ -94,7 +105,12 @@ class CustomerState:
     purchase_days: tuple[int, ...] = ()
     recent: MappingProxyType[str, float] = field(default_factory=lambda: _EMPTY_F)
     recent_at: int | None = None
-    offsets: MappingProxyType[str, int] = field(default_factory=lambda: _EMPTY)
+    #: (topic, partition) -> the last offset applied from it.
+    offsets: MappingProxyType[tuple[str, int], int] = field(default_factory=lambda: _NO_OFFSETS)
+    #: topic -> offset, as records written before offsets were kept per partition hold it.
+    legacy_offsets: MappingProxyType[str, int] = field(default_factory=lambda: _EMPTY)
+    #: 64-bit hashes (`event_hash`) of the last event ids applied, oldest first.
+    event_ids: tuple[int, ...] = ()
 
     @property
     def contacts_total(self) -> int:
@@ -122,9 +138,26 @@ class CustomerState:
         factor = math.exp(-max(as_of - self.recent_at, 0) / RECENT_TAU_MS)
         return {k: self.recent.get(k, 0.0) * factor for k in RECENT_KEYS}
 
-    def has_applied(self, source: Source) -> bool:
-        """Whether the event at `source` is already part of this state."""
-        return self.offsets.get(source.topic, -1) >= source.offset
+    def has_applied(
+        self, source: Source, processed: Mapping[tuple[str, int], int] | None = None
+    ) -> bool:
+        """Whether the event at `source` is already part of this state.
+
+        A record written before offsets were kept per partition holds one offset
+        per topic, of whichever partition its last event came from, so it cannot
+        tell by itself. `processed` (the engine's last processed offset of every
+        partition) settles it: an event at or below both that topic offset and its
+        partition's processed offset was seen by the engine already; anything else
+        is applied. Without `processed` the old offsets are not used at all, so an
+        event is never dropped on their account.
+        """
+        tp = (source.topic, source.partition)
+        if self.offsets.get(tp, -1) >= source.offset:
+            return True
+        old = self.legacy_offsets.get(source.topic)
+        if old is None or processed is None:
+            return False
+        return source.offset <= min(old, processed.get(tp, -1))
 
 
 def add_recent(
@@ -252,37 +285,64 @@ def _apply_touch(state: CustomerState, t: CampaignTouch) -> CustomerState:
     return new
 
 
-def apply_event(
+Outcome = Literal["applied", "replayed", "duplicate"]
+
+
+def event_hash(event: Event) -> int:
+    """A 64-bit hash of the event's type and `event_id`, stable across processes.
+
+    >>> p = Purchase("o-1", "C1", 0, "order", 100, None, "web")
+    >>> event_hash(p) == event_hash(replace(p, amount_c=5)), event_hash(p) < 2**64
+    (True, True)
+    """
+    text = f"{type(event).__name__}:{event.event_id}".encode()
+    return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "big")
+
+
+def ingest(
     state: CustomerState,
     event: Event,
     source: Source,
     default_margin_rate: float = 0.3,
-) -> CustomerState:
-    """Return `state` with `event` applied, or `state` itself if already applied.
+    window: int = 0,
+    processed: Mapping[tuple[str, int], int] | None = None,
+) -> tuple[CustomerState, Outcome]:
+    """Apply `event` read at `source` unless it is a replay or a duplicate.
+
+    `window` is how many recent event ids per customer are remembered (0: none,
+    every new offset is applied); `processed` is passed to `has_applied` for
+    records in the old offset layout.
 
     >>> from stream_app.domain.events import Purchase, Source
     >>> p = Purchase("e1", "C1", 86_400_000, "order", 5_000, 3_000, "web")
-    >>> s = apply_event(CustomerState("C1"), p, Source("cvm.purchases", 0, 7))
-    >>> (s.orders, s.gross_margin_c, s.purchase_days, dict(s.offsets))
-    (1, 2000, (1,), {'cvm.purchases': 7})
-    >>> apply_event(s, p, Source("cvm.purchases", 0, 7)) is s
-    True
+    >>> s, what = ingest(CustomerState("C1"), p, Source("cvm.purchases", 0, 7), window=8)
+    >>> what, s.orders, dict(s.offsets)
+    ('applied', 1, {('cvm.purchases', 0): 7})
+    >>> ingest(s, p, Source("cvm.purchases", 0, 7), window=8)[1]
+    'replayed'
+    >>> d, what = ingest(s, p, Source("cvm.purchases", 3, 2), window=8)
+    >>> what, d.orders, dict(d.offsets)[("cvm.purchases", 3)]
+    ('duplicate', 1, 2)
     """
-    if state.has_applied(source):
-        return state
+    if state.has_applied(source, processed):
+        return state, "replayed"
+    offsets = dict(state.offsets)
+    offsets[(source.topic, source.partition)] = source.offset
+    h = event_hash(event) if window > 0 else None
+    if h is not None and h in state.event_ids[-window:]:
+        return replace(state, offsets=MappingProxyType(offsets)), "duplicate"
     if isinstance(event, Purchase):
         new = _apply_purchase(state, event, default_margin_rate)
     elif isinstance(event, ServiceContact):
         new = _apply_contact(state, event)
     else:
         new = _apply_touch(state, event)
-    offsets = dict(state.offsets)
-    offsets[source.topic] = source.offset
     first = state.first_event
     last = state.last_event
     recent, recent_at = add_recent(
         state.recent, state.recent_at, event.occurred_at, _recent_weights(event)
     )
+    ids = state.event_ids if h is None else (*state.event_ids, h)[-window:]
     return replace(
         new,
         first_event=event.occurred_at if first is None else min(first, event.occurred_at),
@@ -290,4 +350,28 @@ def apply_event(
         recent=recent,
         recent_at=recent_at,
         offsets=MappingProxyType(offsets),
-    )
+        event_ids=ids,
+    ), "applied"
+
+
+def apply_event(
+    state: CustomerState,
+    event: Event,
+    source: Source,
+    default_margin_rate: float = 0.3,
+    window: int = 0,
+) -> CustomerState:
+    """Return `state` with `event` applied, or `state` itself if already applied.
+
+    A duplicate `event_id` within `window` returns a state that only records
+    the offset (see `ingest`).
+
+    >>> from stream_app.domain.events import Purchase, Source
+    >>> p = Purchase("e1", "C1", 86_400_000, "order", 5_000, 3_000, "web")
+    >>> s = apply_event(CustomerState("C1"), p, Source("cvm.purchases", 0, 7))
+    >>> (s.orders, s.gross_margin_c, s.purchase_days, dict(s.offsets))
+    (1, 2000, (1,), {('cvm.purchases', 0): 7})
+    >>> apply_event(s, p, Source("cvm.purchases", 0, 7)) is s
+    True
+    """
+    return ingest(state, event, source, default_margin_rate, window)[0]

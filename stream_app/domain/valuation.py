@@ -86,6 +86,9 @@ class Valuation:
 def history(state: CustomerState, as_of: int) -> History | None:
     """Sufficient statistics at `as_of` (ms); None for a customer with no order yet.
 
+    A customer whose orders were all free (or all refunded) has a purchase
+    history like any other: BG/NBD predicts from it, and their mean spend is 0.
+
     >>> from stream_app.domain.ledger import CustomerState
     >>> s = CustomerState("C1", orders=3, revenue_c=9000, cogs_c=6000,
     ...                   purchase_days=(10, 12, 20), first_event=10 * 86_400_000)
@@ -94,7 +97,7 @@ def history(state: CustomerState, as_of: int) -> History | None:
     (2.0, 10.0, 20.0, 30.0, 0.333)
     """
     days = state.purchase_days
-    if not days or state.revenue_c <= 0:
+    if not days:
         return None
     as_of_day = as_of / MS_PER_DAY
     first = float(days[0])
@@ -132,7 +135,13 @@ def value_many(
     spend = np.array([h.mean_spend for h in histories])
     alive = np.atleast_1d(clv.p_alive(model.bg, x, t_x, T))
     purchases = np.atleast_1d(clv.expected_purchases(model.bg, horizon_days, x, t_x, T))
-    exp_spend = np.atleast_1d(clv.expected_spend(model.gg, x, spend, spend_basis="all"))
+    # Gamma-Gamma models positive spends only; for a customer who has never paid it would
+    # predict the population's mean spend, money they have never spent. Their expected
+    # spend is 0, as is their margin rate and so the revenue term of their CLV.
+    paid = spend > 0
+    exp_spend = np.zeros(len(histories))
+    if paid.any():
+        exp_spend[paid] = clv.expected_spend(model.gg, x[paid], spend[paid], spend_basis="all")
     revenue = np.atleast_1d(
         clv.clv(model.bg, model.gg, x, t_x, T, spend, horizon_days, 1.0,
                 model.annual_discount_rate, 0.0, model.step_days, spend_basis="all")

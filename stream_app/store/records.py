@@ -3,12 +3,18 @@
 Public fields are plain strings a reader can use as they are: money as decimal
 strings in the base currency, counts as integers, times as RFC 3339 UTC with
 milliseconds. Fields starting with ``_`` are the engine's bookkeeping (applied
-offsets, the version used for compare-and-set, packed purchase days) and are
-not part of the stable interface.
+offsets, recent event ids, the version used for compare-and-set, packed purchase
+days) and are not part of the stable interface.
+
+Applied offsets are one field, ``_a`` (`pack_offsets`), per topic partition.
+Records written before that kept one ``_o:<topic>`` field per topic; they are
+read into `CustomerState.legacy_offsets`, written back unchanged, and never
+created any more.
 """
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Mapping
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -24,6 +30,11 @@ from stream_app.domain.ledger import CONTACT_REASONS, TOUCH_ACTIONS, CustomerSta
 from stream_app.domain.retention import Retention
 
 VERSION = "_v"
+#: The applied offsets per topic partition (`pack_offsets`).
+OFFSETS = "_a"
+#: The hashes of the customer's last event ids (`pack_event_ids`).
+EVENT_IDS = "_e"
+#: Prefix of the per-topic offset fields of the old layout (read, never created).
 OFFSET_PREFIX = "_o:"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -43,7 +54,8 @@ _COUNTS = (
     ("_sentiment_n", "sentiment_n"),
 )
 _FLOATS = frozenset(
-    {"p_alive", "expected_purchases", "expected_spend", "clv", "value_at_risk"}
+    {"p_alive", "expected_purchases", "expected_spend", "clv", "value_at_risk",
+     "churn_probability"}
 )
 _TEXT = frozenset(
     {"customer_id", "acquisition_channel", "last_click_campaign", "rfm", "rfm_segment"}
@@ -135,6 +147,53 @@ def unpack_recent(text: str) -> tuple[MappingProxyType[str, float], int | None]:
     return MappingProxyType(values), int(at)
 
 
+def pack_offsets(offsets: Mapping[tuple[str, int], int]) -> str:
+    """Pack applied offsets as ``topic:partition=offset,...;topic:...``, sorted.
+
+    Kafka topic names use only letters, digits, ``.``, ``_`` and ``-``, so the
+    separators cannot occur in them.
+
+    >>> pack_offsets({("cvm.purchases", 3): 90, ("cvm.purchases", 0): 7, ("t", 1): 2})
+    'cvm.purchases:0=7,3=90;t:1=2'
+    >>> unpack_offsets(pack_offsets({("t", 1): 2, ("t", 0): 5}))
+    mappingproxy({('t', 0): 5, ('t', 1): 2})
+    """
+    topics: dict[str, list[tuple[int, int]]] = {}
+    for (topic, partition), offset in sorted(offsets.items()):
+        topics.setdefault(topic, []).append((partition, offset))
+    return ";".join(
+        f"{topic}:" + ",".join(f"{p}={o}" for p, o in parts) for topic, parts in topics.items()
+    )
+
+
+def unpack_offsets(text: str) -> MappingProxyType[tuple[str, int], int]:
+    """Inverse of `pack_offsets`; empty text is no offsets."""
+    out: dict[tuple[str, int], int] = {}
+    for group in filter(None, text.split(";")):
+        topic, _, body = group.rpartition(":")
+        for part in body.split(","):
+            partition, _, offset = part.partition("=")
+            out[(topic, int(partition))] = int(offset)
+    return MappingProxyType(out)
+
+
+def pack_event_ids(hashes: tuple[int, ...]) -> str:
+    """Pack 64-bit event id hashes as base64 of 8 big-endian bytes each (12 characters per id
+    once a few are packed together).
+
+    >>> unpack_event_ids(pack_event_ids((1, 2**64 - 1)))
+    (1, 18446744073709551615)
+    """
+    raw = b"".join(h.to_bytes(8, "big") for h in hashes)
+    return base64.b64encode(raw).decode("ascii")
+
+
+def unpack_event_ids(text: str) -> tuple[int, ...]:
+    """Inverse of `pack_event_ids`."""
+    raw = base64.b64decode(text)
+    return tuple(int.from_bytes(raw[i : i + 8], "big") for i in range(0, len(raw), 8))
+
+
 def to_fields(state: CustomerState) -> dict[str, str]:
     """Every hash field of a customer's state (bookkeeping fields included)."""
     fields: dict[str, str] = {"customer_id": state.customer_id}
@@ -162,7 +221,11 @@ def to_fields(state: CustomerState) -> dict[str, str]:
     fields["_days"] = pack_days(state.purchase_days)
     if state.recent_at is not None:
         fields["_recent"] = pack_recent(state.recent, state.recent_at)
-    for topic, offset in state.offsets.items():
+    if state.offsets:
+        fields[OFFSETS] = pack_offsets(state.offsets)
+    if state.event_ids:
+        fields[EVENT_IDS] = pack_event_ids(state.event_ids)
+    for topic, offset in state.legacy_offsets.items():
         fields[f"{OFFSET_PREFIX}{topic}"] = str(offset)
     return fields
 
@@ -185,6 +248,8 @@ def from_fields(customer_id: str, fields: Mapping[str, str]) -> CustomerState:
     values["last_click_at"] = None if click is None else parse_time(click)
     values["purchase_days"] = unpack_days(fields.get("_days", ""))
     values["recent"], values["recent_at"] = unpack_recent(fields.get("_recent", ""))
+    values["offsets"] = unpack_offsets(fields.get(OFFSETS, ""))
+    values["event_ids"] = unpack_event_ids(fields.get(EVENT_IDS, ""))
     contacts: dict[str, int] = {}
     touches: dict[str, int] = {}
     offsets: dict[str, int] = {}
@@ -197,7 +262,7 @@ def from_fields(customer_id: str, fields: Mapping[str, str]) -> CustomerState:
             offsets[name[len(OFFSET_PREFIX) :]] = int(raw)
     values["contacts"] = MappingProxyType(contacts)
     values["touches"] = MappingProxyType(touches)
-    values["offsets"] = MappingProxyType(offsets)
+    values["legacy_offsets"] = MappingProxyType(offsets)
     return CustomerState(**values)
 
 
