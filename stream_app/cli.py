@@ -12,7 +12,7 @@ import orjson
 from redis.asyncio import Redis
 
 from stream_app import lookup
-from stream_app.settings import Settings
+from stream_app.settings import Settings, SettingsError
 
 
 def _print(doc: Any) -> None:
@@ -190,7 +190,13 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``cvm`` console script."""
     args = parser().parse_args(argv)
-    settings = Settings.from_env()
+    try:
+        settings = Settings.from_env()
+        if args.func is _worker:
+            settings.check_web_auth()
+    except SettingsError as exc:
+        print(f"cvm: {exc}", file=sys.stderr)  # one line: the messages carry no secret
+        return 2
     return int(args.func(settings, args))
 
 
