@@ -52,12 +52,20 @@ class Health:
 
         @app.on_partitions_revoked.connect
         async def revoked(sender: faust.App, revoked: set[Any], **_: Any) -> None:
-            self.group = "rebalancing"
+            self.on_revoked()
 
         @app.on_partitions_assigned.connect
         async def assigned(sender: faust.App, assigned: set[Any], **_: Any) -> None:
-            self.partitions = len(assigned)
-            self.group = "assigned" if assigned else "idle"
+            self.on_assigned(assigned)
+
+    def on_revoked(self) -> None:
+        """The group took this worker's partitions back: not ready until the next assignment."""
+        self.group = "rebalancing"
+
+    def on_assigned(self, assigned: set[Any]) -> None:
+        """The group's rebalance ended with `assigned` (perhaps nothing) for this worker."""
+        self.partitions = len(assigned)
+        self.group = "assigned" if assigned else "idle"
 
     def liveness(self) -> tuple[bool, dict[str, Any]]:
         """(live, document): the heartbeat's age against `STALE_S`."""
