@@ -18,13 +18,18 @@ RUN pip install . \
 
 USER cvm
 
-# Inside a container the web server must listen beyond loopback; the other
-# settings (KAFKA_BOOTSTRAP_SERVERS, REDIS_URL, CVM_*) come from the environment.
+# Inside a container the web server must listen beyond loopback, so the worker
+# needs CVM_API_TOKENS (it refuses to start without); the other settings
+# (KAFKA_BOOTSTRAP_SERVERS, REDIS_URL, CVM_*) come from the environment.
 ENV CVM_WEB_HOST=0.0.0.0 \
     CVM_WEB_PORT=6066 \
     CVM_DATA_DIR=/data/faust
 
 EXPOSE 6066
 VOLUME ["/data/faust"]
+
+# Liveness: the event loop turns. (Readiness, /readyz, is docker-compose.yml's check.)
+HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
+    CMD python -c "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('CVM_WEB_PORT', '6066') + '/livez', timeout=4)"
 
 CMD ["cvm", "worker"]

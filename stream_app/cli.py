@@ -203,8 +203,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         settings = Settings.from_env()
+        if args.func is _worker:
+            settings.check_web_auth()
     except SettingsError as exc:
-        print(f"cvm: {exc}", file=sys.stderr)
+        print(f"cvm: {exc}", file=sys.stderr)  # one line: the messages carry no secret
         return 2
     return int(args.func(settings, args))
 

@@ -131,11 +131,11 @@ class Runtime:
         version = await churn_models.current_version(self.redis, self.keys)
         if version == self.churn_version:
             return
-        snap = await churn_models.load(self.redis, self.keys)
-        if snap is None:
+        snap = await churn_models.load(self.redis, self.keys, self.settings.signing_key)
+        if snap is None:  # refused (logged once): keep scoring with the model loaded before
+            self.churn_version = version
             return
-        pipeline = snap.model[0]
-        self.live.scorer = partial(churn_probability, pipeline)
+        self.live.scorer = partial(churn_probability, snap.model)
         self.live.churn_version = f"churn-{snap.kind}-v{snap.version}"
         self.churn_version = snap.version
 

@@ -7,6 +7,7 @@ is the only place that reads the environment.
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -275,6 +276,58 @@ class RedisTLS:
             "REDIS_SSL_CERTFILE": self.certfile,
             "REDIS_SSL_KEYFILE": self.keyfile,
         }
+#: Scopes an API token can carry: ``read`` reads, ``admin`` also changes (``POST /model``).
+API_SCOPES = ("read", "admin")
+#: The least length of ``CVM_MODEL_SIGNING_KEY`` and of an API token.
+MIN_SECRET_LENGTH = 16
+
+
+@dataclass(frozen=True)
+class ApiToken:
+    """A bearer token of the HTTP API; its secret never appears in a repr or a log."""
+
+    name: str
+    secret: str = field(repr=False)
+    scope: str = "read"
+
+
+def _api_tokens(raw: str) -> tuple[ApiToken, ...]:
+    """Parse ``name:token:scope`` entries separated by commas or whitespace.
+
+    >>> _api_tokens("ops:0123456789abcdef0123:admin, dash:fedcba9876543210fedc:read")[0]
+    ApiToken(name='ops', scope='admin')
+    """
+    tokens: list[ApiToken] = []
+    for n, entry in enumerate(raw.replace(",", " ").split(), start=1):
+        parts = entry.split(":")
+        # The message names the entry by position and name, never by its secret.
+        where = f"CVM_API_TOKENS entry {n} ({parts[0]!r})"
+        if len(parts) != 3 or not all(parts):
+            raise SettingsError(f"{where} is not name:token:scope")
+        name, secret, scope = parts
+        if scope not in API_SCOPES:
+            raise SettingsError(f"{where}: scope {scope!r} is not one of {', '.join(API_SCOPES)}")
+        if len(secret) < MIN_SECRET_LENGTH:
+            raise SettingsError(f"{where}: the token is shorter than {MIN_SECRET_LENGTH} chars")
+        if any(t.name == name for t in tokens):
+            raise SettingsError(f"{where}: the name is used twice")
+        tokens.append(ApiToken(name, secret, scope))
+    return tuple(tokens)
+
+
+def is_loopback(host: str) -> bool:
+    """True if binding `host` listens on this machine only.
+
+    >>> is_loopback("127.0.0.1"), is_loopback("localhost"), is_loopback("0.0.0.0"), is_loopback("")
+    (True, True, False, False)
+    """
+    host = host.strip().strip("[]").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -379,6 +432,9 @@ class Settings:
     winback_control_share: float = 0.10
     winback_seed: int = 0
     log_level: str = "info"
+    # Secrets: kept out of repr (and so out of any log of the settings).
+    api_tokens: tuple[ApiToken, ...] = field(default=(), repr=False)
+    model_signing_key: str = field(default="", repr=False)
 
     def __repr__(self) -> str:
         # The generated repr, with REDIS_URL's password hidden (the Kafka one is a Secret).
@@ -453,6 +509,8 @@ class Settings:
             ),
             winback_seed=_int(e, "CVM_WINBACK_SEED", cls.winback_seed),
             log_level=e.get("CVM_LOG_LEVEL", cls.log_level),
+            api_tokens=_api_tokens(e.get("CVM_API_TOKENS", "")),
+            model_signing_key=e.get("CVM_MODEL_SIGNING_KEY", ""),
         )
         settings.check()
         return settings
@@ -495,6 +553,19 @@ class Settings:
         """Keyword arguments for ``Redis.from_url(settings.redis_url, ...)``: the TLS files."""
         return self.redis_tls.client_options()
 
+    @property
+    def signing_key(self) -> bytes | None:
+        """``CVM_MODEL_SIGNING_KEY`` as bytes, None if unset."""
+        return self.model_signing_key.encode() if self.model_signing_key else None
+
+    def check_web_auth(self) -> None:
+        """Raise `SettingsError` if the web server would listen beyond loopback without tokens."""
+        if not self.api_tokens and not is_loopback(self.web_host):
+            raise SettingsError(
+                f"CVM_WEB_HOST={self.web_host} listens beyond loopback and CVM_API_TOKENS is "
+                "empty: set tokens (name:token:scope) or bind to 127.0.0.1"
+            )
+
     def check(self) -> None:
         """Raise `SettingsError` naming the first unusable value."""
         self.kafka_security.check()
@@ -502,6 +573,15 @@ class Settings:
             "rediss://"
         ):
             raise SettingsError("REDIS_SSL_* files are set but REDIS_URL is not rediss://")
+        if self.model_signing_key and len(self.model_signing_key) < MIN_SECRET_LENGTH:
+            raise SettingsError(
+                f"CVM_MODEL_SIGNING_KEY is shorter than {MIN_SECRET_LENGTH} characters"
+            )
+        if self.churn_model != "logreg" and not self.model_signing_key:
+            raise SettingsError(
+                f"CVM_CHURN_MODEL={self.churn_model} is stored as a pickle, which needs "
+                "CVM_MODEL_SIGNING_KEY to sign and check it"
+            )
         if self.partitions < 1:
             raise SettingsError(f"CVM_PARTITIONS={self.partitions} must be at least 1")
         if not 0 <= self.default_margin_rate <= 1:

@@ -1,14 +1,25 @@
-"""HTTP lookups served by the worker: thin views over `stream_app.lookup`."""
+"""The worker's web server: probes, lookups (thin views over `stream_app.lookup`), ops page.
+
+`register` installs, in order: the guard every request passes (`stream_app.auth`), the
+probes, the lookups, the ops page. A new route is added by one more ``_register_*``
+function; it is guarded without a word (read scope to read, admin to change).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import faust
 import orjson
+from aiohttp import web as aiohttp_web
 from faust.web import Request, Response, View
 
-from stream_app import lookup, ops
+from stream_app import auth, lookup, ops, probes
 from stream_app.agents.valuation import fit_now
 from stream_app.runtime import Runtime
+from stream_app.settings import is_loopback
+
+_Handler = Callable[[aiohttp_web.Request], Awaitable[aiohttp_web.StreamResponse]]
 
 
 def _error(web: View, status: int, code: str, detail: str) -> Response:
@@ -16,7 +27,66 @@ def _error(web: View, status: int, code: str, detail: str) -> Response:
 
 
 def register(app: faust.App, runtime: Runtime) -> None:
-    """Attach the web views to `app`."""
+    """Attach the guard, the probes, the lookups and the ops page to `app`."""
+    _install_guard(app, auth.Guard(runtime.settings.api_tokens))
+    _register_probes(app, runtime)
+    _register_lookups(app, runtime)
+    ops.register(app, runtime)  # the ops page: feed, top value at risk, churn metrics
+
+
+def _install_guard(app: faust.App, guard: auth.Guard) -> None:
+    """Every request but a probe passes `guard` (an aiohttp middleware on Faust's web app)."""
+
+    @aiohttp_web.middleware
+    async def check(
+        request: aiohttp_web.Request, handler: _Handler
+    ) -> aiohttp_web.StreamResponse:
+        host = request.host.rsplit(":", 1)[0] if request.host else ""
+        if (not guard.enabled and request.path not in auth.OPEN_PATHS
+                and not is_loopback(host)):
+            # No tokens means loopback only: a page that rebinds its own name to
+            # 127.0.0.1 still sends that name as Host, and is refused here.
+            denied: auth.Denied | None = auth.Denied(
+                421, "misdirected", "without API tokens only loopback host names are served")
+        else:
+            denied = guard.check(request.method, request.path, request.headers,
+                                 [f"{request.scheme}://{request.host}"])
+        if denied is None:
+            return await handler(request)
+        headers = {"WWW-Authenticate": 'Bearer realm="cvm"'} if denied.status == 401 else {}
+        return aiohttp_web.json_response(
+            {"error": denied.code, "detail": denied.detail}, status=denied.status,
+            headers={**headers, "Cache-Control": "no-store"},
+        )
+
+    app.web.web_app.middlewares.append(check)
+
+
+def _register_probes(app: faust.App, runtime: Runtime) -> None:
+    """``/livez``, ``/readyz`` and ``/healthz`` (= ``/readyz``), open to all (see `probes`)."""
+    health = probes.Health()
+    health.register(app)
+
+    @app.page("/livez")
+    async def livez(web: View, request: Request) -> Response:
+        ok, doc = health.liveness()
+        return web.json({"live": ok, **doc}, status=200 if ok else 503)
+
+    async def ready(web: View) -> Response:
+        ok, doc = await health.readiness(app, runtime.redis)
+        return web.json(doc, status=200 if ok else 503)
+
+    @app.page("/readyz")
+    async def readyz(web: View, request: Request) -> Response:
+        return await ready(web)
+
+    @app.page("/healthz")
+    async def healthz(web: View, request: Request) -> Response:
+        return await ready(web)
+
+
+def _register_lookups(app: faust.App, runtime: Runtime) -> None:
+    """Customers, roll-ups, the value model and win-back results."""
 
     @app.page("/customers/top")
     async def top(web: View, request: Request) -> Response:
@@ -78,10 +148,3 @@ def register(app: faust.App, runtime: Runtime) -> None:
     @app.page("/winback/results")
     async def winback(web: View, request: Request) -> Response:
         return web.json(await lookup.winback_results(runtime.redis, runtime.settings))
-
-    @app.page("/healthz")
-    async def health(web: View, request: Request) -> Response:
-        ok = bool(await runtime.redis.ping())
-        return web.json({"redis": ok}, status=200 if ok else 503)
-
-    ops.register(app, runtime)  # the ops page: feed, top value at risk, churn metrics

@@ -40,10 +40,10 @@ class Learner:
         self.published_at = time.monotonic()
 
     async def restore(self, runtime: Runtime) -> None:
-        snap = await churn_models.load(runtime.redis, runtime.keys)
+        snap = await churn_models.load(runtime.redis, runtime.keys, runtime.settings.signing_key)
         if snap is None:
             return
-        self.model, self.progress = snap.model
+        self.model, self.progress = snap.model, snap.progress
         self.kind, self.offset, self.examples = snap.kind, snap.offset, snap.examples
         self.version = snap.version
         log.info("learner continues from churn model v%d (offset %d)", snap.version, snap.offset)
@@ -66,8 +66,8 @@ class Learner:
         summary["updated_at"] = datetime.now(UTC).isoformat(timespec="seconds")
         summary["kind"] = self.kind
         self.version = await churn_models.save(
-            runtime.redis, runtime.keys, (self.model, self.progress), self.kind,
-            self.offset, self.examples, summary,
+            runtime.redis, runtime.keys, self.model, self.progress, self.kind,
+            self.offset, self.examples, summary, runtime.settings.signing_key,
         )
         self.published_at = time.monotonic()
         self.dirty = 0

@@ -1,15 +1,27 @@
-"""Churn model snapshots in Redis: versioned, checksummed, loaded by every scorer.
+"""Churn model snapshots in Redis: versioned, stored as data, loaded by every scorer.
 
-One learner publishes a snapshot at an interval: the pickled river pipeline,
-its SHA-256, a version number, the training-topic offset it has learned up to,
-and its progressive-validation metrics. Scorers load the newest snapshot whose
-checksum matches and ignore a corrupt one. Pickle is only ever read from this
-key, which only the engine writes.
+One learner publishes a snapshot at an interval, a hash at `Keys.churn_model`:
+
+* ``version``, ``kind``, ``offset`` (the training offset learned up to), ``examples``;
+* ``format``: ``json`` for the logistic model, its state as plain data
+  (`stream_app.domain.churn_state`): reading it can never run code;
+  ``pickle`` for the tree models, which have no such form: stored only when
+  ``CVM_MODEL_SIGNING_KEY`` is set, and read only after its MAC checks;
+* ``model`` and ``progress`` (the progressive-validation metrics, always JSON);
+* ``sha256`` of model and progress, which tells a corrupt snapshot;
+* ``mac``: with a signing key, HMAC-SHA256 over every field above. The key is a
+  secret that Redis does not hold, so whoever can write to Redis cannot forge it.
+
+A snapshot that fails any check is refused with an error in the log, and the
+reader keeps what it has (scorers: the model loaded before; the learner: a new
+model). A snapshot written by an older release (a pickle with no ``format``) is
+refused the same way and is never unpickled.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import logging
 import pickle
 from dataclasses import dataclass
@@ -18,45 +30,166 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
-from stream_app.store.customers import text
+from stream_app.domain import churn_state
+from stream_app.domain.churn import ProgressiveMetrics
 from stream_app.store.keys import Keys
 
+__all__ = [
+    "ModelSnapshot",
+    "SnapshotRefused",
+    "current_version",
+    "decode",
+    "encode",
+    "load",
+    "metrics",
+    "save",
+]
+
 log = logging.getLogger(__name__)
+
+#: The fields a MAC covers, in the order they enter it.
+_SIGNED = ("version", "kind", "offset", "examples", "format", "model", "progress")
+
+
+class SnapshotRefused(ValueError):
+    """A stored snapshot that is not loaded: corrupt, unsigned, forged or unreadable."""
 
 
 @dataclass(frozen=True)
 class ModelSnapshot:
-    """A loaded churn model and what it was trained on."""
+    """A loaded churn model, its metrics, and what it was trained on."""
 
     version: int
     kind: str
     offset: int
     examples: int
     model: Any
+    progress: ProgressiveMetrics
+
+
+def _bytes(value: Any) -> bytes:
+    return value if isinstance(value, bytes) else str(value).encode()
+
+
+def _mac(key: bytes, fields: dict[str, bytes]) -> str:
+    mac = hmac.new(key, digestmod=hashlib.sha256)
+    for name in _SIGNED:
+        value = fields.get(name, b"")
+        mac.update(f"{name}:{len(value)}:".encode())
+        mac.update(value)
+    return mac.hexdigest()
+
+
+def _digest(fields: dict[str, bytes]) -> str:
+    blob = fields.get("model", b"") + b"\0" + fields.get("progress", b"")
+    return hashlib.sha256(blob).hexdigest()
+
+
+def encode(
+    model: Any,
+    progress: ProgressiveMetrics,
+    kind: str,
+    version: int,
+    offset: int,
+    examples: int,
+    signing_key: bytes | None = None,
+) -> dict[str, bytes]:
+    """The hash fields of a snapshot.
+
+    The model is stored as data when it has a data form; otherwise as a pickle,
+    and only under a signing key (`churn_state.NotExportable` without one).
+    """
+    try:
+        blob, fmt = orjson.dumps(churn_state.export_model(model)), b"json"
+    except churn_state.NotExportable:
+        if not signing_key:
+            raise churn_state.NotExportable(
+                f"the {kind} churn model has no data form; it is stored only as a pickle "
+                "signed with CVM_MODEL_SIGNING_KEY, which is not set"
+            ) from None
+        blob, fmt = pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL), b"pickle"
+    fields = {
+        "version": _bytes(version),
+        "kind": _bytes(kind),
+        "offset": _bytes(offset),
+        "examples": _bytes(examples),
+        "format": fmt,
+        "model": blob,
+        "progress": orjson.dumps(churn_state.export_progress(progress)),
+    }
+    fields["sha256"] = _digest(fields).encode()
+    if signing_key:
+        fields["mac"] = _mac(signing_key, fields).encode()
+    return fields
+
+
+def decode(raw: dict[Any, Any], signing_key: bytes | None = None) -> ModelSnapshot:
+    """The snapshot held in the hash `raw`; `SnapshotRefused` says why it is not loaded."""
+    fields = {(k.decode() if isinstance(k, bytes) else k): _bytes(v) for k, v in raw.items()}
+    version = fields.get("version", b"?").decode(errors="replace")
+    fmt = fields.get("format")
+    if fmt is None:
+        raise SnapshotRefused(
+            f"churn model v{version} is a pickle from an older release; not unpickled"
+        )
+    if fields.get("sha256", b"").decode(errors="replace") != _digest(fields):
+        raise SnapshotRefused(f"churn model v{version} fails its checksum (corrupt)")
+    if signing_key:
+        if not hmac.compare_digest(fields.get("mac", b""), _mac(signing_key, fields).encode()):
+            raise SnapshotRefused(
+                f"churn model v{version} fails its signature under CVM_MODEL_SIGNING_KEY "
+                "(forged, or signed with another key)"
+            )
+    elif fmt != b"json":
+        raise SnapshotRefused(
+            f"churn model v{version} is a {fmt.decode(errors='replace')!r} snapshot and "
+            "CVM_MODEL_SIGNING_KEY is not set to check it; not loaded"
+        )
+    try:
+        if fmt == b"json":
+            model = churn_state.import_model(orjson.loads(fields["model"]))
+        elif fmt == b"pickle":
+            # Reached only with a valid MAC under a key Redis does not hold.
+            model = pickle.loads(fields["model"])  # noqa: S301
+        else:
+            raise SnapshotRefused(f"churn model v{version} has unknown format {fmt!r}")
+        progress = churn_state.import_progress(orjson.loads(fields["progress"]))
+        return ModelSnapshot(
+            version=int(fields["version"]),
+            kind=fields["kind"].decode(),
+            offset=int(fields["offset"]),
+            examples=int(fields["examples"]),
+            model=model,
+            progress=progress,
+        )
+    except (KeyError, ValueError, churn_state.InvalidState) as exc:
+        if isinstance(exc, SnapshotRefused):
+            raise
+        raise SnapshotRefused(f"churn model v{version} is unreadable: {exc}") from None
 
 
 async def save(
     redis: Redis,
     keys: Keys,
     model: Any,
+    progress: ProgressiveMetrics,
     kind: str,
     offset: int,
     examples: int,
     metrics: dict[str, Any],
+    signing_key: bytes | None = None,
 ) -> int:
-    """Store a new snapshot and its metrics; returns its version."""
-    blob = pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
+    """Store a new snapshot and its metrics; returns its version.
+
+    Raises `churn_state.NotExportable` for a model with no data form and no key.
+    """
     version = int(await redis.hincrby(keys.churn_model, "next_version", 1))
+    fields = encode(model, progress, kind, version, offset, examples, signing_key)
     metrics = {**metrics, "model_version": f"churn-{kind}-v{version}", "examples": examples}
     async with redis.pipeline(transaction=True) as pipe:
-        pipe.hset(keys.churn_model, mapping={
-            "version": version,
-            "kind": kind,
-            "offset": offset,
-            "examples": examples,
-            "sha256": hashlib.sha256(blob).hexdigest(),
-            "model": blob,
-        })
+        if not signing_key:
+            pipe.hdel(keys.churn_model, "mac")
+        pipe.hset(keys.churn_model, mapping=fields)
         pipe.set(keys.churn_metrics, orjson.dumps(metrics))
         await pipe.execute()
     return version
@@ -68,23 +201,16 @@ async def current_version(redis: Redis, keys: Keys) -> int:
     return int(raw) if raw else 0
 
 
-async def load(redis: Redis, keys: Keys) -> ModelSnapshot | None:
-    """The newest snapshot, or None if there is none or its checksum does not match."""
+async def load(redis: Redis, keys: Keys, signing_key: bytes | None = None) -> ModelSnapshot | None:
+    """The newest snapshot; None if there is none or it is refused (logged as an error)."""
     raw = await redis.hgetall(keys.churn_model)
     if not raw or b"model" not in raw:
         return None
-    blob = raw[b"model"]
-    meta = text({k: v for k, v in raw.items() if k != b"model"})
-    if hashlib.sha256(blob).hexdigest() != meta.get("sha256"):
-        log.error("churn model v%s fails its checksum; keeping the one loaded", meta.get("version"))
+    try:
+        return decode(raw, signing_key)
+    except SnapshotRefused as exc:
+        log.error("%s; the snapshot is refused and this worker keeps its current model", exc)
         return None
-    return ModelSnapshot(
-        version=int(meta["version"]),
-        kind=meta.get("kind", "logreg"),
-        offset=int(meta.get("offset", -1)),
-        examples=int(meta.get("examples", 0)),
-        model=pickle.loads(blob),  # noqa: S301 - written only by the engine's learner
-    )
 
 
 async def metrics(redis: Redis, keys: Keys) -> dict[str, Any] | None:

@@ -79,7 +79,7 @@ class Keys:
 
     @property
     def churn_model(self) -> str:
-        """The newest churn model snapshot (hash: version, sha256, model, metrics)."""
+        """The newest churn model snapshot (hash: version, format, model, progress, sha256, mac)."""
         return f"{self.prefix}:churn:model"
 
     @property

@@ -29,7 +29,9 @@ def _applied_total(client: redis.Redis) -> int:
 
 def _post(settings: Settings, path: str) -> tuple[int, dict]:  # type: ignore[type-arg]
     url = f"http://{settings.web_host}:{settings.web_port}{path}"
-    request = urllib.request.Request(url, method="POST", data=b"")
+    request = urllib.request.Request(
+        url, method="POST", data=b"{}", headers={"Content-Type": "application/json"}
+    )
     try:
         with urllib.request.urlopen(request, timeout=60) as r:
             return r.status, orjson.loads(r.read())
