@@ -351,6 +351,12 @@ class Ingestor:
                 codes = result.dead_letter_codes
                 codes[exc.error_code] = codes.get(exc.error_code, 0) + 1
                 continue
+            except Exception as exc:
+                # Not the message's fault as far as we know (Redis, a bug): the worker stops
+                # or retries; the note names the message for `cvm skip` should it recur.
+                exc.add_note(f"while decoding {record.topic}/{record.partition} "
+                             f"offset {record.offset}")
+                raise
             events.append((event, Source(record.topic, record.partition, record.offset)))
         # Every dead letter is acknowledged before the batch's offsets can be committed.
         await asyncio.gather(*letters)
@@ -449,7 +455,12 @@ class Ingestor:
         for event, source in events:
             cid = event.customer_id
             before = states[cid]
-            after = apply_event(before, event, source, margin)
+            try:
+                after = apply_event(before, event, source, margin)
+            except Exception as exc:
+                exc.add_note(f"while applying {source.topic}/{source.partition} "
+                             f"offset {source.offset}")
+                raise
             applied_n, duplicates = counts.get(cid, (0, 0))
             if after is before:
                 counts[cid] = (applied_n, duplicates + 1)

@@ -325,3 +325,12 @@ def test_new_settings_are_read_from_the_environment() -> None:
 def test_unusable_settings_are_refused(env: dict[str, str]) -> None:
     with pytest.raises(SettingsError):
         Settings.from_env(env)
+
+
+async def test_an_unexpected_error_names_the_message_that_raised_it() -> None:
+    # A record from a topic the worker does not read is a bug, not a bad message: it is
+    # raised (fail-stop), with the coordinates an operator needs for `cvm skip`.
+    ingestor, _ = _ingestor(Settings(), {})
+    with pytest.raises(KeyError) as err:
+        await ingestor.process([RawRecord("not.an.input", 3, 77, b"C1", b"{}")])
+    assert "while decoding not.an.input/3 offset 77" in err.value.__notes__
