@@ -295,34 +295,35 @@ class Ingestor:
     async def check_event_time(self, event: Event, now_ms: int) -> None:
         """Raise `InvalidEventValue` if the event's time lies outside the accepted window.
 
-        Earliest: CVM_EARLIEST_EVENT_TIME. Latest, with CVM_WALL_CLOCK_WATERMARK (live
-        mode): the wall clock plus CVM_MAX_CLOCK_SKEW_S. Otherwise (event time, as in a
-        replay or a simulation, which may be far from the wall clock): the highest
-        watermark of the input partitions plus CVM_MAX_EVENT_LEAD_DAYS, so that one event
-        dated centuries ahead cannot move a watermark. An engine that has applied nothing
-        yet takes its first event's time as the start of its clock.
+        Earliest: CVM_EARLIEST_EVENT_TIME. Latest, in live mode (CVM_WALL_CLOCK_WATERMARK):
+        the wall clock `now_ms` plus CVM_MAX_CLOCK_SKEW_S. In event-time mode (a replay or a
+        simulation, whose time may be far from the wall clock, before or after it): the
+        later of that and the highest watermark of the input partitions plus
+        CVM_MAX_EVENT_LEAD_DAYS. Data up to the wall clock may come in any order; data past
+        it moves the clock on by at most the lead per step; an event dated centuries ahead
+        moves no watermark. An engine that has applied nothing yet takes its first event's
+        time as the start of its clock.
         """
         s = self.settings
         t = event.occurred_at
+        wall = now_ms + round(s.max_clock_skew_s * 1000)
+        skew = f"the wall clock plus CVM_MAX_CLOCK_SKEW_S={s.max_clock_skew_s:g}"
         if s.wall_clock_watermark:
-            skew = round(s.max_clock_skew_s * 1000)
-            check_time(t, s.earliest_event_ms, now_ms + skew,
-                       f"the wall clock plus CVM_MAX_CLOCK_SKEW_S={s.max_clock_skew_s:g}")
+            check_time(t, s.earliest_event_ms, wall, skew)
             return
-        lead = round(s.max_event_lead_days * MS_PER_DAY)
         check_time(t, s.earliest_event_ms)
-        if self._highest is not None and t <= self._highest + lead:
-            self._highest = max(self._highest, t)
-            return
-        # Too far ahead of what this worker knows, or nothing known yet: other workers may
-        # have moved the clock on, so ask Redis before rejecting.
-        stored = await self.highest_watermark()
-        if stored is not None:
-            self._highest = stored if self._highest is None else max(self._highest, stored)
-        if self._highest is not None:
-            check_time(t, s.earliest_event_ms, self._highest + lead,
-                       f"the highest input watermark {format_time(self._highest)} plus "
-                       f"CVM_MAX_EVENT_LEAD_DAYS={s.max_event_lead_days:g}")
+        lead = round(s.max_event_lead_days * MS_PER_DAY)
+        if t > wall and (self._highest is None or t > self._highest + lead):
+            # Too far ahead of what this worker knows, or nothing known yet: other workers
+            # may have moved the clock on, so ask Redis before rejecting.
+            stored = await self.highest_watermark()
+            if stored is not None:
+                self._highest = stored if self._highest is None else max(self._highest, stored)
+            if self._highest is not None:
+                check_time(t, s.earliest_event_ms, max(wall, self._highest + lead),
+                           f"the later of {skew} and the highest input watermark "
+                           f"{format_time(self._highest)} plus "
+                           f"CVM_MAX_EVENT_LEAD_DAYS={s.max_event_lead_days:g}")
         self._highest = t if self._highest is None else max(self._highest, t)
 
     async def process(self, records: Sequence[RawRecord]) -> BatchResult:

@@ -172,9 +172,9 @@ class Settings:
     # Event-time bounds: events outside them are dead-lettered as invalid_value and never
     # move a watermark. Earliest: 1970-01-01T00:00:00Z.
     earliest_event_ms: int = 0
-    # Live mode (wall_clock_watermark): the tolerated lead of event time over the wall clock.
+    # The tolerated lead of event time over the wall clock (live mode: the only bound).
     max_clock_skew_s: float = 86_400.0
-    # Event-time mode: the tolerated lead over the highest watermark of the input partitions.
+    # Event-time mode: events may also lead the highest input watermark by this much.
     max_event_lead_days: float = 30.0
     base_currency: str = "USD"
     fx_rates: Mapping[str, Decimal] = field(default_factory=dict)

@@ -209,26 +209,46 @@ def _event(when: str) -> Any:
     return from_message("purchase", purchase(occurred_at=when))
 
 
-async def test_event_time_mode_bounds_events_by_the_highest_watermark() -> None:
+async def test_event_time_mode_bounds_future_events_by_the_highest_watermark() -> None:
+    # A simulation dated after the wall clock: the data's own clock bounds it.
     settings = Settings()
     mark = parse_time("2026-03-01T00:00:00Z")
     ingestor, redis = _ingestor(
         settings, {f"{settings.topics.purchases}/0".encode(): str(mark).encode()}
     )
-    now = parse_time("2026-11-29T00:00:00Z")  # the wall clock plays no part in this mode
+    now = parse_time("2020-06-01T00:00:00Z")
     await ingestor.check_event_time(_event("2026-03-25T00:00:00Z"), now)
     await ingestor.check_event_time(_event("1997-01-01T00:00:00Z"), now)  # a late event is fine
     with pytest.raises(InvalidEventValue) as err:
         await ingestor.check_event_time(_event("2199-01-01T00:00:00Z"), now)
     assert "CVM_MAX_EVENT_LEAD_DAYS=30" in err.value.reason
-    assert "2026-03-25T00:00:00.000Z" in err.value.reason  # the accepted event moved it on
-    with pytest.raises(InvalidEventValue):
+    assert "CVM_MAX_CLOCK_SKEW_S=86400" in err.value.reason
+    assert "watermark 2026-03-25T00:00:00.000Z" in err.value.reason  # accepted: moved it on
+    with pytest.raises(InvalidEventValue) as err:
         await ingestor.check_event_time(_event("1969-12-31T23:59:59Z"), now)
+    assert "CVM_EARLIEST_EVENT_TIME" in err.value.reason
+    with pytest.raises(InvalidEventValue):
+        await ingestor.check_event_time(_event("2026-04-25T00:00:01Z"), now)
     # Each step of at most the lead is accepted (the clock moves on with the data).
     await ingestor.check_event_time(_event("2026-04-20T00:00:00Z"), now)
     reads = redis.reads
-    await ingestor.check_event_time(_event("2026-04-21T00:00:00Z"), now)
+    await ingestor.check_event_time(_event("2026-05-19T00:00:00Z"), now)
     assert redis.reads == reads  # within the known lead: no Redis read
+
+
+async def test_event_time_mode_takes_past_events_in_any_order() -> None:
+    # A backfill of history up to the wall clock, in no particular order, is all accepted.
+    settings = Settings()
+    ingestor, redis = _ingestor(settings, {})
+    now = parse_time("2026-11-29T00:00:00Z")
+    for when in ("2026-01-12T00:00:00Z", "2026-09-20T00:00:00Z", "2025-02-01T00:00:00Z",
+                 "2026-11-29T23:00:00Z"):
+        await ingestor.check_event_time(_event(when), now)
+    assert redis.reads == 0
+    with pytest.raises(InvalidEventValue) as err:  # 2199: past the wall clock and the data
+        await ingestor.check_event_time(_event("2199-01-01T00:00:00Z"), now)
+    assert err.value.reason.startswith("occurred_at: 2199-01-01T00:00:00.000Z is after "
+                                       "2026-12-29T23:00:00.000Z")
 
 
 async def test_event_time_mode_asks_redis_before_rejecting() -> None:
