@@ -59,8 +59,9 @@ def create_app(settings: Settings) -> tuple[faust.App, Channels]:
         # Stopping waits for in-flight batches; take_events acknowledges a batch
         # when the loop body returns, so this keeps a clean stop exact.
         stream_wait_empty=True,
-        # Dead letters embed the original payload (base64): allow up to 4 MiB.
-        producer_max_request_size=4 * 1024 * 1024,
+        # Dead letters embed the original payload (base64), truncated to
+        # CVM_DEAD_LETTER_MAX_BYTES, which the settings check keeps below this.
+        producer_max_request_size=settings.producer_max_request_bytes,
     )
     topics = settings.topics
     channels = Channels(

@@ -1,4 +1,4 @@
-"""The ``cvm`` command: worker, lookups, model fit, demo, replay and evaluation."""
+"""The ``cvm`` command: worker, lookups, model fit, demo, replay, evaluation and skip."""
 
 from __future__ import annotations
 
@@ -187,7 +187,14 @@ def parser() -> argparse.ArgumentParser:
     evaluation.add_arguments(ev)
     ev.set_defaults(func=evaluation.run)
 
-    from stream_app import follow
+    from stream_app import follow, skip
+
+    sk = sub.add_parser(
+        "skip", help="step over one input message the worker cannot get past (dead-letters it)",
+        description=skip.DESCRIPTION,
+    )
+    skip.add_arguments(sk)
+    sk.set_defaults(func=skip.run)
 
     al = sub.add_parser(
         "alerts", help="print the alerts and win-back triggers on Kafka (--follow: tail them)",

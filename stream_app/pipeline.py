@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import logging
 import os
 import signal
@@ -30,7 +31,16 @@ from stream_app.domain.alerts import (
     to_winback_message,
 )
 from stream_app.domain.churn import Snapshot
-from stream_app.domain.events import MS_PER_DAY, Event, InvalidEventValue, Source, from_message
+from stream_app.domain.events import (
+    MS_PER_DAY,
+    Event,
+    InvalidEventValue,
+    Source,
+    check_time,
+    format_time,
+    from_message,
+    parse_time,
+)
 from stream_app.domain.ledger import CustomerState, ingest
 from stream_app.domain.retention import (
     Retention,
@@ -57,6 +67,10 @@ MAX_COMMIT_ATTEMPTS = 5
 CRASH_AFTER_COMMIT_ENV = "CVM_TEST_CRASH_AFTER_COMMIT"
 # Above this size a dead letter keeps the payload only as base64, not also as text.
 TEXT_COPY_LIMIT = 64 * 1024
+# A dead letter's Kafka key and its ``key`` field keep at most this many bytes of the key.
+DEAD_LETTER_KEY_LIMIT = 1024
+# The default of CVM_DEAD_LETTER_MAX_BYTES.
+DEAD_LETTER_MAX_BYTES = 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,29 +192,66 @@ def utc_now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def dead_letter_key(record: RawRecord) -> bytes | None:
+    """The dead letter's Kafka key: the original key, cut to `DEAD_LETTER_KEY_LIMIT` bytes."""
+    if record.key is None:
+        return None
+    return bytes(record.key[:DEAD_LETTER_KEY_LIMIT])
+
+
 def dead_letter_message(
-    record: RawRecord, error_code: str, reason: str, failed_at: str
+    record: RawRecord,
+    error_code: str,
+    reason: str,
+    failed_at: str,
+    max_bytes: int = DEAD_LETTER_MAX_BYTES,
 ) -> dict[str, Any]:
-    """The dead-letter message for a rejected record: original bytes and why."""
-    payload = record.value or b""
-    text: str | None = None
-    if len(payload) <= TEXT_COPY_LIMIT:
-        try:
-            text = payload.decode("utf-8")
-        except UnicodeDecodeError:
-            text = None
-    key = None if record.key is None else record.key.decode("utf-8", errors="replace")
-    return {
+    """The dead-letter message for a rejected record: original bytes and why.
+
+    If the JSON of the message would exceed `max_bytes` (CVM_DEAD_LETTER_MAX_BYTES), the
+    payload is cut to the prefix that fits: ``payload_truncated`` is then true and
+    ``payload_sha256`` and ``payload_bytes`` describe the whole original payload, so that
+    the message can be found again at its source coordinates and checked.
+    """
+    payload = bytes(record.value or b"")
+    key_bytes = None if record.key is None else bytes(record.key)
+    key = None if key_bytes is None else key_bytes[:DEAD_LETTER_KEY_LIMIT].decode(
+        "utf-8", errors="replace"
+    )
+    message = {
         "source_topic": record.topic,
         "source_partition": record.partition,
         "source_offset": record.offset,
         "key": key,
         "error_code": error_code,
         "reason": reason,
-        "payload_b64": base64.b64encode(payload).decode("ascii"),
-        "payload_text": text,
+        "payload_b64": "",
+        "payload_text": None,
         "failed_at": failed_at,
+        "payload_bytes": len(payload),
+        "payload_sha256": hashlib.sha256(payload).hexdigest(),
+        "payload_truncated": False,
     }
+    if key_bytes is not None and len(key_bytes) > DEAD_LETTER_KEY_LIMIT:
+        message["key_truncated"] = True
+    envelope = len(orjson.dumps(message))
+    text: str | None = None
+    if len(payload) <= TEXT_COPY_LIMIT:
+        try:
+            text = payload.decode("utf-8")
+        except UnicodeDecodeError:
+            text = None
+    b64_len = 4 * ((len(payload) + 2) // 3)
+    text_len = 0 if text is None else len(orjson.dumps(text))
+    if envelope + b64_len + text_len <= max_bytes:
+        message["payload_b64"] = base64.b64encode(payload).decode("ascii")
+        message["payload_text"] = text
+        return message
+    # Truncated: only base64 (JSON-safe, 4 bytes per 3), of as long a prefix as fits.
+    keep = max(max_bytes - envelope, 0) // 4 * 3
+    message["payload_b64"] = base64.b64encode(payload[:keep]).decode("ascii")
+    message["payload_truncated"] = True
+    return message
 
 
 class Ingestor:
@@ -234,6 +285,9 @@ class Ingestor:
         self._started_ms = time.time() * 1000
         self._drained_at: float | None = None
         self._crash_mark = os.environ.get(CRASH_AFTER_COMMIT_ENV)
+        # The highest event time applied on any input partition, as far as this worker
+        # knows (it only grows; read again from Redis when an event seems too far ahead).
+        self._highest: int | None = None
 
     def decision_policy(self) -> RetentionPolicy:
         """The retention policy with the live severity bands, unless configuration fixes them."""
@@ -261,6 +315,51 @@ class Ingestor:
             )
         return from_message(kind, message, self.settings.base_currency, self.settings.fx_rates)
 
+    async def highest_watermark(self) -> int | None:
+        """The highest event-time watermark over the input partitions, as stored in Redis."""
+        raw = await self.store.redis.hgetall(self.store.keys.watermarks)
+        inputs = set(self.settings.topics.inputs)
+        marks = [
+            int(value)
+            for name, value in raw.items()
+            if (name.decode() if isinstance(name, bytes) else name).rpartition("/")[0] in inputs
+        ]
+        return max(marks, default=None)
+
+    async def check_event_time(self, event: Event, now_ms: int) -> None:
+        """Raise `InvalidEventValue` if the event's time lies outside the accepted window.
+
+        Earliest: CVM_EARLIEST_EVENT_TIME. Latest, in live mode (CVM_WALL_CLOCK_WATERMARK):
+        the wall clock `now_ms` plus CVM_MAX_CLOCK_SKEW_S. In event-time mode (a replay or a
+        simulation, whose time may be far from the wall clock, before or after it): the
+        later of that and the highest watermark of the input partitions plus
+        CVM_MAX_EVENT_LEAD_DAYS. Data up to the wall clock may come in any order; data past
+        it moves the clock on by at most the lead per step; an event dated centuries ahead
+        moves no watermark. An engine that has applied nothing yet takes its first event's
+        time as the start of its clock.
+        """
+        s = self.settings
+        t = event.occurred_at
+        wall = now_ms + round(s.max_clock_skew_s * 1000)
+        skew = f"the wall clock plus CVM_MAX_CLOCK_SKEW_S={s.max_clock_skew_s:g}"
+        if s.wall_clock_watermark:
+            check_time(t, s.earliest_event_ms, wall, skew)
+            return
+        check_time(t, s.earliest_event_ms)
+        lead = round(s.max_event_lead_days * MS_PER_DAY)
+        if t > wall and (self._highest is None or t > self._highest + lead):
+            # Too far ahead of what this worker knows, or nothing known yet: other workers
+            # may have moved the clock on, so ask Redis before rejecting.
+            stored = await self.highest_watermark()
+            if stored is not None:
+                self._highest = stored if self._highest is None else max(self._highest, stored)
+            if self._highest is not None:
+                check_time(t, s.earliest_event_ms, max(wall, self._highest + lead),
+                           f"the later of {skew} and the highest input watermark "
+                           f"{format_time(self._highest)} plus "
+                           f"CVM_MAX_EVENT_LEAD_DAYS={s.max_event_lead_days:g}")
+        self._highest = t if self._highest is None else max(self._highest, t)
+
     async def process(self, records: Sequence[RawRecord]) -> BatchResult:
         """Apply a batch; returns only once its effect is durable in Redis and Kafka.
 
@@ -268,23 +367,33 @@ class Ingestor:
         """
         result = BatchResult(records=len(records))
         now = self.clock()
+        now_ms = parse_time(now)
         events: list[tuple[Event, Source]] = []
         raw: dict[Source, RawRecord] = {}
         applied: dict[tuple[str, int], int] = {}
         watermarks: dict[tuple[str, int], int] = {}
         letters = []
+        limit = self.settings.dead_letter_max_bytes
         for record in records:
             tp = (record.topic, record.partition)
             applied[tp] = max(applied.get(tp, -1), record.offset)
             try:
                 event = self.decode(record)
+                await self.check_event_time(event, now_ms)
                 watermarks[tp] = max(watermarks.get(tp, event.occurred_at), event.occurred_at)
             except (InvalidEvent, InvalidEventValue) as exc:
                 letters.append(self.dead_letters.send(
-                    record.key, dead_letter_message(record, exc.error_code, exc.reason, now)
+                    dead_letter_key(record),
+                    dead_letter_message(record, exc.error_code, exc.reason, now, limit),
                 ))
                 _count_letter(result, exc.error_code)
                 continue
+            except Exception as exc:
+                # Not the message's fault as far as we know (Redis, a bug): the worker stops
+                # or retries; the note names the message for `cvm skip` should it recur.
+                exc.add_note(f"while decoding {record.topic}/{record.partition} "
+                             f"offset {record.offset}")
+                raise
             source = Source(record.topic, record.partition, record.offset)
             raw[source] = record
             events.append((event, source))
@@ -367,7 +476,9 @@ class Ingestor:
         log.warning("dead-lettering %s/%d@%d: %s", record.topic, record.partition,
                     record.offset, done.overflow.reason)
         await self.dead_letters.send(
-            record.key, dead_letter_message(record, "invalid_value", done.overflow.reason, now)
+            dead_letter_key(record),
+            dead_letter_message(record, "invalid_value", done.overflow.reason, now,
+                                self.settings.dead_letter_max_bytes),
         )
         _count_letter(result, "invalid_value")
 
@@ -425,7 +536,9 @@ class Ingestor:
             )
             record = raw[source]
             sends.append(self.dead_letters.send(
-                record.key, dead_letter_message(record, DUPLICATE_EVENT, reason, now)
+                dead_letter_key(record),
+                dead_letter_message(record, DUPLICATE_EVENT, reason, now,
+                                    self.settings.dead_letter_max_bytes),
             ))
             _count_letter(result, DUPLICATE_EVENT)
         if sends:
@@ -551,7 +664,12 @@ class Ingestor:
         for event, source in events:
             cid = event.customer_id
             before = states[cid]
-            after, outcome = ingest(before, event, source, margin, window, processed)
+            try:
+                after, outcome = ingest(before, event, source, margin, window, processed)
+            except Exception as exc:
+                exc.add_note(f"while applying {source.topic}/{source.partition} "
+                             f"offset {source.offset}")
+                raise
             applied_n, duplicates = counts.get(cid, (0, 0))
             if outcome == "replayed":
                 counts[cid] = (applied_n, duplicates + 1)

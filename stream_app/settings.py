@@ -11,6 +11,7 @@ import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 
@@ -54,6 +55,28 @@ def _triple(
     return values[0], values[1], values[2]
 
 
+def _time_ms(env: Mapping[str, str], name: str, default: int) -> int:
+    """An RFC 3339 time with an offset (``1970-01-01T00:00:00Z``) as epoch milliseconds."""
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        moment = datetime.fromisoformat(raw.strip())
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not an RFC 3339 time") from None
+    if moment.tzinfo is None:
+        raise SettingsError(f"{name}={raw!r} has no UTC offset (add Z or +00:00)")
+    return (moment - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
+
+
+#: Exchange rates must lie within these bounds (units of base currency per unit).
+MIN_FX_RATE = Decimal("1e-9")
+MAX_FX_RATE = Decimal("1e9")
+#: What a dead letter's record needs besides its JSON value: key (at most 1 KiB after
+#: truncation), headers and the record batch framing.
+DEAD_LETTER_OVERHEAD_BYTES = 16 * 1024
+
+
 def _fx_rates(raw: str) -> dict[str, Decimal]:
     """Parse ``EUR=1.08,GBP=1.27`` (units of base currency per unit of the other)."""
     rates: dict[str, Decimal] = {}
@@ -64,8 +87,12 @@ def _fx_rates(raw: str) -> dict[str, Decimal]:
             rate = Decimal(value.strip())
         except ArithmeticError:
             raise SettingsError(f"CVM_FX_RATES: {part!r} is not CODE=RATE") from None
-        if len(code) != 3 or not code.isalpha() or rate <= 0:
+        if len(code) != 3 or not code.isalpha() or not rate.is_finite() or rate <= 0:
             raise SettingsError(f"CVM_FX_RATES: {part!r} is not CODE=RATE with RATE > 0")
+        if not MIN_FX_RATE <= rate <= MAX_FX_RATE:
+            raise SettingsError(
+                f"CVM_FX_RATES: {part!r} has a rate outside {MIN_FX_RATE}..{MAX_FX_RATE}"
+            )
         rates[code] = rate
     return rates
 
@@ -401,6 +428,18 @@ class Settings:
     web_port: int = 6066
     data_dir: str = ".devstack/faust"
     max_event_bytes: int = 65536
+    # The producer's max.request.size; the dead-letter limit must fit under it.
+    producer_max_request_bytes: int = 4 * 1024 * 1024
+    # A dead letter whose JSON would be larger keeps only a prefix of the payload and its
+    # SHA-256. 1,000,000 also fits a topic left at the broker's default max.message.bytes.
+    dead_letter_max_bytes: int = 1_000_000
+    # Event-time bounds: events outside them are dead-lettered as invalid_value and never
+    # move a watermark. Earliest: 1970-01-01T00:00:00Z.
+    earliest_event_ms: int = 0
+    # The tolerated lead of event time over the wall clock (live mode: the only bound).
+    max_clock_skew_s: float = 86_400.0
+    # Event-time mode: events may also lead the highest input watermark by this much.
+    max_event_lead_days: float = 30.0
     base_currency: str = "USD"
     fx_rates: Mapping[str, Decimal] = field(default_factory=dict)
     batch_size: int = 500
@@ -469,6 +508,13 @@ class Settings:
             web_port=_int(e, "CVM_WEB_PORT", cls.web_port),
             data_dir=e.get("CVM_DATA_DIR", cls.data_dir),
             max_event_bytes=_int(e, "CVM_MAX_EVENT_BYTES", cls.max_event_bytes),
+            producer_max_request_bytes=_int(
+                e, "CVM_PRODUCER_MAX_REQUEST_BYTES", cls.producer_max_request_bytes
+            ),
+            dead_letter_max_bytes=_int(e, "CVM_DEAD_LETTER_MAX_BYTES", cls.dead_letter_max_bytes),
+            earliest_event_ms=_time_ms(e, "CVM_EARLIEST_EVENT_TIME", cls.earliest_event_ms),
+            max_clock_skew_s=_float(e, "CVM_MAX_CLOCK_SKEW_S", cls.max_clock_skew_s),
+            max_event_lead_days=_float(e, "CVM_MAX_EVENT_LEAD_DAYS", cls.max_event_lead_days),
             base_currency=e.get("CVM_BASE_CURRENCY", cls.base_currency).upper(),
             fx_rates=_fx_rates(e.get("CVM_FX_RATES", "")),
             batch_size=_int(e, "CVM_BATCH_SIZE", cls.batch_size),
@@ -605,5 +651,21 @@ class Settings:
             raise SettingsError(f"CVM_BATCH_SIZE={self.batch_size} must be at least 1")
         if self.max_event_bytes < 256:
             raise SettingsError(f"CVM_MAX_EVENT_BYTES={self.max_event_bytes} is below 256")
+        if self.dead_letter_max_bytes < 4096:
+            raise SettingsError(
+                f"CVM_DEAD_LETTER_MAX_BYTES={self.dead_letter_max_bytes} is below 4096"
+            )
+        room = self.producer_max_request_bytes - DEAD_LETTER_OVERHEAD_BYTES
+        if self.dead_letter_max_bytes > room:
+            raise SettingsError(
+                f"CVM_DEAD_LETTER_MAX_BYTES={self.dead_letter_max_bytes} must be at most "
+                f"CVM_PRODUCER_MAX_REQUEST_BYTES - {DEAD_LETTER_OVERHEAD_BYTES} = {room}"
+            )
+        if not 0 <= self.max_clock_skew_s < float("inf"):
+            raise SettingsError(f"CVM_MAX_CLOCK_SKEW_S={self.max_clock_skew_s} must be >= 0")
+        if not 0 <= self.max_event_lead_days < float("inf"):
+            raise SettingsError(
+                f"CVM_MAX_EVENT_LEAD_DAYS={self.max_event_lead_days} must be >= 0"
+            )
         if len(self.base_currency) != 3 or not self.base_currency.isalpha():
             raise SettingsError(f"CVM_BASE_CURRENCY={self.base_currency!r} is not ISO 4217")

@@ -3,6 +3,12 @@
 Money is held as integer cents of the base currency so that sums are exact and
 independent of the order in which they are added. Event time is integer
 milliseconds since the Unix epoch (UTC).
+
+Every conversion here is bounded: a value the engine cannot hold exactly (an amount
+above `MAX_AMOUNT`, a sentiment outside -1..1, an fx rate that is not a positive finite
+number) raises `InvalidEventValue` with a reason, never an arithmetic error, so the worker
+dead-letters the message instead of stopping. `check_time` bounds event time; the caller
+supplies the limits (the domain has no clock).
 """
 
 from __future__ import annotations
@@ -10,11 +16,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
 MS_PER_DAY = 86_400_000
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+#: The largest money value of an input, in major units (the schemas' ``maximum``), also
+#: after conversion to the base currency: 10^12 (one trillion) units.
+MAX_AMOUNT = 10**12
+#: `MAX_AMOUNT` in cents; about 10^4 times below the int64 range of Redis counters.
+MAX_CENTS = MAX_AMOUNT * 100
+_MAX_CENTS_DECIMAL = Decimal(MAX_CENTS)
 
 
 class InvalidEventValue(ValueError):
@@ -102,32 +115,104 @@ def format_time(ms: int) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
 
 
-def to_cents(amount: float | int, rate: Decimal = Decimal(1)) -> int:
+def to_cents(amount: float | int, rate: Decimal = Decimal(1), name: str = "amount") -> int:
     """Convert a major-unit amount to integer cents of the base currency.
+
+    Raises `InvalidEventValue` when the value is not a finite number or, converted, lies
+    outside ``-MAX_AMOUNT..MAX_AMOUNT`` (`name` is the field named in the reason).
 
     >>> to_cents(12.345)
     1234
     >>> to_cents(10, Decimal("1.5"))
     1500
+    >>> to_cents(1e300)
+    Traceback (most recent call last):
+    ...
+    stream_app.domain.events.InvalidEventValue: amount: 1e+300 is above the maximum of \
+1000000000000 (in the base currency)
     """
+    if isinstance(amount, bool) or not isinstance(amount, int | float | Decimal):
+        raise InvalidEventValue("invalid_value", f"{name}: {amount!r} is not a number")
     try:
-        value = Decimal(str(amount)) * rate * 100
-    except InvalidOperation:
-        raise InvalidEventValue("invalid_value", f"amount: {amount!r} is not a number") from None
-    return int(value.quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
+        value = Decimal(str(amount)) * rate
+        if not value.is_finite():
+            raise InvalidEventValue("invalid_value", f"{name}: {amount!r} is not a finite number")
+        if abs(value) > MAX_AMOUNT:
+            raise InvalidEventValue(
+                "invalid_value",
+                f"{name}: {amount!r} is above the maximum of {MAX_AMOUNT} (in the base currency)"
+                if value > 0 else
+                f"{name}: {amount!r} is below the minimum of -{MAX_AMOUNT} (in the base currency)",
+            )
+        return int((value * 100).quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
+    except ArithmeticError:  # InvalidOperation, Overflow: a value Decimal cannot hold
+        raise InvalidEventValue(
+            "invalid_value", f"{name}: {amount!r} cannot be converted to cents"
+        ) from None
+
+
+def to_milli(score: float | int, name: str = "sentiment") -> int:
+    """A score from -1 to 1 in thousandths; `InvalidEventValue` outside that range.
+
+    >>> to_milli(-0.25)
+    -250
+    """
+    if isinstance(score, bool) or not isinstance(score, int | float):
+        raise InvalidEventValue("invalid_value", f"{name}: {score!r} is not a number")
+    if not -1 <= score <= 1:  # also false for NaN
+        raise InvalidEventValue("invalid_value", f"{name}: {score!r} is not within -1..1")
+    return round(score * 1000)
+
+
+def check_time(
+    occurred_at: int, earliest: int, latest: int | None = None, latest_basis: str = ""
+) -> None:
+    """Raise `InvalidEventValue` unless ``earliest <= occurred_at <= latest``.
+
+    The caller chooses the limits (a wall clock plus a tolerated skew, or a watermark plus
+    a tolerated lead); `latest_basis` says in the reason where `latest` comes from. None
+    for `latest` means no upper limit.
+
+    >>> check_time(parse_time("2199-01-01T00:00:00Z"), 0, parse_time("2026-01-02T00:00:00Z"),
+    ...            "the wall clock plus 1 day")
+    Traceback (most recent call last):
+    ...
+    stream_app.domain.events.InvalidEventValue: occurred_at: 2199-01-01T00:00:00.000Z is after \
+2026-01-02T00:00:00.000Z, the latest time accepted (the wall clock plus 1 day)
+    """
+    if occurred_at < earliest:
+        raise InvalidEventValue(
+            "invalid_value",
+            f"occurred_at: {format_time(occurred_at)} is before {format_time(earliest)}, "
+            "the earliest time accepted (CVM_EARLIEST_EVENT_TIME)",
+        )
+    if latest is not None and occurred_at > latest:
+        basis = f" ({latest_basis})" if latest_basis else ""
+        raise InvalidEventValue(
+            "invalid_value",
+            f"occurred_at: {format_time(occurred_at)} is after {format_time(latest)}, "
+            f"the latest time accepted{basis}",
+        )
 
 
 def _rate(currency: str, base_currency: str, fx_rates: Mapping[str, Decimal]) -> Decimal:
     if currency == base_currency:
         return Decimal(1)
     try:
-        return fx_rates[currency]
+        rate = fx_rates[currency]
     except KeyError:
         raise InvalidEventValue(
             "unsupported_currency",
             f"currency: no exchange rate from {currency} to {base_currency} "
             "(set CVM_FX_RATES)",
         ) from None
+    if not (isinstance(rate, Decimal) and rate.is_finite() and rate > 0):
+        raise InvalidEventValue(
+            "unsupported_currency",
+            f"currency: the exchange rate from {currency} to {base_currency} is {rate!r}, "
+            "not a positive finite number (check CVM_FX_RATES)",
+        )
+    return rate
 
 
 def from_message(
@@ -147,7 +232,7 @@ def from_message(
             occurred_at=occurred_at,
             kind=message["kind"],
             amount_c=to_cents(message["amount"], rate),
-            cost_c=None if cost is None else to_cents(cost, rate),
+            cost_c=None if cost is None else to_cents(cost, rate, "cost"),
             channel=message["channel"],
         )
     if kind == "service_contact":
@@ -158,9 +243,9 @@ def from_message(
             occurred_at=occurred_at,
             channel=message["channel"],
             reason=message["reason"],
-            cost_c=to_cents(message["cost"]),
+            cost_c=to_cents(message["cost"], name="cost"),
             resolved=bool(message["resolved"]),
-            sentiment_m=None if sentiment is None else round(sentiment * 1000),
+            sentiment_m=None if sentiment is None else to_milli(sentiment),
         )
     if kind == "campaign_touch":
         return CampaignTouch(
@@ -170,6 +255,6 @@ def from_message(
             campaign_id=message["campaign_id"],
             channel=message["channel"],
             action=message["action"],
-            cost_c=to_cents(message["cost"]),
+            cost_c=to_cents(message["cost"], name="cost"),
         )
     raise ValueError(f"unknown event kind {kind!r}")
