@@ -98,25 +98,37 @@ class Context:
 
 
 def _as_datetime(value: Any) -> datetime | None:
+    """A date-like settings value as an aware datetime; None unless it lies in 1900..2199."""
+    found: datetime | None = None
     if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
-    if isinstance(value, date):
-        return datetime(value.year, value.month, value.day, tzinfo=UTC)
-    if isinstance(value, str) and value:
+        found = value if value.tzinfo else value.replace(tzinfo=UTC)
+    elif isinstance(value, date):
+        found = datetime(value.year, value.month, value.day, tzinfo=UTC)
+    elif isinstance(value, str) and value:
         try:
-            return _as_datetime(datetime.fromisoformat(value.replace("Z", "+00:00")))
+            found = _as_datetime(datetime.fromisoformat(value.replace("Z", "+00:00")))
         except ValueError:
-            return None
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        seconds = value / 1000 if abs(value) > 1e11 else value
-        return datetime.fromtimestamp(seconds, UTC)
-    return None
+            found = None
+    elif isinstance(value, int) and not isinstance(value, bool) and 1900 <= value <= 2199:
+        found = datetime(value, 1, 1, tzinfo=UTC)  # a year
+    elif isinstance(value, int | float) and not isinstance(value, bool) and abs(value) > 1e11:
+        found = datetime.fromtimestamp(value / 1000, UTC)  # epoch milliseconds
+    if found is None or not 1900 <= found.year <= 2199:
+        return None
+    return found
+
+
+_EARLIEST_WORDS = ("earliest", "oldest", "min_event", "min_occurred", "event_time_floor")
 
 
 def settings_earliest(settings: Settings) -> datetime | None:
-    """The earliest accepted event date if `Settings` has a field for it, else None."""
+    """The earliest accepted event date if `Settings` has a field for it, else None.
+
+    The engine's setting is looked up by name (``earliest`` or ``oldest`` in it, or
+    ``min_event...``), so the test follows the configuration whatever the field is called.
+    """
     for f in dataclasses.fields(settings):
-        if "earliest" in f.name or f.name.startswith(("min_event", "min_occurred")):
+        if any(word in f.name for word in _EARLIEST_WORDS):
             found = _as_datetime(getattr(settings, f.name))
             if found is not None:
                 return found
@@ -124,13 +136,19 @@ def settings_earliest(settings: Settings) -> datetime | None:
 
 
 _UNITS = {
-    "ms": timedelta(milliseconds=1), "s": timedelta(seconds=1), "seconds": timedelta(seconds=1),
+    "ms": timedelta(milliseconds=1), "s": timedelta(seconds=1), "sec": timedelta(seconds=1),
+    "secs": timedelta(seconds=1), "seconds": timedelta(seconds=1),
+    "min": timedelta(minutes=1), "minutes": timedelta(minutes=1),
     "h": timedelta(hours=1), "hours": timedelta(hours=1), "days": timedelta(days=1),
 }
 
 
 def settings_future_tolerance(settings: Settings) -> timedelta:
-    """How far in the future events may be, if `Settings` has a field for it, else one day."""
+    """How far in the future events may be, if `Settings` has a field for it, else one day.
+
+    Looked up by name: a field with ``future`` in it holding a `timedelta`, or a number
+    whose name ends in its unit (``_s``, ``_ms``, ``_hours``, ``_days``, ...).
+    """
     for f in dataclasses.fields(settings):
         value = getattr(settings, f.name)
         if "future" not in f.name or isinstance(value, bool):
@@ -138,7 +156,7 @@ def settings_future_tolerance(settings: Settings) -> timedelta:
         if isinstance(value, timedelta):
             return value
         unit = _UNITS.get(f.name.rsplit("_", 1)[-1])
-        if unit is not None and isinstance(value, int | float):
+        if unit is not None and isinstance(value, int | float) and value > 0:
             return unit * value
     return DEFAULT_FUTURE_TOLERANCE
 

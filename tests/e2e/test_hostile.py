@@ -362,10 +362,11 @@ def check_letter(
     except (ValueError, TypeError):
         kept = None
     if kept != value:
-        digest = hashlib.sha256(value).hexdigest()
+        raw_digest = hashlib.sha256(value).digest()
+        digests = (raw_digest.hex(), base64.b64encode(raw_digest).decode())
         strings = [v for v in letter.values() if isinstance(v, str)]
         prefix_ok = kept is not None and len(kept) < len(value) and value.startswith(kept)
-        if not prefix_ok or not any(digest in s.lower() for s in strings):
+        if not prefix_ok or not any(d in text for d in digests for text in strings):
             outcome.bad(sent.kind, "payload neither kept nor truncated with its SHA-256",
                         f"{sent.where} {len(value)} bytes, kept "
                         f"{None if kept is None else len(kept)}")

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import functools
 from collections import Counter
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -134,3 +135,21 @@ def test_apply_kinds_are_valid_events(name: str) -> None:
         assert {k: message[k] for k in h.event.payload} == h.event.payload
         assert event.customer_id == h.event.customer_id
         assert ctx.earliest_or_default <= h.event.occurred_at <= ctx.latest_accepted
+
+
+def test_the_earliest_date_and_future_tolerance_follow_settings_fields() -> None:
+    @dataclass(frozen=True)
+    class Named(Settings):
+        earliest_event_date: str = "2001-02-03"
+        max_future_hours: float = 36.0
+
+    @dataclass(frozen=True)
+    class Plain(Settings):
+        earliest_something_else: float = 2.5  # not a date: ignored
+
+    named = Context.from_settings(Named(), NOW)
+    assert named.earliest == datetime(2001, 2, 3, tzinfo=UTC)
+    assert named.latest_accepted == NOW + timedelta(hours=36)
+    plain = Context.from_settings(Plain(), NOW)
+    assert plain.earliest is None and plain.earliest_or_default.year == 2000
+    assert plain.latest_accepted == NOW + timedelta(days=1)
