@@ -153,3 +153,11 @@ def test_the_earliest_date_and_future_tolerance_follow_settings_fields() -> None
     plain = Context.from_settings(Plain(), NOW)
     assert plain.earliest is None and plain.earliest_or_default.year == 2000
     assert plain.latest_accepted == NOW + timedelta(days=1)
+
+
+def test_repeated_events_belong_to_customers_with_no_other_extra_event() -> None:
+    out = generate(valid(), Context.from_settings(SETTINGS, NOW), seed=2)
+    repeated = {valid()[h.after].customer_id for h in out if h.after is not None}
+    applied = {h.event.customer_id for h in out if h.event is not None}
+    assert repeated and applied
+    assert not repeated & applied
