@@ -97,10 +97,17 @@ class Context:
         return self.earliest or DEFAULT_EARLIEST
 
 
-def _as_datetime(value: Any) -> datetime | None:
-    """A date-like settings value as an aware datetime; None unless it lies in 1900..2199."""
+def _as_datetime(value: Any, unit: str = "") -> datetime | None:
+    """A date-like settings value as an aware datetime; None unless it lies in 1900..2199.
+
+    `unit` is the suffix of the field's name: ``ms`` or ``s`` make a number epoch
+    milliseconds or seconds.
+    """
     found: datetime | None = None
-    if isinstance(value, datetime):
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if number and unit in ("ms", "s"):
+        found = datetime.fromtimestamp(value / (1000 if unit == "ms" else 1), UTC)
+    elif isinstance(value, datetime):
         found = value if value.tzinfo else value.replace(tzinfo=UTC)
     elif isinstance(value, date):
         found = datetime(value.year, value.month, value.day, tzinfo=UTC)
@@ -129,7 +136,7 @@ def settings_earliest(settings: Settings) -> datetime | None:
     """
     for f in dataclasses.fields(settings):
         if any(word in f.name for word in _EARLIEST_WORDS):
-            found = _as_datetime(getattr(settings, f.name))
+            found = _as_datetime(getattr(settings, f.name), f.name.rsplit("_", 1)[-1])
             if found is not None:
                 return found
     return None
@@ -146,12 +153,13 @@ _UNITS = {
 def settings_future_tolerance(settings: Settings) -> timedelta:
     """How far in the future events may be, if `Settings` has a field for it, else one day.
 
-    Looked up by name: a field with ``future`` in it holding a `timedelta`, or a number
-    whose name ends in its unit (``_s``, ``_ms``, ``_hours``, ``_days``, ...).
+    Looked up by name: a field with ``future`` or ``clock_skew`` in it holding a
+    `timedelta`, or a number whose name ends in its unit (``_s``, ``_ms``, ``_days``, ...).
     """
     for f in dataclasses.fields(settings):
         value = getattr(settings, f.name)
-        if "future" not in f.name or isinstance(value, bool):
+        named = "future" in f.name or "clock_skew" in f.name
+        if not named or isinstance(value, bool):
             continue
         if isinstance(value, timedelta):
             return value

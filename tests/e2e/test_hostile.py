@@ -1,8 +1,9 @@
 """Hostile input mixed into valid traffic: the worker survives and every record stays exact.
 
 Thousands of hostile messages of every kind in `tests.e2e.hostile` are mixed into a
-simulated population's valid events on all three input topics, while some customers'
-events come from two producers with different partitioners (so one customer's events
+simulated population's recent valid events on all three input topics, for a worker in
+live mode (``CVM_WALL_CLOCK_WATERMARK=1``, where the wall clock bounds event time), while
+some customers' events come from two producers with different partitioners (so one customer's events
 land on different partitions; the second producer's share comes last, when one busy
 customer has pushed its partition's offsets ahead), and a real ``cvm worker`` reads them
 all. Then:
@@ -57,6 +58,7 @@ from tests.e2e.hostile import APPLY, DEAD, KINDS, Context, Hostile, Maker, gener
 pytestmark = pytest.mark.integration
 
 SEED = 20_261_129
+SIM_DAYS = 180
 # Customers whose valid events are spread over two producers with different partitioners.
 MIXED_CUSTOMERS = 60
 PARTITIONERS = ("murmur2_random", "consistent_random")
@@ -471,14 +473,22 @@ def summary(messages: Sequence[Sent], outcome: Outcome) -> str:
 
 
 def test_hostile_messages_are_dead_lettered_and_records_stay_exact(
-    settings: Settings, tmp_path: Path
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     began = time.monotonic()
+    # A live deployment: the wall clock bounds event time, and the valid traffic is the
+    # last six months up to ten days ago.
+    monkeypatch.setenv("CVM_WALL_CLOCK_WATERMARK", "1")
+    now = datetime.now(UTC)
+    start = (now - timedelta(days=SIM_DAYS + 10)).replace(hour=0, minute=0, second=0,
+                                                          microsecond=0)
     rng = random.Random(SEED)
-    valid = list(simulate(SimConfig(n_customers=300, days=180, acquisition_days=90, seed=SEED)))
+    valid = list(simulate(SimConfig(
+        n_customers=300, days=SIM_DAYS, acquisition_days=SIM_DAYS // 2, seed=SEED, start=start
+    )))
     customers = sorted({e.customer_id for e in valid})
     mixed = frozenset(rng.sample(customers, MIXED_CUSTOMERS))
-    ctx = Context.from_settings(settings, datetime.now(UTC))
+    ctx = Context.from_settings(settings, now)
     hostile = generate(valid, ctx, seed=SEED, avoid=mixed)
     kinds = Counter(h.kind for h in hostile)
     assert len(kinds) >= 50 and len(hostile) >= 5000, kinds

@@ -150,6 +150,14 @@ def test_the_earliest_date_and_future_tolerance_follow_settings_fields() -> None
     named = Context.from_settings(Named(), NOW)
     assert named.earliest == datetime(2001, 2, 3, tzinfo=UTC)
     assert named.latest_accepted == NOW + timedelta(hours=36)
+    @dataclass(frozen=True)
+    class Epoch(Settings):
+        earliest_event_ms: int = 0
+        max_clock_skew_s: float = 7200.0
+
+    epoch = Context.from_settings(Epoch(), NOW)
+    assert epoch.earliest == datetime(1970, 1, 1, tzinfo=UTC)
+    assert epoch.latest_accepted == NOW + timedelta(hours=2)
     plain = Context.from_settings(Plain(), NOW)
     assert plain.earliest is None and plain.earliest_or_default.year == 2000
     assert plain.latest_accepted == NOW + timedelta(days=1)
