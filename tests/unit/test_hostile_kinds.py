@@ -12,6 +12,7 @@ import functools
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import cast
 
 import pytest
 
@@ -29,6 +30,8 @@ from tests.e2e.hostile import (
     Context,
     Hostile,
     generate,
+    settings_earliest,
+    settings_future_tolerance,
 )
 
 NOW = datetime(2026, 6, 1, 12, tzinfo=UTC)
@@ -139,28 +142,29 @@ def test_apply_kinds_are_valid_events(name: str) -> None:
 
 def test_the_earliest_date_and_future_tolerance_follow_settings_fields() -> None:
     @dataclass(frozen=True)
-    class Named(Settings):
+    class Named:
         earliest_event_date: str = "2001-02-03"
         max_future_hours: float = 36.0
 
     @dataclass(frozen=True)
-    class Plain(Settings):
-        earliest_something_else: float = 2.5  # not a date: ignored
-
-    named = Context.from_settings(Named(), NOW)
-    assert named.earliest == datetime(2001, 2, 3, tzinfo=UTC)
-    assert named.latest_accepted == NOW + timedelta(hours=36)
-    @dataclass(frozen=True)
-    class Epoch(Settings):
+    class Epoch:
         earliest_event_ms: int = 0
         max_clock_skew_s: float = 7200.0
 
-    epoch = Context.from_settings(Epoch(), NOW)
-    assert epoch.earliest == datetime(1970, 1, 1, tzinfo=UTC)
-    assert epoch.latest_accepted == NOW + timedelta(hours=2)
-    plain = Context.from_settings(Plain(), NOW)
-    assert plain.earliest is None and plain.earliest_or_default.year == 2000
-    assert plain.latest_accepted == NOW + timedelta(days=1)
+    @dataclass(frozen=True)
+    class Plain:
+        earliest_something_else: float = 2.5  # not a date: ignored
+        future_ratio: float = 3.0  # no unit: ignored
+
+    def read(settings: object) -> tuple[datetime | None, timedelta]:
+        s = cast(Settings, settings)
+        return settings_earliest(s), settings_future_tolerance(s)
+
+    assert read(Named()) == (datetime(2001, 2, 3, tzinfo=UTC), timedelta(hours=36))
+    assert read(Epoch()) == (datetime(1970, 1, 1, tzinfo=UTC), timedelta(hours=2))
+    assert read(Plain()) == (None, timedelta(days=1))
+    ctx = Context(now=NOW)
+    assert ctx.earliest_or_default.year == 2000 and ctx.latest_accepted == NOW + timedelta(days=1)
 
 
 def test_repeated_events_belong_to_customers_with_no_other_extra_event() -> None:
