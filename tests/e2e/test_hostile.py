@@ -190,8 +190,8 @@ def plan(
     """The messages in sending order, and the events the ground truth counts.
 
     Hostile messages go to random places in the valid stream; a duplicate goes right
-    after the event it repeats; the `extra` valid events go after the valid event their
-    key names. Valid events of `mixed` customers go through either producer at random;
+    after the event it repeats; each list of `extra` valid events goes after the valid
+    event at its index. Valid events of `mixed` customers go through either producer at random;
     everything else through the first.
     """
     before: dict[int, list[Hostile]] = defaultdict(list)
