@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
@@ -18,6 +19,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from stream_app import metrics
 from stream_app.contract import Contract, InvalidEvent
 from stream_app.domain.alerts import (
     AlertPolicy,
@@ -230,6 +232,7 @@ class Ingestor:
     async def process(self, records: Sequence[RawRecord]) -> BatchResult:
         """Apply a batch; returns only once its effect is durable in Redis and Kafka."""
         result = BatchResult(records=len(records))
+        started = time.perf_counter()
         now = self.clock()
         events: list[tuple[Event, Source]] = []
         applied: dict[tuple[str, int], int] = {}
@@ -248,6 +251,7 @@ class Ingestor:
                 result.dead_lettered += 1
                 codes = result.dead_letter_codes
                 codes[exc.error_code] = codes.get(exc.error_code, 0) + 1
+                metrics.dead_lettered(record.topic, exc.error_code)
                 continue
             events.append((event, Source(record.topic, record.partition, record.offset)))
         # Every dead letter is acknowledged before the batch's offsets can be committed.
@@ -267,6 +271,7 @@ class Ingestor:
                     result.duplicates += duplicates
             result.customers += len(changes) - len(lost)
             if not lost:
+                metrics.batch_committed(events, result, time.perf_counter() - started)
                 return result
             result.conflicts += len(lost)
             pending = [(e, s) for e, s in pending if e.customer_id in lost]
@@ -292,6 +297,7 @@ class Ingestor:
         )
         await self.publish(effects)
         lost = set(await self.store.commit(changes))
+        metrics.conflicts("rescore", len(lost))
         await self.settle(effects, lost)
         return len(changes) - len(lost)
 
@@ -320,6 +326,7 @@ class Ingestor:
                 sends.append(self.publisher.send(kind, message["customer_id"].encode(), message))
         if sends:
             await asyncio.gather(*sends)
+        metrics.published(entries, seen)
         await feed.push_many(redis, keys, entries)
 
     async def settle(self, effects: Effects, lost: set[str]) -> None:

@@ -166,6 +166,11 @@ class Settings:
     winback_control_share: float = 0.10
     winback_seed: int = 0
     log_level: str = "info"
+    # "text" or "json" (one JSON object per line); see stream_app/logs.py.
+    log_format: str = "text"
+    # A repeated warning or error (same logger and template) is printed once per window.
+    log_repeat_window_s: float = 60.0
+    log_summary_interval_s: float = 60.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -224,6 +229,11 @@ class Settings:
             ),
             winback_seed=_int(e, "CVM_WINBACK_SEED", cls.winback_seed),
             log_level=e.get("CVM_LOG_LEVEL", cls.log_level),
+            log_format=e.get("CVM_LOG_FORMAT", cls.log_format).lower(),
+            log_repeat_window_s=_float(e, "CVM_LOG_REPEAT_WINDOW_S", cls.log_repeat_window_s),
+            log_summary_interval_s=_float(
+                e, "CVM_LOG_SUMMARY_INTERVAL_S", cls.log_summary_interval_s
+            ),
         )
         settings.check()
         return settings
@@ -261,6 +271,12 @@ class Settings:
             raise SettingsError(
                 f"CVM_ALERT_SEVERITY_PERCENTILES={self.alert_severity_percentiles} "
                 "must lie strictly between 0 and 100"
+            )
+        if self.log_format not in ("text", "json"):
+            raise SettingsError(f"CVM_LOG_FORMAT={self.log_format!r} must be text or json")
+        if self.log_summary_interval_s <= 0:
+            raise SettingsError(
+                f"CVM_LOG_SUMMARY_INTERVAL_S={self.log_summary_interval_s} must be positive"
             )
         if self.batch_size < 1:
             raise SettingsError(f"CVM_BATCH_SIZE={self.batch_size} must be at least 1")

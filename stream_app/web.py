@@ -6,7 +6,7 @@ import faust
 import orjson
 from faust.web import Request, Response, View
 
-from stream_app import lookup, ops
+from stream_app import lookup, metrics, ops
 from stream_app.agents.valuation import fit_now
 from stream_app.runtime import Runtime
 
@@ -85,3 +85,4 @@ def register(app: faust.App, runtime: Runtime) -> None:
         return web.json({"redis": ok}, status=200 if ok else 503)
 
     ops.register(app, runtime)  # the ops page: feed, top value at risk, churn metrics
+    metrics.register(app, runtime)  # GET /metrics (Prometheus) and the periodic summary line

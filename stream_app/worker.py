@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import faust
 
-from stream_app import web
+from stream_app import logs, web
 from stream_app.agents import ingest, learner, valuation
 from stream_app.app import create_app
 from stream_app.runtime import Runtime
@@ -29,5 +29,8 @@ def build(settings: Settings) -> tuple[faust.App, Runtime]:
 def run(settings: Settings) -> None:
     """Run a worker in this process until it is stopped."""
     app, _ = build(settings)
-    worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
+    # Faust's worker applies this logging configuration once, as it starts.
+    worker = faust.Worker(
+        app, loglevel=settings.log_level, quiet=True, logging_config=logs.dict_config(settings)
+    )
     worker.execute_from_commandline()
