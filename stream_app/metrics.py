@@ -222,6 +222,9 @@ class Sampler:
         self.history: deque[Sample] = deque(maxlen=int(HISTORY_S / SAMPLE_INTERVAL_S) + 1)
         self.lag: dict[tuple[str, int], int] = {}
         self.models: dict[str, dict[str, Any]] = {}
+        # The first point of the history is the worker's start, with its counters as they are.
+        self.history.append(Sample(at=clock(), applied=_total(EVENTS_APPLIED),
+                                   dead_letters=_total(DEAD_LETTERS), lag=0.0))
 
     async def sample_lag(self) -> dict[tuple[str, int], int]:
         """Per assigned partition: highwater minus position (`cvm_consumer_lag`) and minus
@@ -265,20 +268,20 @@ class Sampler:
         fitted = _iso_seconds(value.get("fitted_at"))
         self.models["value"] = {
             "version": int(value.get("version", 0)),
-            "age_s": None if fitted is None else max(0.0, now - fitted),
+            "at": fitted,
             "as_of": value.get("as_of"),
         }
         churn = orjson.loads(raw_metrics) if raw_metrics else {}
         updated = _iso_seconds(churn.get("updated_at"))
         self.models["churn"] = {
             "version": int(churn_version or 0),
-            "age_s": None if updated is None else max(0.0, now - updated),
+            "at": updated,
             "name": churn.get("model_version"),
         }
         for name, doc in self.models.items():
             MODEL_VERSION.labels(model=name).set(doc["version"])
-            if doc["age_s"] is not None:
-                MODEL_AGE.labels(model=name).set(doc["age_s"])
+            if doc["at"] is not None:
+                MODEL_AGE.labels(model=name).set(max(0.0, now - doc["at"]))
         for window, key in (("stream", "auc"), ("rolling", "rolling_auc")):
             if isinstance(churn.get(key), int | float):
                 CHURN_AUC.labels(window=window).set(churn[key])
@@ -309,6 +312,7 @@ class Sampler:
         """What the ops page shows of this worker: throughput and lag history, dead letters
         by reason, the models' versions and ages.
         """
+        now = self.clock()
         points = []
         previous: Sample | None = None
         for s in self.history:
@@ -326,7 +330,11 @@ class Sampler:
             "dead_letters": {k: int(v) for k, v in sorted(_by_label(
                 DEAD_LETTERS, "error_code").items())},
             "lag": {f"{t}[{p}]": n for (t, p), n in sorted(self.lag.items())},
-            "models": dict(self.models),
+            "models": {
+                name: {**{k: v for k, v in doc.items() if k != "at"},
+                       "age_s": None if doc["at"] is None else max(0.0, now - doc["at"])}
+                for name, doc in self.models.items()
+            },
         }
 
     def summary_line(self, previous: Sample | None) -> tuple[str, Sample | None]:

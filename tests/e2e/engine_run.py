@@ -39,7 +39,7 @@ def churn_metrics(client: redis.Redis) -> dict[str, Any] | None:
     return None if raw is None else orjson.loads(raw)
 
 
-def feed(settings: Settings) -> int:
+def feed_stream(settings: Settings) -> int:
     """Publish the simulated stream and the broken records; returns the valid events sent."""
     events = list(simulate(CONFIG))
     report = publish_events(events, settings)

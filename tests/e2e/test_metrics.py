@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from stream_app.settings import Settings
 from tests.conftest import WorkerProcess, consume_all
-from tests.e2e.engine_run import BROKEN, feed, wait_for_churn_metrics
+from tests.e2e.engine_run import BROKEN, feed_stream, wait_for_churn_metrics
 
 pytestmark = pytest.mark.integration
 
@@ -46,7 +46,7 @@ def test_metrics_move_with_the_stream(settings: Settings, fast_worker: WorkerPro
         assert before[("cvm_events_applied_total", (("topic", topic),))] == 0
 
     sent: list[int] = []
-    feeder = threading.Thread(target=lambda: sent.append(feed(settings)), daemon=True)
+    feeder = threading.Thread(target=lambda: sent.append(feed_stream(settings)), daemon=True)
     feeder.start()
     during: list[Samples] = []
     while feeder.is_alive():
