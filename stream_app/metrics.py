@@ -337,18 +337,21 @@ class Sampler:
             },
         }
 
-    def summary_line(self, previous: Sample | None) -> tuple[str, Sample | None]:
-        """The periodic info line since `previous` (and the sample it was computed at)."""
-        if not self.history:
-            return "no sample yet", previous
-        last = self.history[-1]
+    def summary_line(self, previous: Sample | None) -> tuple[str, Sample]:
+        """The periodic info line: throughput and dead letters since `previous`, the lag now.
+
+        Returns the line and the sample it was computed at, for the next call.
+        """
+        last = Sample(at=self.clock(), applied=_total(EVENTS_APPLIED),
+                      dead_letters=_total(DEAD_LETTERS), lag=float(sum(self.lag.values())))
         if previous is None or last.at <= previous.at:
             rate, dead = 0.0, 0.0
         else:
             rate = max(0.0, last.applied - previous.applied) / (last.at - previous.at)
             dead = max(0.0, last.dead_letters - previous.dead_letters)
         worst = max(self.lag.items(), key=lambda kv: kv[1], default=None)
-        worst_text = "" if worst is None else f" (most: {worst[0][0]}[{worst[0][1]}] {worst[1]})"
+        worst_text = "" if worst is None or worst[1] <= 0 else (
+            f" (most: {worst[0][0]}[{worst[0][1]}] {worst[1]})")
         value = self.models.get("value", {})
         return (
             f"throughput {rate:.1f} events/s, {dead:.0f} dead letters, lag {last.lag:.0f}"
@@ -363,7 +366,7 @@ def register(app: faust.App, runtime: Any) -> Sampler:
         EVENTS_APPLIED.labels(topic=topic)
     runtime.sampler = sampler
     summary_every = runtime.settings.log_summary_interval_s
-    last: dict[str, Sample | None] = {"sample": None}
+    last: dict[str, Sample | None] = {"sample": sampler.history[0]}
 
     @app.page("/metrics")
     async def metrics_page(web: View, request: Request) -> Response:
@@ -381,6 +384,10 @@ def register(app: faust.App, runtime: Any) -> Sampler:
 
     @app.timer(interval=summary_every)
     async def log_summary() -> None:
+        try:
+            await sampler.sample_lag()
+        except Exception as exc:
+            log.debug("cannot sample consumer lag: %s", exc)
         line, last["sample"] = sampler.summary_line(last["sample"])
         log.info("summary: %s", line)
 
