@@ -3,12 +3,15 @@
 Counters are bumped by one-line hooks on the hot path (`batch_committed`,
 `dead_lettered`, `published`, `conflicts`). What has to be read from elsewhere
 (consumer lag, Redis round trip, model versions and ages, churn AUC, watermark
-ages) is sampled by `Sampler` every `SAMPLE_INTERVAL_S` and again on each
-scrape for the lag, so a scrape never waits on Redis.
+ages) is sampled by `Sampler` every `SAMPLE_INTERVAL_S`, the lags again on each
+scrape, so a scrape never waits on Redis. Only `register` touches
+Faust: the hooks are called from `pipeline`, which does not depend on it.
 
 Consumer lag per partition is the consumer's highwater (the offset after the
 last message in the partition, as of the last fetch) minus its position (the
-next offset it will fetch). Every worker reports its own assigned partitions.
+next offset it will fetch: `cvm_consumer_lag`) or minus the group's committed
+offset (`cvm_consumer_commit_lag`). Every worker reports its own assigned
+partitions.
 
 The metrics live in one registry of this module (`REGISTRY`), not in
 prometheus-client's global one, so only the engine's series are served.
@@ -16,19 +19,22 @@ prometheus-client's global one, so only the engine's series are served.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import faust
 import orjson
-from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import generate_latest
+
+if TYPE_CHECKING:  # the hooks run in the pipeline, which does not depend on Faust
+    import faust
+    from faust.web import Request, Response, View
 
 __all__ = [
     "REGISTRY",
@@ -192,6 +198,13 @@ def _by_label(counter: Counter, label: str) -> dict[str, float]:
     return out
 
 
+def _set(gauge: Gauge, values: Mapping[tuple[str, int], int]) -> None:
+    """Replace every series of a per-partition gauge (a revoked partition disappears)."""
+    gauge.clear()
+    for (topic, partition), n in values.items():
+        gauge.labels(topic=topic, partition=str(partition)).set(n)
+
+
 def _iso_seconds(value: Any) -> float | None:
     """POSIX seconds of an ISO 8601 time, or None."""
     if not isinstance(value, str) or not value:
@@ -226,29 +239,37 @@ class Sampler:
         self.history.append(Sample(at=clock(), applied=_total(EVENTS_APPLIED),
                                    dead_letters=_total(DEAD_LETTERS), lag=0.0))
 
-    async def sample_lag(self) -> dict[tuple[str, int], int]:
-        """Per assigned partition: highwater minus position (`cvm_consumer_lag`) and minus
-        the committed offset (`cvm_consumer_commit_lag`); returns the latter.
+    def sample_commit_lag(self) -> dict[tuple[str, int], int]:
+        """Highwater minus the committed offset per assigned partition (`cvm_consumer_commit_lag`).
+
+        Reads only what the consumer holds in memory: no call into its thread.
         """
         consumer = self.app.consumer
         # Faust keeps the offsets it committed but has no public accessor for them.
         committed = getattr(consumer, "_committed_offset", {})
-        fetch: dict[tuple[str, int], int] = {}
         lag: dict[tuple[str, int], int] = {}
-        for tp in sorted(consumer.assignment()):
+        for tp in consumer.assignment():
             high = consumer.highwater(tp)
-            if high is None:
-                continue  # nothing fetched from it yet
-            position = await consumer.position(tp)
-            if position is not None:
-                fetch[(tp.topic, tp.partition)] = max(0, int(high) - int(position))
-            done = committed.get(tp)
-            lag[(tp.topic, tp.partition)] = max(0, int(high) - int(done or 0))
-        for gauge, values in ((CONSUMER_LAG, fetch), (COMMIT_LAG, lag)):
-            gauge.clear()  # partitions revoked by a rebalance disappear
-            for (topic, partition), n in values.items():
-                gauge.labels(topic=topic, partition=str(partition)).set(n)
+            if high is not None:  # None: nothing fetched from it yet
+                lag[(tp.topic, tp.partition)] = max(0, int(high) - int(committed.get(tp) or 0))
+        _set(COMMIT_LAG, lag)
         self.lag = lag
+        return lag
+
+    async def sample_lag(self) -> dict[tuple[str, int], int]:
+        """Both lags per assigned partition; returns the commit lag.
+
+        The fetch lag (`cvm_consumer_lag`: highwater minus position) asks the consumer's
+        thread for each position, so it is sampled on a scrape, not on the timer.
+        """
+        lag = self.sample_commit_lag()
+        consumer = self.app.consumer
+        tps = [tp for tp in consumer.assignment() if consumer.highwater(tp) is not None]
+        positions = await asyncio.gather(*(consumer.position(tp) for tp in tps))
+        _set(CONSUMER_LAG, {
+            (tp.topic, tp.partition): max(0, int(consumer.highwater(tp)) - int(position))
+            for tp, position in zip(tps, positions, strict=True) if position is not None
+        })
         return lag
 
     async def sample_redis(self) -> None:
@@ -295,7 +316,7 @@ class Sampler:
     async def sample(self) -> None:
         """Take one sample of everything; a part that fails is logged and the rest stands."""
         try:
-            await self.sample_lag()
+            self.sample_commit_lag()
         except Exception as exc:  # the consumer may be rebalancing or not started
             log.debug("cannot sample consumer lag: %s", exc)
         try:
@@ -385,7 +406,7 @@ def register(app: faust.App, runtime: Any) -> Sampler:
     @app.timer(interval=summary_every)
     async def log_summary() -> None:
         try:
-            await sampler.sample_lag()
+            sampler.sample_commit_lag()
         except Exception as exc:
             log.debug("cannot sample consumer lag: %s", exc)
         line, last["sample"] = sampler.summary_line(last["sample"])

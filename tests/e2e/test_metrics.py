@@ -55,13 +55,17 @@ def test_metrics_move_with_the_stream(settings: Settings, fast_worker: WorkerPro
     n_events = sent[0]
     metrics = wait_for_churn_metrics(settings, fast_worker, n_events)
 
-    # Sampled gauges (models, AUC, Redis) are refreshed every few seconds: wait for one.
+    # Sampled gauges (models, AUC, Redis) are refreshed every few seconds, and the last
+    # offsets are committed within a commit interval: wait for both.
     def settled() -> Samples:
-        for _ in range(40):
+        for _ in range(120):
             after = scrape(settings)[1]
+            commit_lag = [v for (n, ls), v in after.items()
+                          if n == "cvm_consumer_commit_lag" and dict(ls)["topic"] in inputs]
             if (total(after, "cvm_model_version", model="churn") >= 1
                     and total(after, "cvm_model_version", model="value") >= 1
-                    and ("cvm_churn_model_auc", (("window", "stream"),)) in after):
+                    and ("cvm_churn_model_auc", (("window", "stream"),)) in after
+                    and commit_lag and max(commit_lag) <= 1):
                 return after
             threading.Event().wait(0.5)
         return after
