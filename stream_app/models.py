@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import asdict
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -158,6 +159,7 @@ async def fit_and_store(
     doc = {
         "version": version,
         "as_of": format_time(as_of),
+        "fitted_at": datetime.now(UTC).isoformat(timespec="seconds"),  # wall clock: model age
         "bgnbd": asdict(fit.bg.params),
         "gamma_gamma": asdict(gg),
         "bgnbd_log_likelihood": fit.bg.log_likelihood,

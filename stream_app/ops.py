@@ -1,10 +1,15 @@
-"""The ops page: live alert feed, top customers by value at risk, churn model metrics.
+"""The ops page: the engine's health, live alert feed, top customers by value at risk, churn
+model metrics.
 
 ``GET /ops`` serves one static page (``stream_app/static/ops.html``: inline CSS
 and vanilla JS, no external assets) that polls ``GET /ops/feed.json`` every
 1.5 s and redraws itself without a reload. The JSON gathers three independent
-reads of Redis; one that fails is reported under ``errors`` and leaves the
-others standing.
+reads of Redis and what this worker's metrics sampler knows (``engine``:
+throughput and lag over the last minutes, dead letters by reason, the models'
+versions and ages); a part that fails is reported under ``errors`` and leaves
+the others standing. The churn metrics are shown as the learner writes them
+(`domain.churn.ProgressiveMetrics.summary`: ``auc``, ``drifts``, ``calibration``
+bins).
 
 The page renders every value with ``textContent``, never as HTML, so nothing a
 message carries (customer ids, reason details) can inject markup. As a second
@@ -18,6 +23,7 @@ import base64
 import hashlib
 import re
 import time
+from collections.abc import Callable
 from importlib import resources
 from typing import Any
 
@@ -90,15 +96,21 @@ async def _metrics(redis: Redis, keys: Keys) -> dict[str, Any] | None:
     return doc
 
 
-async def snapshot(redis: Redis, keys: Keys, n: int = FEED_DEFAULT) -> dict[str, Any]:
+async def snapshot(
+    redis: Redis,
+    keys: Keys,
+    n: int = FEED_DEFAULT,
+    engine: Callable[[], dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     """Everything the ops page shows, as one JSON-ready document.
 
     ``feed``: the newest `n` alerts and win-back triggers, newest first;
     ``top``: the `TOP_N` customers by value at risk; ``metrics``: the churn
-    model's metrics or None before the learner wrote any; ``errors``: the part
-    that could not be read (``feed``, ``top`` or ``metrics``) and why.
+    model's metrics or None before the learner wrote any; ``engine``: what
+    `engine` returns (`metrics.Sampler.overview`), or None without one;
+    ``errors``: the part that could not be read and why.
     """
-    doc: dict[str, Any] = {"feed": [], "top": [], "metrics": None, "errors": {}}
+    doc: dict[str, Any] = {"feed": [], "top": [], "metrics": None, "engine": None, "errors": {}}
     reads = {
         "feed": lambda: _feed(redis, keys, n),
         "top": lambda: lookup.top(redis, "value_at_risk", TOP_N, keys=keys),
@@ -109,6 +121,11 @@ async def snapshot(redis: Redis, keys: Keys, n: int = FEED_DEFAULT) -> dict[str,
             doc[part] = await read()
         except Exception as exc:  # one broken part must not blank the whole page
             doc["errors"][part] = f"{type(exc).__name__}: {exc}"
+    if engine is not None:
+        try:
+            doc["engine"] = engine()
+        except Exception as exc:
+            doc["errors"]["engine"] = f"{type(exc).__name__}: {exc}"
     doc["generated_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     return doc
 
@@ -138,6 +155,9 @@ def register(app: faust.App, runtime: Runtime) -> None:
                 {"error": "bad_request", "detail": f"n must be within 1..{feed.FEED_LENGTH}"},
                 status=400,
             )
-        doc = await snapshot(runtime.redis, runtime.keys, n)
+        # The metrics sampler is attached by `metrics.register`, after this.
+        sampler = getattr(runtime, "sampler", None)
+        doc = await snapshot(runtime.redis, runtime.keys, n,
+                             engine=None if sampler is None else sampler.overview)
         return web.json(doc, headers={"Cache-Control": "no-store",
                                       "X-Content-Type-Options": "nosniff"})

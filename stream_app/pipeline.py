@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from stream_app import metrics
 from stream_app.contract import DUPLICATE_EVENT, Contract, InvalidEvent
 from stream_app.domain.alerts import (
     AlertPolicy,
@@ -172,7 +173,8 @@ class BatchResult:
     dead_letter_codes: dict[str, int] = field(default_factory=dict)
 
 
-def _count_letter(result: BatchResult, error_code: str) -> None:
+def _count_letter(result: BatchResult, error_code: str, topic: str) -> None:
+    metrics.dead_lettered(topic, error_code)
     result.dead_lettered += 1
     result.dead_letter_codes[error_code] = result.dead_letter_codes.get(error_code, 0) + 1
 
@@ -366,6 +368,7 @@ class Ingestor:
         Steps 1 to 6 of the commit order in `stream_app.store.customers`.
         """
         result = BatchResult(records=len(records))
+        started = time.perf_counter()
         now = self.clock()
         now_ms = parse_time(now)
         events: list[tuple[Event, Source]] = []
@@ -386,7 +389,7 @@ class Ingestor:
                     dead_letter_key(record),
                     dead_letter_message(record, exc.error_code, exc.reason, now, limit),
                 ))
-                _count_letter(result, exc.error_code)
+                _count_letter(result, exc.error_code, record.topic)
                 continue
             except Exception as exc:
                 # Not the message's fault as far as we know (Redis, a bug): the worker stops
@@ -411,6 +414,7 @@ class Ingestor:
             for item in isolated:
                 await self._commit_events([item], {}, {}, result, now, raw, rejected)
             await self._commit_events([], applied, watermarks, result, now, raw, rejected)
+        metrics.batch_committed(events, result, time.perf_counter() - started)
         return result
 
     async def _commit_events(
@@ -480,7 +484,7 @@ class Ingestor:
             dead_letter_message(record, "invalid_value", done.overflow.reason, now,
                                 self.settings.dead_letter_max_bytes),
         )
-        _count_letter(result, "invalid_value")
+        _count_letter(result, "invalid_value", record.topic)
 
     async def revisit(self, customer_ids: Sequence[str], watermark: int | None) -> int:
         """Label due snapshots and rescore customers whom event time has passed by.
@@ -510,6 +514,7 @@ class Ingestor:
             log.warning("not rescoring: %s", done.overflow.reason)
             changes = [c for c in changes if c.customer_id != done.overflow.customer_id]
         await self.publish(outgoing, done.enqueued)
+        metrics.conflicts("rescore", len(done.lost))
         return len(changes) - len(done.lost)
 
     async def reject_duplicates(
@@ -540,7 +545,7 @@ class Ingestor:
                 dead_letter_message(record, DUPLICATE_EVENT, reason, now,
                                     self.settings.dead_letter_max_bytes),
             ))
-            _count_letter(result, DUPLICATE_EVENT)
+            _count_letter(result, DUPLICATE_EVENT, record.topic)
         if sends:
             await asyncio.gather(*sends)
 
@@ -574,12 +579,14 @@ class Ingestor:
         """Steps 5 and 6: publish what a commit put in the outbox, then settle it."""
         if self.publisher is None or not fields:
             return
+        entries = [outgoing[f] for f in fields]
         async with self._publishing:
             await asyncio.gather(*(
                 self.publisher.send(kind, message["customer_id"].encode(), message)
-                for kind, message in (outgoing[f] for f in fields)
+                for kind, message in entries
             ))
             await self.settle(fields)
+        metrics.published(entries, ())
 
     async def settle(self, fields: Sequence[str]) -> None:
         """Step 6: Kafka has these outbox messages; remove them, record the ids published."""
@@ -598,17 +605,18 @@ class Ingestor:
         published = 0
         async with self._publishing:
             while entries := await feed.due(redis, keys, before_ms):
-                sends = []
+                messages = []
                 for name, body in entries:
                     if body is not None:
                         kind, _ = feed.split_field(name)
-                        message = orjson.loads(body)
-                        sends.append(
-                            self.publisher.send(kind, message["customer_id"].encode(), message)
-                        )
-                await asyncio.gather(*sends)
+                        messages.append((kind, orjson.loads(body)))
+                await asyncio.gather(*(
+                    self.publisher.send(kind, message["customer_id"].encode(), message)
+                    for kind, message in messages
+                ))
                 await self.settle([name for name, _ in entries])
-                published += len(sends)
+                metrics.published(messages, ())
+                published += len(messages)
         if published:
             log.info("published %d messages left in the outbox", published)
         return published

@@ -471,16 +471,23 @@ class Settings:
     winback_control_share: float = 0.10
     winback_seed: int = 0
     log_level: str = "info"
+    # "text" or "json" (one JSON object per line); see stream_app/logs.py.
+    log_format: str = "text"
+    # A repeated warning or error (same logger and template) is printed once per window.
+    log_repeat_window_s: float = 60.0
+    log_summary_interval_s: float = 60.0
     # Secrets: kept out of repr (and so out of any log of the settings).
     api_tokens: tuple[ApiToken, ...] = field(default=(), repr=False)
     model_signing_key: str = field(default="", repr=False)
 
     def __repr__(self) -> str:
-        # The generated repr, with REDIS_URL's password hidden (the Kafka one is a Secret).
+        # The generated repr, with REDIS_URL's password hidden (the Kafka one is a Secret)
+        # and the fields marked repr=False (tokens, the signing key) left out.
         shown = ", ".join(
             f"{f.name}={redis_address(self.redis_url)!r}" if f.name == "redis_url"
             else f"{f.name}={getattr(self, f.name)!r}"
             for f in fields(self)
+            if f.repr
         )
         return f"{type(self).__name__}({shown})"
 
@@ -555,6 +562,11 @@ class Settings:
             ),
             winback_seed=_int(e, "CVM_WINBACK_SEED", cls.winback_seed),
             log_level=e.get("CVM_LOG_LEVEL", cls.log_level),
+            log_format=e.get("CVM_LOG_FORMAT", cls.log_format).lower(),
+            log_repeat_window_s=_float(e, "CVM_LOG_REPEAT_WINDOW_S", cls.log_repeat_window_s),
+            log_summary_interval_s=_float(
+                e, "CVM_LOG_SUMMARY_INTERVAL_S", cls.log_summary_interval_s
+            ),
             api_tokens=_api_tokens(e.get("CVM_API_TOKENS", "")),
             model_signing_key=e.get("CVM_MODEL_SIGNING_KEY", ""),
         )
@@ -646,6 +658,12 @@ class Settings:
             raise SettingsError(
                 f"CVM_ALERT_SEVERITY_PERCENTILES={self.alert_severity_percentiles} "
                 "must lie strictly between 0 and 100"
+            )
+        if self.log_format not in ("text", "json"):
+            raise SettingsError(f"CVM_LOG_FORMAT={self.log_format!r} must be text or json")
+        if self.log_summary_interval_s <= 0:
+            raise SettingsError(
+                f"CVM_LOG_SUMMARY_INTERVAL_S={self.log_summary_interval_s} must be positive"
             )
         if self.batch_size < 1:
             raise SettingsError(f"CVM_BATCH_SIZE={self.batch_size} must be at least 1")

@@ -14,7 +14,7 @@ import orjson
 from aiohttp import web as aiohttp_web
 from faust.web import Request, Response, View
 
-from stream_app import auth, lookup, ops, probes
+from stream_app import auth, lookup, metrics, ops, probes
 from stream_app.agents.valuation import fit_now
 from stream_app.runtime import Runtime
 from stream_app.settings import is_loopback
@@ -32,6 +32,7 @@ def register(app: faust.App, runtime: Runtime) -> None:
     _register_probes(app, runtime)
     _register_lookups(app, runtime)
     ops.register(app, runtime)  # the ops page: feed, top value at risk, churn metrics
+    metrics.register(app, runtime)  # GET /metrics (Prometheus, read scope) and the summary line
 
 
 def _install_guard(app: faust.App, guard: auth.Guard) -> None:

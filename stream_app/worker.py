@@ -6,7 +6,7 @@ import logging
 
 import faust
 
-from stream_app import web
+from stream_app import logs, web
 from stream_app.agents import ingest, learner, valuation
 from stream_app.app import create_app
 from stream_app.connections import check_kafka, check_redis, redis_address
@@ -46,5 +46,8 @@ def run(settings: Settings) -> None:
         log.info("kafka: %s via %s; redis: %s", settings.kafka_bootstrap_servers,
                  settings.kafka_security.describe(), redis_address(settings.redis_url))
 
-    worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
+    # Faust's worker applies this logging configuration once, as it starts.
+    worker = faust.Worker(
+        app, loglevel=settings.log_level, quiet=True, logging_config=logs.dict_config(settings)
+    )
     worker.execute_from_commandline()

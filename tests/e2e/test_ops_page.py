@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import urllib.request
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -29,7 +30,9 @@ from stream_app.contract import Contract, schema_dir
 from stream_app.settings import Settings
 from stream_app.store import feed
 from stream_app.store.keys import Keys
-from tests.conftest import ROOT, WorkerProcess, http_json
+from stream_app.worker_process import wait_until
+from tests.conftest import ROOT, WorkerProcess, consume_all, http_json
+from tests.e2e.engine_run import BROKEN, churn_metrics, feed_stream, wait_for_churn_metrics
 
 pytestmark = pytest.mark.integration
 
@@ -105,7 +108,11 @@ def _push(settings: Settings, kind: str, message: dict[str, Any]) -> None:
 
 
 def _seed(settings: Settings) -> None:
-    """Three ranked customers and a churn metrics document, as the engine would write them."""
+    """Three ranked customers, as the engine would write them.
+
+    The churn metrics are not seeded: `test_ops_page_shows_what_a_real_engine_wrote` checks
+    them as a real worker's learner writes them.
+    """
     keys = Keys()
     client = redis.Redis.from_url(settings.redis_url)
     for i, var in enumerate((4200.0, 1800.5, 320.25), start=1):
@@ -116,17 +123,6 @@ def _seed(settings: Settings) -> None:
             "net_contribution": "100.00", "value_tier": str(99 - i), "rfm_segment": "at_risk",
             "last_event_at": "2026-01-20T10:00:00Z",
         })
-    client.set(keys.churn_metrics, orjson.dumps({
-        "model_version": "churn-river-3", "examples": 12_345, "roc_auc": 0.8123,
-        "log_loss": 0.41234,
-        "calibration": [
-            {"decile": d, "n": 100 + d, "mean_predicted": (d + 0.5) / 10,
-             "observed": min(1.0, (d + 0.8) / 10)}
-            for d in range(10)
-        ],
-        "drift": {"detector": "ADWIN", "drifts": 2, "last_drift_at": "2026-01-21T08:00:00Z"},
-        "updated_at": "2026-01-22T18:30:00Z",
-    }))
     client.close()
 
 
@@ -154,7 +150,7 @@ def test_ops_page_shows_live_feed_top_and_metrics(
     status, doc = http_json(settings, "/ops/feed.json?n=5")
     assert status == 200, doc
     assert doc["errors"] == {} and len(doc["feed"]) == 1 and len(doc["top"]) == 3
-    assert doc["metrics"]["roc_auc"] == 0.8123
+    assert doc["metrics"] is None
     assert http_json(settings, "/ops/feed.json?n=0")[0] == 400
     base = f"http://{settings.web_host}:{settings.web_port}"
     with urllib.request.urlopen(f"{base}/ops", timeout=5) as r:
@@ -172,11 +168,7 @@ def test_ops_page_shows_live_feed_top_and_metrics(
         assert page.locator(section).is_visible()
     assert page.locator("#top-rows tr").count() == 3
     assert page.locator("#top-rows tr").first.locator("td.cust").inner_text() == "c-top-1"
-    assert page.locator("#m-auc").inner_text() == "0.812"
-    assert page.locator("#m-logloss").inner_text() == "0.4123"
-    assert page.locator("#m-examples").inner_text() == "12,345"
-    assert page.locator("#m-drift").inner_text().startswith("2 drifts (ADWIN)")
-    assert page.locator("#calibration-rows tr").count() == 10
+    assert page.locator("#metrics-empty").is_visible()
     control = page.locator("#feed-rows tr.is-control")
     assert control.count() == 1 and "control" in control.inner_text()
 
@@ -200,4 +192,73 @@ def test_ops_page_shows_live_feed_top_and_metrics(
     # animations="disabled": the new row's highlight is fast-forwarded to its end.
     page.screenshot(path=str(tmp_path / "ops.png"), full_page=True, animations="disabled")
     page.close()
+    assert problems == [], problems
+
+
+def _cell(x: float | None, digits: int) -> str:
+    """A number as the page prints it (`fixed`), or the dash for none."""
+    return "\u2014" if x is None else f"{x:.{digits}f}"
+
+
+def test_ops_page_shows_what_a_real_engine_wrote(
+    browser: Browser, settings: Settings, fast_worker: WorkerProcess, tmp_path: Path
+) -> None:
+    """A real worker on a simulated stream: the page shows the AUC, drift, calibration bins,
+    throughput, dead letters and model ages that the engine itself wrote and measured."""
+    n_events = feed_stream(settings)
+    wait_for_churn_metrics(settings, fast_worker, n_events)
+    client = redis.Redis.from_url(settings.redis_url)
+    problems: list[str] = []
+    page = _open(browser, settings, problems)
+    expect(page.locator("#metrics-body")).to_be_visible(timeout=WAIT_MS)
+
+    # The learner may publish again meanwhile: compare once the page shows the version in Redis.
+    written: dict[str, Any] = {}
+
+    def same_version() -> bool:
+        doc = churn_metrics(client)
+        if doc and page.locator("#m-version").inner_text() == doc["model_version"]:
+            written.update(doc)
+            return True
+        return False
+
+    assert wait_until(same_version, deadline_s=30, every=0.3), churn_metrics(client)
+    assert written["auc"] is not None and written["calibration"]
+    assert page.locator("#m-auc").inner_text() == _cell(written["auc"], 3)
+    assert page.locator("#m-rolling-auc").inner_text() == _cell(written["rolling_auc"], 3)
+    assert page.locator("#m-logloss").inner_text() == _cell(written["log_loss"], 4)
+    assert page.locator("#m-examples").inner_text() == f"{written['examples']:,}"
+    drifts = written["drifts"]
+    assert page.locator("#m-drift").inner_text().startswith(
+        f"{drifts:,} drift{'' if drifts == 1 else 's'} (ADWIN")
+    rows = page.locator("#calibration-rows tr")
+    assert rows.count() == len(written["calibration"]) == 10
+    for i, b in enumerate(written["calibration"]):
+        cells = rows.nth(i).locator("td").all_inner_texts()
+        assert cells[:4] == [b["bin"], f"{b['n']:,}", _cell(b["mean_predicted"], 3),
+                             _cell(b["observed"], 3)], (i, cells, b)
+    assert any(b["n"] for b in written["calibration"])
+
+    # What an operator looks at first: this worker's throughput, lag, dead letters, model ages.
+    expect(page.locator("#e-value-model")).to_have_text(
+        re.compile(r"^v\d+, fitted \d+ (s|min) ago"), timeout=30_000)
+    expect(page.locator("#e-applied")).to_have_text(f"{n_events:,}", timeout=WAIT_MS)
+    assert re.match(r"^[\d,]+ messages", page.locator("#e-lag").inner_text())
+    churn_name = written["model_version"].rsplit("-v", 1)[0]
+    assert page.locator("#e-churn-model").inner_text().startswith(churn_name)
+    assert "published" in page.locator("#e-churn-model").inner_text()
+    rates = [float(t) for t in page.locator("#history-rows tr td:nth-child(2)").all_inner_texts()]
+    assert rates and max(rates) > 0, rates
+    letters = consume_all(settings, settings.topics.dead_letter, expected=sum(
+        map(len, BROKEN.values())))
+    by_code = Counter(orjson.loads(m.value())["error_code"] for m in letters)
+    shown = {
+        r.locator("td").nth(0).inner_text(): r.locator("td").nth(1).inner_text()
+        for r in page.locator("#dead-letter-rows tr").all()
+    }
+    assert shown == {code: str(n) for code, n in by_code.items()}, (shown, by_code)
+
+    page.screenshot(path=str(tmp_path / "ops-engine.png"), full_page=True, animations="disabled")
+    page.close()
+    client.close()
     assert problems == [], problems

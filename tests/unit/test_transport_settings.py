@@ -124,3 +124,15 @@ def test_readme_quotes_the_acls_of_the_code() -> None:
     worker, lookup = block.split("ACL SETUSER cvm-lookup")
     assert " ".join(worker.split("#")[0].split()[3:]) == WORKER_RULES
     assert " ".join(lookup.split()[3:]) == LOOKUP_RULES
+
+
+def test_the_settings_repr_shows_no_api_token_nor_signing_key() -> None:
+    from stream_app.settings import Settings
+
+    key = "signing-key-0123456789abcdef"
+    token = "tok0123456789abcdef0123"
+    settings = Settings.from_env({
+        "CVM_MODEL_SIGNING_KEY": key, "CVM_API_TOKENS": f"ops:{token}:admin",
+    })
+    shown = repr(settings)
+    assert key not in shown and token not in shown

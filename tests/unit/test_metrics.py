@@ -1,0 +1,63 @@
+"""The metrics hooks and what the sampler makes of them (no Kafka, no Redis)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from stream_app import metrics
+from stream_app.domain.events import Source
+from stream_app.pipeline import BatchResult
+
+
+def _value(name: str, **labels: str) -> float:
+    return metrics.REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def test_batch_hook_counts_events_by_topic_and_observes_latency() -> None:
+    before = (_value("cvm_events_applied_total", topic="u.purchases"),
+              _value("cvm_events_applied_total", topic="u.touches"),
+              _value("cvm_batch_seconds_count"), _value("cvm_commit_conflicts_total", path="batch"))
+    events = [(None, Source("u.purchases", 0, 1)), (None, Source("u.purchases", 1, 7)),
+              (None, Source("u.touches", 0, 3))]
+    metrics.batch_committed(events, BatchResult(records=4, applied=3, conflicts=2), 0.012)
+    after = (_value("cvm_events_applied_total", topic="u.purchases"),
+             _value("cvm_events_applied_total", topic="u.touches"),
+             _value("cvm_batch_seconds_count"), _value("cvm_commit_conflicts_total", path="batch"))
+    assert [a - b for a, b in zip(after, before, strict=True)] == [2, 1, 1, 2]
+
+
+def test_published_counts_by_severity_and_group_and_skips_what_was_sent_before() -> None:
+    def sent() -> tuple[float, ...]:
+        return (_value("cvm_alerts_published_total", severity="high"),
+                _value("cvm_winback_triggers_published_total", group="control"),
+                _value("cvm_winback_triggers_published_total", group="treatment"))
+
+    before = sent()
+    metrics.published([
+        ("alert", {"alert_id": "a1", "severity": "high"}),
+        ("alert", {"alert_id": "a2", "severity": "high"}),
+        ("winback", {"trigger_id": "w1", "control_group": True}),
+        ("winback", {"trigger_id": "w2", "control_group": False}),
+    ], skipped={"a2"})
+    assert [a - b for a, b in zip(sent(), before, strict=True)] == [1, 1, 1]
+
+
+def test_summary_line_and_overview_follow_the_counters() -> None:
+    now = [1000.0]
+    runtime = SimpleNamespace(settings=SimpleNamespace(topics=SimpleNamespace(inputs=())))
+    sampler = metrics.Sampler(SimpleNamespace(), runtime, clock=lambda: now[0])
+    _, start = sampler.summary_line(None)
+    metrics.dead_lettered("u.purchases", "invalid_json")
+    metrics.batch_committed([(None, Source("u.purchases", 0, i)) for i in range(50)],
+                            BatchResult(records=51, applied=50), 0.01)
+    sampler.lag = {("u.purchases", 2): 40, ("u.purchases", 0): 0}
+    now[0] += 10
+    line, _ = sampler.summary_line(start)
+    assert line.startswith("throughput 5.0 events/s, 1 dead letters, lag 40 "
+                           "(most: u.purchases[2] 40)"), line
+    sampler.history.append(metrics.Sample(at=now[0], applied=start.applied + 50,
+                                          dead_letters=0, lag=40))
+    view = sampler.overview()
+    assert view["history"][-1]["events_per_s"] == 5.0 and view["history"][-1]["lag"] == 40
+    assert view["dead_letters"]["invalid_json"] >= 1
+    assert view["lag"] == {"u.purchases[0]": 0, "u.purchases[2]": 40}
