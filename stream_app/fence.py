@@ -26,6 +26,8 @@ from redis.exceptions import BusyLoadingError, RedisError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from stream_app.logs import ALWAYS
+
 __all__ = [
     "TRANSIENT_REDIS_ERRORS",
     "RedisRestarted",
@@ -106,7 +108,7 @@ class ServerFence:
         if server != self.accepted:
             if self.seen != server:
                 log.warning("Redis answers with a new run id %s (was %s): it restarted",
-                            server, self.accepted)
+                            server, self.accepted, extra=ALWAYS)
             self.seen = server
             raise RedisRestarted(f"Redis restarted (run id {server}); not accepted yet")
 

@@ -35,12 +35,16 @@ __all__ = ["JsonFormatter", "RepeatFilter", "TextFormatter", "configure", "dict_
 TEXT_FORMAT = "[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s"
 #: Templates remembered at most; older ones are forgotten first once the window passed.
 MAX_TEMPLATES = 2000
+#: ``extra=`` of a record that must never be collapsed: a rare change of state that an
+#: operator needs every time (a Redis restart noticed, a rewind to what Redis holds).
+ALWAYS = {"always_log": True}
 
 
 class RepeatFilter(logging.Filter):
     """Drops repeats of a record (same logger, level and template) within `window_s` seconds.
 
-    Records below `min_level` always pass (batch lines at debug, summaries at info).
+    Records below `min_level` always pass (batch lines at debug, summaries at info), and
+    so do records logged with ``extra=ALWAYS``.
     The first record after a window that dropped some gets ``record.repeated``: how many.
 
     >>> f = RepeatFilter(window_s=60, clock=iter([0, 1, 2, 61]).__next__)
@@ -49,6 +53,8 @@ class RepeatFilter(logging.Filter):
     [True, False, False]
     >>> r = rec(); f.filter(r), r.repeated
     (True, 2)
+    >>> r = rec(); r.always_log = True; f.filter(r)
+    True
     """
 
     def __init__(
@@ -66,6 +72,8 @@ class RepeatFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < self.min_level or self.window_s <= 0:
+            return True
+        if getattr(record, "always_log", False):
             return True
         key = (record.name, record.levelno, str(record.msg))
         now = self.clock()

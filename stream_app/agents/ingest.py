@@ -15,6 +15,7 @@ from faust.types import TP
 
 from stream_app.app import Channels
 from stream_app.fence import TRANSIENT_REDIS_ERRORS, backoff, run_id
+from stream_app.logs import ALWAYS
 from stream_app.pipeline import RawRecord
 from stream_app.runtime import Runtime
 from stream_app.store import churn_models, server
@@ -149,7 +150,7 @@ def register(app: faust.App, channels: Channels, runtime: Runtime) -> Resync:
             log.warning(
                 "Redis restarted (run id %s, was %s); it may lack recent writes: input "
                 "stops until every partition resumes from what Redis holds",
-                current, fence.accepted,
+                current, fence.accepted, extra=ALWAYS,
             )
             resync.restarted()
             async with resync.lock:  # no batch is half-way through a write
@@ -199,7 +200,8 @@ def register(app: faust.App, channels: Channels, runtime: Runtime) -> Resync:
                 await asyncio.sleep(backoff(attempt))
                 attempt += 1
         if lower:
-            log.warning("Redis is behind the committed offsets; re-reading from %s", lower)
+            log.warning("Redis is behind the committed offsets; re-reading from %s", lower,
+                        extra=ALWAYS)
             await sender.consumer._commit(lower)  # noqa: SLF001 - Faust has no public API
             # aiokafka's seek-to-committed leaves a partition alone when the
             # committed offset is 0, so seek explicitly as well.

@@ -3,8 +3,10 @@
 The worker reads and writes the ``cvm:*`` keys with the commands below and runs the
 commit script by its SHA; lookup services (``cvm lookup``, ``cvm top``, ``cvm rollups``,
 ``cvm winback``, a dashboard) only read them. Neither may touch other keys, publish,
-or run administrative commands. CONFIG GET is left out on purpose: the worker's start
-check of ``hash-max-listpack-value`` treats a refusal as "unknown".
+or run administrative commands. INFO is granted to the worker: it reads the server's
+``run_id`` to notice a restarted Redis (`stream_app.fence`). CONFIG GET is left out on
+purpose: the worker's start check of ``hash-max-listpack-value`` treats a refusal as
+"unknown".
 
 >>> worker_user("cvm-worker", "s3cret").split()[:4]
 ['ACL', 'SETUSER', 'cvm-worker', 'reset']
@@ -18,9 +20,9 @@ __all__ = ["LOOKUP_RULES", "WORKER_RULES", "lookup_user", "worker_user"]
 #: timers and the ops page, and the Lua commit (EVALSHA, SCRIPT LOAD after a restart).
 WORKER_RULES = (
     "resetkeys ~cvm:* resetchannels -@all "
-    "+ping +exists +get +set +incr +incrby "
-    "+hget +hgetall +hmget +hset +hincrby "
-    "+zadd +zrem +zcard +zmscore +zrange +zrevrange +zrangebyscore +zremrangebyscore "
+    "+ping +info +exists +get +set +incr +incrby "
+    "+hget +hgetall +hmget +hset +hincrby +hexists +hdel "
+    "+zadd +zrem +zcard +zscore +zmscore +zrange +zrevrange +zrangebyscore +zremrangebyscore "
     "+lpush +ltrim +lrange +scan +multi +exec +discard "
     "+evalsha +script|load +script|exists"
 )

@@ -142,8 +142,10 @@ def test_worker_and_lookups_with_their_acl_users(
         assert wait_until(lambda: applied() >= len(events), deadline_s=180), worker.log_tail()
         # A model fit writes the model, its history and version; the rescore timer follows.
         url = f"http://{s.web_host}:{s.web_port}/model?as_of=2025-08-29T00:00:00Z"
-        with urllib.request.urlopen(urllib.request.Request(url, method="POST", data=b""),
-                                    timeout=120) as reply:
+        fit = urllib.request.Request(
+            url, method="POST", data=b"{}", headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(fit, timeout=120) as reply:
             assert reply.status == 200
         for path in ("/ops", "/customers/top?by=clv&n=5", "/winback/results"):
             with urllib.request.urlopen(f"http://{s.web_host}:{s.web_port}{path}",
