@@ -69,9 +69,9 @@ class Resync:
         """A resume from Redis read at `epoch` finished; True if input may flow again."""
         if epoch != self.epoch:
             return False
-        if self.rewinding:
-            log.info("resumed from Redis after its restart; %d buffered records were "
-                     "dropped and are read again", self.dropped)
+        if self.dropped:
+            log.info("resumed from Redis; %d buffered records were dropped and are read "
+                     "again", self.dropped)
         self.rewinding = False
         self.needs_rejoin = False
         self.dropped = 0
@@ -175,6 +175,13 @@ def register(app: faust.App, channels: Channels, runtime: Runtime) -> Resync:
         # lowering the committed offset here makes the stream start from the
         # last offset Redis really holds, before any message is fetched.
         assigned = sender.consumer.assignment()
+        # No batch is applied until every partition is placed: a batch applied
+        # past a partition's hole before the seek below would make per-customer
+        # dedup skip the hole's events when they are read again. Wait for the
+        # batch in flight, if any, to finish first.
+        resync.rewinding = True
+        async with resync.lock:
+            pass
         committed = await sender.consumer.seek_to_committed()
         deadline = time.monotonic() + RESUME_PATIENCE_S
         attempt = 0
@@ -200,6 +207,9 @@ def register(app: faust.App, channels: Channels, runtime: Runtime) -> Resync:
                 await asyncio.sleep(backoff(attempt))
                 attempt += 1
         if lower:
+            # What was read before these seeks is dropped by the agent and read again.
+            resync.epoch += 1
+            epoch = resync.epoch
             log.warning("Redis is behind the committed offsets; re-reading from %s", lower,
                         extra=ALWAYS)
             await sender.consumer._commit(lower)  # noqa: SLF001 - Faust has no public API
