@@ -111,8 +111,9 @@ async def resume_points(
     inputs = {*runtime.settings.topics.inputs, runtime.settings.topics.training}
     applied = await runtime.store.applied_offsets()
     # The learner's position is the offset its newest model snapshot holds.
-    snapshot = await churn_models.load(runtime.redis, runtime.keys, runtime.settings.signing_key)
-    applied[(runtime.settings.topics.training, 0)] = -1 if snapshot is None else snapshot.offset
+    applied[(runtime.settings.topics.training, 0)] = await churn_models.offset(
+        runtime.redis, runtime.keys, runtime.settings.signing_key
+    )
     lower: dict[TP, int] = {}
     for tp in assigned:
         if tp.topic not in inputs:

@@ -123,8 +123,12 @@ def encode(
     return fields
 
 
-def decode(raw: dict[Any, Any], signing_key: bytes | None = None) -> ModelSnapshot:
-    """The snapshot held in the hash `raw`; `SnapshotRefused` says why it is not loaded."""
+def verify(raw: dict[Any, Any], signing_key: bytes | None = None) -> dict[str, bytes]:
+    """The fields of the hash `raw` once checked; `SnapshotRefused` says why they are not.
+
+    Checks the format, the checksum and, with a key, the signature, without
+    rebuilding the model (`decode` does that after this).
+    """
     fields = {(k.decode() if isinstance(k, bytes) else k): _bytes(v) for k, v in raw.items()}
     version = fields.get("version", b"?").decode(errors="replace")
     fmt = fields.get("format")
@@ -145,6 +149,14 @@ def decode(raw: dict[Any, Any], signing_key: bytes | None = None) -> ModelSnapsh
             f"churn model v{version} is a {fmt.decode(errors='replace')!r} snapshot and "
             "CVM_MODEL_SIGNING_KEY is not set to check it; not loaded"
         )
+    return fields
+
+
+def decode(raw: dict[Any, Any], signing_key: bytes | None = None) -> ModelSnapshot:
+    """The snapshot held in the hash `raw`; `SnapshotRefused` says why it is not loaded."""
+    fields = verify(raw, signing_key)
+    version = fields.get("version", b"?").decode(errors="replace")
+    fmt = fields["format"]
     try:
         if fmt == b"json":
             model = churn_state.import_model(orjson.loads(fields["model"]))
@@ -211,6 +223,22 @@ async def load(redis: Redis, keys: Keys, signing_key: bytes | None = None) -> Mo
     except SnapshotRefused as exc:
         log.error("%s; the snapshot is refused and this worker keeps its current model", exc)
         return None
+
+
+async def offset(redis: Redis, keys: Keys, signing_key: bytes | None = None) -> int:
+    """The training offset the newest accepted snapshot learned up to; -1 if none.
+
+    Verifies the snapshot like `load` but does not rebuild the model: a rebalance
+    needs only this number.
+    """
+    raw = await redis.hgetall(keys.churn_model)
+    if not raw or b"model" not in raw:
+        return -1
+    try:
+        return int(verify(raw, signing_key)["offset"])
+    except (SnapshotRefused, KeyError, ValueError) as exc:
+        log.error("%s; the learner resumes from the start of its topic", exc)
+        return -1
 
 
 async def metrics(redis: Redis, keys: Keys) -> dict[str, Any] | None:
