@@ -27,6 +27,7 @@ __all__ = [
     "broker_credentials",
     "check_kafka",
     "check_redis",
+    "first_readable_offset",
     "quiet_logger",
     "redis_address",
     "redis_refusal",
@@ -157,3 +158,35 @@ def check_kafka(settings: Settings, timeout_s: float = 15.0) -> None:
             where = (f"Kafka at {settings.kafka_bootstrap_servers} via "
                      f"{settings.kafka_security.describe()}")
             raise ConnectionRefused(f"{where} refused the connection: {refused[0].str()}")
+
+
+def first_readable_offset(
+    settings: Settings, topic: str, partition: int, start: int, timeout_s: float = 10.0
+) -> int | None:
+    """The offset of the first record of a partition readable at or after `start`.
+
+    Answers whether a gap in offsets holds records (it does if the answer is below
+    the gap's end) or only transaction markers and deleted segments. A group id is
+    given only because librdkafka asks for one; nothing is committed. None: no
+    record arrived within `timeout_s` (the broker is away, or the partition ends).
+    Blocking: call it from a thread.
+    """
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({
+        **settings.kafka_config(),
+        "group.id": f"{settings.app_id}-position-check",
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        "logger": quiet_logger(),
+    })
+    try:
+        consumer.assign([TopicPartition(topic, partition, start)])
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is not None and not msg.error():
+                return int(msg.offset())
+        return None
+    finally:
+        consumer.close()

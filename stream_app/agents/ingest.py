@@ -6,7 +6,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 
 import faust
 from aiokafka.errors import KafkaError
@@ -14,9 +14,11 @@ from faust.exceptions import ProducerSendError
 from faust.types import TP
 
 from stream_app.app import Channels
+from stream_app.connections import first_readable_offset
 from stream_app.fence import TRANSIENT_REDIS_ERRORS, backoff, run_id
 from stream_app.logs import ALWAYS
 from stream_app.pipeline import RawRecord
+from stream_app.positions import Positions
 from stream_app.runtime import Runtime
 from stream_app.store import churn_models, server
 
@@ -61,6 +63,10 @@ class Resync:
     def restarted(self) -> None:
         """Redis restarted: stop applying input until the next resume from Redis."""
         self.epoch += 1
+        self.wait_for_rejoin()
+
+    def wait_for_rejoin(self) -> None:
+        """Apply nothing until the group is rejoined and every partition resumed from Redis."""
         self.rewinding = True
         self.needs_rejoin = True
         self.rejoin_requested_at = None
@@ -94,29 +100,43 @@ async def request_rejoin(app: faust.App) -> None:
     await thread.call_thread(rejoin)
 
 
-async def resume_points(
-    runtime: Runtime, assigned: Iterable[TP], committed: Mapping[TP, int]
-) -> dict[TP, int]:
-    """Input partitions whose group offset is ahead of what Redis holds, and where to resume.
+async def applied_positions(runtime: Runtime) -> dict[tuple[str, int], int]:
+    """The last offset Redis holds as applied per input partition, and the learner's position.
 
-    Redis records, atomically with each batch's writes, the last offset it
-    applied per partition. If Redis lost recent writes (a machine crash under
-    ``appendfsync everysec``) or lost everything, the group's committed offset
-    is ahead of it and those events must be read again. The reverse (Redis
-    ahead, after a worker crash) needs nothing: already applied events are
-    skipped per customer. The training topic resumes from the offset of the
-    newest churn model snapshot, so a restarted learner relearns what its
-    snapshot lacks.
+    The training topic's position is the offset of the newest churn model
+    snapshot, so a restarted learner relearns what its snapshot lacks.
     """
-    inputs = {*runtime.settings.topics.inputs, runtime.settings.topics.training}
     applied = await runtime.store.applied_offsets()
-    # The learner's position is the offset its newest model snapshot holds.
     applied[(runtime.settings.topics.training, 0)] = await churn_models.offset(
         runtime.redis, runtime.keys, runtime.settings.signing_key
     )
+    return applied
+
+
+def resume_points(
+    inputs: Iterable[str],
+    applied: Mapping[tuple[str, int], int],
+    assigned: Iterable[TP],
+    committed: Mapping[TP, int],
+) -> dict[TP, int]:
+    """Partitions of `inputs` whose group offset is ahead of what Redis holds, and where to resume.
+
+    Redis records, atomically with each batch's writes, the last offset it
+    applied per partition (`applied`, see `applied_positions`). If Redis lost
+    recent writes (a machine crash under ``appendfsync everysec``) or lost
+    everything, the group's committed offset is ahead of it and those events
+    must be read again. The reverse (Redis ahead, after a worker crash) needs
+    nothing: already applied events are skipped per customer.
+
+    >>> from faust.types import TP
+    >>> resume_points(["t"], {("t", 0): 41}, [TP("t", 0), TP("t", 1), TP("u", 0)],
+    ...               {TP("t", 0): 50, TP("t", 1): 7, TP("u", 0): 9})
+    {TP(topic='t', partition=0): 42, TP(topic='t', partition=1): 0}
+    """
+    topics = set(inputs)
     lower: dict[TP, int] = {}
     for tp in assigned:
-        if tp.topic not in inputs:
+        if tp.topic not in topics:
             continue
         group = committed.get(tp)
         if group is None or group <= 0:
@@ -127,11 +147,48 @@ async def resume_points(
     return lower
 
 
+async def unread_holes(
+    positions: Positions,
+    records: Iterable[RawRecord],
+    probe: Callable[[str, int, int], Awaitable[int | None]],
+) -> dict[str, tuple[int, int, int | None]]:
+    """Partitions that applying `records` would leave unread offsets behind in.
+
+    `Positions` names the partitions whose first record lies past the next
+    offset to apply; `probe(topic, partition, offset)` gives the first record
+    readable from there. Where that is the batch's first record, the gap holds
+    only transaction markers or deleted segments: it is remembered as verified.
+    Otherwise the hole is returned as ``{"topic/partition": (next to apply,
+    first read, first readable)}``.
+    """
+    suspects = positions.holes((r.topic, r.partition, r.offset) for r in records)
+    holes: dict[str, tuple[int, int, int | None]] = {}
+    for (topic, partition), (expected, first) in suspects.items():
+        readable = await probe(topic, partition, expected)
+        if readable == first:
+            positions.verified((topic, partition), expected, first)
+        else:
+            holes[f"{topic}/{partition}"] = (expected, first, readable)
+    return holes
+
+
 def register(app: faust.App, channels: Channels, runtime: Runtime) -> Resync:
     """Attach the ingest agent, its resume-from-Redis hook and the Redis watchdog to `app`."""
     settings = runtime.settings
     within = settings.batch_within_ms / 1000
     resync = Resync()
+    positions = Positions()
+
+    async def probe(topic: str, partition: int, start: int) -> int | None:
+        return await asyncio.to_thread(first_readable_offset, settings, topic, partition, start)
+
+    async def leaves_hole(records: list[RawRecord]) -> bool:
+        holes = await unread_holes(positions, records, probe)
+        if holes:
+            log.warning("input would skip offsets Redis has not applied (partition: "
+                        "(next to apply, first read, first readable)) %s; the worker "
+                        "rejoins its group to resume from Redis", holes, extra=ALWAYS)
+        return bool(holes)
 
     @app.task
     async def check_redis_config() -> None:
@@ -193,7 +250,7 @@ def register(app: faust.App, channels: Channels, runtime: Runtime) -> Resync:
             await adopt_restarted_server()
             epoch = resync.epoch
             try:
-                lower = await resume_points(runtime, assigned, committed)
+                applied = await applied_positions(runtime)
                 break
             except TRANSIENT_REDIS_ERRORS as exc:
                 if time.monotonic() >= deadline:
@@ -201,19 +258,28 @@ def register(app: faust.App, channels: Channels, runtime: Runtime) -> Resync:
                     # answers, then rejoin and resume (the watchdog does).
                     log.warning("cannot read the applied offsets from Redis (%r); input "
                                 "waits for Redis", exc)
-                    resync.rewinding = True
-                    resync.needs_rejoin = True
-                    resync.rejoin_requested_at = None
+                    resync.wait_for_rejoin()
                     return
                 await asyncio.sleep(backoff(attempt))
                 attempt += 1
+        inputs = settings.topics.inputs
+        lower = resume_points([*inputs, settings.topics.training], applied, assigned, committed)
+        positions.reset(applied, [(tp.topic, tp.partition) for tp in assigned
+                                  if tp.topic in inputs])
         if lower:
             # What was read before these seeks is dropped by the agent and read again.
             resync.epoch += 1
             epoch = resync.epoch
             log.warning("Redis is behind the committed offsets; re-reading from %s", lower,
                         extra=ALWAYS)
-            await sender.consumer._commit(lower)  # noqa: SLF001 - Faust has no public API
+            # Faust seeks every partition to the group's committed offset right after
+            # this hook, so the lower offsets must be committed, not only sought.
+            done = await sender.consumer._commit(lower)  # noqa: SLF001 - no public API
+            if not done:
+                log.warning("cannot commit the offsets to re-read from; input waits and "
+                            "the worker rejoins its group to try again", extra=ALWAYS)
+                resync.wait_for_rejoin()
+                return
             # aiokafka's seek-to-committed leaves a partition alone when the
             # committed offset is 0, so seek explicitly as well.
             for tp, offset in lower.items():
@@ -248,7 +314,12 @@ def register(app: faust.App, channels: Channels, runtime: Runtime) -> Resync:
                         resync.dropped += len(records)
                         break
                     try:
+                        if await leaves_hole(records):
+                            resync.wait_for_rejoin()
+                            resync.dropped += len(records)
+                            break
                         await runtime.ingestor.process(records)
+                        positions.advance((r.topic, r.partition, r.offset) for r in records)
                         break
                     except RETRYABLE as exc:
                         error: BaseException = exc

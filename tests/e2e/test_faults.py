@@ -44,6 +44,7 @@ from tests.e2e.helpers import (
     applied_offsets,
     count_customers,
     describe_mismatches,
+    event_coordinates,
     ground_truth,
     last_offsets,
     log_problems,
@@ -230,6 +231,14 @@ def test_workers_recover_from_redis_kafka_and_worker_failures_by_themselves(
         return sum(log.read_text(errors="replace").count("Redis is behind the committed")
                    for log in logs if log.exists())
 
+    def where(customers: list[str]) -> str:
+        """The Kafka coordinates of `customers`' events and the offsets their records hold."""
+        lines = []
+        for cid, coords in event_coordinates(base, customers).items():
+            held = client.hget(f"cvm:customer:{{{cid}}}", "_a")
+            lines.append(f"  {cid}: record holds {held}; events at {coords}")
+        return "\n".join(lines)
+
     def context() -> str:
         parts = ["steps:", *steps]
         for w, log in zip(workers, logs, strict=True):
@@ -289,7 +298,7 @@ def test_workers_recover_from_redis_kafka_and_worker_failures_by_themselves(
         for w in workers:
             w.check()
         bad = mismatches(client, truth)
-        assert not bad, f"{describe_mismatches(bad)}\n{context()}"
+        assert not bad, f"{describe_mismatches(bad)}\n{where(list(bad)[:8])}\n{context()}"
         assert count_customers(client) == len(truth)
         text = logs[0].read_text(errors="replace") + logs[1].read_text(errors="replace")
         assert "Redis restarted" in text, context()
