@@ -30,6 +30,7 @@ from stream_app.domain.history import (
     pack,
     period_end,
     period_index,
+    shift_net,
     trim,
     unpack,
 )
@@ -73,12 +74,16 @@ class Trail:
     states: dict[str, list[tuple[int, CustomerState]]] = field(
         default_factory=lambda: defaultdict(list))
     flows: dict[str, dict[str, int]] = field(default_factory=lambda: defaultdict(dict))
+    #: (event time, change of net contribution in cents) per event, in arrival order.
+    deltas: dict[str, list[tuple[int, int]]] = field(default_factory=lambda: defaultdict(list))
 
     def observe(self, before: CustomerState, after: CustomerState, event: Event,
                 campaign: Sequence[Increment] = ()) -> None:
         """Record one applied event."""
         cid = after.customer_id
         self.states[cid].append((event.occurred_at, after))
+        self.deltas[cid].append(
+            (event.occurred_at, after.net_contribution_c - before.net_contribution_c))
         flows = self.flows[cid]
         for name, delta in event_flows(before, after, event, self.unit, campaign).items():
             flows[name] = flows.get(name, 0) + delta
@@ -126,21 +131,31 @@ def extend(
         stored_unit, old = unpack(loaded.fields.get(HISTORY, ""))
         if stored_unit != unit:
             old = ()  # another period unit: the history starts again
+        stored = old
         current = period_index(valuation.as_of, unit)
+        deltas = trail.deltas.get(cid, []) if trail is not None else []
+        if old:
+            # The batch's events that precede the end of periods already closed.
+            old = shift_net(old, deltas, unit, old[-1].period)
         due = due_closings(old, current, config.max_points)
         states = [
             (loaded.state if trail is None
              else trail.state_at(cid, period_end(p, unit), loaded.state), period_end(p, unit))
             for p in due
         ]
+        # The net contribution at a period's end counts exactly the events before it,
+        # whatever order they arrived in; the valuation uses the state after the last
+        # event that arrived before the end.
+        base = loaded.state.net_contribution_c
         closings = [
-            point(state, v, cuts, p)
-            for p, (state, _), v in zip(due, states, value_at(states) if due else [],
-                                        strict=True)
+            replace(point(state, v, cuts, p),
+                    net_c=base + sum(d for at, d in deltas if at < end))
+            for p, (state, end), v in zip(due, states, value_at(states) if due else [],
+                                          strict=True)
             if v is not None
         ]
         new = advance(old, closings, point(after, valuation, cuts, current))
-        for name, delta in history_increments(old, new, unit, config.lost_below).items():
+        for name, delta in history_increments(stored, new, unit, config.lost_below).items():
             sums[name] = sums.get(name, 0) + delta
         packed = pack(unit, trim(new, config.max_points))
         if loaded.fields.get(HISTORY) != packed:

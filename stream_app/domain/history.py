@@ -42,6 +42,7 @@ __all__ = [
     "period_index",
     "period_label",
     "period_of_label",
+    "shift_net",
     "trim",
     "unpack",
 ]
@@ -202,6 +203,33 @@ def advance(
         out[-1] = replace(current, period=out[-1].period)
     else:
         out.append(current)
+    return tuple(out)
+
+
+def shift_net(
+    points: Sequence[Point], deltas: Sequence[tuple[int, int]], unit: str, before: int
+) -> tuple[Point, ...]:
+    """Add late events' net contribution to the closed points of periods they fall in or precede.
+
+    `deltas` are (event time, change of net contribution, cents) of events applied
+    after the points were written; only the points of periods before `before` (the
+    periods that stay closed) change: their net contribution at the period's end
+    now includes the late event. Their CLV and P(alive) stay as valued then.
+
+    >>> pts = [Point(670, 0, 0, "new", 100, 0), Point(671, 0, 0, "new", 100, 0)]
+    >>> [p.net_c for p in shift_net(pts, [(period_end(669, "month"), -30)], "month", 671)]
+    [70, 100]
+    """
+    if not deltas:
+        return tuple(points)
+    out = []
+    for p in points:
+        if p.period < before:
+            end = period_end(p.period, unit)
+            late = sum(d for t, d in deltas if t < end)
+            if late:
+                p = replace(p, net_c=p.net_c + late)
+        out.append(p)
     return tuple(out)
 
 

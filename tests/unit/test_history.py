@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from stream_app.domain.events import CampaignTouch, Purchase, ServiceContact, Source
+from stream_app.domain.events import CampaignTouch, Event, Purchase, ServiceContact, Source
 from stream_app.domain.history import (
     POINT_MAX_BYTES,
     HistoryError,
@@ -23,6 +23,7 @@ from stream_app.domain.history import (
 )
 from stream_app.domain.ledger import CustomerState, ingest
 from stream_app.domain.rollups import campaign_increments
+from stream_app.domain.trends import summarize
 from stream_app.domain.valuation import ValueModel, value_one, value_states
 from stream_app.history_plan import HISTORY, HistoryConfig, Trail, extend
 from stream_app.planner import Cuts, value_tier
@@ -84,7 +85,7 @@ def test_packed_history_is_bounded_in_bytes() -> None:
     assert len(pack("month", [typical] * 24)) == 2 + 24 * 26 - 1  # 625 bytes for two years
 
 
-def _events() -> list[tuple[object, Source]]:
+def _events() -> list[tuple[Event, Source]]:
     src = iter(range(100))
 
     def s() -> Source:
@@ -166,3 +167,44 @@ def test_extend_without_a_valuation_adds_only_the_flows() -> None:
         ("cvm:trends:1", "2026-05|ch|unattributed|cost_to_serve_c", 200),
         ("cvm:trends:1", "2026-05|ch|unattributed|net_c", -200),
     }
+
+
+def test_a_late_event_corrects_the_closed_periods_it_precedes() -> None:
+    """A contact from January that arrives with an April order (another topic, read later)
+    lowers the net contribution of January, February and March at their ends, and the
+    trend rows of those periods with it."""
+    model, cuts, keys = ValueModel(), Cuts(), Keys()
+    config = HistoryConfig("month", 24, 0.25)
+    src = iter(range(100))
+    order1 = Purchase("o1", "C1", ms(2026, 1, 10), "order", 10_000, 6_000, "web")
+    order2 = Purchase("o2", "C1", ms(2026, 2, 10), "order", 4_000, 2_000, "web")
+    state = CustomerState("C1")
+    fields: dict[str, str] = {}
+    shard: dict[str, int] = {}
+
+    def step(events: list[Event]) -> None:
+        nonlocal state, fields
+        trail = Trail("month")
+        before_batch = state
+        for event in events:
+            after, _ = ingest(state, event, Source("t", 0, next(src)))
+            trail.observe(state, after, event)
+            state = after
+        v = value_one(model, state, state.last_event or 0, 365.0)
+        change = extend(Change("C1", "", {}), keys, Loaded(before_batch, "v", fields), state, v,
+                        cuts, lambda pairs: value_states(model, pairs, 365.0), config, trail)
+        fields = {**fields, **change.fields}
+        for _, name, delta in change.increments:
+            shard[name] = shard.get(name, 0) + delta
+
+    step([order1])
+    step([order2])
+    late = ServiceContact("s1", "C1", ms(2026, 1, 25), "phone", "complaint", 700, False, None)
+    step([Purchase("o3", "C1", ms(2026, 4, 2), "order", 1_000, 500, "web"), late])
+    _, points = unpack(fields[HISTORY])
+    assert [(period_label(p.period, "month"), p.net_c) for p in points] == [
+        ("2026-01", 4_000 - 700), ("2026-02", 6_000 - 700), ("2026-03", 6_000 - 700),
+        ("2026-04", 6_500 - 700)]
+    rows = summarize(shard, "month")
+    assert [round(r["net_contribution"] * 100) for r in rows] == [3_300, 5_300, 5_300, 5_800]
+    assert rows[0]["net_contribution_in_period"] == 40.0 - 7.0  # o1 and the late contact
