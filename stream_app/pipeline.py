@@ -738,7 +738,7 @@ class Ingestor:
         ))
         extra = {"updated_at": now}
         effects = Effects()
-        changes = []
+        changes: list[history_plan.Item] = []
         for state in changed:
             cid = state.customer_id
             valuation = by_id.get(cid)
@@ -772,9 +772,9 @@ class Ingestor:
                 label_due_at=None if due_at is None else due_at + self.policy.horizon_ms,
                 rescore_at=rescore_due(d.retention, tier, t, self.policy),
             )
-            # The value history and the population trends, in the same commit.
-            changes.append(history_plan.extend(
-                change, self.store.keys, loaded[cid], state, valuation, live.cuts,
-                lambda pairs: value_states(live.model, pairs, horizon), self.history, trail,
-            ))
-        return changes, effects
+            changes.append(history_plan.Item(change, loaded[cid], state, valuation))
+        # The value history and the population trends, in the same commit.
+        return history_plan.extend_many(
+            changes, self.store.keys, live.cuts,
+            lambda pairs: value_states(live.model, pairs, horizon), self.history, trail,
+        ), effects

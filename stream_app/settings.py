@@ -651,9 +651,10 @@ class Settings:
         if self.history_period not in ("month", "week", "day"):
             raise SettingsError(
                 f"CVM_HISTORY_PERIOD={self.history_period!r} is not month, week or day")
-        if not 2 <= self.history_max_points <= 1000:
+        # 120 points of at most 55 bytes keep the record a listpack (LISTPACK_VALUE_BYTES).
+        if not 2 <= self.history_max_points <= 120:
             raise SettingsError(
-                f"CVM_HISTORY_MAX_POINTS={self.history_max_points} is not within 2..1000")
+                f"CVM_HISTORY_MAX_POINTS={self.history_max_points} is not within 2..120")
         if not 0 <= self.default_margin_rate <= 1:
             raise SettingsError(
                 f"CVM_DEFAULT_MARGIN_RATE={self.default_margin_rate} must be within 0..1"

@@ -37,12 +37,16 @@ __all__ = [
     "Point",
     "advance",
     "due_closings",
+    "format_point",
+    "join",
     "pack",
+    "parse_point",
     "period_end",
     "period_index",
     "period_label",
     "period_of_label",
     "shift_net",
+    "split",
     "trim",
     "unpack",
 ]
@@ -238,6 +242,47 @@ def trim(points: Sequence[Point], max_points: int) -> tuple[Point, ...]:
     return tuple(points[-max_points:]) if max_points > 0 else ()
 
 
+def format_point(p: Point) -> str:
+    """One packed point: ``period,clv_c,p_alive_m,segment code,net_c,tier``.
+
+    >>> format_point(Point(674, 123456, 9123, "champions", -1234, 87))
+    '674,123456,9123,0,-1234,87'
+    """
+    return (f"{p.period},{p.clv_c},{p.p_alive_m},{_SEGMENT_CODES.get(p.segment, 'n')},"
+            f"{p.net_c},{p.tier}")
+
+
+def parse_point(part: str) -> Point:
+    """Inverse of `format_point`."""
+    period, clv_c, p_alive_m, seg, net_c, tier = part.split(",")
+    return Point(int(period), int(clv_c), int(p_alive_m), _CODE_SEGMENTS.get(seg, NO_SEGMENT),
+                 int(net_c), int(tier))
+
+
+def split(text: str) -> tuple[str, list[str]]:
+    """A packed history's unit and its points still packed, oldest first (see `pack`).
+
+    A change usually touches only the newest point or two, so the others can stay
+    text. Empty text is an empty month history.
+
+    >>> split("m|674,1,2,0,3,4;675,1,2,0,3,4")
+    ('month', ['674,1,2,0,3,4', '675,1,2,0,3,4'])
+    """
+    if not text:
+        return "month", []
+    code, _, body = text.partition("|")
+    unit = _UNIT_NAMES.get(code)
+    if unit is None:
+        raise HistoryError(f"history unit code {code!r} is unknown")
+    return unit, [part for part in body.split(";") if part]
+
+
+def join(unit: str, parts: Sequence[str]) -> str:
+    """Inverse of `split`."""
+    _check_unit(unit)
+    return f"{UNITS[unit]}|{';'.join(parts)}"
+
+
 def pack(unit: str, points: Sequence[Point]) -> str:
     """A history as compact text: the unit's code, then one ``;``-separated point each.
 
@@ -246,26 +291,10 @@ def pack(unit: str, points: Sequence[Point]) -> str:
     >>> unpack(pack("week", [Point(2931, 0, 0, "none", 0, 0)]))
     ('week', (Point(period=2931, clv_c=0, p_alive_m=0, segment='none', net_c=0, tier=0),))
     """
-    _check_unit(unit)
-    body = ";".join(
-        f"{p.period},{p.clv_c},{p.p_alive_m},{_SEGMENT_CODES.get(p.segment, 'n')},"
-        f"{p.net_c},{p.tier}"
-        for p in points
-    )
-    return f"{UNITS[unit]}|{body}"
+    return join(unit, [format_point(p) for p in points])
 
 
 def unpack(text: str) -> tuple[str, tuple[Point, ...]]:
     """Inverse of `pack`; empty text is an empty month history."""
-    if not text:
-        return "month", ()
-    code, _, body = text.partition("|")
-    unit = _UNIT_NAMES.get(code)
-    if unit is None:
-        raise HistoryError(f"history unit code {code!r} is unknown")
-    points = []
-    for part in filter(None, body.split(";")):
-        period, clv_c, p_alive_m, seg, net_c, tier = part.split(",")
-        points.append(Point(int(period), int(clv_c), int(p_alive_m),
-                            _CODE_SEGMENTS.get(seg, NO_SEGMENT), int(net_c), int(tier)))
-    return unit, tuple(points)
+    unit, parts = split(text)
+    return unit, tuple(parse_point(part) for part in parts)

@@ -51,7 +51,7 @@ __all__ = [
 
 #: Value tier bands (CLV percentile of the population), best first: (name, lowest tier).
 TIERS: Final = (("platinum", 95), ("gold", 80), ("silver", 50), ("bronze", 0))
-#: Stock figures of one customer; see `stock`.
+#: Stock figures kept per period besides the counts per segment and tier.
 STOCKS: Final = ("customers", "clv_c", "net_c", "p_alive_m", "lost")
 #: Channel measures, from the ledger's totals.
 CHANNEL_MEASURES: Final = (
@@ -73,43 +73,48 @@ def tier_band(tier: int) -> str:
     return TIERS[-1][0]
 
 
-def stock(point: Point, lost_below: float) -> dict[str, int]:
-    """What one customer adds to the stocks at a period's end."""
-    return {
-        "s|customers": 1,
-        "s|clv_c": point.clv_c,
-        "s|net_c": point.net_c,
-        "s|p_alive_m": point.p_alive_m,
-        "s|lost": 1 if point.lost(lost_below) else 0,
-        f"seg|{point.segment}": 1,
-        f"tier|{tier_band(point.tier)}": 1,
-    }
+def _add_row(out: dict[str, int], label: str, point: Point, prev: Point | None,
+             sign: int, lost_below: float) -> None:
+    """Add `sign` times a point's contribution to its period's row (given the previous point).
 
+    The contribution is what the point adds to the stocks (`STOCKS`, the customer's
+    segment and tier band) less what the previous point added, plus the flows.
+    """
 
-def _row(point: Point, prev: Point | None, lost_below: float) -> dict[str, int]:
-    """A point's contribution to its period's row, given the customer's previous point."""
-    row = stock(point, lost_below)
+    def add(name: str, value: int) -> None:
+        if value:
+            key = label + name
+            out[key] = out.get(key, 0) + sign * value
+
+    now = point.lost(lost_below)
     if prev is None:
-        row["f|new"] = 1
-        row[f"mig|{NO_SEGMENT}>{point.segment}"] = 1
-        return row
-    for name, value in stock(prev, lost_below).items():
-        row[name] = row.get(name, 0) - value
-    was, now = prev.lost(lost_below), point.lost(lost_below)
-    if now and not was:
-        row["f|lost"] = 1
-    elif was and not now:
-        row["f|won_back"] = 1
+        add("|s|customers", 1)
+        add("|s|clv_c", point.clv_c)
+        add("|s|net_c", point.net_c)
+        add("|s|p_alive_m", point.p_alive_m)
+        add("|s|lost", int(now))
+        add(f"|seg|{point.segment}", 1)
+        add(f"|tier|{tier_band(point.tier)}", 1)
+        add("|f|new", 1)
+        add(f"|mig|{NO_SEGMENT}>{point.segment}", 1)
+        return
+    was = prev.lost(lost_below)
+    add("|s|clv_c", point.clv_c - prev.clv_c)
+    add("|s|net_c", point.net_c - prev.net_c)
+    add("|s|p_alive_m", point.p_alive_m - prev.p_alive_m)
+    add("|s|lost", int(now) - int(was))
     if prev.segment != point.segment:
-        row[f"mig|{prev.segment}>{point.segment}"] = 1
-    return row
-
-
-def _rows(points: Sequence[Point], start: int, lost_below: float) -> dict[int, dict[str, int]]:
-    return {
-        points[i].period: _row(points[i], points[i - 1] if i else None, lost_below)
-        for i in range(start, len(points))
-    }
+        add(f"|seg|{point.segment}", 1)
+        add(f"|seg|{prev.segment}", -1)
+        add(f"|mig|{prev.segment}>{point.segment}", 1)
+    band, prev_band = tier_band(point.tier), tier_band(prev.tier)
+    if band != prev_band:
+        add(f"|tier|{band}", 1)
+        add(f"|tier|{prev_band}", -1)
+    if now and not was:
+        add("|f|lost", 1)
+    elif was and not now:
+        add("|f|won_back", 1)
 
 
 def history_increments(
@@ -133,17 +138,16 @@ def history_increments(
     start = 0
     while start < min(len(old), len(new)) and old[start] == new[start]:
         start += 1
-    before = _rows(old, start, lost_below)
-    after = _rows(new, start, lost_below)
     out: dict[str, int] = {}
-    for period in before.keys() | after.keys():
-        label = period_label(period, unit)
-        b, a = before.get(period, {}), after.get(period, {})
-        for name in b.keys() | a.keys():
-            delta = a.get(name, 0) - b.get(name, 0)
-            if delta:
-                out[f"{label}|{name}"] = delta
-    return out
+    labels: dict[int, str] = {}
+    for points, sign in ((old, -1), (new, 1)):
+        for i in range(start, len(points)):
+            p = points[i]
+            label = labels.get(p.period)
+            if label is None:
+                label = labels[p.period] = period_label(p.period, unit)
+            _add_row(out, label, p, points[i - 1] if i else None, sign, lost_below)
+    return {name: delta for name, delta in out.items() if delta}
 
 
 def event_flows(
