@@ -12,15 +12,17 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+import orjson
 import pytest
 import redis
 
 from load.generator import publish as publish_events
 from load.simulator import SimConfig, SimEvent, simulate
+from stream_app import cli
 from stream_app.settings import Settings
 from stream_app.store.keys import Keys
 from stream_app.worker_process import wait_until
-from tests.conftest import WorkerProcess, http_json
+from tests.conftest import WorkerProcess, http_json, settings_env
 from tests.e2e.helpers import applied_count, ground_truth, moment, money
 
 pytestmark = pytest.mark.integration
@@ -90,7 +92,8 @@ def _get(settings: Settings, path: str) -> Any:
 
 
 def test_history_trends_and_loss_makers_of_a_real_stream(
-    settings: Settings, worker: WorkerProcess
+    settings: Settings, worker: WorkerProcess, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     makers = loss_makers()
     events = sorted(
@@ -197,3 +200,20 @@ def test_history_trends_and_loss_makers_of_a_real_stream(
             for r in listed["by_channel"]} == by_channel
     assert sum(r["customers"] for r in listed["by_segment"]) == len(top)
     client.close()
+
+    # -- the same through the command line ----------------------------------------------------
+    for name, value in settings_env(settings).items():
+        monkeypatch.setenv(name, value)
+    capsys.readouterr()
+    assert cli.main(["history", "L-serve"]) == 0
+    shown = orjson.loads(capsys.readouterr().out)
+    # The closed points; a rescore at the watermark may have revalued the open one since.
+    assert shown["points"][:-1] == histories["L-serve"]["points"][:-1]
+    assert shown["points"][-1]["net_contribution"] == -60.0
+    assert cli.main(["history", "nobody"]) == 1
+    assert cli.main(["trends", "--periods", "2"]) == 0
+    shown = orjson.loads(capsys.readouterr().out)
+    assert [p["period"] for p in shown["periods"]] == [p["period"] for p in doc["periods"][-2:]]
+    assert cli.main(["unprofitable", "-n", "3"]) == 0
+    shown = orjson.loads(capsys.readouterr().out)
+    assert len(shown["top"]) == 3 and shown["customers"] == listed["customers"]
