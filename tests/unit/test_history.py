@@ -208,3 +208,14 @@ def test_a_late_event_corrects_the_closed_periods_it_precedes() -> None:
     rows = summarize(shard, "month")
     assert [round(r["net_contribution"] * 100) for r in rows] == [3_300, 5_300, 5_300, 5_800]
     assert rows[0]["net_contribution_in_period"] == 40.0 - 7.0  # o1 and the late contact
+
+
+def test_history_settings_are_checked() -> None:
+    from stream_app.settings import Settings, SettingsError
+
+    s = Settings.from_env({"CVM_HISTORY_PERIOD": "Week", "CVM_HISTORY_MAX_POINTS": "52"})
+    assert HistoryConfig.from_settings(s) == HistoryConfig("week", 52, s.winback_p_alive_threshold)
+    with pytest.raises(SettingsError, match="CVM_HISTORY_PERIOD"):
+        Settings.from_env({"CVM_HISTORY_PERIOD": "quarter"})
+    with pytest.raises(SettingsError, match="CVM_HISTORY_MAX_POINTS"):
+        Settings.from_env({"CVM_HISTORY_MAX_POINTS": "121"})
