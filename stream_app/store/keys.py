@@ -43,10 +43,6 @@ class Keys:
         """Population trend sums (`domain.trends`) of the customers of one Kafka partition."""
         return f"{self.prefix}:trends:{partition}"
 
-    @property
-    def trends_pattern(self) -> str:
-        return f"{self.prefix}:trends:*"
-
     def rollup_index(self, scope: str) -> str:
         """Hash of every channel or campaign name that has a roll-up."""
         return f"{self.prefix}:rollup:{scope}s"
