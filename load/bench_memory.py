@@ -27,6 +27,7 @@ import redis
 
 from load.bench_profile import profile_pipeline, raw_records
 from load.simulator import SimConfig, simulate
+from stream_app.history_plan import HISTORY
 from stream_app.settings import Settings
 from stream_app.store.keys import Keys
 
@@ -277,7 +278,7 @@ def measure_memory(
     for key in client.scan_iter(match="cvm:*", count=1000):
         name = key.decode()
         kind = name.split(":")[1]
-        if kind in ("hist", "rollup"):
+        if kind in ("hist", "rollup", "trends"):
             population[name] = int(client.memory_usage(key, samples=0) or 0)
     out: dict[str, Any] = {
         "template_customers": len(templates),
@@ -293,6 +294,11 @@ def measure_memory(
             str(client.object("encoding", keys.customer(t.customer_id))) for t in templates)),
         "population_keys_bytes": sum(population.values()),
         "hist_fields": {k: int(client.hlen(k)) for k in population if ":hist:" in k},
+        # The value history (`history_plan.HISTORY`) is one field of the record, counted above.
+        "history_field_bytes_avg": round(
+            sum(len(t.fields.get(HISTORY, "")) for t in templates) / len(templates), 1),
+        "history_field_bytes_max": max(len(t.fields.get(HISTORY, "")) for t in templates),
+        "trends_keys_bytes": sum(v for k, v in population.items() if ":trends:" in k),
         "scales": [],
         "alternatives": [],
     }

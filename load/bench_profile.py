@@ -40,6 +40,7 @@ import orjson
 
 from load.bench_stats import categorize_stack
 from load.simulator import SimConfig, SimEvent, simulate
+from stream_app import history_plan
 from stream_app import pipeline as pipeline_module
 from stream_app.connections import async_redis
 from stream_app.contract import Contract
@@ -165,6 +166,9 @@ _SYNC_PATCHES = (
     (pipeline_module, "unpack_retention", "churn: unpack retention memory"),
     (pipeline_module, "observe", "churn: observe (retention memory)"),
     (pipeline_module, "decide", "churn: decide (score, alerts, win-back)"),
+    # Includes the valuations at the end of closed periods (also under value_many).
+    (history_plan, "extend_many", "history: value history and trend sums"),
+    (history_plan.Trail, "observe", "history: period flows per event"),
 )
 _ASYNC_PATCHES = (
     (CustomerStore, "load_many", "load_many (HGETALL pipeline)"),

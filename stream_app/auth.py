@@ -3,8 +3,9 @@
 Every route of the worker's web server passes `Guard.check` (an aiohttp middleware
 installed by `stream_app.web`), so a route added later is guarded without a word:
 
-1. Probes (``/livez``, ``/readyz``, ``/healthz``) and the ops page's HTML (``/ops``,
-   which holds no data: it fetches ``/ops/feed.json`` with the token it was opened with)
+1. Probes (``/livez``, ``/readyz``, ``/healthz``) and the HTML of the ops and trends
+   pages (``/ops``, ``/ops/trends``, which hold no data: they fetch ``/ops/feed.json``,
+   ``/trends`` and ``/customers/unprofitable`` with the token they were opened with)
    are open (`OPEN_PATHS`).
 2. With tokens configured (``CVM_API_TOKENS``), a request carries
    ``Authorization: Bearer <token>``; none or an unknown one is 401. Reading needs
@@ -30,8 +31,8 @@ from stream_app.settings import ApiToken
 
 __all__ = ["OPEN_PATHS", "READ_METHODS", "Denied", "Guard"]
 
-#: Paths served without credentials: the probes, and the ops page's HTML (no data).
-OPEN_PATHS = frozenset({"/livez", "/readyz", "/healthz", "/ops"})
+#: Paths served without credentials: the probes, and the ops and trends pages' HTML (no data).
+OPEN_PATHS = frozenset({"/livez", "/readyz", "/healthz", "/ops", "/ops/trends"})
 #: Methods that only read.
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 

@@ -84,6 +84,40 @@ def _rollups(settings: Settings, args: argparse.Namespace) -> int:
     return _with_redis(settings, work)
 
 
+def _history(settings: Settings, args: argparse.Namespace) -> int:
+    from stream_app import history_lookup
+
+    async def work(client: Redis) -> int:
+        doc = await history_lookup.history(client, settings, args.customer_id)
+        if doc is None:
+            print(f"cvm history: customer {args.customer_id!r} is unknown", file=sys.stderr)
+            return 1
+        _print(doc)
+        return 0
+
+    return _with_redis(settings, work)
+
+
+def _trends(settings: Settings, args: argparse.Namespace) -> int:
+    from stream_app import history_lookup
+
+    async def work(client: Redis) -> int:
+        _print(await history_lookup.trends(client, settings, args.periods))
+        return 0
+
+    return _with_redis(settings, work)
+
+
+def _unprofitable(settings: Settings, args: argparse.Namespace) -> int:
+    from stream_app import history_lookup
+
+    async def work(client: Redis) -> int:
+        _print(await history_lookup.unprofitable(client, settings, args.n))
+        return 0
+
+    return _with_redis(settings, work)
+
+
 def _winback(settings: Settings, args: argparse.Namespace) -> int:
     async def work(client: Redis) -> int:
         _print(await lookup.winback_results(client, settings))
@@ -153,6 +187,19 @@ def parser() -> argparse.ArgumentParser:
     ru.add_argument("scope", choices=("channel", "campaign"))
     ru.add_argument("--json", action="store_true")
     ru.set_defaults(func=_rollups)
+
+    hi = sub.add_parser("history", help="a customer's value history, one point per period")
+    hi.add_argument("customer_id")
+    hi.set_defaults(func=_history)
+
+    tr = sub.add_parser("trends", help="population trends per period (CVM_HISTORY_PERIOD)")
+    tr.add_argument("--periods", type=int, default=None, help="only the latest N periods")
+    tr.set_defaults(func=_trends)
+
+    un = sub.add_parser("unprofitable",
+                        help="loss-making customers: causes, losses per channel and segment")
+    un.add_argument("-n", type=int, default=20, help="the N largest losses to list")
+    un.set_defaults(func=_unprofitable)
 
     wb = sub.add_parser("winback", help="win-back results: treatment vs control return rates")
     wb.set_defaults(func=_winback)

@@ -37,7 +37,8 @@ from stream_app.runtime import Runtime
 from stream_app.store import churn_models, feed
 from stream_app.store.keys import Keys
 
-__all__ = ["FEED_DEFAULT", "TOP_N", "content_security_policy", "page", "register", "snapshot"]
+__all__ = ["FEED_DEFAULT", "TOP_N", "content_security_policy", "page", "register",
+           "register_trends", "snapshot"]
 
 #: Feed entries sent to the page by default (``?n=`` asks for up to `feed.FEED_LENGTH`).
 FEED_DEFAULT = 50
@@ -46,9 +47,9 @@ TOP_N = 20
 _NONE = "'none'"
 
 
-def page() -> str:
-    """The HTML of the ops page, as shipped in the package."""
-    return resources.files("stream_app").joinpath("static/ops.html").read_text("utf-8")
+def page(name: str = "ops") -> str:
+    """The HTML of the ops page (or another static page), as shipped in the package."""
+    return resources.files("stream_app").joinpath(f"static/{name}.html").read_text("utf-8")
 
 
 def _sha256(text: str) -> str:
@@ -161,3 +162,19 @@ def register(app: faust.App, runtime: Runtime) -> None:
                              engine=None if sampler is None else sampler.overview)
         return web.json(doc, headers={"Cache-Control": "no-store",
                                       "X-Content-Type-Options": "nosniff"})
+
+
+def register_trends(app: faust.App, runtime: Runtime) -> None:
+    """Attach ``GET /ops/trends``: charts of ``/trends`` and the ``/customers/unprofitable``
+    summary (``stream_app/static/trends.html``, inline SVG, same policy as the ops page)."""
+    html = page("trends")
+    headers = {
+        "Content-Security-Policy": content_security_policy(html),
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "no-referrer",
+        "Cache-Control": "no-cache",
+    }
+
+    @app.page("/ops/trends")
+    async def trends_page(web: View, request: Request) -> Response:
+        return web.html(html, headers=dict(headers))

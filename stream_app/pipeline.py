@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from stream_app import metrics
+from stream_app import history_plan, metrics
 from stream_app.contract import DUPLICATE_EVENT, Contract, InvalidEvent
 from stream_app.domain.alerts import (
     AlertPolicy,
@@ -277,6 +277,7 @@ class Ingestor:
         self.contract = contract or Contract(settings.max_event_bytes)
         self.clock = clock
         self.policy = retention_policy(settings)
+        self.history = history_plan.HistoryConfig.from_settings(settings)
         self._banded = self.policy
         # The agent and the timers publish from the same event loop: one at a
         # time, so a drain of the outbox never sends an entry that a batch is
@@ -669,6 +670,7 @@ class Ingestor:
         window = self.settings.event_id_window
         duplicated: set[str] = set()
         rejected: list[tuple[Event, Source]] = []
+        trail = history_plan.Trail(self.history.unit)
         for event, source in events:
             cid = event.customer_id
             before = states[cid]
@@ -688,7 +690,9 @@ class Ingestor:
                 rejected.append((event, source))
                 counts[cid] = (applied_n, duplicates)
                 continue
-            increments.setdefault(cid, []).extend(campaign_increments(before, event, margin))
+            campaign = campaign_increments(before, event, margin)
+            increments.setdefault(cid, []).extend(campaign)
+            trail.observe(before, after, event, campaign)
             r = retentions.get(cid) or self._retention(loaded[cid])
             retentions[cid], new = observe(r, event, self.policy)
             labelled.setdefault(cid, []).extend((s, y, event.occurred_at) for s, y in new)
@@ -696,7 +700,8 @@ class Ingestor:
             counts[cid] = (applied_n + 1, duplicates)
         changed = [states[cid] for cid, (n, _) in counts.items() if n > 0 or cid in duplicated]
         changes, effects = self.plan(
-            loaded, changed, increments, now, retentions=retentions, labelled=labelled
+            loaded, changed, increments, now, retentions=retentions, labelled=labelled,
+            trail=trail,
         )
         effects.duplicates = rejected
         return changes, counts, effects
@@ -711,6 +716,7 @@ class Ingestor:
         labelled: dict[str, list[tuple[Snapshot, int, int]]] | None = None,
         as_of: dict[str, int] | None = None,
         label_watermark: int | None = None,
+        trail: history_plan.Trail | None = None,
     ) -> tuple[list[Change], Effects]:
         """Value and score the changed customers and build their store changes.
 
@@ -732,7 +738,7 @@ class Ingestor:
         ))
         extra = {"updated_at": now}
         effects = Effects()
-        changes = []
+        changes: list[history_plan.Item] = []
         for state in changed:
             cid = state.customer_id
             valuation = by_id.get(cid)
@@ -752,7 +758,7 @@ class Ingestor:
             if d.closed is not None:
                 effects.closed.append(d.closed)
             due_at = d.retention.label_due
-            changes.append(plan(
+            change = plan(
                 self.store.keys,
                 loaded[cid],
                 state,
@@ -765,5 +771,10 @@ class Ingestor:
                 tier=tier,
                 label_due_at=None if due_at is None else due_at + self.policy.horizon_ms,
                 rescore_at=rescore_due(d.retention, tier, t, self.policy),
-            ))
-        return changes, effects
+            )
+            changes.append(history_plan.Item(change, loaded[cid], state, valuation))
+        # The value history and the population trends, in the same commit.
+        return history_plan.extend_many(
+            changes, self.store.keys, live.cuts,
+            lambda pairs: value_states(live.model, pairs, horizon), self.history, trail,
+        ), effects

@@ -470,6 +470,10 @@ class Settings:
     winback_p_alive_threshold: float = 0.25
     winback_control_share: float = 0.10
     winback_seed: int = 0
+    # Value history and trends: period unit (month, week or day of event time, UTC) and
+    # the points kept per customer (each at most 54 bytes in the record).
+    history_period: str = "month"
+    history_max_points: int = 24
     log_level: str = "info"
     # "text" or "json" (one JSON object per line); see stream_app/logs.py.
     log_format: str = "text"
@@ -561,6 +565,8 @@ class Settings:
                 e, "CVM_WINBACK_CONTROL_SHARE", cls.winback_control_share
             ),
             winback_seed=_int(e, "CVM_WINBACK_SEED", cls.winback_seed),
+            history_period=e.get("CVM_HISTORY_PERIOD", cls.history_period).lower(),
+            history_max_points=_int(e, "CVM_HISTORY_MAX_POINTS", cls.history_max_points),
             log_level=e.get("CVM_LOG_LEVEL", cls.log_level),
             log_format=e.get("CVM_LOG_FORMAT", cls.log_format).lower(),
             log_repeat_window_s=_float(e, "CVM_LOG_REPEAT_WINDOW_S", cls.log_repeat_window_s),
@@ -642,6 +648,13 @@ class Settings:
             )
         if self.partitions < 1:
             raise SettingsError(f"CVM_PARTITIONS={self.partitions} must be at least 1")
+        if self.history_period not in ("month", "week", "day"):
+            raise SettingsError(
+                f"CVM_HISTORY_PERIOD={self.history_period!r} is not month, week or day")
+        # 120 points of at most 55 bytes keep the record a listpack (LISTPACK_VALUE_BYTES).
+        if not 2 <= self.history_max_points <= 120:
+            raise SettingsError(
+                f"CVM_HISTORY_MAX_POINTS={self.history_max_points} is not within 2..120")
         if not 0 <= self.default_margin_rate <= 1:
             raise SettingsError(
                 f"CVM_DEFAULT_MARGIN_RATE={self.default_margin_rate} must be within 0..1"

@@ -14,7 +14,7 @@ import orjson
 from aiohttp import web as aiohttp_web
 from faust.web import Request, Response, View
 
-from stream_app import auth, lookup, metrics, ops, probes
+from stream_app import auth, history_lookup, lookup, metrics, ops, probes
 from stream_app.agents.valuation import fit_now
 from stream_app.runtime import Runtime
 from stream_app.settings import is_loopback
@@ -30,8 +30,10 @@ def register(app: faust.App, runtime: Runtime) -> None:
     """Attach the guard, the probes, the lookups and the ops page to `app`."""
     _install_guard(app, auth.Guard(runtime.settings.api_tokens))
     _register_probes(app, runtime)
+    _register_history(app, runtime)  # before the lookups: /customers/unprofitable
     _register_lookups(app, runtime)
     ops.register(app, runtime)  # the ops page: feed, top value at risk, churn metrics
+    ops.register_trends(app, runtime)  # the trends page: /ops/trends
     metrics.register(app, runtime)  # GET /metrics (Prometheus, read scope) and the summary line
 
 
@@ -84,6 +86,36 @@ def _register_probes(app: faust.App, runtime: Runtime) -> None:
     @app.page("/healthz")
     async def healthz(web: View, request: Request) -> Response:
         return await ready(web)
+
+
+def _register_history(app: faust.App, runtime: Runtime) -> None:
+    """Value history, population trends and loss-making customers (`history_lookup`)."""
+
+    @app.page("/customers/unprofitable")
+    async def unprofitable(web: View, request: Request) -> Response:
+        try:
+            n = int(request.query.get("n", "50"))
+            doc = await history_lookup.unprofitable(runtime.redis, runtime.settings, n)
+        except ValueError as exc:
+            return _error(web, 400, "bad_request", str(exc))
+        return web.json(doc)
+
+    @app.page("/customers/{customer_id}/history")
+    async def history(web: View, request: Request, customer_id: str) -> Response:
+        doc = await history_lookup.history(runtime.redis, runtime.settings, customer_id)
+        if doc is None:
+            return _error(web, 404, "not_found", f"customer {customer_id!r} is unknown")
+        return web.json(doc)
+
+    @app.page("/trends")
+    async def trends(web: View, request: Request) -> Response:
+        try:
+            raw = request.query.get("periods")
+            doc = await history_lookup.trends(
+                runtime.redis, runtime.settings, None if raw is None else int(raw))
+        except ValueError as exc:
+            return _error(web, 400, "bad_request", str(exc))
+        return web.json(doc)
 
 
 def _register_lookups(app: faust.App, runtime: Runtime) -> None:

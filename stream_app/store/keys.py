@@ -39,6 +39,10 @@ class Keys:
         """Roll-up hash of one channel or campaign."""
         return f"{self.prefix}:rollup:{scope}:{name}"
 
+    def trends(self, partition: int) -> str:
+        """Population trend sums (`domain.trends`) of the customers of one Kafka partition."""
+        return f"{self.prefix}:trends:{partition}"
+
     def rollup_index(self, scope: str) -> str:
         """Hash of every channel or campaign name that has a roll-up."""
         return f"{self.prefix}:rollup:{scope}s"

@@ -23,7 +23,8 @@ READ = "read-token-0123456789abcdef"
 ADMIN = "admin-token-fedcba9876543210"
 TOKENS = f"dashboard:{READ}:read, operator:{ADMIN}:admin"
 READS = ["/customers/top?n=1", "/customers/c-1", "/model", "/winback/results",
-         "/rollups/channels", "/ops/feed.json"]
+         "/rollups/channels", "/ops/feed.json", "/customers/c-1/history", "/trends",
+         "/customers/unprofitable"]
 PROBES = ["/livez", "/readyz", "/healthz"]
 
 
@@ -74,6 +75,8 @@ def test_reads_need_a_token_and_probes_do_not(settings: Settings, guarded: Worke
     for path in PROBES:
         assert call(settings, "GET", path)[0] == 200, path
     status, _, page = call(settings, "GET", "/ops")  # HTML without data; its JSON is guarded
+    assert status == 200 and "<html" in page.lower()
+    status, _, page = call(settings, "GET", "/ops/trends")
     assert status == 200 and "<html" in page.lower()
     # A token in another scheme, or the scheme without a token, is not accepted.
     assert call(settings, "GET", "/model", headers={"Authorization": f"Basic {READ}"})[0] == 401
