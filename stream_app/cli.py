@@ -58,6 +58,18 @@ def _lookup(settings: Settings, args: argparse.Namespace) -> int:
     return _with_redis(settings, work)
 
 
+def _offers(settings: Settings, args: argparse.Namespace) -> int:
+    async def work(client: Redis) -> int:
+        view = await lookup.customer_offers(client, settings, args.customer_id, k=args.k)
+        if view is None:
+            print(f"cvm offers: customer {args.customer_id!r} is unknown", file=sys.stderr)
+            return 1
+        _print(view)
+        return 0
+
+    return _with_redis(settings, work)
+
+
 def _top(settings: Settings, args: argparse.Namespace) -> int:
     async def work(client: Redis) -> int:
         _print(await lookup.top(client, args.by, args.n))
@@ -143,6 +155,11 @@ def parser() -> argparse.ArgumentParser:
     lk.add_argument("--as-of", default=None,
                     help="RFC 3339 event time to value at (default: the engine watermark)")
     lk.set_defaults(func=_lookup)
+
+    of = sub.add_parser("offers", help="print a customer's next best offers as JSON")
+    of.add_argument("customer_id")
+    of.add_argument("-k", type=int, default=None, help="how many (default CVM_OFFERS_K)")
+    of.set_defaults(func=_offers)
 
     tp = sub.add_parser("top", help="top customers by clv, value_at_risk or net_contribution")
     tp.add_argument("--by", default="clv", choices=lookup.RANKINGS)

@@ -49,6 +49,20 @@ class Source:
 
 
 @dataclass(frozen=True, slots=True)
+class Line:
+    """One order line: product, category, units and unit price in cents (None: not given)."""
+
+    sku: str
+    category: str
+    quantity: int
+    unit_price_c: int | None
+
+
+#: The category of an order line that names none.
+NO_CATEGORY = "uncategorised"
+
+
+@dataclass(frozen=True, slots=True)
 class Purchase:
     event_id: str
     customer_id: str
@@ -57,6 +71,7 @@ class Purchase:
     amount_c: int
     cost_c: int | None
     channel: str
+    items: tuple[Line, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,6 +249,16 @@ def from_message(
             amount_c=to_cents(message["amount"], rate),
             cost_c=None if cost is None else to_cents(cost, rate, "cost"),
             channel=message["channel"],
+            items=tuple(
+                Line(
+                    sku=line["sku"],
+                    category=line.get("category") or NO_CATEGORY,
+                    quantity=line["quantity"],
+                    unit_price_c=(None if line.get("unit_price") is None
+                                  else to_cents(line["unit_price"], rate, "items.unit_price")),
+                )
+                for line in message.get("items") or ()
+            ),
         )
     if kind == "service_contact":
         sentiment = message.get("sentiment")
