@@ -70,6 +70,13 @@ def _offers(settings: Settings, args: argparse.Namespace) -> int:
     return _with_redis(settings, work)
 
 
+def _evaluate_offers(settings: Settings, args: argparse.Namespace) -> int:
+    # The study simulates a population: a tool of a checkout, not of the running engine.
+    from load import offer_study
+
+    return offer_study.run(args)
+
+
 def _top(settings: Settings, args: argparse.Namespace) -> int:
     async def work(client: Redis) -> int:
         _print(await lookup.top(client, args.by, args.n))
@@ -203,6 +210,16 @@ def parser() -> argparse.ArgumentParser:
     )
     evaluation.add_arguments(ev)
     ev.set_defaults(func=evaluation.run)
+
+    eo = sub.add_parser(
+        "evaluate-offers",
+        help="score the next best offers against most-popular, item-kNN and the true tastes",
+    )
+    eo.add_argument("--customers", type=int, default=6000)
+    eo.add_argument("--seed", type=int, default=11)
+    eo.add_argument("--categories", type=int, default=40)
+    eo.add_argument("--out", default="reports/offers", help="folder for the report and chart")
+    eo.set_defaults(func=_evaluate_offers)
 
     from stream_app import follow, skip
 

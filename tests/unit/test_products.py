@@ -148,3 +148,18 @@ def test_a_customer_without_categories_gets_best_sellers() -> None:
         ("mugs", "popular", "bought by 40 % of all customers"),
         ("tea", "popular", "bought by 30 % of all customers"),  # 0.3 x 10 > 0.5 x 5
     ]
+
+
+def test_cross_sell_weighs_confidences_by_orders_and_single_purchases_come_back() -> None:
+    prof = Profile(M({
+        "coffee": CategoryStats(revenue_c=100, orders=3, last_day=5),
+        "cake": CategoryStats(revenue_c=100, orders=1, last_day=5),
+    }))
+    best = {o.category: o for o in offers.rank(prof, _table(), None, "", 1.0, 6, k=10)}
+    # tea: (3 x 5/50 + 1 x 0/60) / 4; the reason names coffee, the best single confidence.
+    assert best["tea"].probability == 0.075
+    assert best["tea"].reason == "bought by 10 % of customers who buy coffee"
+    # Coffee and cake bought on one day only: offered again at their repeat rates.
+    assert (best["coffee"].kind, best["coffee"].probability) == ("repurchase", 0.5)
+    assert best["coffee"].reason == "50 % of its buyers buy it again; last bought 1 days ago"
+    assert (best["cake"].kind, best["cake"].probability) == ("repurchase", 0.0)
