@@ -124,6 +124,7 @@ def study(n_customers: int = 6000, seed: int = 11, categories: int = 40, days: i
             "ndcg@10": round(float(s[2] / evaluated), 4)}
         for m, s in scores.items()
     }
+    sizes = sorted(len(products.encode(p).encode()) for p in profiles.values())
     engine, pop, batch = (figures[m]["hit_rate@5"] for m in MODELS[:3])
     return {
         "setup": {"customers": n_customers, "seed": seed, "categories": categories,
@@ -131,6 +132,9 @@ def study(n_customers: int = 6000, seed: int = 11, categories: int = 40, days: i
                   "history_purchases": purchases, "evaluated_customers": evaluated,
                   "half_life_days": half_life_days, "period_days": period_days},
         "figures": figures,
+        "profile_bytes": {"mean": round(sum(sizes) / max(len(sizes), 1)),
+                          "p99": sizes[int(0.99 * (len(sizes) - 1))] if sizes else 0,
+                          "max": sizes[-1] if sizes else 0},
         "engine_vs_most_popular": round(engine / pop, 3) if pop else None,
         "engine_vs_batch": round(engine / batch, 3) if batch else None,
         "seconds": round(time.perf_counter() - started, 1),
@@ -167,7 +171,8 @@ def _markdown(report: dict[str, Any]) -> str:
                      f"{f['ndcg@10']:.3f} |")
     lines.append("")
     lines.append(f"Engine / most popular (hit-rate@5): {report['engine_vs_most_popular']}; "
-                 f"engine / item-kNN: {report['engine_vs_batch']}.")
+                 f"engine / item-kNN: {report['engine_vs_batch']}. Product profile per "
+                 f"customer (bytes): {report['profile_bytes']}.")
     return "\n".join(lines) + "\n"
 
 
