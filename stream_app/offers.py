@@ -33,6 +33,8 @@ class Tables:
     all: affinity.Table = field(default_factory=affinity.Table)
     segments: Mapping[str, affinity.Table] = field(default_factory=dict)
     newest_period: int | None = None
+    #: Keys of periods too old to be merged any more, for the worker to delete (`drop`).
+    stale: tuple[str, ...] = ()
 
 
 def line_margins(p: Purchase, margin_rate: float) -> list[tuple[str, int, int]]:
@@ -91,6 +93,7 @@ async def load_tables(redis: Redis, settings: Settings, keys: Keys | None = None
     newest = max(where[1] for _, where in located)
     oldest = newest - settings.affinity_periods + 1
     wanted = [(name, where) for name, where in located if where[1] >= oldest]
+    stale = tuple(name for name, where in located if where[1] < oldest - 1)
     async with redis.pipeline(transaction=False) as pipe:
         for name, _ in wanted:
             pipe.hgetall(name)
@@ -105,7 +108,21 @@ async def load_tables(redis: Redis, settings: Settings, keys: Keys | None = None
         for scope, rows_ in by_scope.items()
     }
     table = merged.pop(affinity.ALL, affinity.Table())
-    return Tables(table, merged, newest)
+    return Tables(table, merged, newest, stale)
+
+
+async def drop(redis: Redis, keys: Keys, names: Sequence[str]) -> None:
+    """Delete the counters of periods no reader merges any more (`Tables.stale`).
+
+    Each hash is emptied field by field (HDEL, which the worker's ACL grants), so
+    Redis deletes it, and leaves the index. A late purchase of such a period writes
+    the key again; the next refresh drops it again.
+    """
+    for name in names:
+        fields = list(text(await redis.hgetall(name)))
+        if fields:
+            await redis.hdel(name, *fields)
+        await redis.hdel(keys.affinity_index, name)
 
 
 def rank(

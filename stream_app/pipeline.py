@@ -308,6 +308,8 @@ class Ingestor:
         self.affinity = await product_offers.load_tables(
             self.store.redis, self.settings, self.store.keys
         )
+        if self.affinity.stale:
+            await product_offers.drop(self.store.redis, self.store.keys, self.affinity.stale)
 
     def decision_policy(self) -> RetentionPolicy:
         """The retention policy with the live severity bands, unless configuration fixes them."""

@@ -46,6 +46,9 @@ __all__ = [
 ALL = "all"
 #: Separator inside a counter's field name (categories are free text).
 SEP = "\x1f"
+#: The most one order line adds to a category's revenue or margin sum (cents): 10^6 major
+#: units, so a period's sum on one partition needs 9 * 10^7 such lines to reach 2^53.
+LINE_CAP_C = 10**8
 
 
 def period_of(day: int, period_days: int) -> int:
@@ -76,7 +79,8 @@ def increments(
     """The counter deltas (field, delta) of one purchase that moved `before` to `after`.
 
     `line_margins`: (category, revenue cents, margin cents) of each order line
-    (a return's lines count negatively in the sums but not in the buyer counts).
+    (a return's lines count negatively in the sums but not in the buyer counts);
+    each is capped at `LINE_CAP_C`.
 
     >>> from stream_app.domain.products import CategoryStats
     >>> from types import MappingProxyType as M
@@ -88,6 +92,8 @@ def increments(
     out: dict[str, int] = {}
     sign = 1 if is_order else -1
     for category, revenue_c, margin_c in line_margins:
+        revenue_c = min(max(revenue_c, 0), LINE_CAP_C)
+        margin_c = min(max(margin_c, -LINE_CAP_C), LINE_CAP_C)
         out[f"r{SEP}{category}"] = out.get(f"r{SEP}{category}", 0) + sign * revenue_c
         out[f"m{SEP}{category}"] = out.get(f"m{SEP}{category}", 0) + sign * margin_c
         if is_order:

@@ -59,6 +59,8 @@ __all__ = [
 MAX_CATEGORIES = 24
 #: Default bound of skus kept per customer (the smallest by revenue go first).
 MAX_SKUS = 8
+#: Sums saturate here: every value stays an integer that JSON readers and Lua hold exactly.
+LIMIT = 2**53 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,21 +107,23 @@ class Profile:
 def line_revenues(p: Purchase) -> list[int]:
     """The revenue (cents) of each order line of `p`.
 
-    A line with a unit price is worth quantity times that price; the lines
-    without one share what the priced lines leave of the amount, by quantity.
+    A line with a unit price is worth quantity times that price, but never more
+    than the whole order's amount (the lines are informative; the amount is the
+    total the ledger counts); the lines without one share what the priced lines
+    leave of the amount, by quantity.
 
     >>> from stream_app.domain.events import Line
     >>> line_revenues(Purchase("o", "C", 0, "order", 1000, None, "web",
     ...     (Line("A", "x", 1, 400), Line("B", "y", 2, None), Line("C", "y", 1, None))))
     [400, 400, 200]
     """
-    priced = sum(x.quantity * x.unit_price_c for x in p.items if x.unit_price_c is not None)
-    rest = max(p.amount_c - priced, 0)
-    unpriced = sum(x.quantity for x in p.items if x.unit_price_c is None)
+    priced = [None if x.unit_price_c is None else min(x.quantity * x.unit_price_c, p.amount_c)
+              for x in p.items]
+    rest = max(p.amount_c - sum(v for v in priced if v is not None), 0)
+    unpriced = sum(x.quantity for x, v in zip(p.items, priced, strict=True) if v is None)
     return [
-        x.quantity * x.unit_price_c if x.unit_price_c is not None
-        else rest * x.quantity // unpriced
-        for x in p.items
+        v if v is not None else rest * x.quantity // unpriced
+        for x, v in zip(p.items, priced, strict=True)
     ]
 
 
@@ -148,8 +152,8 @@ def apply(
             if sign < 0:
                 continue  # a return of something never seen: nothing to take back
             c = CategoryStats(first_day=day, last_day=day)
-        c = replace(c, revenue_c=max(c.revenue_c + sign * revenue, 0),
-                    units=max(c.units + sign * line.quantity, 0))
+        c = replace(c, revenue_c=_bounded(c.revenue_c + sign * revenue),
+                    units=_bounded(c.units + sign * line.quantity))
         if sign > 0 and line.category not in seen:
             seen.add(line.category)
             if c.orders and day > c.last_day:
@@ -161,8 +165,8 @@ def apply(
         if s is None and sign < 0:
             continue
         s = s or SkuStats(line.category)
-        skus[line.sku] = replace(s, revenue_c=max(s.revenue_c + sign * revenue, 0),
-                                 units=max(s.units + sign * line.quantity, 0))
+        skus[line.sku] = replace(s, revenue_c=_bounded(s.revenue_c + sign * revenue),
+                                 units=_bounded(s.units + sign * line.quantity))
     if len(cats) > max_categories:
         keep = sorted(cats, key=lambda k: (-cats[k].revenue_c, -cats[k].last_day, k))
         cats = {k: cats[k] for k in keep[:max_categories]}
@@ -170,6 +174,10 @@ def apply(
         keep = sorted(skus, key=lambda k: (-skus[k].revenue_c, k))
         skus = {k: skus[k] for k in keep[:max_skus]}
     return Profile(MappingProxyType(cats), MappingProxyType(skus))
+
+
+def _bounded(value: int) -> int:
+    return min(max(value, 0), LIMIT)
 
 
 def interval(c: CategoryStats) -> float | None:

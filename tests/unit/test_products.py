@@ -163,3 +163,18 @@ def test_cross_sell_weighs_confidences_by_orders_and_single_purchases_come_back(
     assert (best["coffee"].kind, best["coffee"].probability) == ("repurchase", 0.5)
     assert best["coffee"].reason == "50 % of its buyers buy it again; last bought 1 days ago"
     assert (best["cake"].kind, best["cake"].probability) == ("repurchase", 0.0)
+
+
+def test_huge_lines_are_bounded() -> None:
+    # The schema allows 10^6 units at 10^12 each: a line is never worth more than its order.
+    huge = Purchase("e", "C1", 0, "order", 10**14, None, "web",
+                    (Line("A", "gold", 10**6, 10**14), Line("B", "gold", 1, None)))
+    assert products.line_revenues(huge) == [10**14, 0]
+    p = Profile()
+    for _ in range(100):
+        p = products.apply(p, huge)
+    assert p.categories["gold"].revenue_c == products.LIMIT
+    assert products.decode(products.encode(p)) == p
+    deltas = dict(affinity.increments(Profile(), p, [("gold", 10**14, -(10**14))], True))
+    assert deltas[f"r{SEP}gold"] == affinity.LINE_CAP_C
+    assert deltas[f"m{SEP}gold"] == -affinity.LINE_CAP_C
