@@ -31,7 +31,7 @@ True
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
@@ -141,32 +141,39 @@ def apply(
     if not p.items:
         return profile
     day = p.occurred_at // MS_PER_DAY
-    sign = 1 if p.kind == "order" else -1
+    order = p.kind == "order"
+    sign = 1 if order else -1
     cats = dict(profile.categories)
     skus = dict(profile.skus)
-    revenues = line_revenues(p)
     seen: set[str] = set()
-    for line, revenue in zip(p.items, revenues, strict=True):
-        c = cats.get(line.category)
+    for line, revenue in zip(p.items, line_revenues(p), strict=True):
+        name = line.category
+        c = cats.get(name)
+        if c is None and not order:
+            continue  # a return of something never seen: nothing to take back
+        rev = _bounded((0 if c is None else c.revenue_c) + sign * revenue)
+        units = _bounded((0 if c is None else c.units) + sign * line.quantity)
         if c is None:
-            if sign < 0:
-                continue  # a return of something never seen: nothing to take back
-            c = CategoryStats(first_day=day, last_day=day)
-        c = replace(c, revenue_c=_bounded(c.revenue_c + sign * revenue),
-                    units=_bounded(c.units + sign * line.quantity))
-        if sign > 0 and line.category not in seen:
-            seen.add(line.category)
-            if c.orders and day > c.last_day:
-                c = replace(c, gap_days=c.gap_days + day - c.last_day, gaps=c.gaps + 1)
-            c = replace(c, orders=c.orders + 1, last_day=max(c.last_day, day),
-                        first_day=min(c.first_day, day))
-        cats[line.category] = c
+            c = CategoryStats(rev, units, 1, day, day, 0, 0)
+            seen.add(name)
+        elif order and name not in seen:
+            seen.add(name)
+            later = day > c.last_day
+            c = CategoryStats(rev, units, c.orders + 1, min(c.first_day, day),
+                              max(c.last_day, day),
+                              c.gap_days + (day - c.last_day if later else 0),
+                              c.gaps + (1 if later else 0))
+        else:
+            c = CategoryStats(rev, units, c.orders, c.first_day, c.last_day, c.gap_days, c.gaps)
+        cats[name] = c
         s = skus.get(line.sku)
-        if s is None and sign < 0:
+        if s is None and not order:
             continue
-        s = s or SkuStats(line.category)
-        skus[line.sku] = replace(s, revenue_c=_bounded(s.revenue_c + sign * revenue),
-                                 units=_bounded(s.units + sign * line.quantity))
+        skus[line.sku] = SkuStats(
+            name if s is None else s.category,
+            _bounded((0 if s is None else s.revenue_c) + sign * revenue),
+            _bounded((0 if s is None else s.units) + sign * line.quantity),
+        )
     if len(cats) > max_categories:
         keep = sorted(cats, key=lambda k: (-cats[k].revenue_c, -cats[k].last_day, k))
         cats = {k: cats[k] for k in keep[:max_categories]}
