@@ -52,12 +52,14 @@ async def customer(
     cuts: Cuts | None = None,
     affinity: product_offers.Tables | None = None,
     offers_k: int | None = None,
+    offers: bool = True,
 ) -> dict[str, Any] | None:
     """A customer's record, revalued at `as_of` over `horizon_days`; None if unknown.
 
     A worker passes the `model`, `cuts` and `affinity` it holds; without them they
     are read from Redis. The record's ``products`` is the product profile and
-    ``offers`` the `offers_k` next best offers (default CVM_OFFERS_K).
+    ``offers`` the `offers_k` next best offers (default CVM_OFFERS_K); `offers`
+    False leaves both out (a batch of lookups that only wants the values).
     """
     keys = keys or Keys()
     fields = text(await redis.hgetall(keys.customer(customer_id)))
@@ -86,6 +88,8 @@ async def customer(
         merged.update(rfm_fields(state, cuts, as_of))
     view = public_view(merged)
     view["stored_as_of"] = fields.get("as_of")
+    if not offers:
+        return view
     if affinity is None:
         affinity = await product_offers.load_tables(redis, settings, keys)
     view.update(product_offers.view(
