@@ -99,7 +99,7 @@ def rank(
     """The customer's top `k` offers by expected margin (see the module docstring)."""
     if k <= 0:
         return []
-    p_alive = min(max(p_alive, 0.0), 1.0)
+    p_alive = min(p_alive, 1.0) if p_alive >= 0.0 else 0.0  # NaN counts as 0
     offers: list[Offer] = []
     mine = profile.categories
     for y in table.buyers:

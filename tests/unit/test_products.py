@@ -178,3 +178,10 @@ def test_huge_lines_are_bounded() -> None:
     deltas = dict(affinity.increments(Profile(), p, [("gold", 10**14, -(10**14))], True))
     assert deltas[f"r{SEP}gold"] == affinity.LINE_CAP_C
     assert deltas[f"m{SEP}gold"] == -affinity.LINE_CAP_C
+
+
+def test_an_unknown_p_alive_expects_nothing() -> None:
+    prof = Profile(M({"coffee": CategoryStats(revenue_c=100, orders=1, last_day=5)}))
+    best = offers.rank(prof, _table(), None, "", float("nan"), 6, k=1)
+    # All at 0: the most probable first (coffee again, 0.5 > mugs 0.38).
+    assert best[0].expected_margin == 0.0 and best[0].category == "coffee"
