@@ -230,6 +230,24 @@ def _rate(currency: str, base_currency: str, fx_rates: Mapping[str, Decimal]) ->
     return rate
 
 
+def _line_price(price: float | int | None, rate: Decimal) -> int | None:
+    """An order line's unit price in cents, or None when absent or beyond `MAX_AMOUNT`.
+
+    The lines are informative: a price the engine cannot hold leaves the line unpriced
+    (`stream_app.domain.products.line_revenues` then shares the amount) rather than
+    rejecting the purchase.
+
+    >>> _line_price(2.5, Decimal(1)), _line_price(10**12, Decimal(2)), _line_price(None, Decimal(1))
+    (250, None, None)
+    """
+    if price is None:
+        return None
+    try:
+        return to_cents(price, rate, "items.unit_price")
+    except InvalidEventValue:
+        return None
+
+
 def from_message(
     kind: str,
     message: Mapping[str, Any],
@@ -254,8 +272,7 @@ def from_message(
                     sku=line["sku"],
                     category=line.get("category") or NO_CATEGORY,
                     quantity=line["quantity"],
-                    unit_price_c=(None if line.get("unit_price") is None
-                                  else to_cents(line["unit_price"], rate, "items.unit_price")),
+                    unit_price_c=_line_price(line.get("unit_price"), rate),
                 )
                 for line in message.get("items") or ()
             ),
