@@ -59,6 +59,7 @@ from load.bench_faust import APP_SUFFIX, COUNT_KEY
 from load.bench_fresh import FreshnessTracer, run_in_thread
 from load.bench_lookup import c_client_hgetall
 from load.bench_memory import measure_memory
+from load.bench_products import measure_products
 from load.bench_profile import (
     parse_pyspy_raw,
     profile_pipeline,
@@ -568,7 +569,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--memory-scales", help="customers, comma separated (e.g. 100000,1000000)")
     parser.add_argument("--batch-size", type=int, help="CVM_BATCH_SIZE of the workers")
     parser.add_argument("--skip", default="", help="comma separated: throughput,freshness,"
-                        "memory,profile,scaling")
+                        "memory,profile,scaling,products")
     parser.add_argument("--out", type=Path, default=ROOT / "reports" / "bench")
     args = parser.parse_args(argv)
     cfg = Config.quick() if args.quick else Config()
@@ -612,6 +613,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("scaling", lambda: run_ingest(stack, cfg, events[:cfg.scaling_events],
                                        cfg.scaling_workers, args.out, extras=False)),
         ("memory", lambda: run_memory(cfg)),
+        ("products", lambda: measure_products(events)),
     ]
     failed = []
     for name, stage in stages:

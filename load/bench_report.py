@@ -532,6 +532,26 @@ def _chart(results: dict[str, Any], path: Path) -> bool:
     return True
 
 
+def _products_section(results: dict[str, Any]) -> list[str]:
+    pr = results.get("products")
+    if not pr:
+        return []
+    return [
+        "## Product profile, affinity and offers",
+        "",
+        f"The {pr['purchases_with_items']:,} purchases with order lines of the throughput "
+        f"events ({pr['customers']:,} customers, {pr['categories']} categories) through the "
+        "pure steps of the worker (`load/bench_products.py`): "
+        f"{pr['us_per_purchase']} us per purchase for the profile, the affinity counters and "
+        f"the encoding; {pr['us_per_offer_ranking']} us per customer to rank the offers. The "
+        f"record's `products` field: {pr['profile_bytes_mean']} B per customer on average, "
+        f"{pr['profile_bytes_p99']} B at the 99th percentile, {pr['profile_bytes_max']} B at "
+        f"most (included in the memory per customer above); {pr['affinity_fields']} affinity "
+        "counters per scope, period and partition.",
+        "",
+    ]
+
+
 def write_report(results: dict[str, Any], outdir: Path) -> str:
     """Write report.md and bench.png into `outdir`; return the table for the terminal."""
     rows = [t.row() for t in targets(results)]
@@ -547,7 +567,8 @@ def write_report(results: dict[str, Any], outdir: Path) -> str:
         "",
     ]
     for section in (_throughput_section, _freshness_section, _lookup_section,
-                    _memory_section, _scaling_section, _profile_section):
+                    _memory_section, _scaling_section, _profile_section,
+                    _products_section):
         lines += section(results)
     if chart:
         lines += ["## Chart", "", "![benchmark](bench.png)", ""]

@@ -202,6 +202,9 @@ class SimConfig:
     max_winbacks: int = 2
     window_days: float | None = None
     channels: tuple[Channel, ...] = field(default=DEFAULT_CHANNELS)
+    # 0: order lines draw the 8 CATEGORIES uniformly. n > 0: n categories drawn from latent
+    # customer preferences, cross-category journeys and repurchase cycles (`category_model`).
+    product_categories: int = 0
 
     def __post_init__(self) -> None:
         if self.start.tzinfo is None or self.start.utcoffset() is None:
@@ -434,6 +437,13 @@ class _Run:
         # bytes each, a third of a payload dict; payloads are built as the events are yielded.
         self.ready: list[tuple[Any, ...]] = []
         self.later: list[tuple[Any, ...]] = []
+        self.categories: CategoryModel | None = None
+        self.category_names: Sequence[str] = CATEGORIES
+        if config.product_categories:
+            self.categories = category_model(config)
+            self.category_names = self.categories.names
+            self.category_rng = np.random.default_rng([config.seed, 7_032])
+            self.last_category = np.full(n, -1, dtype=np.int64)
 
     # -- output ------------------------------------------------------------------------------
 
@@ -539,6 +549,9 @@ class _Run:
 
     # -- triggers ----------------------------------------------------------------------------
 
+    def _journey_categories(self, idx: np.ndarray) -> np.ndarray:
+        return _journey_categories(self, idx)
+
     def _purchases(self, w1: float) -> None:
         pop, rng, config = self.pop, self.rng, self.config
         while True:
@@ -577,6 +590,8 @@ class _Run:
             doubles = rng.random((m, 3)) < 0.2
             cats = rng.integers(0, len(CATEGORIES), (m, 3))
             skus = rng.integers(0, 5000, (m, 3))
+            if self.categories is not None:
+                cats = self._journey_categories(idx)
             returned = rng.random(m) < config.return_share
             return_after = 1.0 + rng.gamma(2.0, 4.0, m)
             return_part = np.where(rng.random(m) < 0.7, 1.0, rng.uniform(0.2, 0.8, m))
@@ -602,7 +617,8 @@ class _Run:
                 if conv:
                     week, ch = divmod(code, len(TOUCH_CHANNELS))
                     self._touch(ms, i, f"cmp-w{week:03d}-{TOUCH_CHANNELS[ch]}", ch, "converted", 0)
-                items = _items(int(c), ni, w, dbl, cat, sku) if has_items else None
+                items = (_items(int(c), ni, w, dbl, cat, sku, self.category_names)
+                         if has_items else None)
                 self._order(ms, i, "order", int(c), int(co) if has_cost else None, s, items)
                 if ret:
                     rc = int(c) if part == 1.0 else max(1, round(c * part))
@@ -725,7 +741,8 @@ class _Run:
 
 
 def _items(cents: int, n: int, weights: Sequence[float], doubles: Sequence[bool],
-           cats: Sequence[int], skus: Sequence[int]) -> list[dict[str, Any]]:
+           cats: Sequence[int], skus: Sequence[int],
+           names: Sequence[str] = CATEGORIES) -> list[dict[str, Any]]:
     """Order lines whose quantities times unit prices add up to ``cents`` exactly."""
     total = sum(weights[:n])
     items = []
@@ -737,11 +754,70 @@ def _items(cents: int, n: int, weights: Sequence[float], doubles: Sequence[bool]
         quantity = 2 if doubles[j] and line % 2 == 0 else 1
         items.append({
             "sku": f"SKU-{cats[j]}{skus[j]:04d}",
-            "category": CATEGORIES[cats[j]],
+            "category": names[cats[j]],
             "quantity": quantity,
             "unit_price": line // quantity / 100,
         })
     return items
+
+
+@dataclass(frozen=True)
+class CategoryModel:
+    """The latent product tastes of a population (``SimConfig.product_categories`` > 0).
+
+    ``preferences`` (customers x categories, rows sum to 1): a mixture of one of a few
+    taste clusters and the customer's own taste. ``journeys`` (categories x categories):
+    the category an order leads to next, e.g. from a camera to its accessories.
+    ``repeat``: per category, the chance the next order buys the last category again
+    (consumables are bought in cycles; durables are not).
+    """
+
+    names: tuple[str, ...]
+    preferences: np.ndarray
+    journeys: np.ndarray
+    repeat: np.ndarray
+    journey_share: float = 0.35
+
+
+def category_model(config: SimConfig) -> CategoryModel:
+    """The latent category model of `config`; the same config always gives the same one."""
+    n_cat = config.product_categories
+    rng = np.random.default_rng([config.seed, 7_031])
+    names = tuple(f"{CATEGORIES[j % len(CATEGORIES)]}-{j // len(CATEGORIES)}"
+                  for j in range(n_cat))
+    clusters = rng.dirichlet(np.full(n_cat, 0.15), 6)
+    which = rng.integers(0, len(clusters), config.n_customers)
+    own = rng.dirichlet(np.full(n_cat, 0.3), config.n_customers)
+    preferences = 0.75 * clusters[which] + 0.25 * own
+    journeys = rng.dirichlet(np.full(n_cat, 0.05), n_cat)
+    np.fill_diagonal(journeys, 0.0)
+    journeys /= journeys.sum(axis=1, keepdims=True)
+    repeat = np.where(rng.random(n_cat) < 0.3, rng.uniform(0.3, 0.6, n_cat), 0.0)
+    return CategoryModel(names, preferences, journeys, repeat)
+
+
+def _draw(rows: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """One index per row of a matrix of probabilities (each row sums to 1)."""
+    cum = np.cumsum(rows, axis=1)
+    return np.minimum((cum < u[:, None] * cum[:, -1:]).sum(axis=1), rows.shape[1] - 1)
+
+
+def _journey_categories(run: _Run, idx: np.ndarray) -> np.ndarray:
+    """The categories of up to 3 order lines for each customer of `idx` (latent model)."""
+    model, rng = run.categories, run.category_rng
+    assert model is not None
+    m = idx.size
+    cats = np.stack([_draw(model.preferences[idx], rng.random(m)) for _ in range(3)], axis=1)
+    last = run.last_category[idx]
+    seen = last >= 0
+    safe = np.where(seen, last, 0)
+    u = rng.random(m)
+    again = seen & (u < model.repeat[safe])
+    onward = seen & ~again & (u < model.repeat[safe] + model.journey_share)
+    follow = _draw(model.journeys[safe], rng.random(m))
+    cats[:, 0] = np.where(again, last, np.where(onward, follow, cats[:, 0]))
+    run.last_category[idx] = cats[:, 0]
+    return cats
 
 
 def simulate(config: SimConfig) -> Iterator[SimEvent]:

@@ -58,6 +58,25 @@ def _lookup(settings: Settings, args: argparse.Namespace) -> int:
     return _with_redis(settings, work)
 
 
+def _offers(settings: Settings, args: argparse.Namespace) -> int:
+    async def work(client: Redis) -> int:
+        view = await lookup.customer_offers(client, settings, args.customer_id, k=args.k)
+        if view is None:
+            print(f"cvm offers: customer {args.customer_id!r} is unknown", file=sys.stderr)
+            return 1
+        _print(view)
+        return 0
+
+    return _with_redis(settings, work)
+
+
+def _evaluate_offers(settings: Settings, args: argparse.Namespace) -> int:
+    # The study simulates a population: a tool of a checkout, not of the running engine.
+    from load import offer_study
+
+    return offer_study.run(args)
+
+
 def _top(settings: Settings, args: argparse.Namespace) -> int:
     async def work(client: Redis) -> int:
         _print(await lookup.top(client, args.by, args.n))
@@ -178,6 +197,11 @@ def parser() -> argparse.ArgumentParser:
                     help="RFC 3339 event time to value at (default: the engine watermark)")
     lk.set_defaults(func=_lookup)
 
+    of = sub.add_parser("offers", help="print a customer's next best offers as JSON")
+    of.add_argument("customer_id")
+    of.add_argument("-k", type=int, default=None, help="how many (default CVM_OFFERS_K)")
+    of.set_defaults(func=_offers)
+
     tp = sub.add_parser("top", help="top customers by clv, value_at_risk or net_contribution")
     tp.add_argument("--by", default="clv", choices=lookup.RANKINGS)
     tp.add_argument("-n", type=int, default=20)
@@ -233,6 +257,16 @@ def parser() -> argparse.ArgumentParser:
     )
     evaluation.add_arguments(ev)
     ev.set_defaults(func=evaluation.run)
+
+    eo = sub.add_parser(
+        "evaluate-offers",
+        help="score the next best offers against most-popular, item-kNN and the true tastes",
+    )
+    eo.add_argument("--customers", type=int, default=6000)
+    eo.add_argument("--seed", type=int, default=11)
+    eo.add_argument("--categories", type=int, default=40)
+    eo.add_argument("--out", default="reports/offers", help="folder for the report and chart")
+    eo.set_defaults(func=_evaluate_offers)
 
     from stream_app import follow, skip
 

@@ -904,7 +904,7 @@ async def lookups(
 
     async def one(cid: str) -> None:
         view = await lookup.customer(client, settings, cid, horizon_days=horizon_days,
-                                     as_of=as_of)
+                                     as_of=as_of, offers=False)
         if (view is None or view.get("model_version") != version
                 or "expected_purchases" not in view):
             out[cid] = None

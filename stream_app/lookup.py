@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
+from stream_app import offers as product_offers
 from stream_app.domain import alerts
 from stream_app.domain.alerts import WinbackOutcome
 from stream_app.domain.events import parse_time
@@ -49,11 +50,16 @@ async def customer(
     keys: Keys | None = None,
     model: ValueModel | None = None,
     cuts: Cuts | None = None,
+    affinity: product_offers.Tables | None = None,
+    offers_k: int | None = None,
+    offers: bool = True,
 ) -> dict[str, Any] | None:
     """A customer's record, revalued at `as_of` over `horizon_days`; None if unknown.
 
-    A worker passes the `model` and `cuts` it holds; without them they are read
-    from Redis.
+    A worker passes the `model`, `cuts` and `affinity` it holds; without them they
+    are read from Redis. The record's ``products`` is the product profile and
+    ``offers`` the `offers_k` next best offers (default CVM_OFFERS_K); `offers`
+    False leaves both out (a batch of lookups that only wants the values).
     """
     keys = keys or Keys()
     fields = text(await redis.hgetall(keys.customer(customer_id)))
@@ -82,7 +88,36 @@ async def customer(
         merged.update(rfm_fields(state, cuts, as_of))
     view = public_view(merged)
     view["stored_as_of"] = fields.get("as_of")
+    if not offers:
+        return view
+    if affinity is None:
+        affinity = await product_offers.load_tables(redis, settings, keys)
+    view.update(product_offers.view(
+        affinity, settings, fields, None if valuation is None else valuation.p_alive, as_of,
+        offers_k,
+    ))
     return view
+
+
+async def customer_offers(
+    redis: Redis,
+    settings: Settings,
+    customer_id: str,
+    k: int | None = None,
+    keys: Keys | None = None,
+    model: ValueModel | None = None,
+    affinity: product_offers.Tables | None = None,
+) -> dict[str, Any] | None:
+    """A customer's next best offers (and product profile) at the watermark; None if unknown."""
+    if k is not None and not 1 <= k <= 100:
+        raise LookupError_(f"k: {k} is not within 1..100")
+    view = await customer(redis, settings, customer_id, keys=keys, model=model,
+                          affinity=affinity, offers_k=k)
+    if view is None:
+        return None
+    return {"customer_id": customer_id, "as_of": view.get("as_of"),
+            "p_alive": view.get("p_alive"), "rfm_segment": view.get("rfm_segment"),
+            "offers": view["offers"], "products": view["products"]}
 
 
 async def top(

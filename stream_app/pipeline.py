@@ -23,7 +23,9 @@ from typing import Any, Protocol
 import orjson
 
 from stream_app import history_plan, metrics
+from stream_app import offers as product_offers
 from stream_app.contract import DUPLICATE_EVENT, Contract, InvalidEvent
+from stream_app.domain import products
 from stream_app.domain.alerts import (
     AlertPolicy,
     WinbackOutcome,
@@ -36,6 +38,7 @@ from stream_app.domain.events import (
     MS_PER_DAY,
     Event,
     InvalidEventValue,
+    Purchase,
     Source,
     check_time,
     format_time,
@@ -291,6 +294,23 @@ class Ingestor:
         # The highest event time applied on any input partition, as far as this worker
         # knows (it only grows; read again from Redis when an event seems too far ahead).
         self._highest: int | None = None
+        # The product affinity the offers of win-back triggers use, refreshed from Redis
+        # every CVM_REFRESH_INTERVAL_S (`refresh_affinity`).
+        self.affinity = product_offers.Tables()
+        self._affinity_at: float | None = None
+
+    async def refresh_affinity(self, force: bool = False) -> None:
+        """Reload the merged affinity counters if the last load is older than the interval."""
+        mono = time.monotonic()
+        if (not force and self._affinity_at is not None
+                and mono - self._affinity_at < self.settings.refresh_interval_s):
+            return
+        self._affinity_at = mono
+        self.affinity = await product_offers.load_tables(
+            self.store.redis, self.settings, self.store.keys
+        )
+        if self.affinity.stale:
+            await product_offers.drop(self.store.redis, self.store.keys, self.affinity.stale)
 
     def decision_policy(self) -> RetentionPolicy:
         """The retention policy with the live severity bands, unless configuration fixes them."""
@@ -404,6 +424,7 @@ class Ingestor:
         # Every dead letter is acknowledged before the batch's offsets can be committed.
         await asyncio.gather(*letters)
         await self._drain_if_due()
+        await self.refresh_affinity()
         rejected: set[Source] = set()
         isolated = await self._commit_events(
             events, applied, watermarks, result, now, raw, rejected
@@ -498,6 +519,7 @@ class Ingestor:
         rewritten.
         """
         await self._drain_if_due()
+        await self.refresh_affinity()
         loaded = await self.store.load_many(customer_ids)
         states = [entry.state for entry in loaded.values() if entry.version]
         as_of = None if watermark is None else {
@@ -666,6 +688,8 @@ class Ingestor:
         labelled: dict[str, list[tuple[Snapshot, int, int]]] = {}
         counts: dict[str, tuple[int, int]] = {}
         increments: dict[str, list[Increment]] = {}
+        profiles: dict[str, products.Profile] = {}
+        counters: dict[str, list[tuple[str, str, int]]] = {}
         margin = self.settings.default_margin_rate
         window = self.settings.event_id_window
         duplicated: set[str] = set()
@@ -693,6 +717,8 @@ class Ingestor:
             campaign = campaign_increments(before, event, margin)
             increments.setdefault(cid, []).extend(campaign)
             trail.observe(before, after, event, campaign)
+            if isinstance(event, Purchase) and event.items:
+                self._apply_products(loaded[cid], event, source, profiles, counters)
             r = retentions.get(cid) or self._retention(loaded[cid])
             retentions[cid], new = observe(r, event, self.policy)
             labelled.setdefault(cid, []).extend((s, y, event.occurred_at) for s, y in new)
@@ -702,9 +728,45 @@ class Ingestor:
         changes, effects = self.plan(
             loaded, changed, increments, now, retentions=retentions, labelled=labelled,
             trail=trail,
+            profiles=profiles,
         )
+        if profiles:
+            changes = [_with_products(c, profiles.get(c.customer_id), loaded[c.customer_id],
+                                      counters.get(c.customer_id, ())) for c in changes]
         effects.duplicates = rejected
         return changes, counts, effects
+
+    def _apply_products(
+        self,
+        entry: Loaded,
+        event: Purchase,
+        source: Source,
+        profiles: dict[str, products.Profile],
+        counters: dict[str, list[tuple[str, str, int]]],
+    ) -> None:
+        """Update the customer's product profile and the affinity counters for `event`."""
+        cid = event.customer_id
+        before = profiles.get(cid)
+        if before is None:
+            before = products.decode(entry.fields.get(product_offers.PRODUCTS))
+        s = self.settings
+        after = products.apply(before, event, s.profile_max_categories, s.profile_max_skus)
+        profiles[cid] = after
+        counters.setdefault(cid, []).extend(product_offers.counter_increments(
+            self.store.keys, s, before, after, event, entry.fields.get("rfm_segment"),
+            source.partition,
+        ))
+
+    def trigger_offers(
+        self, entry: Loaded, profile: products.Profile | None, p_alive: float, t: int
+    ) -> list[dict[str, Any]]:
+        """The offers a win-back trigger carries: the customer's top CVM_OFFERS_K."""
+        if profile is None:
+            profile = products.decode(entry.fields.get(product_offers.PRODUCTS))
+        return product_offers.to_messages(product_offers.rank(
+            self.affinity, self.settings, profile, entry.fields.get("rfm_segment"), p_alive,
+            t // MS_PER_DAY,
+        ))
 
     def plan(
         self,
@@ -717,6 +779,7 @@ class Ingestor:
         as_of: dict[str, int] | None = None,
         label_watermark: int | None = None,
         trail: history_plan.Trail | None = None,
+        profiles: dict[str, products.Profile] | None = None,
     ) -> tuple[list[Change], Effects]:
         """Value and score the changed customers and build their store changes.
 
@@ -754,7 +817,11 @@ class Ingestor:
             if d.alert is not None:
                 effects.alerts.append(to_message(d.alert, now))
             if d.trigger is not None:
-                effects.triggers.append(to_winback_message(d.trigger, now))
+                trigger = to_winback_message(d.trigger, now)
+                trigger["offers"] = self.trigger_offers(
+                    loaded[cid], (profiles or {}).get(cid), d.trigger.p_alive, t
+                )
+                effects.triggers.append(trigger)
             if d.closed is not None:
                 effects.closed.append(d.closed)
             due_at = d.retention.label_due
@@ -778,3 +845,19 @@ class Ingestor:
             changes, self.store.keys, live.cuts,
             lambda pairs: value_states(live.model, pairs, horizon), self.history, trail,
         ), effects
+
+
+def _with_products(
+    change: Change,
+    profile: products.Profile | None,
+    entry: Loaded,
+    counters: Sequence[tuple[str, str, int]],
+) -> Change:
+    """The change plus the customer's new product profile and the affinity counters."""
+    if profile is None:
+        return change
+    packed = products.encode(profile)
+    fields = dict(change.fields)
+    if entry.fields.get(product_offers.PRODUCTS, "") != packed:
+        fields[product_offers.PRODUCTS] = packed
+    return replace(change, fields=fields, increments=[*change.increments, *counters])

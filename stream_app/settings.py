@@ -474,6 +474,14 @@ class Settings:
     # the points kept per customer (each at most 54 bytes in the record).
     history_period: str = "month"
     history_max_points: int = 24
+    # Product profile and offers (stream_app/domain/products.py, affinity.py, offers.py).
+    profile_max_categories: int = 24
+    profile_max_skus: int = 8
+    affinity_period_days: int = 30
+    affinity_half_life_days: float = 180.0
+    affinity_periods: int = 12
+    affinity_min_support: float = 20.0
+    offers_k: int = 5
     log_level: str = "info"
     # "text" or "json" (one JSON object per line); see stream_app/logs.py.
     log_format: str = "text"
@@ -567,6 +575,19 @@ class Settings:
             winback_seed=_int(e, "CVM_WINBACK_SEED", cls.winback_seed),
             history_period=e.get("CVM_HISTORY_PERIOD", cls.history_period).lower(),
             history_max_points=_int(e, "CVM_HISTORY_MAX_POINTS", cls.history_max_points),
+            profile_max_categories=_int(
+                e, "CVM_PROFILE_MAX_CATEGORIES", cls.profile_max_categories
+            ),
+            profile_max_skus=_int(e, "CVM_PROFILE_MAX_SKUS", cls.profile_max_skus),
+            affinity_period_days=_int(e, "CVM_AFFINITY_PERIOD_DAYS", cls.affinity_period_days),
+            affinity_half_life_days=_float(
+                e, "CVM_AFFINITY_HALF_LIFE_DAYS", cls.affinity_half_life_days
+            ),
+            affinity_periods=_int(e, "CVM_AFFINITY_PERIODS", cls.affinity_periods),
+            affinity_min_support=_float(
+                e, "CVM_AFFINITY_MIN_SUPPORT", cls.affinity_min_support
+            ),
+            offers_k=_int(e, "CVM_OFFERS_K", cls.offers_k),
             log_level=e.get("CVM_LOG_LEVEL", cls.log_level),
             log_format=e.get("CVM_LOG_FORMAT", cls.log_format).lower(),
             log_repeat_window_s=_float(e, "CVM_LOG_REPEAT_WINDOW_S", cls.log_repeat_window_s),
@@ -658,6 +679,20 @@ class Settings:
         if not 0 <= self.default_margin_rate <= 1:
             raise SettingsError(
                 f"CVM_DEFAULT_MARGIN_RATE={self.default_margin_rate} must be within 0..1"
+            )
+        for name, low, high in (("profile_max_categories", 1, 1000),
+                                ("profile_max_skus", 0, 1000),
+                                ("affinity_period_days", 1, 3650),
+                                ("affinity_periods", 1, 1000),
+                                ("offers_k", 1, 100)):
+            if not low <= getattr(self, name) <= high:
+                raise SettingsError(
+                    f"CVM_{name.upper()}={getattr(self, name)} must be within {low}..{high}"
+                )
+        if not self.affinity_half_life_days > 0 or not self.affinity_min_support >= 0:
+            raise SettingsError(
+                f"CVM_AFFINITY_HALF_LIFE_DAYS={self.affinity_half_life_days} must be positive "
+                f"and CVM_AFFINITY_MIN_SUPPORT={self.affinity_min_support} not negative"
             )
         if not 0 <= self.event_id_window <= 1024:
             raise SettingsError(

@@ -133,6 +133,7 @@ def _register_lookups(app: faust.App, runtime: Runtime) -> None:
     @app.page("/customers/{customer_id}")
     async def customer(web: View, request: Request, customer_id: str) -> Response:
         try:
+            await runtime.ingestor.refresh_affinity()
             horizon = request.query.get("horizon_days")
             view = await lookup.customer(
                 runtime.redis,
@@ -142,6 +143,23 @@ def _register_lookups(app: faust.App, runtime: Runtime) -> None:
                 as_of=lookup.parse_as_of(request.query.get("as_of")),
                 model=runtime.live.model,
                 cuts=runtime.live.cuts,
+                affinity=runtime.ingestor.affinity,
+            )
+        except ValueError as exc:
+            return _error(web, 400, "bad_request", str(exc))
+        if view is None:
+            return _error(web, 404, "not_found", f"customer {customer_id!r} is unknown")
+        return web.json(view)
+
+    @app.page("/customers/{customer_id}/offers")
+    async def customer_offers(web: View, request: Request, customer_id: str) -> Response:
+        try:
+            await runtime.ingestor.refresh_affinity()
+            k = request.query.get("k")
+            view = await lookup.customer_offers(
+                runtime.redis, runtime.settings, customer_id,
+                k=None if k is None else int(k), model=runtime.live.model,
+                affinity=runtime.ingestor.affinity,
             )
         except ValueError as exc:
             return _error(web, 400, "bad_request", str(exc))

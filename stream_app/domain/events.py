@@ -49,6 +49,20 @@ class Source:
 
 
 @dataclass(frozen=True, slots=True)
+class Line:
+    """One order line: product, category, units and unit price in cents (None: not given)."""
+
+    sku: str
+    category: str
+    quantity: int
+    unit_price_c: int | None
+
+
+#: The category of an order line that names none.
+NO_CATEGORY = "uncategorised"
+
+
+@dataclass(frozen=True, slots=True)
 class Purchase:
     event_id: str
     customer_id: str
@@ -57,6 +71,7 @@ class Purchase:
     amount_c: int
     cost_c: int | None
     channel: str
+    items: tuple[Line, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,6 +230,24 @@ def _rate(currency: str, base_currency: str, fx_rates: Mapping[str, Decimal]) ->
     return rate
 
 
+def _line_price(price: float | int | None, rate: Decimal) -> int | None:
+    """An order line's unit price in cents, or None when absent or beyond `MAX_AMOUNT`.
+
+    The lines are informative: a price the engine cannot hold leaves the line unpriced
+    (`stream_app.domain.products.line_revenues` then shares the amount) rather than
+    rejecting the purchase.
+
+    >>> _line_price(2.5, Decimal(1)), _line_price(10**12, Decimal(2)), _line_price(None, Decimal(1))
+    (250, None, None)
+    """
+    if price is None:
+        return None
+    try:
+        return to_cents(price, rate, "items.unit_price")
+    except InvalidEventValue:
+        return None
+
+
 def from_message(
     kind: str,
     message: Mapping[str, Any],
@@ -234,6 +267,15 @@ def from_message(
             amount_c=to_cents(message["amount"], rate),
             cost_c=None if cost is None else to_cents(cost, rate, "cost"),
             channel=message["channel"],
+            items=tuple(
+                Line(
+                    sku=line["sku"],
+                    category=line.get("category") or NO_CATEGORY,
+                    quantity=line["quantity"],
+                    unit_price_c=_line_price(line.get("unit_price"), rate),
+                )
+                for line in message.get("items") or ()
+            ),
         )
     if kind == "service_contact":
         sentiment = message.get("sentiment")

@@ -47,6 +47,16 @@ class Keys:
         """Hash of every channel or campaign name that has a roll-up."""
         return f"{self.prefix}:rollup:{scope}s"
 
+    def affinity(self, scope: str, period: int, partition: int) -> str:
+        """Product affinity counters of one scope (``all`` or a segment), decay period and
+        input partition: field -> integer count or cents (`stream_app.domain.affinity`)."""
+        return f"{self.prefix}:affinity:{scope}:{period}:{partition}"
+
+    @property
+    def affinity_index(self) -> str:
+        """Hash of every product affinity key written (key -> writes)."""
+        return f"{self.prefix}:affinity:index"
+
     @property
     def model(self) -> str:
         """The current value model (fitted parameters), as JSON."""

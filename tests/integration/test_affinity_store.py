@@ -1,0 +1,117 @@
+"""Product affinity counters in a real Redis, written by the real batch commit.
+
+The counters of each input partition and period are summed in the customers'
+commit (exactly once: a replayed batch adds nothing), merged with decay on read,
+and the periods no reader merges any more are deleted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+import pytest
+import redis
+from redis.asyncio import Redis
+
+from stream_app import offers as product_offers
+from stream_app.pipeline import Ingestor, RawRecord
+from stream_app.settings import Settings
+from stream_app.store.customers import CustomerStore
+from stream_app.store.keys import Keys
+
+pytestmark = pytest.mark.integration
+
+DB = 9
+KEYS = Keys()
+COFFEE = {"sku": "COF", "category": "coffee", "quantity": 1, "unit_price": 10}
+MUG = {"sku": "MUG", "category": "mugs", "quantity": 1, "unit_price": 20}
+TEA = {"sku": "TEA", "category": "tea", "quantity": 1, "unit_price": 5}
+
+
+@pytest.fixture
+def redis_url(stack: Settings) -> Iterator[str]:
+    url = f"{stack.redis_url.rsplit('/', 1)[0]}/{DB}"
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    yield url
+    client.flushdb()
+    client.close()
+
+
+class Recorder:
+    """A dead-letter sink that keeps what it was given (no broker here)."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[Any, ...]] = []
+
+    async def send(self, *args: Any) -> None:
+        self.sent.append(args)
+
+
+def _order(settings: Settings, offset: int, cid: str, day: str, items: list[dict[str, Any]],
+           partition: int) -> RawRecord:
+    message = {"event_id": f"ev-{cid}-{day}", "customer_id": cid,
+               "occurred_at": f"2026-{day}T10:00:00Z", "kind": "order",
+               "amount": sum(x["unit_price"] for x in items), "currency": "USD",
+               "channel": "web", "items": items}
+    return RawRecord(settings.topics.purchases, partition, offset, cid.encode(),
+                     orjson.dumps(message))
+
+
+def test_counters_are_summed_once_merged_with_decay_and_old_periods_dropped(
+    redis_url: str,
+) -> None:
+    # Periods of 30 days (2026-01-10 is day 20463, in period 682), a half-life of one
+    # period, and two periods merged.
+    settings = Settings(redis_url=redis_url, affinity_period_days=30,
+                        affinity_half_life_days=30, affinity_periods=2)
+    first = [_order(settings, i, f"M{i}", "01-10", [COFFEE, MUG], 0) for i in range(10)]
+    first += [_order(settings, i, f"E{i}", "01-10", [COFFEE, TEA], 1) for i in range(10)]
+    later = [_order(settings, 10 + i, f"N{i}", "02-10", [COFFEE, MUG], 0) for i in range(10)]
+    much_later = [_order(settings, 20, "L0", "05-10", [TEA], 0)]
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    letters = Recorder()
+
+    async def main() -> tuple[list[product_offers.Tables], list[str]]:
+        r = Redis.from_url(redis_url)
+        try:
+            ingestor = Ingestor(settings, CustomerStore(r), letters)
+            seen = []
+            await ingestor.process(first)
+            await ingestor.process(first)  # a replay after a crash: applied already
+            seen.append(await product_offers.load_tables(r, settings))
+            index = sorted(client.hkeys(KEYS.affinity_index))
+            await ingestor.process(later)
+            seen.append(await product_offers.load_tables(r, settings))
+            await ingestor.process(much_later)
+            await ingestor.refresh_affinity(force=True)
+            seen.append(ingestor.affinity)
+            return seen, index
+        finally:
+            await r.aclose()
+
+    (once, decayed, moved_on), index = asyncio.run(main())
+    assert not letters.sent
+    # Both partitions' keys are merged: 20 coffee buyers, 10 of them with mugs.
+    assert once.all.buyers == {"coffee": 20, "mugs": 10, "tea": 10}
+    assert once.all.customers == 20
+    assert once.all.confidence("coffee", "mugs") == 0.5
+    assert once.all.margin_per_line("mugs", 0.3) == pytest.approx(6.0)  # 30 % of 20
+    assert index == [KEYS.affinity("all", 682, 0), KEYS.affinity("all", 682, 1)]
+    # A period later the January counts weigh half: (5 + 10) / (10 + 10).
+    assert decayed.all.confidence("coffee", "mugs") == pytest.approx(0.75)
+    # The product profile is in the customer's record, committed with it.
+    profile = orjson.loads(client.hget(KEYS.customer("N3"), "products"))
+    assert [row[:4] for row in profile["c"]] == [["coffee", 1000, 1, 1], ["mugs", 2000, 1, 1]]
+    # May is period 686: only 685 and 686 are merged (684 would be kept, one spare);
+    # the keys of January (682) and February (683) are deleted.
+    assert moved_on.newest_period == 686
+    assert moved_on.all.buyers == {"tea": 1}
+    gone = [KEYS.affinity("all", 682, 0), KEYS.affinity("all", 682, 1),
+            KEYS.affinity("all", 683, 0)]
+    assert not client.exists(*gone)
+    assert client.hkeys(KEYS.affinity_index) == [KEYS.affinity("all", 686, 0)]
+    client.close()
