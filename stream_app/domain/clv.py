@@ -892,15 +892,15 @@ def clv(
                     bg, mids[None, :], x_c, T_c, survival=True
                 )
                 discounted_cost[sl] = (alive * (ends - starts)) @ discount
-    discounted_purchases = discounted_purchases.reshape(xa.shape)
-    discounted_cost = discounted_cost.reshape(xa.shape)
+    purchases_sum = discounted_purchases.reshape(xa.shape)
+    cost_sum = discounted_cost.reshape(xa.shape)
     with np.errstate(invalid="ignore"):
         margin = np.where(
-            (discounted_purchases > 0) & (margin_rate != 0.0),
-            discounted_purchases * spend_value * margin_rate,
+            (purchases_sum > 0) & (margin_rate != 0.0),
+            purchases_sum * spend_value * margin_rate,
             0.0,
         )
-    value = margin - expected_cost_to_serve_per_day * discounted_cost
+    value = margin - expected_cost_to_serve_per_day * cost_sum
     return _out(np.asarray(value, dtype=np.float64), scalar)
 
 

@@ -165,6 +165,7 @@ def decide(
     `scored`: the features and P(churn) at `as_of`, when a batch was scored at once
     (`score_batch`); the `scorer` is then not called.
     """
+    x: Mapping[str, float]
     if scored is None:
         x = churn.features(state, valuation, as_of)
         p = None if scorer is None else scorer(x)

@@ -191,7 +191,8 @@ def value_many(
         [(h.x, h.t_x, h.T, h.mean_spend, h.margin_rate, h.cost_per_day) for h in histories],
         dtype=np.float64,
     ).T
-    v = value_arrays(model, *columns, horizon_days=horizon_days)
+    x, t_x, T, spend, margin, cost = columns
+    v = value_arrays(model, x, t_x, T, spend, margin, cost, horizon_days)
     version = model.version
     return [
         Valuation(as_of_i, horizon_days, p, n, e, c, h.margin_rate, h.cost_per_day, version)
