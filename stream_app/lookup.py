@@ -13,6 +13,7 @@ once do not queue behind one another's valuation on the event loop.
 from __future__ import annotations
 
 import asyncio
+import time
 import weakref
 from collections.abc import Sequence
 from typing import Any
@@ -133,6 +134,31 @@ def revaluations() -> Revaluations:
     return found
 
 
+#: The model and cut points a reader without a worker read last, per Redis client.
+_population: weakref.WeakKeyDictionary[Redis, tuple[float, Keys, ValueModel, Cuts]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+async def population(redis: Redis, keys: Keys, settings: Settings) -> tuple[ValueModel, Cuts]:
+    """The value model and cut points, read at most every CVM_REFRESH_INTERVAL_S per client.
+
+    A worker holds both and refreshes them at that interval; a reader without one (the
+    CLI, a read-only service) keeps them as long, rather than reading the model and four
+    histograms again for every lookup.
+    """
+    now = time.monotonic()
+    cached = _population.get(redis)
+    if cached is not None and cached[1] == keys and now - cached[0] < max(
+        settings.refresh_interval_s, 0.0
+    ):
+        return cached[2], cached[3]
+    model = await load_model(redis, keys, settings)
+    cuts = await load_cuts(redis, keys)
+    _population[redis] = (now, keys, model, cuts)
+    return model, cuts
+
+
 async def customer(
     redis: Redis,
     settings: Settings,
@@ -146,7 +172,7 @@ async def customer(
     """A customer's record, valued at `as_of` over `horizon_days`; None if unknown.
 
     A worker passes the `model` and `cuts` it holds; without them they are read
-    from Redis. The record and the watermark are read in one round trip.
+    from Redis (`population`). The record and the watermark are read in one round trip.
     """
     keys = keys or Keys()
     async with redis.pipeline(transaction=False) as pipe:
@@ -166,7 +192,8 @@ async def customer(
     if as_of is None or (state.last_event is not None and as_of < state.last_event):
         as_of = state.last_event
     if model is None:
-        model = await load_model(redis, keys, settings)
+        model, shared_cuts = await population(redis, keys, settings)
+        cuts = cuts or shared_cuts
     if as_of is not None and answers_as_stored(fields, as_of, horizon, model.version):
         view = public_view(fields)
         view["stored_as_of"] = fields.get("as_of")
