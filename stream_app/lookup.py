@@ -26,7 +26,7 @@ from stream_app.domain.alerts import WinbackOutcome
 from stream_app.domain.events import format_time, parse_time
 from stream_app.domain.ledger import CustomerState
 from stream_app.domain.valuation import Valuation, ValueModel, value_states
-from stream_app.models import load_cuts, load_model, watermark_of
+from stream_app.models import load_cuts, model_from_json, watermark_of
 from stream_app.planner import Cuts, rfm_fields, valuation_fields
 from stream_app.settings import Settings
 from stream_app.store.customers import text
@@ -134,29 +134,24 @@ def revaluations() -> Revaluations:
     return found
 
 
-#: The model and cut points a reader without a worker read last, per Redis client.
-_population: weakref.WeakKeyDictionary[Redis, tuple[float, Keys, ValueModel, Cuts]] = (
-    weakref.WeakKeyDictionary()
-)
+#: The cut points a reader without a worker read last, per Redis client.
+_cuts: weakref.WeakKeyDictionary[Redis, tuple[float, Keys, Cuts]] = weakref.WeakKeyDictionary()
 
 
-async def population(redis: Redis, keys: Keys, settings: Settings) -> tuple[ValueModel, Cuts]:
-    """The value model and cut points, read at most every CVM_REFRESH_INTERVAL_S per client.
+async def shared_cuts(redis: Redis, keys: Keys, settings: Settings) -> Cuts:
+    """The population's cut points, read at most every CVM_REFRESH_INTERVAL_S per client.
 
-    A worker holds both and refreshes them at that interval; a reader without one (the
-    CLI, a read-only service) keeps them as long, rather than reading the model and four
-    histograms again for every lookup.
+    A worker holds them and refreshes them at that interval; a reader without one (the
+    CLI, a read-only service) keeps them as long, rather than reading four histograms
+    again for every lookup.
     """
     now = time.monotonic()
-    cached = _population.get(redis)
-    if cached is not None and cached[1] == keys and now - cached[0] < max(
-        settings.refresh_interval_s, 0.0
-    ):
-        return cached[2], cached[3]
-    model = await load_model(redis, keys, settings)
+    cached = _cuts.get(redis)
+    if cached is not None and cached[1] == keys and now - cached[0] < settings.refresh_interval_s:
+        return cached[2]
     cuts = await load_cuts(redis, keys)
-    _population[redis] = (now, keys, model, cuts)
-    return model, cuts
+    _cuts[redis] = (now, keys, cuts)
+    return cuts
 
 
 async def customer(
@@ -172,13 +167,14 @@ async def customer(
     """A customer's record, valued at `as_of` over `horizon_days`; None if unknown.
 
     A worker passes the `model` and `cuts` it holds; without them they are read
-    from Redis (`population`). The record and the watermark are read in one round trip.
+    from Redis: the model with the record and the watermark, in one round trip, and the
+    cut points at most every CVM_REFRESH_INTERVAL_S (`shared_cuts`).
     """
     keys = keys or Keys()
     async with redis.pipeline(transaction=False) as pipe:
         pipe.hgetall(keys.customer(customer_id))
-        if as_of is None:
-            pipe.hgetall(keys.watermarks)
+        pipe.hgetall(keys.watermarks)
+        pipe.get(keys.model)
         replies = await pipe.execute()
     fields = text(replies[0])
     if not fields:
@@ -192,8 +188,7 @@ async def customer(
     if as_of is None or (state.last_event is not None and as_of < state.last_event):
         as_of = state.last_event
     if model is None:
-        model, shared_cuts = await population(redis, keys, settings)
-        cuts = cuts or shared_cuts
+        model = model_from_json(replies[2], settings)
     if as_of is not None and answers_as_stored(fields, as_of, horizon, model.version):
         view = public_view(fields)
         view["stored_as_of"] = fields.get("as_of")
@@ -206,7 +201,7 @@ async def customer(
     merged = dict(fields)
     if valuation is not None:
         if cuts is None:
-            cuts = await load_cuts(redis, keys)
+            cuts = await shared_cuts(redis, keys, settings)
         stored_churn = fields.get("churn_probability")
         churn = None if stored_churn is None else float(stored_churn)
         merged.update(valuation_fields(valuation, cuts, churn))
