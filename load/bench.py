@@ -40,6 +40,7 @@ from typing import Any
 import orjson
 import redis
 
+from load import bench_quix
 from load.bench_env import (
     ROOT,
     CpuMeter,
@@ -324,6 +325,22 @@ def faust_reader(ns: Namespace, total: int, outdir: Path,
             "cpu_us_per_event": round(cpu * 1e6 / events, 1) if events else math.nan}
 
 
+def quix_ledger(ns: Namespace, total: int, outdir: Path, timeout_s: float = 600) -> dict[str, Any]:
+    """The Quix Streams ledger job (`load.bench_quix`) on the same events, in a subprocess."""
+    settings = replace(ns.settings, data_dir=ns.settings.data_dir + "-quix")
+    log_path = outdir / f"quix-ledger-{ns.run}.log"
+    with log_path.open("w") as err:
+        out = subprocess.run(
+            [sys.executable, "-m", "load.bench_quix", "--events", str(total)],
+            env={**os.environ, **settings_env(settings)}, cwd=ROOT, stdout=subprocess.PIPE,
+            stderr=err, text=True, timeout=timeout_s,
+        )
+    if out.returncode != 0 or not out.stdout.strip():
+        log(f"quix ledger job failed (exit {out.returncode}); see {log_path}")
+        return {}
+    return dict(orjson.loads(out.stdout.strip().splitlines()[-1]))
+
+
 # --------------------------------------------------------------------------- 1 and 5: ingest
 
 
@@ -348,6 +365,13 @@ def run_ingest(stack: Settings, cfg: Config, events: list[SimEvent], n_workers: 
             log("ingest: Faust agent that only reads and parses (load.bench_faust)")
             result["faust_reader"] = faust_reader(ns, len(events), outdir)
             log(f"ingest: Faust reader {result['faust_reader']['events_per_s']:,.0f} events/s")
+            if bench_quix.available():
+                log("ingest: Quix Streams ledger job (load.bench_quix)")
+                result["quix_ledger"] = quix_ledger(ns, len(events), outdir)
+                log(f"ingest: Quix ledger {result['quix_ledger'].get('events_per_s', 0):,.0f} "
+                    "events/s")
+            else:
+                log("ingest: Quix Streams is not installed (the bench extra): no peer row")
         servers = find_server_pids(stack)
         # Each worker its own web port; the first one keeps the namespace's.
         workers = [WorkerProcess(replace(ns.settings, web_port=ns.settings.web_port if i == 0

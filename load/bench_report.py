@@ -201,6 +201,18 @@ def _machine(results: dict[str, Any]) -> list[str]:
     ]
 
 
+def _ratio(num: Any, den: Any) -> float:
+    """num / den of two measured numbers; NaN where either is missing.
+
+    >>> _ratio(767, 3536) < 0.22, math.isnan(_ratio(1.0, None))
+    (True, True)
+    """
+    try:
+        return float(num) / float(den) if den else math.nan
+    except (TypeError, ValueError):
+        return math.nan
+
+
 def _throughput_section(results: dict[str, Any]) -> list[str]:
     tp = results.get("throughput")
     if not tp:
@@ -240,6 +252,17 @@ def _throughput_section(results: dict[str, Any]) -> list[str]:
             ["Faust agent that only reads and parses (events/s)",
              tp.get("faust_reader", {}).get("events_per_s")],
             ["Faust reader CPU per event (µs)", tp.get("faust_reader", {}).get("cpu_us_per_event")],
+            ["Quix Streams ledger job, RocksDB state and Redis sink (events/s)",
+             tp.get("quix_ledger", {}).get("events_per_s")],
+            ["Quix ledger job CPU per event (µs)",
+             tp.get("quix_ledger", {}).get("cpu_us_per_event")],
+            ["worker / bare Faust reader", _ratio(tp.get("rate"),
+                                                  tp.get("faust_reader", {}).get("events_per_s"))],
+            ["worker / Quix ledger job", _ratio(tp.get("rate"),
+                                                tp.get("quix_ledger", {}).get("events_per_s"))],
+            ["worker CPU per event / Faust reader CPU per event",
+             _ratio(cpu.get("worker0_cpu_us_per_event"),
+                    tp.get("faust_reader", {}).get("cpu_us_per_event"))],
         ]),
         "",
     ]

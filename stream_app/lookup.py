@@ -1,12 +1,21 @@
 """Read side shared by the CLI and the web views: records, rankings, roll-ups.
 
-A lookup revalues the customer lazily with the current model at the engine's
-watermark (or a given as-of time) and the requested horizon; the stored record
-holds the values as of the customer's own latest event.
+A lookup answers at the engine's watermark (or a given as-of time) over the
+requested horizon. The stored record holds the values as of the customer's own
+latest event, or of the watermark once the rescoring timer or a refit has been
+by: when its as-of time, horizon and model version are the ones asked for, the
+lookup answers from it as stored. Otherwise it revalues the customer with the
+current model; the revaluations that concurrent lookups need are computed
+together, in one vectorised call (`Revaluations`), so clients that arrive at
+once do not queue behind one another's valuation on the event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
+import weakref
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -15,9 +24,10 @@ from redis.asyncio import Redis
 from stream_app import offers as product_offers
 from stream_app.domain import alerts
 from stream_app.domain.alerts import WinbackOutcome
-from stream_app.domain.events import parse_time
-from stream_app.domain.valuation import ValueModel, value_one
-from stream_app.models import engine_watermark, load_cuts, load_model
+from stream_app.domain.events import format_time, parse_time
+from stream_app.domain.ledger import CustomerState
+from stream_app.domain.valuation import Valuation, ValueModel, value_states
+from stream_app.models import load_cuts, model_from_json, watermark_of
 from stream_app.planner import Cuts, rfm_fields, valuation_fields
 from stream_app.settings import Settings
 from stream_app.store.customers import text
@@ -41,6 +51,110 @@ def parse_as_of(raw: str | None) -> int | None:
         raise LookupError_(f"as_of: {exc}") from None
 
 
+def answers_as_stored(
+    fields: dict[str, str], as_of: int, horizon_days: float, model_version: int
+) -> bool:
+    """True if the stored values are those of `as_of`, `horizon_days` and the model in use.
+
+    >>> stored = {"as_of": "2026-01-02T00:00:00.000Z", "horizon_days": "365",
+    ...           "model_version": "3"}
+    >>> answers_as_stored(stored, parse_time("2026-01-02T00:00:00Z"), 365.0, 3)
+    True
+    >>> answers_as_stored(stored, parse_time("2026-01-02T00:00:00Z"), 90.0, 3)
+    False
+    """
+    stored_as_of, stored_horizon = fields.get("as_of"), fields.get("horizon_days")
+    if stored_as_of is None or stored_horizon is None:
+        return False
+    try:
+        same_horizon = float(stored_horizon) == horizon_days
+    except ValueError:
+        return False
+    return (
+        same_horizon
+        and fields.get("model_version") == str(model_version)
+        and stored_as_of == format_time(as_of)
+    )
+
+
+class Revaluations:
+    """The revaluations of concurrent lookups, computed together on the event loop.
+
+    A lookup that needs one queues its customer; the first to queue schedules one
+    valuation of the whole queue (`value_states`, vectorised over customers) after the
+    callbacks already ready, so the lookups whose reads completed in the same pass of
+    the loop share one call instead of each blocking the loop in turn.
+    """
+
+    def __init__(self) -> None:
+        self._queue: list[tuple[ValueModel, CustomerState, int, float,
+                                asyncio.Future[Valuation | None]]] = []
+
+    async def value(
+        self, model: ValueModel, state: CustomerState, as_of: int, horizon_days: float
+    ) -> Valuation | None:
+        """The customer's valuation, computed with the other lookups queued meanwhile."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Valuation | None] = loop.create_future()
+        self._queue.append((model, state, as_of, horizon_days, future))
+        if len(self._queue) == 1:
+            loop.call_soon(self._run)
+        return await future
+
+    def _run(self) -> None:
+        queue, self._queue = self._queue, []
+        groups: dict[tuple[ValueModel, float], list[int]] = {}
+        for i, (model, _, _, horizon, _) in enumerate(queue):
+            groups.setdefault((model, horizon), []).append(i)
+        for (model, horizon), members in groups.items():
+            try:
+                values: Sequence[Valuation | None] = value_states(
+                    model, [(queue[i][1], queue[i][2]) for i in members], horizon
+                )
+            except Exception as exc:  # each waiting lookup gets the error
+                for i in members:
+                    if not queue[i][4].done():
+                        queue[i][4].set_exception(exc)
+                continue
+            for i, value in zip(members, values, strict=True):
+                if not queue[i][4].done():
+                    queue[i][4].set_result(value)
+
+
+_revaluations: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Revaluations] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def revaluations() -> Revaluations:
+    """The running event loop's `Revaluations`."""
+    loop = asyncio.get_running_loop()
+    found = _revaluations.get(loop)
+    if found is None:
+        found = _revaluations[loop] = Revaluations()
+    return found
+
+
+#: The cut points a reader without a worker read last, per Redis client.
+_cuts: weakref.WeakKeyDictionary[Redis, tuple[float, Keys, Cuts]] = weakref.WeakKeyDictionary()
+
+
+async def shared_cuts(redis: Redis, keys: Keys, settings: Settings) -> Cuts:
+    """The population's cut points, read at most every CVM_REFRESH_INTERVAL_S per client.
+
+    A worker holds them and refreshes them at that interval; a reader without one (the
+    CLI, a read-only service) keeps them as long, rather than reading four histograms
+    again for every lookup.
+    """
+    now = time.monotonic()
+    cached = _cuts.get(redis)
+    if cached is not None and cached[1] == keys and now - cached[0] < settings.refresh_interval_s:
+        return cached[2]
+    cuts = await load_cuts(redis, keys)
+    _cuts[redis] = (now, keys, cuts)
+    return cuts
+
+
 async def customer(
     redis: Redis,
     settings: Settings,
@@ -54,15 +168,22 @@ async def customer(
     offers_k: int | None = None,
     offers: bool = True,
 ) -> dict[str, Any] | None:
-    """A customer's record, revalued at `as_of` over `horizon_days`; None if unknown.
+    """A customer's record, valued at `as_of` over `horizon_days`; None if unknown.
 
     A worker passes the `model`, `cuts` and `affinity` it holds; without them they
-    are read from Redis. The record's ``products`` is the product profile and
-    ``offers`` the `offers_k` next best offers (default CVM_OFFERS_K); `offers`
-    False leaves both out (a batch of lookups that only wants the values).
+    are read from Redis: the model with the record and the watermark, in one round trip,
+    and the cut points at most every CVM_REFRESH_INTERVAL_S (`shared_cuts`). The
+    record's ``products`` is the product profile and ``offers`` the `offers_k` next best
+    offers (default CVM_OFFERS_K); `offers` False leaves both out (a batch of lookups
+    that only wants the values).
     """
     keys = keys or Keys()
-    fields = text(await redis.hgetall(keys.customer(customer_id)))
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.hgetall(keys.customer(customer_id))
+        pipe.hgetall(keys.watermarks)
+        pipe.get(keys.model)
+        replies = await pipe.execute()
+    fields = text(replies[0])
     if not fields:
         return None
     horizon = float(settings.horizon_days if horizon_days is None else horizon_days)
@@ -70,32 +191,54 @@ async def customer(
         raise LookupError_(f"horizon_days: {horizon:g} is not within 1..36500")
     state = from_fields(customer_id, fields)
     if as_of is None:
-        as_of = await engine_watermark(redis, keys, settings)
+        as_of = watermark_of(text(replies[1]), settings)
     if as_of is None or (state.last_event is not None and as_of < state.last_event):
         as_of = state.last_event
     if model is None:
-        model = await load_model(redis, keys, settings)
-    valuation = None if as_of is None else value_one(model, state, as_of, horizon)
+        model = model_from_json(replies[2], settings)
+    valuation = None
+    if as_of is not None and answers_as_stored(fields, as_of, horizon, model.version):
+        view = public_view(fields)
+        view["stored_as_of"] = fields.get("as_of")
+        return await _with_offers(view, redis, settings, keys, fields, None, as_of,
+                                  affinity, offers_k, offers)
+    if as_of is not None:
+        valuation = await revaluations().value(model, state, as_of, horizon)
     # The revalued fields replace the stored ones, and the record is typed once: typing
     # the parts separately would fill the per-reason and per-action counts with zeros.
     merged = dict(fields)
     if valuation is not None:
         if cuts is None:
-            cuts = await load_cuts(redis, keys)
+            cuts = await shared_cuts(redis, keys, settings)
         stored_churn = fields.get("churn_probability")
         churn = None if stored_churn is None else float(stored_churn)
         merged.update(valuation_fields(valuation, cuts, churn))
         merged.update(rfm_fields(state, cuts, as_of))
     view = public_view(merged)
     view["stored_as_of"] = fields.get("as_of")
+    return await _with_offers(view, redis, settings, keys, fields,
+                              None if valuation is None else valuation.p_alive, as_of,
+                              affinity, offers_k, offers)
+
+
+async def _with_offers(
+    view: dict[str, Any],
+    redis: Redis,
+    settings: Settings,
+    keys: Keys,
+    fields: dict[str, str],
+    p_alive: float | None,
+    as_of: int | None,
+    affinity: product_offers.Tables | None,
+    offers_k: int | None,
+    offers: bool,
+) -> dict[str, Any]:
+    """`view` with the product profile and next best offers, unless `offers` is False."""
     if not offers:
         return view
     if affinity is None:
         affinity = await product_offers.load_tables(redis, settings, keys)
-    view.update(product_offers.view(
-        affinity, settings, fields, None if valuation is None else valuation.p_alive, as_of,
-        offers_k,
-    ))
+    view.update(product_offers.view(affinity, settings, fields, p_alive, as_of, offers_k))
     return view
 
 
@@ -205,5 +348,5 @@ async def winback_results(
     keys = keys or Keys()
     raw = await redis.hgetall(keys.winback_outcomes)
     outcomes = [WinbackOutcome(**orjson.loads(v)) for v in raw.values()]
-    watermark = await engine_watermark(redis, keys, settings)
+    watermark = watermark_of(text(await redis.hgetall(keys.watermarks)), settings)
     return {"outcomes": len(outcomes), **alerts.winback_results(outcomes, as_of=watermark)}

@@ -50,7 +50,11 @@ async def engine_watermark(redis: Redis, keys: Keys, settings: Settings) -> int 
     their events have not reached. With CVM_WALL_CLOCK_WATERMARK the wall clock
     advances it during quiet periods.
     """
-    raw = text(await redis.hgetall(keys.watermarks))
+    return watermark_of(text(await redis.hgetall(keys.watermarks)), settings)
+
+
+def watermark_of(raw: dict[str, str], settings: Settings) -> int | None:
+    """`engine_watermark` of the watermarks hash as read (field ``topic/partition``: ms)."""
     inputs = set(settings.topics.inputs)
     marks = [int(v) for k, v in raw.items() if k.rpartition("/")[0] in inputs]
     mark = min(marks) if marks else None

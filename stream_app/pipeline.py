@@ -54,6 +54,7 @@ from stream_app.domain.retention import (
     label_due,
     observe,
     rescore_due,
+    score_batch,
 )
 from stream_app.domain.rollups import Increment, campaign_increments
 from stream_app.domain.valuation import ValueModel, value_states
@@ -802,7 +803,12 @@ class Ingestor:
         extra = {"updated_at": now}
         effects = Effects()
         changes: list[history_plan.Item] = []
-        for state in changed:
+        # Features and P(churn) of the whole batch at once: one matrix-vector product
+        # for the linear model.
+        scored = score_batch(
+            [(s, by_id.get(s.customer_id), when[s.customer_id]) for s in changed], live.scorer
+        )
+        for state, x_p in zip(changed, scored, strict=True):
             cid = state.customer_id
             valuation = by_id.get(cid)
             t = when[cid]
@@ -812,7 +818,8 @@ class Ingestor:
                 r, due = label_due(r, label_watermark, self.policy)
                 new_labels += [(snap, y, label_watermark) for snap, y in due]
             tier = 0 if valuation is None else value_tier(valuation, live.cuts)
-            d = decide(r, state, valuation, tier, t, policy, live.scorer, live.churn_version)
+            d = decide(r, state, valuation, tier, t, policy, live.scorer, live.churn_version,
+                       scored=x_p)
             effects.examples += [example_message(s, y, at) for s, y, at in new_labels]
             if d.alert is not None:
                 effects.alerts.append(to_message(d.alert, now))

@@ -18,6 +18,7 @@ from redis.backoff import ExponentialBackoff
 
 from stream_app.connections import async_redis
 from stream_app.domain.churn import churn_probability
+from stream_app.domain.scoring import LinearScorer
 from stream_app.domain.valuation import ValueModel
 from stream_app.fence import TRANSIENT_REDIS_ERRORS, ServerFence, backoff, fenced_client
 from stream_app.models import load_cuts, load_model, load_severity_bands
@@ -135,7 +136,10 @@ class Runtime:
         if snap is None:  # refused (logged once): keep scoring with the model loaded before
             self.churn_version = version
             return
-        self.live.scorer = partial(churn_probability, snap.model)
+        # The linear model scores a batch with one matrix-vector product; others row by row.
+        self.live.scorer = LinearScorer.from_model(snap.model) or partial(
+            churn_probability, snap.model
+        )
         self.live.churn_version = f"churn-{snap.kind}-v{snap.version}"
         self.churn_version = snap.version
 

@@ -48,6 +48,7 @@ __all__ = [
     "GammaGammaParams",
     "SpendBasis",
     "bgnbd_log_likelihood",
+    "HorizonTerms",
     "clv",
     "expected_purchases",
     "expected_purchases_new",
@@ -55,6 +56,7 @@ __all__ = [
     "fit_bgnbd",
     "fit_gamma_gamma",
     "gamma_gamma_log_likelihood",
+    "horizon_terms",
     "p_alive",
     "simulate_bgnbd",
     "simulate_gamma_gamma",
@@ -183,6 +185,18 @@ def _history(
         raise ClvInputError(f"t_x > T for {int(np.sum(ta > Ta + slack))} customer(s)")
     ta = np.minimum(ta, Ta)
     return (xa, ta, Ta, *arrays[3:])
+
+
+def check_history(
+    x: ArrayLike, t_x: ArrayLike, T: ArrayLike
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """Validated 1-d float arrays of (x, t_x, T); raises `ClvInputError` on bad statistics.
+
+    >>> check_history([1, 0], [5.0, 0.0], [10.0, 3.0])[1]
+    array([5., 0.])
+    """
+    xa, ta, Ta = _history(x, t_x, T)
+    return xa.ravel(), ta.ravel(), Ta.ravel()
 
 
 def _weights(weights: ArrayLike | None, shape: tuple[int, ...]) -> FloatArray:
@@ -878,16 +892,100 @@ def clv(
                     bg, mids[None, :], x_c, T_c, survival=True
                 )
                 discounted_cost[sl] = (alive * (ends - starts)) @ discount
-    discounted_purchases = discounted_purchases.reshape(xa.shape)
-    discounted_cost = discounted_cost.reshape(xa.shape)
+    purchases_sum = discounted_purchases.reshape(xa.shape)
+    cost_sum = discounted_cost.reshape(xa.shape)
     with np.errstate(invalid="ignore"):
         margin = np.where(
-            (discounted_purchases > 0) & (margin_rate != 0.0),
-            discounted_purchases * spend_value * margin_rate,
+            (purchases_sum > 0) & (margin_rate != 0.0),
+            purchases_sum * spend_value * margin_rate,
             0.0,
         )
-    value = margin - expected_cost_to_serve_per_day * discounted_cost
+    value = margin - expected_cost_to_serve_per_day * cost_sum
     return _out(np.asarray(value, dtype=np.float64), scalar)
+
+
+@dataclass(frozen=True)
+class HorizonTerms:
+    """What a valuation needs of BG/NBD over one horizon, for a batch of customers.
+
+    ``discounted_purchases`` is the sum of `clv`'s ``margin_k`` without the spend and margin
+    factors, ``discounted_alive_days`` the sum of ``cost_k`` without the cost per day (0 for
+    the customers not asked for), so that ``clv(..., margin_rate=m, cost_per_day=c) ==
+    where(dp > 0, dp * expected_spend * m, 0) - c * dad`` element-wise.
+    """
+
+    p_alive: FloatArray
+    expected_purchases: FloatArray
+    discounted_purchases: FloatArray
+    discounted_alive_days: FloatArray
+
+
+def horizon_terms(
+    bg: BgNbdParams,
+    x: FloatArray,
+    t_x: FloatArray,
+    T: FloatArray,
+    horizon_days: float,
+    annual_discount_rate: float,
+    step_days: float = 7.0,
+    costed: NDArray[np.bool_] | None = None,
+) -> HorizonTerms:
+    """P(alive), expected purchases and the discounted sums of `clv` in one pass over a batch.
+
+    The same numbers as `p_alive`, `expected_purchases` and `clv` called separately, with
+    P(alive) computed once and the expected purchases over the horizon read off the last
+    step of the CLV grid (its end is the horizon), so the hypergeometric function is
+    evaluated once per customer and step boundary, in one call over the whole batch
+    (customers x steps). ``costed`` marks the customers whose discounted alive-days are
+    wanted (those with a cost to serve); the others get 0. Inputs are 1-d arrays of
+    validated statistics (``0 <= t_x <= T``), as `stream_app.domain.valuation` builds them.
+
+    Examples
+    --------
+    >>> bg = BgNbdParams(r=0.243, alpha=4.414 * 7, a=0.793, b=2.426)
+    >>> terms = horizon_terms(bg, np.array([2.0]), np.array([213.0]), np.array([272.0]),
+    ...                       365.0, 0.1, costed=np.array([True]))
+    >>> purchases = expected_purchases(bg, 365.0, 2, 213.0, 272.0)
+    >>> bool(abs(terms.expected_purchases[0] - purchases) <= 1e-12 * purchases)
+    True
+    """
+    if not (math.isfinite(horizon_days) and horizon_days >= 0 and step_days > 0):
+        raise ClvInputError(f"need a finite horizon_days >= 0 and step_days > 0, got "
+                            f"{horizon_days!r}, {step_days!r}")
+    n = x.size
+    with np.errstate(all="ignore"):
+        alive_now = _p_alive_now(bg, x, t_x, T)
+    purchases = np.zeros(n)
+    discounted_purchases = np.zeros(n)
+    discounted_cost = np.zeros(n)
+    n_steps = math.ceil(horizon_days / step_days - 1e-9) if horizon_days > 0 else 0
+    if n_steps == 0 or n == 0:
+        return HorizonTerms(alive_now, purchases, discounted_purchases, discounted_cost)
+    log_discount_per_day = math.log1p(annual_discount_rate) / DAYS_PER_YEAR
+    starts = np.arange(n_steps) * step_days
+    ends = np.minimum(np.arange(1, n_steps + 1) * step_days, horizon_days)
+    mids = 0.5 * (starts + ends)
+    discount = np.exp(-log_discount_per_day * mids)
+    rows = max(1, _CHUNK_ELEMENTS // (4 * n_steps))
+    for lo in range(0, n, rows):
+        sl = slice(lo, lo + rows)
+        x_c, T_c, alive_c = x[sl, None], T[sl, None], alive_now[sl, None]
+        with np.errstate(all="ignore"):
+            conditional = _alive_expectations(bg, ends[None, :], x_c, T_c, survival=False)
+            purchases[sl] = alive_now[sl] * conditional[:, -1]
+            cumulative = alive_c * conditional
+            running = np.maximum.accumulate(np.maximum(cumulative, 0.0), axis=1)
+            discounted_purchases[sl] = np.diff(running, axis=1, prepend=0.0) @ discount
+    if costed is not None and costed.any():
+        idx = np.flatnonzero(costed)
+        for lo in range(0, idx.size, rows):
+            sel = idx[lo:lo + rows]
+            with np.errstate(all="ignore"):
+                alive = alive_now[sel, None] * _alive_expectations(
+                    bg, mids[None, :], x[sel, None], T[sel, None], survival=True
+                )
+            discounted_cost[sel] = (alive * (ends - starts)) @ discount
+    return HorizonTerms(alive_now, purchases, discounted_purchases, discounted_cost)
 
 
 # --------------------------------------------------------------------------- simulation

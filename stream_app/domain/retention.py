@@ -10,7 +10,7 @@ written atomically with the ledger and never applied twice.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Final
@@ -152,6 +152,8 @@ def decide(
     policy: RetentionPolicy,
     scorer: Scorer | None = None,
     model_version: str = "0",
+    *,
+    scored: tuple[Mapping[str, float], float | None] | None = None,
 ) -> Decision:
     """Score churn, maybe snapshot, and decide alerts and win-back for a customer at `as_of`.
 
@@ -160,9 +162,15 @@ def decide(
     ``snapshot_gap_ms`` of event time; when a customer would exceed
     `RetentionPolicy.max_pending` the oldest snapshot is dropped, which only
     happens if the watermark lags far behind the customer's own events.
+    `scored`: the features and P(churn) at `as_of`, when a batch was scored at once
+    (`score_batch`); the `scorer` is then not called.
     """
-    x = churn.features(state, valuation, as_of)
-    p = None if scorer is None else scorer(x)
+    x: Mapping[str, float]
+    if scored is None:
+        x = churn.features(state, valuation, as_of)
+        p = None if scorer is None else scorer(x)
+    else:
+        x, p = scored
     if churn.should_snapshot(r.last_snapshot_at, as_of, policy.snapshot_gap_ms) and (
         r.last_snapshot_at is None or as_of > r.last_snapshot_at
     ):
@@ -191,6 +199,28 @@ def decide(
             closed = r.outcome
         r = replace(r, outcome=open_outcome(trigger, policy.winback))
     return Decision(r, p, alert, trigger, closed)
+
+
+def score_batch(
+    rows: Sequence[tuple[CustomerState, Valuation | None, int]], scorer: Scorer | None
+) -> list[tuple[Mapping[str, float], float | None]]:
+    """Features and P(churn) of a batch of (state, valuation, as-of) at once, for `decide`.
+
+    A scorer with a ``score_many`` (the linear model, `scoring.LinearScorer`) scores the
+    whole batch in one matrix-vector product; any other is called row by row.
+
+    >>> from stream_app.domain.ledger import CustomerState
+    >>> state = CustomerState("C1", orders=1, purchase_days=(10,), last_event=10 * MS_PER_DAY)
+    >>> [(sorted(x)[:1], p) for x, p in score_batch([(state, None, 11 * MS_PER_DAY)], None)]
+    [(['bounce_rate'], None)]
+    """
+    xs = [churn.features(state, valuation, as_of) for state, valuation, as_of in rows]
+    if scorer is None:
+        return [(x, None) for x in xs]
+    many = getattr(scorer, "score_many", None)
+    if many is not None and xs:
+        return list(zip(xs, many(xs).tolist(), strict=True))
+    return [(x, scorer(x)) for x in xs]
 
 
 def rescore_due(r: Retention, value_tier: float, as_of: int, policy: RetentionPolicy) -> int | None:

@@ -6,12 +6,14 @@ Inputs come from the ledger's sufficient statistics, in days of event time:
 per purchase day (Gamma-Gamma with ``spend_basis="all"``: every purchase day
 informs the spend estimate, the first one included).
 
-CLV is linear in the margin rate and in the cost to serve, so a batch of
-customers is valued with two vectorised calls (expected discounted revenue and
-expected discounted alive-days) and each customer's own margin rate and cost to
-serve per day are applied afterwards. The alive-days call, as costly as the
-revenue one, is made only for the customers with a cost to serve (most have
-none): the others' cost term is exactly 0.
+A batch is valued as arrays (`value_arrays`): P(alive) once, the BG/NBD terms
+of every customer and CLV step in one vectorised call (`clv.horizon_terms`),
+the expected purchases read off the last step. CLV is linear in the margin rate
+and in the cost to serve, so the expected discounted revenue and alive-days are
+computed once and each customer's own margin rate and cost to serve per day are
+applied afterwards. The alive-days term, as costly as the revenue one, is
+computed only for the customers with a cost to serve (most have none): the
+others' cost term is exactly 0.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from stream_app.domain import clv
-from stream_app.domain.clv import BgNbdParams, FitResult, GammaGammaParams
+from stream_app.domain.clv import BgNbdParams, FitResult, FloatArray, GammaGammaParams
 from stream_app.domain.events import MS_PER_DAY
 from stream_app.domain.ledger import CustomerState
 
@@ -120,57 +122,85 @@ def history(state: CustomerState, as_of: int) -> History | None:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class BatchValues:
+    """A batch's predicted values as arrays, one element per customer."""
+
+    p_alive: FloatArray
+    expected_purchases: FloatArray
+    expected_spend: FloatArray
+    clv: FloatArray
+
+
+def value_arrays(
+    model: ValueModel,
+    x: FloatArray,
+    t_x: FloatArray,
+    T: FloatArray,
+    mean_spend: FloatArray,
+    margin_rate: FloatArray,
+    cost_per_day: FloatArray,
+    horizon_days: float,
+) -> BatchValues:
+    """Value a batch of customers given as arrays of their sufficient statistics.
+
+    One pass of BG/NBD over the batch (`clv.horizon_terms`): P(alive) once, the
+    hypergeometric terms of every customer and CLV step in one vectorised call, the
+    expected purchases read off the last step; the alive-days term (as costly as the
+    revenue one) only for the customers with a cost to serve.
+
+    >>> one = np.array([1.0])
+    >>> v = value_arrays(ValueModel(), one, np.array([10.0]), np.array([20.0]),
+    ...                  np.array([30.0]), np.array([0.5]), np.array([0.0]), 365.0)
+    >>> bool(0 < v.p_alive[0] <= 1 and v.clv[0] > 0)
+    True
+    """
+    x, t_x, T = clv.check_history(x, t_x, T)
+    terms = clv.horizon_terms(
+        model.bg, x, t_x, T, horizon_days, model.annual_discount_rate, model.step_days,
+        costed=cost_per_day != 0.0,
+    )
+    # The spend factor of the revenue term, for every customer (`clv.clv` with
+    # spend_basis="all"): the margin rate of one who has never paid is 0.
+    spend_value = np.asarray(
+        clv.expected_spend(model.gg, x, mean_spend, spend_basis="all"), dtype=np.float64
+    )
+    with np.errstate(invalid="ignore"):
+        revenue = np.where(
+            terms.discounted_purchases > 0, terms.discounted_purchases * spend_value, 0.0
+        )
+    # Gamma-Gamma models positive spends only; for a customer who has never paid it would
+    # predict the population's mean spend, money they have never spent. Their expected
+    # spend is 0, as is their margin rate and so the revenue term of their CLV.
+    exp_spend = np.where(mean_spend > 0, spend_value, 0.0)
+    # CLV is linear in the margin rate and in the cost to serve.
+    value = revenue * margin_rate + (0.0 - terms.discounted_alive_days) * cost_per_day
+    return BatchValues(terms.p_alive, terms.expected_purchases, exp_spend, value)
+
+
 def value_many(
     model: ValueModel,
     histories: Sequence[History],
     horizon_days: float,
     as_of: Sequence[int],
 ) -> list[Valuation]:
-    """Value many customers at once (vectorised over customers)."""
+    """Value many customers at once (vectorised over customers, see `value_arrays`)."""
     if not histories:
         return []
-    x = np.array([h.x for h in histories])
-    t_x = np.array([h.t_x for h in histories])
-    T = np.array([h.T for h in histories])
-    spend = np.array([h.mean_spend for h in histories])
-    alive = np.atleast_1d(clv.p_alive(model.bg, x, t_x, T))
-    purchases = np.atleast_1d(clv.expected_purchases(model.bg, horizon_days, x, t_x, T))
-    # Gamma-Gamma models positive spends only; for a customer who has never paid it would
-    # predict the population's mean spend, money they have never spent. Their expected
-    # spend is 0, as is their margin rate and so the revenue term of their CLV.
-    paid = spend > 0
-    exp_spend = np.zeros(len(histories))
-    if paid.any():
-        exp_spend[paid] = clv.expected_spend(model.gg, x[paid], spend[paid], spend_basis="all")
-    revenue = np.atleast_1d(
-        clv.clv(model.bg, model.gg, x, t_x, T, spend, horizon_days, 1.0,
-                model.annual_discount_rate, 0.0, model.step_days, spend_basis="all")
-    )
-    alive_days = np.zeros(len(histories))
-    costly = np.flatnonzero([h.cost_per_day != 0.0 for h in histories])
-    if costly.size:
-        alive_days[costly] = clv.clv(
-            model.bg, model.gg, x[costly], t_x[costly], T[costly], spend[costly], horizon_days,
-            0.0, model.annual_discount_rate, 1.0, model.step_days, spend_basis="all",
+    columns = np.array(
+        [(h.x, h.t_x, h.T, h.mean_spend, h.margin_rate, h.cost_per_day) for h in histories],
+        dtype=np.float64,
+    ).T
+    x, t_x, T, spend, margin, cost = columns
+    v = value_arrays(model, x, t_x, T, spend, margin, cost, horizon_days)
+    version = model.version
+    return [
+        Valuation(as_of_i, horizon_days, p, n, e, c, h.margin_rate, h.cost_per_day, version)
+        for as_of_i, h, p, n, e, c in zip(
+            as_of, histories, v.p_alive.tolist(), v.expected_purchases.tolist(),
+            v.expected_spend.tolist(), v.clv.tolist(), strict=True,
         )
-    out: list[Valuation] = []
-    for i, h in enumerate(histories):
-        # alive_days is -(discounted expected alive days) with margin 0 and unit cost.
-        value = float(revenue[i]) * h.margin_rate + float(alive_days[i]) * h.cost_per_day
-        out.append(
-            Valuation(
-                as_of=as_of[i],
-                horizon_days=horizon_days,
-                p_alive=float(alive[i]),
-                expected_purchases=float(purchases[i]),
-                expected_spend=float(exp_spend[i]),
-                clv=value,
-                margin_rate=h.margin_rate,
-                cost_to_serve_per_day=h.cost_per_day,
-                model_version=model.version,
-            )
-        )
-    return out
+    ]
 
 
 def value_states(
