@@ -62,7 +62,7 @@ def weight(age_periods: int, period_days: int, half_life_days: float) -> float:
     >>> weight(2, 30, 60)
     0.5
     """
-    return 0.5 ** (max(age_periods, 0) * period_days / half_life_days)
+    return float(0.5 ** (max(age_periods, 0) * period_days / half_life_days))
 
 
 def _pair(x: str, y: str) -> str:

@@ -160,13 +160,16 @@ sizing advice, and leave the customer out of free-return and high-return-rate of
 [{'segment': 'lost', 'customers': 2, 'loss': 6.0}])
     """
     makers = list(makers)
-    by_cause = {c: {"customers": 0, "amount": 0, "action": ACTIONS[c]} for c in CAUSES}
+    counts = dict.fromkeys(CAUSES, 0)
+    cents = dict.fromkeys(CAUSES, 0)
     for m in makers:
-        by_cause[m.primary_cause]["customers"] += 1
+        counts[m.primary_cause] += 1
         for c in CAUSES:
-            by_cause[c]["amount"] += m.causes.get(c, 0)
-    for c in CAUSES:
-        by_cause[c]["amount"] = by_cause[c]["amount"] / 100
+            cents[c] += m.causes.get(c, 0)
+    by_cause: dict[str, dict[str, Any]] = {
+        c: {"customers": counts[c], "amount": cents[c] / 100, "action": ACTIONS[c]}
+        for c in CAUSES
+    }
     makers.sort(key=lambda m: (m.net_c, m.customer_id))
     return {
         "customers": len(makers),
