@@ -42,6 +42,7 @@ import argparse
 import os
 import sys
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
@@ -540,12 +541,16 @@ def demo(
     duration: Annotated[
         float | None, typer.Option(help="stop after this many seconds (default: Ctrl-C)")
     ] = None,
+    save_svg: Annotated[
+        Path | None, typer.Option(help="save the last frame of the live view to this SVG file")
+    ] = None,
 ) -> None:
     """A worker, a synthetic event stream and a live view of customer values."""
     from stream_app import demo as live
 
     settings = load_settings()
-    code = live.run(settings, customers=customers, rate=rate, seed=seed, duration=duration)
+    code = live.run(settings, customers=customers, rate=rate, seed=seed, duration=duration,
+                    record=save_svg)
     if code:
         raise typer.Exit(code)
 
