@@ -116,12 +116,24 @@ MONEY_FIELDS = frozenset({
     "cost_to_serve", "marketing_cost", "cost", "payoff", "attributed_revenue",
     "attributed_margin", "regained_value", "regained_per_trigger", "offer_budget",
     "incremental_value", "clv_lost", "net_per_customer", "monetary", "avg_order_value",
-    "expected_value", "returns", "refunds", "discounts",
+    "expected_value", "returns", "refunds", "discounts", "cost_of_goods", "expected_spend",
 })
 RATE_FIELDS = frozenset({
     "p_alive", "churn_probability", "return_rate", "return_on_cost", "uplift",
     "default_margin_rate", "margin_rate",
 })
+
+
+#: Column headings of the tables (JSON keeps the field names).
+LABELS = {
+    "customer_id": "customer", "clv": "CLV", "p_alive": "P(alive)", "value_tier": "tier",
+    "rfm_segment": "segment", "last_event_at": "last event", "net_contribution": "net",
+    "churn_probability": "P(churn)",
+}
+
+
+def _label(name: str) -> str:
+    return LABELS.get(name, name.replace("_", " "))
 
 
 def _kind(name: str) -> str:
@@ -140,6 +152,8 @@ def format_value(name: str, value: Any) -> str:
     ('1,234,567.89', '16.3%')
     >>> format_value("orders", 12000), format_value("clv", None), format_value("clv", "175.4")
     ('12,000', '-', '175.40')
+    >>> format_value("last_event_at", "2025-12-03T10:15:00.000Z")
+    '2025-12-03 10:15'
     """
     if value is None or value == "":
         return "-"
@@ -150,6 +164,9 @@ def format_value(name: str, value: Any) -> str:
 
         return orjson.dumps(value).decode()
     kind = _kind(name)
+    timestamp = isinstance(value, str) and len(value) >= 16 and value[10:11] == "T"
+    if name.endswith(("_at", "as_of")) and timestamp:
+        return f"{value[:10]} {value[11:16]}"
     if kind != "plain" and isinstance(value, str):
         try:
             value = float(value)
@@ -199,7 +216,7 @@ def table(
     for c in cols:
         numeric = any(isinstance(r.get(c), int | float) and not isinstance(r.get(c), bool)
                       for r in rows) or _kind(c) != "plain"
-        t.add_column(c, justify="right" if numeric else "left", no_wrap=numeric)
+        t.add_column(_label(c), justify="right" if numeric else "left", no_wrap=True)
     for r in rows:
         t.add_row(*(format_value(c, r.get(c)) for c in cols))
     return t
@@ -422,7 +439,8 @@ def top(
              code=EXIT_UNUSABLE)
     settings = load_settings()
     rows = run_redis(settings, lambda r: read.top(r, by, limit))
-    emit(rows, as_json=as_json, columns=TOP_COLUMNS, title=f"Top {len(rows)} customers by {by}")
+    emit(rows, as_json=as_json, columns=TOP_COLUMNS,
+         title=f"Top {len(rows)} customers by {_label(by)}")
 
 
 ROLLUP_COLUMNS = {
@@ -558,16 +576,19 @@ def demo(
 @app.command(epilog="Secrets (passwords, tokens, keys) are shown as ***.")
 def config(as_json: JsonOption = False) -> None:
     """The effective settings, grouped, with the variable each one comes from."""
+    from stream_app.settings_env import describe
+
     settings = load_settings()
-    rows = settings.describe()
+    rows = describe(settings)
     if as_json:
         print_json(rows)
         return
     from rich.table import Table
 
     t = Table(title="Effective settings", header_style="bold", title_justify="left")
-    for name in ("group", "variable", "value"):
-        t.add_column(name, overflow="fold")
+    t.add_column("group", no_wrap=True)
+    t.add_column("variable", no_wrap=True)
+    t.add_column("value", overflow="fold")
     last = None
     for row in rows:
         t.add_row(row["group"] if row["group"] != last else "", row["variable"], row["value"])

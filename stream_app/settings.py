@@ -9,11 +9,10 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
 
 
 class SettingsError(ValueError):
@@ -494,95 +493,15 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        """Build settings from ``env`` (default: ``os.environ``)."""
-        e = os.environ if env is None else env
-        # Every unusable variable is reported, one line each, not only the first.
-        errors: list[str] = []
+        """Build settings from ``env`` (default: ``os.environ``).
 
-        def read(parse: Callable[..., Any], *args: Any, default: Any = None) -> Any:
-            try:
-                return parse(*args)
-            except SettingsError as exc:
-                errors.append(str(exc))
-                return args[-1] if default is None else default
+        The variables are read and validated by the grouped pydantic models of
+        `stream_app.settings_env`; every unusable one is reported, one line each, in
+        the `SettingsError`.
+        """
+        from stream_app.settings_env import read_env
 
-        def integer(name: str, default: int) -> int:
-            return int(read(_int, e, name, default))
-
-        def number(name: str, default: float) -> float:
-            return float(read(_float, e, name, default))
-
-        topics = Topics(**{
-            f.name: e.get(f"CVM_TOPIC_{f.name.upper()}", getattr(Topics, f.name))
-            for f in fields(Topics)
-        })
-        settings = cls(
-            kafka_bootstrap_servers=e.get("KAFKA_BOOTSTRAP_SERVERS", cls.kafka_bootstrap_servers),
-            kafka_security=KafkaSecurity.from_env(e),
-            redis_url=e.get("REDIS_URL", cls.redis_url),
-            redis_tls=RedisTLS(
-                ca_certs=e.get("REDIS_SSL_CA_CERTS", ""),
-                certfile=e.get("REDIS_SSL_CERTFILE", ""),
-                keyfile=e.get("REDIS_SSL_KEYFILE", ""),
-            ),
-            app_id=e.get("CVM_APP_ID", cls.app_id),
-            topics=topics,
-            partitions=integer("CVM_PARTITIONS", cls.partitions),
-            web_host=e.get("CVM_WEB_HOST", cls.web_host),
-            web_port=integer("CVM_WEB_PORT", cls.web_port),
-            data_dir=e.get("CVM_DATA_DIR", cls.data_dir),
-            max_event_bytes=integer("CVM_MAX_EVENT_BYTES", cls.max_event_bytes),
-            producer_max_request_bytes=integer(
-                "CVM_PRODUCER_MAX_REQUEST_BYTES", cls.producer_max_request_bytes
-            ),
-            dead_letter_max_bytes=integer("CVM_DEAD_LETTER_MAX_BYTES", cls.dead_letter_max_bytes),
-            earliest_event_ms=read(_time_ms, e, "CVM_EARLIEST_EVENT_TIME", cls.earliest_event_ms),
-            max_clock_skew_s=number("CVM_MAX_CLOCK_SKEW_S", cls.max_clock_skew_s),
-            max_event_lead_days=number("CVM_MAX_EVENT_LEAD_DAYS", cls.max_event_lead_days),
-            base_currency=e.get("CVM_BASE_CURRENCY", cls.base_currency).upper(),
-            fx_rates=read(_fx_rates, e.get("CVM_FX_RATES", ""), default={}),
-            batch_size=integer("CVM_BATCH_SIZE", cls.batch_size),
-            batch_within_ms=integer("CVM_BATCH_WITHIN_MS", cls.batch_within_ms),
-            default_margin_rate=number("CVM_DEFAULT_MARGIN_RATE", cls.default_margin_rate),
-            event_id_window=integer("CVM_EVENT_ID_WINDOW", cls.event_id_window),
-            annual_discount_rate=number("CVM_ANNUAL_DISCOUNT_RATE", cls.annual_discount_rate),
-            horizon_days=integer("CVM_HORIZON_DAYS", cls.horizon_days),
-            fit_interval_s=number("CVM_FIT_INTERVAL_S", cls.fit_interval_s),
-            refresh_interval_s=number("CVM_REFRESH_INTERVAL_S", cls.refresh_interval_s),
-            wall_clock_watermark=e.get("CVM_WALL_CLOCK_WATERMARK", "0").lower()
-            in ("1", "true", "yes"),
-            session_timeout_s=number("CVM_SESSION_TIMEOUT_S", cls.session_timeout_s),
-            group_instance_id=e.get("CVM_GROUP_INSTANCE_ID", cls.group_instance_id),
-            churn_horizon_days=integer("CVM_CHURN_HORIZON_DAYS", cls.churn_horizon_days),
-            snapshot_gap_days=number("CVM_SNAPSHOT_GAP_DAYS", cls.snapshot_gap_days),
-            churn_model=e.get("CVM_CHURN_MODEL", cls.churn_model),
-            model_publish_interval_s=number(
-                "CVM_MODEL_PUBLISH_INTERVAL_S", cls.model_publish_interval_s
-            ),
-            rescore_interval_s=number("CVM_RESCORE_INTERVAL_S", cls.rescore_interval_s),
-            alert_min_value_tier=number("CVM_ALERT_MIN_VALUE_TIER", cls.alert_min_value_tier),
-            alert_churn_threshold=number("CVM_ALERT_CHURN_THRESHOLD", cls.alert_churn_threshold),
-            alert_cooldown_days=number("CVM_ALERT_COOLDOWN_DAYS", cls.alert_cooldown_days),
-            alert_min_signals=integer("CVM_ALERT_MIN_SIGNALS", cls.alert_min_signals),
-            alert_min_score=number("CVM_ALERT_MIN_SCORE", cls.alert_min_score),
-            alert_severity_percentiles=read(
-                _triple, e, "CVM_ALERT_SEVERITY_PERCENTILES", cls.alert_severity_percentiles
-            ),
-            alert_severity_bands=read(_triple, e, "CVM_ALERT_SEVERITY_BANDS", None),
-            winback_p_alive_threshold=number(
-                "CVM_WINBACK_P_ALIVE_THRESHOLD", cls.winback_p_alive_threshold
-            ),
-            winback_control_share=number("CVM_WINBACK_CONTROL_SHARE", cls.winback_control_share),
-            winback_seed=integer("CVM_WINBACK_SEED", cls.winback_seed),
-            log_level=e.get("CVM_LOG_LEVEL", cls.log_level),
-            log_format=e.get("CVM_LOG_FORMAT", cls.log_format).lower(),
-            log_repeat_window_s=number("CVM_LOG_REPEAT_WINDOW_S", cls.log_repeat_window_s),
-            log_summary_interval_s=number("CVM_LOG_SUMMARY_INTERVAL_S", cls.log_summary_interval_s),
-            api_tokens=read(_api_tokens, e.get("CVM_API_TOKENS", ""), default=()),
-            model_signing_key=e.get("CVM_MODEL_SIGNING_KEY", ""),
-        )
-        if errors:
-            raise SettingsError("\n".join(errors))
+        settings = cls(**read_env(os.environ if env is None else env))
         settings.check()
         return settings
 
@@ -701,79 +620,3 @@ class Settings:
         if len(self.base_currency) != 3 or not self.base_currency.isalpha():
             raise SettingsError(f"CVM_BASE_CURRENCY={self.base_currency!r} is not ISO 4217")
 
-
-#: The group each setting is shown under by ``cvm config``, by its field name's prefix.
-_GROUPS = (
-    ("Kafka", ("kafka_", "topics", "partitions", "app_id", "session_timeout_s",
-               "group_instance_id", "producer_max_request_bytes", "dead_letter_max_bytes")),
-    ("Redis", ("redis_",)),
-    ("Web", ("web_", "api_tokens")),
-    ("Alerts", ("alert_",)),
-    ("Win-back", ("winback_",)),
-    ("Logging", ("log_",)),
-)
-#: Field name -> environment variable, where the name is not CVM_ + the field in capitals.
-_ENV_NAMES = {
-    "kafka_bootstrap_servers": "KAFKA_BOOTSTRAP_SERVERS",
-    "redis_url": "REDIS_URL",
-    "earliest_event_ms": "CVM_EARLIEST_EVENT_TIME",
-    "alert_severity_bands": "CVM_ALERT_SEVERITY_BANDS",
-}
-
-
-def _group(name: str) -> str:
-    for group, prefixes in _GROUPS:
-        if name.startswith(prefixes):
-            return group
-    return "Value model"
-
-
-def _shown(value: object) -> str:
-    if isinstance(value, Secret):
-        return "***" if value else ""
-    if isinstance(value, tuple) and value and isinstance(value[0], ApiToken):
-        return ", ".join(f"{t.name}:***:{t.scope}" for t in value)
-    if isinstance(value, tuple):
-        return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
-    if isinstance(value, Mapping):
-        return ",".join(f"{k}={v}" for k, v in value.items())
-    if isinstance(value, bool):
-        return "1" if value else "0"
-    return "" if value is None else str(value)
-
-
-def describe(settings: Settings) -> list[dict[str, str]]:
-    """Every setting as ``{group, variable, value}`` with secrets masked, for ``cvm config``.
-
-    >>> rows = describe(Settings(redis_url="redis://u:pw@h:6379/0", model_signing_key="k" * 16))
-    >>> [r["value"] for r in rows if r["variable"] in ("REDIS_URL", "CVM_MODEL_SIGNING_KEY")]
-    ['redis://u:***@h:6379/0', '***']
-    """
-    rows: list[dict[str, str]] = []
-    for f in fields(settings):
-        value = getattr(settings, f.name)
-        if f.name == "kafka_security":
-            for var, raw in value.env.items():
-                shown = "***" if var == "KAFKA_SASL_PASSWORD" and raw else raw
-                rows.append({"group": "Kafka", "variable": var, "value": shown})
-            continue
-        if f.name in ("redis_tls", "topics"):
-            group = "Redis" if f.name == "redis_tls" else "Kafka"
-            rows += [{"group": group, "variable": k, "value": v} for k, v in value.env.items()]
-            continue
-        var = _ENV_NAMES.get(f.name, f"CVM_{f.name.upper()}")
-        if f.name == "redis_url":
-            shown = redis_address(value)
-        elif f.name == "model_signing_key":
-            shown = "***" if value else ""
-        elif f.name == "earliest_event_ms":
-            shown = (datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=value)
-                     ).isoformat().replace("+00:00", "Z")
-        else:
-            shown = _shown(value)
-        rows.append({"group": _group(f.name), "variable": var, "value": shown})
-    order = [g for g, _ in _GROUPS[:3]] + ["Value model"] + [g for g, _ in _GROUPS[3:]]
-    return sorted(rows, key=lambda r: order.index(r["group"]))
-
-
-Settings.describe = describe  # type: ignore[attr-defined]
