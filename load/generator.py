@@ -315,12 +315,17 @@ def publish(
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m load.generator``: simulate and publish a population; 1 if a delivery failed."""
     parser = argparse.ArgumentParser(prog="python -m load.generator", description=main.__doc__)
-    parser.add_argument("--customers", type=int, default=10_000)
-    parser.add_argument("--days", type=int, default=365)
-    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--customers", type=int, default=10_000,
+                        help="simulated customers (default 10000)")
+    parser.add_argument("--days", type=int, default=365,
+                        help="days of event time to simulate (default 365)")
+    parser.add_argument("--seed", type=int, default=42,
+                        help="seed of the simulation: same seed, same events (default 42)")
     parser.add_argument("--start", default="2025-01-01T00:00:00Z", help="RFC 3339 start time")
     parser.add_argument("--rate", type=float, default=0.0, help="messages/s, 0 = unpaced")
-    parser.add_argument("--malformed-share", type=float, default=0.0)
+    parser.add_argument("--malformed-share", type=float, default=0.0,
+                        help="share of extra malformed messages, 0..1, to exercise the "
+                             "dead-letter path (default 0)")
     parser.add_argument("--limit", type=int, default=0, help="stop after this many good events")
     parser.add_argument("--bootstrap-servers", help="override KAFKA_BOOTSTRAP_SERVERS")
     args = parser.parse_args(argv)

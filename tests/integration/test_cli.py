@@ -184,3 +184,25 @@ def test_debug_shows_the_traceback(populated: Settings) -> None:
     down = f"redis://127.0.0.1:{free_port()}/0"
     out = cvm(populated, "--debug", "lookup", "C1", REDIS_URL=down)
     assert out.returncode != 0 and "Traceback" in out.stderr
+
+
+def test_alerts_follow_says_it_is_waiting(settings: Settings) -> None:
+    import signal
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stream_app.cli", "alerts", "--follow"], cwd=ROOT,
+        env={**os.environ, **settings_env(settings)}, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
+    )
+    try:
+        assert proc.stderr is not None
+        import select
+
+        ready, _, _ = select.select([proc.stderr], [], [], 60)  # no message will arrive
+        line = proc.stderr.readline() if ready else ""
+        assert line.startswith("cvm alerts: waiting for messages on "), line
+        assert settings.topics.alerts in line and "Ctrl-C" in line, line
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+    assert proc.returncode == 0
