@@ -28,6 +28,13 @@ Every subcommand follows one pattern::
   stay inside the command bodies so that ``cvm --help`` and ``cvm lookup`` start fast
   (a test holds the import cost of this module under a bound).
 
+Porting an argparse-style command (``sub.add_parser(...)`` plus ``_handler(settings, args)``):
+each ``add_argument`` becomes a typed parameter with ``help=``; the handler's body moves
+into the function, with ``load_settings()`` for its settings, ``run_redis`` for its
+``_with_redis``, ``emit(doc, as_json=as_json)`` for its ``_print(doc)`` and ``fail(...)``
+for its ``print(..., file=sys.stderr); return 1``. Then add its name to `COMMANDS` and a
+row to the README's command table (a test compares them with ``cvm --help``).
+
 ``replay``, ``evaluate``, ``skip`` and ``alerts`` keep their flags in their own modules
 (argparse, shared with the tests through `parser`); their commands hand the arguments on.
 
