@@ -1,5 +1,6 @@
 # The stream worker for docker-compose.yml (`docker compose up --build worker`).
-FROM python:3.11-slim
+# The base image is pinned to a patch release; `make lock` pins the Python packages.
+FROM python:3.11.11-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -8,13 +9,20 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-# Everything .dockerignore lets through (package, schemas, README, pyproject).
-COPY . .
-
-RUN pip install . \
+# 1. The dependencies, from the lock file only: this layer is rebuilt when
+#    requirements/runtime.txt changes, not on every change of the source.
+COPY requirements/runtime.txt requirements/runtime.txt
+RUN pip install -r requirements/runtime.txt \
     && useradd --create-home --uid 10001 cvm \
     && mkdir -p /data/faust \
-    && chown -R cvm /data/faust /app
+    && chown -R cvm /data/faust
+
+# 2. The package itself (its dependencies are already there). load/ and tests/
+#    are not copied: the engine does not use them.
+COPY pyproject.toml README.md ./
+COPY schemas ./schemas
+COPY stream_app ./stream_app
+RUN pip install --no-deps . && rm -rf /app/build
 
 USER cvm
 

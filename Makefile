@@ -4,13 +4,21 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test venv stack-up stack-down stack-status lint bench clean
+# Installs are pinned by requirements/constraints.txt (every extra) and the Docker
+# image by requirements/runtime.txt; `make lock` regenerates both from pyproject.toml.
+CONSTRAINTS := requirements/constraints.txt
 
-$(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+.PHONY: demo test venv stack-up stack-down stack-status lint bench clean lock
+
+$(STAMP): pyproject.toml $(CONSTRAINTS)
+	@echo "==> Creating $(VENV) and installing cvm-stream with its pinned dependencies"
+	@echo "    (about 1-2 minutes the first time; later runs skip this step)"
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	@$(BIN)/python -m pip install --disable-pip-version-check --progress-bar on \
+		-c $(CONSTRAINTS) -e '.[dev]'
+	@touch $(STAMP)
+	@echo "==> Installed: $(BIN)/cvm (try: $(BIN)/cvm --help)"
 
 venv: $(STAMP)
 
@@ -19,6 +27,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	scripts/run-tests
+	@echo "Next: make demo for a live view, or $(BIN)/cvm --help"
 
 stack-up: $(STAMP)
 	scripts/devstack up
@@ -35,7 +44,8 @@ stack-status:
 BENCH_STAMP := $(VENV)/.bench-installed
 
 $(BENCH_STAMP): pyproject.toml $(STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	@echo "==> Installing the benchmark tools (py-spy)"
+	$(BIN)/python -m pip install --disable-pip-version-check -c $(CONSTRAINTS) -e '.[dev,bench]'
 	touch $(BENCH_STAMP)
 
 bench: $(STAMP) $(BENCH_STAMP)
@@ -46,6 +56,14 @@ bench: $(STAMP) $(BENCH_STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+
+# Pin every dependency (and every extra) from PyPI with uv; commit both files.
+lock: $(STAMP)
+	$(BIN)/python -m pip install --quiet uv
+	$(BIN)/uv pip compile pyproject.toml --universal --python-version 3.11 \
+		--custom-compile-command "make lock" -o requirements/runtime.txt
+	$(BIN)/uv pip compile pyproject.toml --universal --python-version 3.11 --all-extras \
+		--custom-compile-command "make lock" -o $(CONSTRAINTS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

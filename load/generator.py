@@ -32,11 +32,12 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 
 from load.simulator import SimConfig, SimEvent, simulate
+from stream_app.producing import Producer, producer_config
 from stream_app.settings import Settings
 
 __all__ = [
@@ -75,16 +76,6 @@ _REQUIRED = {
     "service_contact": ("event_id", "customer_id", "occurred_at", "reason", "cost", "resolved"),
     "campaign_touch": ("event_id", "customer_id", "occurred_at", "campaign_id", "action", "cost"),
 }
-
-
-class Producer(Protocol):
-    """The part of ``confluent_kafka.Producer`` that `publish` uses."""
-
-    def produce(self, topic: str, value: bytes, key: bytes) -> None: ...
-
-    def poll(self, timeout: float) -> int: ...
-
-    def flush(self, timeout: float) -> int: ...
 
 
 @dataclass
@@ -126,27 +117,6 @@ class PublishReport:
             "mb_per_s": round(self.mb_per_s, 3),
             "errors": self.errors,
         }
-
-
-def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
-    """The confluent-kafka configuration `publish` uses; ``overrides`` win (dots as ``_``)."""
-    config: dict[str, Any] = {
-        **settings.kafka_config(),
-        "client.id": f"{settings.app_id}-load-generator",
-        "acks": "all",
-        "enable.idempotence": True,
-        "compression.type": "lz4",
-        "linger.ms": 20,
-        "batch.size": 1_000_000,
-        "batch.num.messages": 10_000,
-        "queue.buffering.max.messages": 500_000,
-        "queue.buffering.max.kbytes": 512 * 1024,
-        "message.max.bytes": max(1_000_000, 2 * settings.max_event_bytes + 4096),
-        "partitioner": "murmur2_random",
-        "delivery.report.only.error": True,
-    }
-    config.update({key.replace("_", "."): value for key, value in overrides.items()})
-    return config
 
 
 def malformed_message(
@@ -345,12 +315,17 @@ def publish(
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m load.generator``: simulate and publish a population; 1 if a delivery failed."""
     parser = argparse.ArgumentParser(prog="python -m load.generator", description=main.__doc__)
-    parser.add_argument("--customers", type=int, default=10_000)
-    parser.add_argument("--days", type=int, default=365)
-    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--customers", type=int, default=10_000,
+                        help="simulated customers (default 10000)")
+    parser.add_argument("--days", type=int, default=365,
+                        help="days of event time to simulate (default 365)")
+    parser.add_argument("--seed", type=int, default=42,
+                        help="seed of the simulation: same seed, same events (default 42)")
     parser.add_argument("--start", default="2025-01-01T00:00:00Z", help="RFC 3339 start time")
     parser.add_argument("--rate", type=float, default=0.0, help="messages/s, 0 = unpaced")
-    parser.add_argument("--malformed-share", type=float, default=0.0)
+    parser.add_argument("--malformed-share", type=float, default=0.0,
+                        help="share of extra malformed messages, 0..1, to exercise the "
+                             "dead-letter path (default 0)")
     parser.add_argument("--limit", type=int, default=0, help="stop after this many good events")
     parser.add_argument("--bootstrap-servers", help="override KAFKA_BOOTSTRAP_SERVERS")
     args = parser.parse_args(argv)

@@ -6,6 +6,7 @@ it started and leaves no process behind.
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import subprocess
@@ -14,6 +15,7 @@ import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import orjson
 import redis
@@ -21,9 +23,6 @@ import redis
 from stream_app.connections import sync_redis
 from stream_app.settings import Settings
 from stream_app.store.keys import Keys
-
-CLEAR = "\x1b[2J\x1b[H"
-
 
 #: The demo refits the value model this often unless CVM_FIT_INTERVAL_S is set.
 DEMO_FIT_INTERVAL_S = "30"
@@ -59,8 +58,14 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(timeout=10)
 
 
-def render(client: redis.Redis, published: int, started: float, top: int = 12) -> str:
-    """One screen of the live view, from what is in Redis now."""
+def view(client: redis.Redis, published: int, started: float, top: int = 12) -> Any:
+    """One frame of the live view (a Rich renderable), from what is in Redis now."""
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    from stream_app.cli import format_value
+
     applied = client.hgetall("cvm:applied")
     consumed = sum(int(v) + 1 for v in applied.values())
     rows = client.zrevrange("cvm:rank:clv", 0, top - 1, withscores=True)
@@ -78,45 +83,57 @@ def render(client: redis.Redis, published: int, started: float, top: int = 12) -
             f"{doc['as_of'][:10]}: r={bg['r']:.3f} alpha={bg['alpha']:.1f}d "
             f"a={bg['a']:.3f} b={bg['b']:.3f}"
         )
-    lines = [
-        f"cvm demo - {datetime.now(UTC):%H:%M:%S} UTC - up {time.monotonic() - started:5.0f}s",
-        f"published {published:>9,}   applied (all time) {consumed:>9,}   "
-        f"customers {client.zcard('cvm:rank:net_contribution'):>7,}",
-        model_line,
-        "",
-        "Top customers by CLV (365 days), values as stored (as of the latest event or rescoring):",
-        f"{'customer':<11}{'orders':>7}{'revenue':>10}{'net':>10}{'CLV':>9}{'P(alive)':>9}"
-        f"{'tier':>5}  {'segment':<19}{'last event':<11}",
-    ]
+    header = Text.assemble(
+        ("cvm demo", "bold"),
+        f"  {datetime.now(UTC):%H:%M:%S} UTC, up {time.monotonic() - started:,.0f} s\n",
+        f"published {published:,}   applied (all time) {consumed:,}   "
+        f"customers {client.zcard('cvm:rank:net_contribution'):,}\n",
+        (model_line, "dim"),
+    )
+    customers = Table(title="Top customers by CLV (365 days), as of their latest event",
+                      title_justify="left", header_style="bold")
+    for name, justify in (("customer", "left"), ("orders", "right"), ("revenue", "right"),
+                          ("net", "right"), ("CLV", "right"), ("P(alive)", "right"),
+                          ("tier", "right"), ("segment", "left"), ("last event", "left")):
+        customers.add_column(name, justify=justify)  # type: ignore[arg-type]
     for (member, _score), rec in zip(rows, records, strict=True):
-        lines.append(
-            f"{member:<11}{rec.get('orders', '0'):>7}{rec.get('revenue', '0'):>10}"
-            f"{rec.get('net_contribution', '0'):>10}{rec.get('clv', '-'):>9}"
-            f"{rec.get('p_alive', '-'):>9}{rec.get('value_tier', '-'):>5}  "
-            f"{rec.get('rfm_segment', '-'):<19}{rec.get('last_event_at', '')[:10]:<11}"
+        customers.add_row(
+            member, format_value("orders", int(rec.get("orders", 0))),
+            format_value("revenue", rec.get("revenue")),
+            format_value("net_contribution", rec.get("net_contribution")),
+            format_value("clv", rec.get("clv")), format_value("p_alive", rec.get("p_alive")),
+            rec.get("value_tier", "-"), rec.get("rfm_segment", "-"),
+            rec.get("last_event_at", "")[:10],
         )
-    lines += ["", "Latest alerts and win-back triggers (also on the ops page, /ops):"]
+    feed = Table(header_style="bold", show_header=False, box=None)
     entries = client.lrange("cvm:feed:recent", 0, 5)
     if not entries:
-        lines.append("  none yet")
+        feed.add_row("none yet")
     for raw in entries:
         entry = orjson.loads(raw)
         m = entry.get("message", {})
         if entry.get("type") == "alert":
             why = ", ".join(r["code"] for r in m.get("reasons", [])[:3])
-            lines.append(
-                f"  {m.get('as_of', '')[:10]} {m.get('severity', ''):<8} {m.get('customer_id', '')}"
-                f"  CLV {m.get('clv', 0):>8.2f}  churn {m.get('churn_probability', 0):.2f}  {why}"
+            severity = m.get("severity", "")
+            feed.add_row(
+                m.get("as_of", "")[:10], Text(severity, style=SEVERITY_STYLES.get(severity, "")),
+                m.get("customer_id", ""), f"CLV {format_value('clv', m.get('clv'))}",
+                f"churn {format_value('churn_probability', m.get('churn_probability'))}", why,
             )
         else:
             group = "control" if m.get("control_group") else "treatment"
-            lines.append(
-                f"  {m.get('as_of', '')[:10]} win-back {m.get('customer_id', '')}"
-                f"  lost {m.get('clv_lost', 0):>8.2f}  via {m.get('recommended_channel', '')}"
-                f" ({group})"
+            feed.add_row(
+                m.get("as_of", "")[:10], Text("win-back", style="cyan"), m.get("customer_id", ""),
+                f"lost {format_value('clv_lost', m.get('clv_lost'))}",
+                f"via {m.get('recommended_channel', '')}", group,
             )
-    lines += ["", "Ctrl-C stops the stream and the worker."]
-    return "\n".join(lines)
+    feed_title = Text("Latest alerts and win-back triggers (also on the ops page, /ops)",
+                      style="italic")
+    return Group(header, Text(""), customers, Text(""), feed_title, feed,
+                 Text("Ctrl-C stops the stream and the worker.", style="dim"))
+
+
+SEVERITY_STYLES = {"critical": "bold red", "high": "red", "medium": "yellow", "low": "dim"}
 
 
 def run(
@@ -125,10 +142,18 @@ def run(
     rate: float = 500.0,
     seed: int = 7,
     duration: float | None = None,
+    record: Path | None = None,
 ) -> int:
-    """Run the demo; returns a process exit code."""
-    from load.generator import publish
-    from load.simulator import SimConfig, simulate
+    """Run the demo (`record`: save the last frame there as SVG); returns a process exit code."""
+    try:
+        from load.generator import publish
+        from load.simulator import SimConfig, simulate
+    except ImportError:
+        print("cvm demo: the simulator (load/) comes with the source repository, not the "
+              "installed package: run make demo in a checkout", file=sys.stderr)
+        return 2
+    from rich.console import Console
+    from rich.live import Live
 
     client = sync_redis(settings, decode_responses=True)
     log_path = Path(settings.data_dir).parent / "logs" / "demo-worker.log"
@@ -144,19 +169,29 @@ def run(
     feeder = threading.Thread(target=feed, name="feed", daemon=True)
     feeder.start()
     started = time.monotonic()
+    console = Console(highlight=False)
+    # In place on a terminal; elsewhere (a pipe, a file) only the last frame is printed.
+    last = [view(client, published[0], started)]
+    live = Live(last[0], console=console, auto_refresh=False)
     try:
-        while duration is None or time.monotonic() - started < duration:
-            if worker.poll() is not None:
-                print(f"worker exited with {worker.returncode}; see {log_path}", file=sys.stderr)
-                return 1
-            sys.stdout.write(CLEAR + render(client, published[0], started) + "\n")
-            sys.stdout.flush()
-            time.sleep(1.0)
+        with live:
+            while duration is None or time.monotonic() - started < duration:
+                if worker.poll() is not None:
+                    print(f"cvm demo: the worker exited with {worker.returncode}; see "
+                          f"{log_path}", file=sys.stderr)
+                    return 1
+                last[0] = view(client, published[0], started)
+                live.update(last[0], refresh=True)
+                time.sleep(1.0)
     except KeyboardInterrupt:
         pass
     finally:
         stop.set()
         feeder.join(timeout=10)
         _stop(worker)
-    print("demo stopped")
+    if record is not None:
+        frame = Console(record=True, width=console.width, file=io.StringIO())
+        frame.print(last[0])
+        frame.save_svg(str(record), title="cvm demo")
+    print("demo stopped", file=sys.stderr)
     return 0

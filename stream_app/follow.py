@@ -491,6 +491,10 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         if not args.follow and not until:
             return 0
         consumer.assign(assignment)
+        if args.follow:  # say so at once: nothing else is printed until a message comes
+            start = "the oldest message kept" if args.from_beginning else "now"
+            print(f"{prog}: waiting for messages on {', '.join(kinds)} from {start} "
+                  "(Ctrl-C stops)", file=err, flush=True)
         records = read(consumer, kinds, None if args.follow else until,
                        on_error=lambda e: print(f"{prog}: {e}", file=err))
         for record in records:

@@ -8,7 +8,7 @@ Parsing is pure: `parse_log` turns lines and a `LogFormat` into `Transaction` va
 order) and `BadRow` reports (line number and reason), `in_event_time_order` sorts them stably
 by time, and `to_message` builds the purchase message of the contract
 (``schemas/purchase.v1.json``). Publishing (`publish`) is a thin loop over a confluent-kafka
-producer configured by `load.generator.producer_config`; `run` is the command.
+producer configured by `stream_app.producing.producer_config`; `run` is the command.
 
 Conventions:
 
@@ -476,7 +476,7 @@ def to_message(
 # --------------------------------------------------------------------------- publishing (thin)
 
 if TYPE_CHECKING:
-    from load.generator import Producer
+    from stream_app.producing import Producer
 
 
 @dataclass
@@ -517,7 +517,7 @@ def publish(
     """
     if speed is not None and not speed > 0:
         raise ReplayError(f"speed: {speed} must be > 0")
-    from load.generator import producer_config
+    from stream_app.producing import producer_config
 
     report = ReplayReport()
     lock = threading.Lock()

@@ -1,7 +1,8 @@
 """One frozen settings object, read once from the environment.
 
 Every variable is listed in the README's configuration table; `Settings.from_env`
-is the only place that reads the environment.
+is the only place that reads the environment, through the grouped pydantic models of
+`stream_app.settings_env` (a new variable: a field here and one line there).
 """
 
 from __future__ import annotations
@@ -17,26 +18,6 @@ from decimal import Decimal
 
 class SettingsError(ValueError):
     """A configuration variable holds a value that cannot be used."""
-
-
-def _int(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise SettingsError(f"{name}={raw!r} is not an integer") from None
-
-
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return float(raw)
-    except ValueError:
-        raise SettingsError(f"{name}={raw!r} is not a number") from None
 
 
 def _triple(
@@ -505,98 +486,15 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        """Build settings from ``env`` (default: ``os.environ``)."""
-        e = os.environ if env is None else env
-        topics = Topics(**{
-            f.name: e.get(f"CVM_TOPIC_{f.name.upper()}", getattr(Topics, f.name))
-            for f in fields(Topics)
-        })
-        settings = cls(
-            kafka_bootstrap_servers=e.get("KAFKA_BOOTSTRAP_SERVERS", cls.kafka_bootstrap_servers),
-            kafka_security=KafkaSecurity.from_env(e),
-            redis_url=e.get("REDIS_URL", cls.redis_url),
-            redis_tls=RedisTLS(
-                ca_certs=e.get("REDIS_SSL_CA_CERTS", ""),
-                certfile=e.get("REDIS_SSL_CERTFILE", ""),
-                keyfile=e.get("REDIS_SSL_KEYFILE", ""),
-            ),
-            app_id=e.get("CVM_APP_ID", cls.app_id),
-            topics=topics,
-            partitions=_int(e, "CVM_PARTITIONS", cls.partitions),
-            web_host=e.get("CVM_WEB_HOST", cls.web_host),
-            web_port=_int(e, "CVM_WEB_PORT", cls.web_port),
-            data_dir=e.get("CVM_DATA_DIR", cls.data_dir),
-            max_event_bytes=_int(e, "CVM_MAX_EVENT_BYTES", cls.max_event_bytes),
-            producer_max_request_bytes=_int(
-                e, "CVM_PRODUCER_MAX_REQUEST_BYTES", cls.producer_max_request_bytes
-            ),
-            dead_letter_max_bytes=_int(e, "CVM_DEAD_LETTER_MAX_BYTES", cls.dead_letter_max_bytes),
-            earliest_event_ms=_time_ms(e, "CVM_EARLIEST_EVENT_TIME", cls.earliest_event_ms),
-            max_clock_skew_s=_float(e, "CVM_MAX_CLOCK_SKEW_S", cls.max_clock_skew_s),
-            max_event_lead_days=_float(e, "CVM_MAX_EVENT_LEAD_DAYS", cls.max_event_lead_days),
-            base_currency=e.get("CVM_BASE_CURRENCY", cls.base_currency).upper(),
-            fx_rates=_fx_rates(e.get("CVM_FX_RATES", "")),
-            batch_size=_int(e, "CVM_BATCH_SIZE", cls.batch_size),
-            batch_within_ms=_int(e, "CVM_BATCH_WITHIN_MS", cls.batch_within_ms),
-            default_margin_rate=_float(e, "CVM_DEFAULT_MARGIN_RATE", cls.default_margin_rate),
-            event_id_window=_int(e, "CVM_EVENT_ID_WINDOW", cls.event_id_window),
-            annual_discount_rate=_float(e, "CVM_ANNUAL_DISCOUNT_RATE", cls.annual_discount_rate),
-            horizon_days=_int(e, "CVM_HORIZON_DAYS", cls.horizon_days),
-            fit_interval_s=_float(e, "CVM_FIT_INTERVAL_S", cls.fit_interval_s),
-            refresh_interval_s=_float(e, "CVM_REFRESH_INTERVAL_S", cls.refresh_interval_s),
-            wall_clock_watermark=e.get("CVM_WALL_CLOCK_WATERMARK", "0").lower()
-            in ("1", "true", "yes"),
-            session_timeout_s=_float(e, "CVM_SESSION_TIMEOUT_S", cls.session_timeout_s),
-            group_instance_id=e.get("CVM_GROUP_INSTANCE_ID", cls.group_instance_id),
-            churn_horizon_days=_int(e, "CVM_CHURN_HORIZON_DAYS", cls.churn_horizon_days),
-            snapshot_gap_days=_float(e, "CVM_SNAPSHOT_GAP_DAYS", cls.snapshot_gap_days),
-            churn_model=e.get("CVM_CHURN_MODEL", cls.churn_model),
-            model_publish_interval_s=_float(
-                e, "CVM_MODEL_PUBLISH_INTERVAL_S", cls.model_publish_interval_s
-            ),
-            rescore_interval_s=_float(e, "CVM_RESCORE_INTERVAL_S", cls.rescore_interval_s),
-            alert_min_value_tier=_float(e, "CVM_ALERT_MIN_VALUE_TIER", cls.alert_min_value_tier),
-            alert_churn_threshold=_float(
-                e, "CVM_ALERT_CHURN_THRESHOLD", cls.alert_churn_threshold
-            ),
-            alert_cooldown_days=_float(e, "CVM_ALERT_COOLDOWN_DAYS", cls.alert_cooldown_days),
-            alert_min_signals=_int(e, "CVM_ALERT_MIN_SIGNALS", cls.alert_min_signals),
-            alert_min_score=_float(e, "CVM_ALERT_MIN_SCORE", cls.alert_min_score),
-            alert_severity_percentiles=_triple(
-                e, "CVM_ALERT_SEVERITY_PERCENTILES", cls.alert_severity_percentiles
-            ),
-            alert_severity_bands=_triple(e, "CVM_ALERT_SEVERITY_BANDS", None),
-            winback_p_alive_threshold=_float(
-                e, "CVM_WINBACK_P_ALIVE_THRESHOLD", cls.winback_p_alive_threshold
-            ),
-            winback_control_share=_float(
-                e, "CVM_WINBACK_CONTROL_SHARE", cls.winback_control_share
-            ),
-            winback_seed=_int(e, "CVM_WINBACK_SEED", cls.winback_seed),
-            history_period=e.get("CVM_HISTORY_PERIOD", cls.history_period).lower(),
-            history_max_points=_int(e, "CVM_HISTORY_MAX_POINTS", cls.history_max_points),
-            profile_max_categories=_int(
-                e, "CVM_PROFILE_MAX_CATEGORIES", cls.profile_max_categories
-            ),
-            profile_max_skus=_int(e, "CVM_PROFILE_MAX_SKUS", cls.profile_max_skus),
-            affinity_period_days=_int(e, "CVM_AFFINITY_PERIOD_DAYS", cls.affinity_period_days),
-            affinity_half_life_days=_float(
-                e, "CVM_AFFINITY_HALF_LIFE_DAYS", cls.affinity_half_life_days
-            ),
-            affinity_periods=_int(e, "CVM_AFFINITY_PERIODS", cls.affinity_periods),
-            affinity_min_support=_float(
-                e, "CVM_AFFINITY_MIN_SUPPORT", cls.affinity_min_support
-            ),
-            offers_k=_int(e, "CVM_OFFERS_K", cls.offers_k),
-            log_level=e.get("CVM_LOG_LEVEL", cls.log_level),
-            log_format=e.get("CVM_LOG_FORMAT", cls.log_format).lower(),
-            log_repeat_window_s=_float(e, "CVM_LOG_REPEAT_WINDOW_S", cls.log_repeat_window_s),
-            log_summary_interval_s=_float(
-                e, "CVM_LOG_SUMMARY_INTERVAL_S", cls.log_summary_interval_s
-            ),
-            api_tokens=_api_tokens(e.get("CVM_API_TOKENS", "")),
-            model_signing_key=e.get("CVM_MODEL_SIGNING_KEY", ""),
-        )
+        """Build settings from ``env`` (default: ``os.environ``).
+
+        The variables are read and validated by the grouped pydantic models of
+        `stream_app.settings_env`; every unusable one is reported, one line each, in
+        the `SettingsError`.
+        """
+        from stream_app.settings_env import read_env
+
+        settings = cls(**read_env(os.environ if env is None else env))
         settings.check()
         return settings
 
@@ -735,3 +633,4 @@ class Settings:
             )
         if len(self.base_currency) != 3 or not self.base_currency.isalpha():
             raise SettingsError(f"CVM_BASE_CURRENCY={self.base_currency!r} is not ISO 4217")
+

@@ -278,7 +278,7 @@ def skip(
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Every argument of ``cvm skip``."""
     p.add_argument("topic", help="input topic, e.g. cvm.purchases")
-    p.add_argument("partition", type=int)
+    p.add_argument("partition", type=int, help="partition of the message")
     p.add_argument("offset", type=int, help="offset of the message to skip")
     p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
                    help="wait up to this long for the group to have no members")

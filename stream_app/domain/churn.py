@@ -53,9 +53,10 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-from river import compose, drift, forest, linear_model, metrics, optim, preprocessing, tree
+if TYPE_CHECKING:  # river is imported where a model is built: a lookup needs none of it
+    from river import compose, drift, metrics
 
 from stream_app.domain.events import MS_PER_DAY
 from stream_app.domain.ledger import RECENT_TAU_MS, CustomerState
@@ -480,6 +481,8 @@ def make_model(kind: str = DEFAULT_MODEL, seed: int = 42) -> compose.Pipeline:
     >>> 0.0 < model.predict_proba_one({"recency_days": 100.0})[1] < 1.0
     True
     """
+    from river import compose, forest, linear_model, optim, preprocessing, tree
+
     if kind == "logreg":
         return compose.Pipeline(
             preprocessing.StandardScaler(),
@@ -516,6 +519,19 @@ def churn_probability(model: compose.Pipeline, x: Mapping[str, float]) -> float:
 # ----------------------------------------------------------------------------------- metrics
 
 _BINS: Final = 10
+
+
+def _river_metric(name: str, **kwargs: Any) -> Any:
+    from river import metrics
+
+    return getattr(metrics, name)(**kwargs)
+
+
+def _adwin(delta: float) -> Any:
+    from river import drift
+
+    return drift.ADWIN(delta=delta)
+
 _EPS: Final = 1e-15
 
 
@@ -546,10 +562,10 @@ class ProgressiveMetrics:
     """
 
     window: int = 5_000
-    auc: metrics.ROCAUC = field(default_factory=lambda: metrics.ROCAUC(n_thresholds=100))
+    auc: metrics.ROCAUC = field(default_factory=lambda: _river_metric("ROCAUC", n_thresholds=100))
     rolling_auc: metrics.RollingROCAUC = field(init=False)
-    log_loss: metrics.LogLoss = field(default_factory=metrics.LogLoss)
-    detector: drift.ADWIN = field(default_factory=lambda: drift.ADWIN(delta=0.002))
+    log_loss: metrics.LogLoss = field(default_factory=lambda: _river_metric("LogLoss"))
+    detector: drift.ADWIN = field(default_factory=lambda: _adwin(0.002))
     n: int = 0
     positives: int = 0
     drifts: int = 0
@@ -559,7 +575,7 @@ class ProgressiveMetrics:
     bin_y: list[float] = field(default_factory=_new_bins)
 
     def __post_init__(self) -> None:
-        self.rolling_auc = metrics.RollingROCAUC(window_size=self.window)
+        self.rolling_auc = _river_metric("RollingROCAUC", window_size=self.window)
 
     def update(self, y_true: int | bool, p: float) -> None:
         """Add one labelled example: `y_true` 1 if churned, `p` the predicted P(churned)."""

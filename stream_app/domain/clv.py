@@ -38,7 +38,9 @@ from typing import Any, Generic, Literal, TypeVar
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy import optimize, special
+from scipy import special
+
+# scipy.optimize (a second or so to import) is imported by the fits only, not by lookups.
 
 __all__ = [
     "DAYS_PER_YEAR",
@@ -302,6 +304,8 @@ def _minimise(
         return value, gradient
 
     bounds = [(-_LOG_BOUND, _LOG_BOUND)] * theta0.size
+    from scipy import optimize
+
     try:
         res = optimize.minimize(
             objective,

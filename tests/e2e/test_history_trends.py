@@ -205,17 +205,17 @@ def test_history_trends_and_loss_makers_of_a_real_stream(
     for name, value in settings_env(settings).items():
         monkeypatch.setenv(name, value)
     capsys.readouterr()
-    assert cli.main(["history", "L-serve"]) == 0
+    assert cli.main(["history", "L-serve", "--json"]) == 0
     shown = orjson.loads(capsys.readouterr().out)
     # The closed points; a rescore at the watermark may have revalued the open one since.
     closed = histories["L-serve"]["points"][:-1]
     assert shown["points"][:len(closed)] == closed
     assert shown["points"][-1]["net_contribution"] == -60.0
     assert cli.main(["history", "nobody"]) == 1
-    assert cli.main(["trends", "--periods", "2"]) == 0
+    assert cli.main(["trends", "--periods", "2", "--json"]) == 0
     shown = orjson.loads(capsys.readouterr().out)
     assert [p["period"] for p in shown["periods"]] == [p["period"] for p in doc["periods"][-2:]]
-    assert cli.main(["unprofitable", "-n", "3"]) == 0
+    assert cli.main(["unprofitable", "-n", "3", "--json"]) == 0
     shown = orjson.loads(capsys.readouterr().out)
     assert len(shown["top"]) == 3 and shown["customers"] >= 3
     assert shown["top"][0]["customer_id"] == listed["top"][0]["customer_id"]  # the worst loss

@@ -99,7 +99,7 @@ def test_offers_in_lookups_and_in_every_winback_trigger(
         status_bad, bad = http_json(settings, f"/customers/{TARGETS[0]}/offers?k=0")
         env = {**os.environ, **settings_env(settings)}
         out = subprocess.run(
-            [sys.executable, "-m", "stream_app.cli", "offers", TARGETS[1], "-k", "2"],
+            [sys.executable, "-m", "stream_app.cli", "offers", TARGETS[1], "-k", "2", "--json"],
             env=env, cwd=ROOT, capture_output=True, check=True, timeout=60,
         )
     finally:

@@ -105,7 +105,8 @@ def test_fit_lookup_rank_and_rollups(
 
     env = {**os.environ, **settings_env(settings)}
     out = subprocess.run(
-        [sys.executable, "-m", "stream_app.cli", "lookup", cid, "--horizon-days", "90"],
+        [sys.executable, "-m", "stream_app.cli", "lookup", cid, "--horizon-days", "90",
+         "--json"],
         env=env, cwd=ROOT, capture_output=True, check=True, timeout=60,
     )
     view = orjson.loads(out.stdout)

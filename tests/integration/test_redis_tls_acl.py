@@ -163,7 +163,7 @@ def test_worker_and_lookups_with_their_acl_users(
 
     # The lookup services with the read-only user.
     ro = dataclasses.replace(s, redis_url=r.url("cvm-lookup"))
-    out = _cvm(ro, "lookup", cid)
+    out = _cvm(ro, "lookup", cid, "--json")
     assert out.returncode == 0, out.stderr
     view = orjson.loads(out.stdout)
     assert view["customer_id"] == cid and view["model_version"] == 1
@@ -186,8 +186,8 @@ def test_refused_logins_are_one_line(settings: Settings, tls_redis: TlsRedis) ->
     out = _cvm(wrong, "lookup", "C1")
     assert out.returncode == 2
     lines = (out.stdout + out.stderr).splitlines()
-    assert lines == [f"cvm: Redis at rediss://cvm-lookup:***@127.0.0.1:{r.port}/0 refused the "
-                     "login (wrong user name or password in REDIS_URL)"], lines
+    assert lines == [f"cvm lookup: Redis at rediss://cvm-lookup:***@127.0.0.1:{r.port}/0 "
+                     "refused the login (wrong user name or password in REDIS_URL)"], lines
 
     worker = dataclasses.replace(wrong, redis_url=r.url("cvm-worker", "wrong-password"))
     out = _cvm(worker, "worker")
