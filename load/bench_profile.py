@@ -29,7 +29,6 @@ import shutil
 import subprocess
 import sys
 import time
-import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -47,6 +46,7 @@ from stream_app.domain import valuation as valuation_module
 from stream_app.pipeline import Ingestor, RawRecord
 from stream_app.settings import Settings
 from stream_app.store.customers import CustomerStore
+from stream_app.store.keys import partition_of
 
 __all__ = [
     "PhaseProfile",
@@ -67,7 +67,8 @@ def throughput_events(n: int, customers: int, days: int, seed: int) -> list[SimE
 
 def raw_records(events: Iterable[SimEvent], settings: Settings,
                 partitions: int = 4) -> list[RawRecord]:
-    """Kafka-like records of simulated events: keyed by customer, offsets per partition."""
+    """Kafka-like records of simulated events: keyed by customer, on the partition Kafka's
+    default partitioner picks, offsets per partition."""
     topics = {
         "purchase": settings.topics.purchases,
         "service_contact": settings.topics.service_contacts,
@@ -77,7 +78,8 @@ def raw_records(events: Iterable[SimEvent], settings: Settings,
     out = []
     for e in events:
         key = e.customer_id.encode()
-        tp = (topics[e.topic_kind], zlib.crc32(key) % partitions)
+        # Kafka's default partitioner (murmur2), as the engine's producers use.
+        tp = (topics[e.topic_kind], partition_of(e.customer_id, partitions))
         out.append(RawRecord(tp[0], tp[1], offsets[tp], key, orjson.dumps(e.payload)))
         offsets[tp] += 1
     return out

@@ -43,6 +43,13 @@ def _with_redis(
         return 2
 
 
+def _key(settings: Settings, args: argparse.Namespace) -> int:
+    from stream_app.store.keys import customer_key
+
+    print(customer_key(args.customer_id, settings.partitions))
+    return 0
+
+
 def _lookup(settings: Settings, args: argparse.Namespace) -> int:
     async def work(client: Redis) -> int:
         view = await lookup.customer(
@@ -99,7 +106,8 @@ def _fit(settings: Settings, args: argparse.Namespace) -> int:
     async def work(client: Redis) -> int:
         try:
             doc = await fit_and_store(
-                client, Keys(), settings, as_of=lookup.parse_as_of(args.as_of)
+                client, Keys(partitions=settings.partitions), settings,
+                as_of=lookup.parse_as_of(args.as_of),
             )
         except FitError as exc:
             print(f"cvm fit: {exc}", file=sys.stderr)
@@ -143,6 +151,11 @@ def parser() -> argparse.ArgumentParser:
     lk.add_argument("--as-of", default=None,
                     help="RFC 3339 event time to value at (default: the engine watermark)")
     lk.set_defaults(func=_lookup)
+
+    ky = sub.add_parser("key", help="print the Redis key of a customer's record (layout v2; "
+                        "uses CVM_PARTITIONS)")
+    ky.add_argument("customer_id")
+    ky.set_defaults(func=_key)
 
     tp = sub.add_parser("top", help="top customers by clv, value_at_risk or net_contribution")
     tp.add_argument("--by", default="clv", choices=lookup.RANKINGS)

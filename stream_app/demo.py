@@ -59,14 +59,17 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(timeout=10)
 
 
-def render(client: redis.Redis, published: int, started: float, top: int = 12) -> str:
+def render(client: redis.Redis, published: int, started: float, top: int = 12,
+           keys: Keys | None = None) -> str:
     """One screen of the live view, from what is in Redis now."""
-    applied = client.hgetall("cvm:applied")
-    consumed = sum(int(v) + 1 for v in applied.values())
-    rows = client.zrevrange("cvm:rank:clv", 0, top - 1, withscores=True)
+    keys = keys or Keys()
+    consumed = sum(int(v) + 1 for s in keys.shards() for v in client.hgetall(s.applied).values())
+    rows = sorted((row for s in keys.shards()
+                   for row in client.zrevrange(s.rank("clv"), 0, top - 1, withscores=True)),
+                  key=lambda row: -row[1])[:top]
     pipe = client.pipeline(transaction=False)
     for member, _ in rows:
-        pipe.hgetall(Keys().customer(member))
+        pipe.hgetall(keys.customer(member.decode() if isinstance(member, bytes) else member))
     records = pipe.execute() if rows else []
     model = client.get("cvm:model:current")
     model_line = "value model: prior parameters (first fit pending)"
@@ -149,7 +152,9 @@ def run(
             if worker.poll() is not None:
                 print(f"worker exited with {worker.returncode}; see {log_path}", file=sys.stderr)
                 return 1
-            sys.stdout.write(CLEAR + render(client, published[0], started) + "\n")
+            screen = render(client, published[0], started,
+                            keys=Keys(partitions=settings.partitions))
+            sys.stdout.write(CLEAR + screen + "\n")
             sys.stdout.flush()
             time.sleep(1.0)
     except KeyboardInterrupt:

@@ -19,6 +19,7 @@ from stream_app.domain.valuation import ValueModel, value_one
 from stream_app.models import engine_watermark, load_cuts, load_model
 from stream_app.planner import Cuts, rfm_fields, valuation_fields
 from stream_app.settings import Settings
+from stream_app.store import shards
 from stream_app.store.customers import text
 from stream_app.store.keys import Keys
 from stream_app.store.records import format_money, from_fields, public_view
@@ -55,7 +56,7 @@ async def customer(
     A worker passes the `model` and `cuts` it holds; without them they are read
     from Redis.
     """
-    keys = keys or Keys()
+    keys = keys or Keys(partitions=settings.partitions)
     fields = text(await redis.hgetall(keys.customer(customer_id)))
     if not fields:
         return None
@@ -94,7 +95,7 @@ async def top(
         raise LookupError_(f"by: {by!r} is not one of {', '.join(RANKINGS)}")
     if not 1 <= n <= 10_000:
         raise LookupError_(f"n: {n} is not within 1..10000")
-    rows = await redis.zrevrange(keys.rank(by), 0, n - 1, withscores=True)
+    rows = await shards.top(redis, keys, by, n)
     async with redis.pipeline(transaction=False) as pipe:
         for member, _ in rows:
             pipe.hmget(
@@ -126,14 +127,10 @@ async def rollups(redis: Redis, scope: str, keys: Keys | None = None) -> list[di
     keys = keys or Keys()
     if scope not in ("channel", "campaign"):
         raise LookupError_(f"scope: {scope!r} is not channel or campaign")
-    names = sorted(text(await redis.hgetall(keys.rollup_index(scope))))
-    async with redis.pipeline(transaction=False) as pipe:
-        for name in names:
-            pipe.hgetall(keys.rollup(scope, name))
-        rows = await pipe.execute() if names else []
+    names = await shards.rollup_names(redis, keys, scope)
     out = []
-    for name, raw in zip(names, rows, strict=True):
-        counts = {k: int(v) for k, v in text(raw).items()}
+    for name in names:
+        counts = await shards.rollup(redis, keys, scope, name)
         row: dict[str, Any] = {scope: name}
         for field, value in sorted(counts.items()):
             if field.endswith("_c"):
@@ -167,8 +164,8 @@ async def winback_results(
     touch within the response window) or when the window passed; open ones are
     still in the customers' records and not counted here.
     """
-    keys = keys or Keys()
-    raw = await redis.hgetall(keys.winback_outcomes)
+    keys = keys or Keys(partitions=settings.partitions)
+    raw = await shards.winback_outcomes(redis, keys)
     outcomes = [WinbackOutcome(**orjson.loads(v)) for v in raw.values()]
     watermark = await engine_watermark(redis, keys, settings)
     return {"outcomes": len(outcomes), **alerts.winback_results(outcomes, as_of=watermark)}

@@ -18,7 +18,7 @@ from stream_app.fence import TRANSIENT_REDIS_ERRORS, backoff, run_id
 from stream_app.logs import ALWAYS
 from stream_app.pipeline import RawRecord
 from stream_app.runtime import Runtime
-from stream_app.store import churn_models, server
+from stream_app.store import churn_models, layout, server
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +109,9 @@ async def resume_points(
     snapshot lacks.
     """
     inputs = {*runtime.settings.topics.inputs, runtime.settings.topics.training}
+    # Before any offset is read: a v1 layout is moved to v2, a partition count other
+    # than the one the state was written with is refused (`stream_app.store.layout`).
+    await layout.ensure(runtime.redis, runtime.keys)
     applied = await runtime.store.applied_offsets()
     # The learner's position is the offset its newest model snapshot holds.
     applied[(runtime.settings.topics.training, 0)] = await churn_models.offset(
