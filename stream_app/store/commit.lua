@@ -12,7 +12,7 @@
 -- KEYS[7]       win-back outcomes hash (trigger id -> outcome JSON)
 -- KEYS[8..7+n]  customer hashes, one per change
 -- KEYS[8+n..]   the rank sets, roll-ups and histograms the changes name (by index)
--- ARGV[1]       now (ms), ARGV[2] feed length, ARGV[3] n
+-- ARGV[1]       now (ms), ARGV[2] feed length, ARGV[3] n, ARGV[4] blob base (below)
 -- then          m, then m pairs (field, offset)      -- only ever move forward
 -- then          w, then w pairs (field, event ms)    -- only ever move forward
 -- then, per customer key in order, one JSON array of strings (one argument per customer
@@ -22,6 +22,8 @@
 --    [sorted-set key index, score, ...],             -- ZADD of the customer id ("rem": ZREM)
 --    [hash key index, field, delta, ...],            -- integer sums, e.g. roll-ups, histograms
 --    customer id]                                    -- the rank sets' member
+--   A long field value is not in the JSON (decoding it would cost more than the rest):
+--   the number j stands for it, and the value is ARGV[blob base + j], after everything.
 -- then          e, then e groups of the customers with messages, each:
 --               customer index (1-based), n, then n triples (kind, id, message JSON)
 --               kind "outcome": a closed win-back outcome, written to KEYS[7];
@@ -47,7 +49,8 @@ local LIMIT = 9007199254740991  -- 2^53 - 1
 local now = ARGV[1]
 local feed_length = tonumber(ARGV[2])
 local n = tonumber(ARGV[3])
-local pos = 4
+local blobs = tonumber(ARGV[4])
+local pos = 5
 local m = tonumber(ARGV[pos])
 local offsets_at = pos + 1
 pos = pos + 1 + 2 * m
@@ -120,6 +123,11 @@ for i = 1, n do
   if not lost[i] then
     local key = KEYS[i + 7]
     local fields, ranks = changes[i][2], changes[i][3]
+    for k = 2, #fields, 2 do
+      if type(fields[k]) == 'number' then
+        fields[k] = ARGV[blobs + fields[k]]
+      end
+    end
     if #fields > 0 then
       redis.call('HSET', key, unpack(fields))
     end

@@ -59,6 +59,10 @@ from stream_app.store import feed, shards
 from stream_app.store.keys import Keys, Shard
 from stream_app.store.records import VERSION, from_fields
 
+#: Field values longer than this go to the commit as arguments of their own, not inside the
+#: customer's JSON (the script's JSON decoding costs per byte).
+BLOB_BYTES = 100
+
 #: The largest magnitude a roll-up or histogram sum may reach: every value stays an
 #: integer that Lua (and JavaScript) hold exactly.
 SUM_LIMIT = 2**53 - 1
@@ -221,7 +225,7 @@ class CustomerStore:
             return at
 
         args: list[str | int | float | bytes] = [
-            int(time.time() * 1000), feed.FEED_LENGTH, len(changes), len(applied)
+            int(time.time() * 1000), feed.FEED_LENGTH, len(changes), 0, len(applied)
         ]
         for (topic, partition), offset in applied.items():
             args += [f"{topic}/{partition}", offset]
@@ -229,6 +233,7 @@ class CustomerStore:
         for (topic, partition), ms in watermarks.items():
             args += [f"{topic}/{partition}", ms]
         messages: list[str | int | float | bytes] = []
+        blobs: list[str] = []
         with_messages = 0
         for index, change in enumerate(changes, 1):
             fields = dict(change.fields)
@@ -239,9 +244,15 @@ class CustomerStore:
                           for part in (ref(key), name, str(int(delta)))]
             # One argument per customer: redis-py encodes each argument in Python, orjson
             # encodes the whole change in C. Other keys go by their index in KEYS.
+            flat: list[str | int] = []
+            for name, value in fields.items():
+                if len(value) > BLOB_BYTES:
+                    blobs.append(value)
+                    flat += [name, len(blobs)]
+                else:
+                    flat += [name, value]
             args.append(orjson.dumps(
-                [change.version, [part for item in fields.items() for part in item], ranks,
-                 increments, change.customer_id]
+                [change.version, flat, ranks, increments, change.customer_id]
             ))
             if change.messages:
                 with_messages += 1
@@ -250,6 +261,9 @@ class CustomerStore:
                     messages += [kind, ident, body]
         args.append(with_messages)
         args += messages
+        if blobs:
+            args[3] = len(args)
+            args += blobs
         script_keys += list(others)
         conflicts, overflow, enqueued = await self._commit(keys=script_keys, args=args)
         return conflicts, overflow, enqueued
