@@ -2,7 +2,9 @@
 
 Applies the simulated events of `customers` customers with `Ingestor.process` (batches of
 `batch_size`, records on their key's partition) to a private ``redis-server`` and divides the
-server's ``usec`` of EVALSHA (the Lua commit) and of HGETALL (the loads) by the events.
+server's ``usec`` of EVALSHA (the Lua commit) and of HGETALL (the loads) by the events. Time
+depends on how busy the machine is; the commands the script runs per event (counted by
+``commandstats`` too) do not, and say the same more steadily.
 Run: ``python -m load.bench_commit [--customers 2000] [--days 365]``.
 """
 
@@ -12,6 +14,8 @@ import argparse
 import asyncio
 import json
 from typing import Any
+
+import redis
 
 from load.bench_env import PrivateRedis
 from load.bench_profile import profile_pipeline, raw_records
@@ -27,9 +31,21 @@ def measure_commit(url: str, customers: int = 2000, days: int = 365, batch_size:
     settings = Settings(redis_url=url)
     events = list(simulate(SimConfig(n_customers=customers, days=days, seed=seed)))
     records = raw_records(events, settings, settings.partitions)
+    client = redis.Redis.from_url(url)
+    client.config_resetstat()
     prof = asyncio.run(profile_pipeline(settings, records, batch_size=batch_size, timers=False))
+    stats = client.info("commandstats")
+    client.close()
+    inner = {
+        name.removeprefix("cmdstat_"): round(int(v["calls"]) / len(records), 2)
+        for name, v in stats.items()
+        if name.removeprefix("cmdstat_") not in ("evalsha", "hgetall", "flushdb", "info",
+                                                 "config|resetstat", "script|load", "ping")
+    }
     return {"events": len(records), "customers": customers, "batch_size": batch_size,
-            "partitions": settings.partitions, **prof.server}
+            "partitions": settings.partitions, **prof.server,
+            "script_commands_per_event": round(sum(inner.values()), 2),
+            "per_event": inner}
 
 
 if __name__ == "__main__":
