@@ -46,7 +46,7 @@ from stream_app.domain import valuation as valuation_module
 from stream_app.pipeline import Ingestor, RawRecord
 from stream_app.settings import Settings
 from stream_app.store.customers import CustomerStore
-from stream_app.store.keys import partition_of
+from stream_app.store.keys import Keys, partition_of
 
 __all__ = [
     "PhaseProfile",
@@ -202,7 +202,8 @@ async def profile_pipeline(
     client = async_redis(settings)
     if flush:
         await client.flushdb()
-    ingestor = Ingestor(settings, CustomerStore(client), _NullSink())
+    ingestor = Ingestor(settings, CustomerStore(client, Keys(partitions=settings.partitions)),
+                        _NullSink())
     saved: list[tuple[Any, str, Any]] = []
     if timers:
         # Names the engine does not have (any more) are skipped: the rest is still timed.

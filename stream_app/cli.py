@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 from stream_app import lookup
 from stream_app.connections import ConnectionRefused, async_redis, redis_refusal
 from stream_app.settings import Settings, SettingsError, redis_address
+from stream_app.store.keys import Keys
 
 
 def _print(doc: Any) -> None:
@@ -43,6 +44,10 @@ def _with_redis(
         return 2
 
 
+def _keys(settings: Settings) -> Keys:
+    return Keys(partitions=settings.partitions)
+
+
 def _key(settings: Settings, args: argparse.Namespace) -> int:
     from stream_app.store.keys import customer_key
 
@@ -67,7 +72,7 @@ def _lookup(settings: Settings, args: argparse.Namespace) -> int:
 
 def _top(settings: Settings, args: argparse.Namespace) -> int:
     async def work(client: Redis) -> int:
-        _print(await lookup.top(client, args.by, args.n))
+        _print(await lookup.top(client, args.by, args.n, _keys(settings)))
         return 0
 
     return _with_redis(settings, work)
@@ -75,7 +80,7 @@ def _top(settings: Settings, args: argparse.Namespace) -> int:
 
 def _rollups(settings: Settings, args: argparse.Namespace) -> int:
     async def work(client: Redis) -> int:
-        rows = await lookup.rollups(client, args.scope)
+        rows = await lookup.rollups(client, args.scope, _keys(settings))
         if args.json:
             _print(rows)
             return 0
@@ -101,7 +106,6 @@ def _winback(settings: Settings, args: argparse.Namespace) -> int:
 
 def _fit(settings: Settings, args: argparse.Namespace) -> int:
     from stream_app.models import FitError, fit_and_store
-    from stream_app.store.keys import Keys
 
     async def work(client: Redis) -> int:
         try:

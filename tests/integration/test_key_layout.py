@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import subprocess
 import sys
@@ -153,3 +154,30 @@ def test_a_v1_layout_is_moved_once_and_a_changed_partition_count_is_refused(
 
     asyncio.run(main())
 
+
+
+def test_the_cli_reads_every_partition_of_the_configured_count(redis_settings: Settings) -> None:
+    settings = dataclasses.replace(redis_settings, partitions=6)
+    keys = Keys(partitions=6)
+    ids = [f"C{i}" for i in range(30)]
+    assert len({keys.partition_of(cid) for cid in ids}) == 6
+    batch = [_purchase(settings, keys.partition_of(cid), i, cid) for i, cid in enumerate(ids)]
+
+    async def main() -> None:
+        redis = Redis.from_url(settings.redis_url)
+        try:
+            await Ingestor(settings, CustomerStore(redis, keys), Letters()).process(batch)
+        finally:
+            await redis.aclose()
+
+    asyncio.run(main())
+    env = {**os.environ, "REDIS_URL": settings.redis_url, "CVM_PARTITIONS": "6"}
+    out = subprocess.run([sys.executable, "-m", "stream_app.cli", "top", "-n", "100",
+                          "--by", "net_contribution"], env=env, cwd=ROOT, capture_output=True,
+                         check=True, timeout=60)
+    assert sorted(row["customer_id"] for row in orjson.loads(out.stdout)) == sorted(ids)
+    out = subprocess.run([sys.executable, "-m", "stream_app.cli", "rollups", "channel", "--json"],
+                         env=env,
+                         cwd=ROOT, capture_output=True, check=True, timeout=60)
+    [web] = orjson.loads(out.stdout)
+    assert web["customers"] == len(ids) and web["orders"] == len(ids)
