@@ -171,7 +171,8 @@ for _ = 1, e do
           fresh = redis.call('ZSCORE', KEYS[6], id) == false
             and redis.call('HEXISTS', KEYS[3], field) == 0
           if fresh then
-            redis.call('LPUSH', KEYS[5], '{"type":"' .. kind .. '","message":' .. message .. '}')
+            redis.call('LPUSH', KEYS[5],
+              '{"type":"' .. kind .. '","at":' .. now .. ',"message":' .. message .. '}')
             pushed = true
           end
         end

@@ -33,9 +33,12 @@ OUTBOX_GRACE_S = 30.0
 FED_KINDS = ("alert", "winback")
 
 
-def feed_entry(topic_kind: str, message: dict[str, Any]) -> bytes:
-    """One feed entry: ``{"type": "alert"|"winback", "message": {...}}``."""
-    return orjson.dumps({"type": topic_kind, "message": message})
+def feed_entry(topic_kind: str, message: dict[str, Any], at_ms: int) -> bytes:
+    """One feed entry: ``{"type": "alert"|"winback", "at": <commit time, ms>, "message": {...}}``.
+
+    The commit time orders the entries of the partitions' feeds when they are merged.
+    """
+    return orjson.dumps({"type": topic_kind, "at": at_ms, "message": message})
 
 
 async def push(redis: Redis, keys: Keys, topic_kind: str, message: dict[str, Any]) -> None:
@@ -43,7 +46,7 @@ async def push(redis: Redis, keys: Keys, topic_kind: str, message: dict[str, Any
     come from the commit)."""
     key = keys.shard_of(str(message["customer_id"])).alert_feed
     async with redis.pipeline(transaction=True) as pipe:
-        pipe.lpush(key, feed_entry(topic_kind, message))
+        pipe.lpush(key, feed_entry(topic_kind, message, int(time.time() * 1000)))
         pipe.ltrim(key, 0, FEED_LENGTH - 1)
         await pipe.execute()
 

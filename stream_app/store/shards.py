@@ -140,21 +140,22 @@ async def winback_outcomes(redis: Redis, keys: Keys) -> dict[str, str]:
     return await _union(redis, keys, lambda s: s.winback_outcomes)
 
 
-def _raised_at(raw: bytes) -> str:
+def _at(raw: bytes) -> int:
     try:
-        doc = orjson.loads(raw)
-        return str(doc.get("message", {}).get("raised_at", ""))
+        at = orjson.loads(raw).get("at")
     except (orjson.JSONDecodeError, AttributeError):
-        return ""
+        return 0
+    return at if isinstance(at, int) else 0
 
 
 async def feed(redis: Redis, keys: Keys, n: int) -> list[bytes]:
-    """The `n` newest feed entries over every partition (by ``raised_at``), raw JSON."""
+    """The `n` newest feed entries over every partition (by commit time ``at``; entries
+    without one, of layout v1, after), raw JSON."""
     if n <= 0:
         return []
     parts: Sequence[Iterable[bytes]] = await _each(
         redis, keys, lambda pipe, s: pipe.lrange(s.alert_feed, 0, n - 1))
     entries = [bytes(e) if not isinstance(e, str) else e.encode() for part in parts for e in part]
     # A stable sort: entries of one partition with the same time keep their order.
-    entries.sort(key=_raised_at, reverse=True)
+    entries.sort(key=_at, reverse=True)
     return entries[:n]
