@@ -130,10 +130,11 @@ def applied_total(client: redis.Redis, settings: Settings) -> int:
     """Records consumed so far: the sum over input partitions of the last applied offset + 1."""
     inputs = set(settings.topics.inputs)
     total = 0
-    for name, value in client.hgetall(Keys().applied).items():
-        topic = name.decode().rpartition("/")[0]
-        if topic in inputs:
-            total += int(value) + 1
+    for shard in Keys(partitions=settings.partitions).shards():
+        for name, value in client.hgetall(shard.applied).items():
+            topic = name.decode().rpartition("/")[0]
+            if topic in inputs:
+                total += int(value) + 1
     return total
 
 
@@ -177,9 +178,9 @@ def raw_consumer(settings: Settings, total: int, timeout_s: float = 180) -> dict
 def lookup_ids(settings: Settings, path: Path, limit: int = 5000) -> Path:
     client = sync_redis(settings)
     ids = []
-    for key in client.scan_iter(match=Keys().customer_pattern, count=2000):
-        name = key.decode()
-        ids.append(name[name.index("{") + 1 : -1])
+    keys = Keys(partitions=settings.partitions)
+    for key in client.scan_iter(match=keys.customer_pattern, count=2000):
+        ids.append(keys.customer_id(key))
         if len(ids) >= limit:
             break
     client.close()
@@ -190,7 +191,7 @@ def lookup_ids(settings: Settings, path: Path, limit: int = 5000) -> Path:
 def typical_customer(settings: Settings, ids: Path, sample: int = 200) -> str | None:
     """The customer whose record has the median size (MEMORY USAGE) among the first `sample`."""
     client = sync_redis(settings)
-    keys = Keys()
+    keys = Keys(partitions=settings.partitions)
     sized = []
     for cid in ids.read_text().split()[:sample]:
         size = client.memory_usage(keys.customer(cid), samples=0)

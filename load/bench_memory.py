@@ -35,22 +35,28 @@ __all__ = ["measure_dedup", "measure_memory"]
 
 RANKS = ("clv", "net_contribution", "value_at_risk")
 
+# Clone i goes to partition i % partitions (the layout v2 key of that shard): the same key
+# lengths and rank set sizes as murmur2 would give, without murmur2 in Lua.
 _CLONE = """
-local key_prefix, letter = ARGV[1], ARGV[2]
+local prefix, letter = ARGV[1], ARGV[2]
 local start, count = tonumber(ARGV[3]), tonumber(ARGV[4])
 local nt, nr, set_cid = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7]
-local ranks_at = 8
+local partitions = tonumber(ARGV[8])
+local ranks_at = 9
 local tmpl_at = ranks_at + nr
 for i = start, start + count - 1 do
   local j = i % nt
-  local src, tid = ARGV[tmpl_at + 2 * j], ARGV[tmpl_at + 2 * j + 1]
+  local src, tid, tshard = ARGV[tmpl_at + 3 * j], ARGV[tmpl_at + 3 * j + 1],
+    ARGV[tmpl_at + 3 * j + 2]
   local id = letter .. string.format('%07d', i)
-  local dst = key_prefix .. id .. '}'
+  local tag = prefix .. ':{p' .. (i % partitions) .. '}:'
+  local dst = tag .. 'customer:' .. id
   redis.call('COPY', src, dst)
   if set_cid ~= '' then redis.call('HSET', dst, set_cid, id) end
   for r = 0, nr - 1 do
-    local score = redis.call('ZSCORE', ARGV[ranks_at + r], tid)
-    if score then redis.call('ZADD', ARGV[ranks_at + r], score, id) end
+    local score = redis.call('ZSCORE', prefix .. ':{p' .. tshard .. '}:rank:' .. ARGV[ranks_at + r],
+      tid)
+    if score then redis.call('ZADD', tag .. 'rank:' .. ARGV[ranks_at + r], score, id) end
   end
 end
 return count
@@ -181,7 +187,7 @@ def _write_templates(client: redis.Redis, keys: Keys, templates: Sequence[Templa
             pipe.hset(key, mapping=record)
         for r in ranks:
             if r in t.scores:
-                pipe.zadd(keys.rank(r), {t.customer_id: t.scores[r]})
+                pipe.zadd(keys.shard_of(t.customer_id).rank(r), {t.customer_id: t.scores[r]})
     pipe.execute()
 
 
@@ -190,35 +196,35 @@ def _clone(client: redis.Redis, keys: Keys, templates: Sequence[Template], ranks
     script = client.register_script(_CLONE)
     tmpl_args: list[str] = []
     for t in templates:
-        tmpl_args += [keys.customer(t.customer_id), t.customer_id]
-    prefix = keys.customer("")[:-1]
-    rank_keys = [keys.rank(r) for r in ranks]
+        tmpl_args += [keys.customer(t.customer_id), t.customer_id,
+                      keys.partition_of(t.customer_id)]
     done = 0
     while done < count:
         n = min(chunk, count - done)
-        script(args=[prefix, letter, start + done, n, len(templates), len(rank_keys), id_field,
-                     *rank_keys, *tmpl_args])
+        script(args=[keys.prefix, letter, start + done, n, len(templates), len(ranks), id_field,
+                     keys.partitions, *ranks, *tmpl_args])
         done += n
 
 
 def _breakdown(client: redis.Redis, keys: Keys, clones: int, delta: int, letter: str = "K",
                sample: int = 300, seed: int = 1) -> dict[str, Any]:
     rng = random.Random(seed)
-    ids = [f"{letter}{i:07d}" for i in rng.sample(range(clones), min(sample, clones))]
+    picked = rng.sample(range(clones), min(sample, clones))
     usage: list[int] = []
     encodings: Counter[str] = Counter()
     fields: list[int] = []
-    for cid in ids:
-        key = keys.customer(cid)
+    for i in picked:
+        key = keys.shard(i % keys.partitions).customer(f"{letter}{i:07d}")
         usage.append(int(client.memory_usage(key, samples=0) or 0))
         encodings[str(client.object("encoding", key))] += 1
         if client.type(key) == b"hash":
             fields.append(int(client.hlen(key)))
     ranks = {}
     for r in RANKS:
-        card = int(client.zcard(keys.rank(r)))
+        card = sum(int(client.zcard(s.rank(r))) for s in keys.shards())
         if card:
-            ranks[r] = round(int(client.memory_usage(keys.rank(r), samples=0) or 0) / card, 1)
+            used = sum(int(client.memory_usage(s.rank(r), samples=0) or 0) for s in keys.shards())
+            ranks[r] = round(used / card, 1)
     per = delta / clones
     hash_avg = sum(usage) / len(usage)
     return {
@@ -236,12 +242,11 @@ def _breakdown(client: redis.Redis, keys: Keys, clones: int, delta: int, letter:
 def _load_templates(client: redis.Redis, keys: Keys) -> list[Template]:
     templates = []
     for key in client.scan_iter(match=keys.customer_pattern, count=1000):
-        name = key.decode()
-        cid = name[name.index("{") + 1 : -1]
+        cid = keys.customer_id(key)
         raw = client.hgetall(key)
         scores = {}
         for r in RANKS:
-            s = client.zscore(keys.rank(r), cid)
+            s = client.zscore(keys.shard_of(cid).rank(r), cid)
             if s is not None:
                 scores[r] = float(s)
         templates.append(Template(cid, {k.decode(): v.decode() for k, v in raw.items()}, scores))
@@ -255,6 +260,7 @@ def measure_memory(
     alt_scale: int = 100_000,
     seed: int = 11,
     log: Callable[[str], None] = print,
+    skip_alternatives: bool = False,
 ) -> dict[str, Any]:
     """Memory per customer at each scale, its breakdown, and the alternatives at `alt_scale`."""
     settings = Settings(redis_url=url)
@@ -277,7 +283,7 @@ def measure_memory(
     population = {}
     for key in client.scan_iter(match="cvm:*", count=1000):
         name = key.decode()
-        kind = name.split(":")[1]
+        kind = name.split(":")[2] if name.count(":") > 2 else ""
         if kind in ("hist", "rollup", "trends"):
             population[name] = int(client.memory_usage(key, samples=0) or 0)
     out: dict[str, Any] = {
@@ -311,7 +317,8 @@ def measure_memory(
         _clone(client, keys, templates, RANKS, "customer_id", done, scale - done)
         done = scale
         out["scales"].append(_breakdown(client, keys, scale, _used(client) - base))
-    for name, (build, ranks, id_field, limit) in _alternatives(templates).items():
+    alternatives = {} if skip_alternatives else _alternatives(templates)
+    for name, (build, ranks, id_field, limit) in alternatives.items():
         client.flushall()
         client.config_set("hash-max-listpack-value", limit)
         _write_templates(client, keys, templates, build, ranks)
@@ -381,9 +388,23 @@ def measure_dedup(
 
 
 if __name__ == "__main__":
+    import argparse
     import json
 
     from load.bench_env import PrivateRedis
 
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dedup", action="store_true", help="the deduplication state only")
+    parser.add_argument("--scales", default="100000,1000000",
+                        help="populations to measure, comma separated")
+    parser.add_argument("--alternatives", type=int, default=0,
+                        help="population of the alternative layouts (0: skip them)")
+    cli = parser.parse_args()
     with PrivateRedis() as server:
-        print(json.dumps(measure_dedup(server.url), indent=2))
+        if cli.dedup:
+            print(json.dumps(measure_dedup(server.url), indent=2))
+        else:
+            scales = tuple(int(n) for n in cli.scales.split(","))
+            print(json.dumps(measure_memory(server.url, scales, alt_scale=cli.alternatives,
+                                            skip_alternatives=cli.alternatives == 0),
+                             indent=2))

@@ -29,7 +29,6 @@ import shutil
 import subprocess
 import sys
 import time
-import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -48,6 +47,7 @@ from stream_app.domain import valuation as valuation_module
 from stream_app.pipeline import Ingestor, RawRecord
 from stream_app.settings import Settings
 from stream_app.store.customers import CustomerStore
+from stream_app.store.keys import Keys, partition_of
 
 __all__ = [
     "PhaseProfile",
@@ -68,7 +68,8 @@ def throughput_events(n: int, customers: int, days: int, seed: int) -> list[SimE
 
 def raw_records(events: Iterable[SimEvent], settings: Settings,
                 partitions: int = 4) -> list[RawRecord]:
-    """Kafka-like records of simulated events: keyed by customer, offsets per partition."""
+    """Kafka-like records of simulated events: keyed by customer, on the partition Kafka's
+    default partitioner picks, offsets per partition."""
     topics = {
         "purchase": settings.topics.purchases,
         "service_contact": settings.topics.service_contacts,
@@ -78,7 +79,8 @@ def raw_records(events: Iterable[SimEvent], settings: Settings,
     out = []
     for e in events:
         key = e.customer_id.encode()
-        tp = (topics[e.topic_kind], zlib.crc32(key) % partitions)
+        # Kafka's default partitioner (murmur2), as the engine's producers use.
+        tp = (topics[e.topic_kind], partition_of(e.customer_id, partitions))
         out.append(RawRecord(tp[0], tp[1], offsets[tp], key, orjson.dumps(e.payload)))
         offsets[tp] += 1
     return out
@@ -204,7 +206,8 @@ async def profile_pipeline(
     client = async_redis(settings)
     if flush:
         await client.flushdb()
-    ingestor = Ingestor(settings, CustomerStore(client), _NullSink())
+    ingestor = Ingestor(settings, CustomerStore(client, Keys(partitions=settings.partitions)),
+                        _NullSink())
     saved: list[tuple[Any, str, Any]] = []
     if timers:
         # Names the engine does not have (any more) are skipped: the rest is still timed.

@@ -426,6 +426,22 @@ def lookup(
     emit(view, as_json=as_json, title=f"customer {customer_id}")
 
 
+def keys_of(settings: Settings) -> Any:
+    """The engine's Redis key names for these settings (layout v2: per input partition)."""
+    from stream_app.store.keys import Keys
+
+    return Keys(partitions=settings.partitions)
+
+
+@app.command(epilog=env_help(("CVM_PARTITIONS", "CVM_APP_ID")))
+def key(customer_id: Annotated[str, typer.Argument(help="the customer's id")]) -> None:
+    """The Redis key of a customer's record (layout v2), for readers of Redis itself."""
+    from stream_app.store.keys import customer_key
+
+    settings = load_settings()
+    print(customer_key(customer_id, settings.partitions))
+
+
 TOP_COLUMNS = ("rank", "customer_id", "clv", "value_at_risk", "p_alive", "net_contribution",
                "value_tier", "rfm_segment", "last_event_at")
 
@@ -445,7 +461,7 @@ def top(
         fail(f"--by {by!r} is not a ranking", f"use one of {', '.join(read.RANKINGS)}",
              code=EXIT_UNUSABLE)
     settings = load_settings()
-    rows = run_redis(settings, lambda r: read.top(r, by, limit))
+    rows = run_redis(settings, lambda r: read.top(r, by, limit, keys_of(settings)))
     emit(rows, as_json=as_json, columns=TOP_COLUMNS,
          title=f"Top {len(rows)} customers by {_label(by)}")
 
@@ -470,7 +486,7 @@ def rollups(
     if scope not in ROLLUP_COLUMNS:
         fail(f"{scope!r} is not a scope", "use channel or campaign", code=EXIT_UNUSABLE)
     settings = load_settings()
-    rows = run_redis(settings, lambda r: read.rollups(r, scope))
+    rows = run_redis(settings, lambda r: read.rollups(r, scope, keys_of(settings)))
     shown = rows[:limit] if limit else rows
     caption = (f"{len(shown)} of {len(rows)} shown; -n 0 shows all"
                if len(shown) < len(rows) else None)
@@ -545,12 +561,12 @@ def fit(
     """Fit the value model (BG/NBD and Gamma-Gamma) now and store a new version."""
     from stream_app import lookup as read
     from stream_app.models import FitError, fit_and_store
-    from stream_app.store.keys import Keys
 
     settings = load_settings()
     when = read.parse_as_of(as_of)
     try:
-        doc = run_redis(settings, lambda r: fit_and_store(r, Keys(), settings, as_of=when))
+        doc = run_redis(settings, lambda r: fit_and_store(r, keys_of(settings), settings,
+                                                          as_of=when))
     except FitError as exc:
         fail(str(exc), "wait for more customers with repeat orders, then fit again")
     emit(doc, as_json=as_json, title="Value model")
@@ -743,7 +759,7 @@ for _name, (_summary, _epilog) in PASSTHROUGH.items():
     _passthrough(_name, _summary, _epilog)
 
 #: Every subcommand, in the order of ``cvm --help`` (and of the README's table).
-COMMANDS = ("worker", "lookup", "top", "rollups", "winback", "fit", "demo", "config",
+COMMANDS = ("worker", "lookup", "key", "top", "rollups", "winback", "fit", "demo", "config",
             "offers", "history", "trends", "unprofitable", "evaluate-offers", *PASSTHROUGH)
 
 

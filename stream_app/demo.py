@@ -58,7 +58,8 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(timeout=10)
 
 
-def view(client: redis.Redis, published: int, started: float, top: int = 12) -> Any:
+def view(client: redis.Redis, published: int, started: float, top: int = 12,
+         keys: Keys | None = None) -> Any:
     """One frame of the live view (a Rich renderable), from what is in Redis now."""
     from rich.console import Group
     from rich.table import Table
@@ -66,12 +67,14 @@ def view(client: redis.Redis, published: int, started: float, top: int = 12) -> 
 
     from stream_app.cli import format_value
 
-    applied = client.hgetall("cvm:applied")
-    consumed = sum(int(v) + 1 for v in applied.values())
-    rows = client.zrevrange("cvm:rank:clv", 0, top - 1, withscores=True)
+    keys = keys or Keys()
+    consumed = sum(int(v) + 1 for s in keys.shards() for v in client.hgetall(s.applied).values())
+    rows = sorted((row for s in keys.shards()
+                   for row in client.zrevrange(s.rank("clv"), 0, top - 1, withscores=True)),
+                  key=lambda row: -row[1])[:top]
     pipe = client.pipeline(transaction=False)
     for member, _ in rows:
-        pipe.hgetall(Keys().customer(member))
+        pipe.hgetall(keys.customer(member.decode() if isinstance(member, bytes) else member))
     records = pipe.execute() if rows else []
     model = client.get("cvm:model:current")
     model_line = "value model: prior parameters (first fit pending)"
@@ -87,7 +90,7 @@ def view(client: redis.Redis, published: int, started: float, top: int = 12) -> 
         ("cvm demo", "bold"),
         f"  {datetime.now(UTC):%H:%M:%S} UTC, up {time.monotonic() - started:,.0f} s\n",
         f"published {published:,}   applied (all time) {consumed:,}   "
-        f"customers {client.zcard('cvm:rank:net_contribution'):,}\n",
+        f"customers {sum(client.zcard(sh.rank('net_contribution')) for sh in keys.shards()):,}\n",
         (model_line, "dim"),
     )
     customers = Table(title="Top customers by CLV (365 days), as of their latest event",
@@ -106,7 +109,9 @@ def view(client: redis.Redis, published: int, started: float, top: int = 12) -> 
             rec.get("last_event_at", "")[:10],
         )
     feed = Table(header_style="bold", show_header=False, box=None)
-    entries = client.lrange("cvm:feed:recent", 0, 5)
+    # The newest entries over every partition's feed (each entry carries its commit time).
+    entries = sorted((e for sh in keys.shards() for e in client.lrange(sh.alert_feed, 0, 5)),
+                     key=lambda e: -int(orjson.loads(e).get("at", 0)))[:6]
     if not entries:
         feed.add_row("none yet")
     for raw in entries:
@@ -171,7 +176,8 @@ def run(
     started = time.monotonic()
     console = Console(highlight=False)
     # In place on a terminal; elsewhere (a pipe, a file) only the last frame is printed.
-    last = [view(client, published[0], started)]
+    keys = Keys(partitions=settings.partitions)
+    last = [view(client, published[0], started, keys=keys)]
     live = Live(last[0], console=console, auto_refresh=False)
     try:
         with live:
@@ -180,7 +186,7 @@ def run(
                     print(f"cvm demo: the worker exited with {worker.returncode}; see "
                           f"{log_path}", file=sys.stderr)
                     return 1
-                last[0] = view(client, published[0], started)
+                last[0] = view(client, published[0], started, keys=keys)
                 live.update(last[0], refresh=True)
                 time.sleep(1.0)
     except KeyboardInterrupt:

@@ -863,7 +863,7 @@ async def engine_predictions(
     from stream_app.store.keys import Keys
     from stream_app.store.records import from_fields
 
-    keys = Keys()
+    keys = Keys(partitions=settings.partitions)
     model = await load_model(client, keys, settings)
     out: dict[str, tuple[float, float] | None] = {}
     for lo in range(0, len(ids), chunk):
@@ -1127,18 +1127,20 @@ class _Run:
                 raise EvaluationError(str(exc)) from None
 
     def wait_applied(self, produced: Mapping[str, int]) -> None:
-        """Wait until ``cvm:applied`` reaches every produced offset (bounded)."""
+        """Wait until the applied offsets reach every produced offset (bounded)."""
         from stream_app.store.keys import Keys
 
         total = sum(o + 1 for o in produced.values())
         bar = _bar(total, "applied", self.progress)
-        key = Keys().applied
+        assert self.settings is not None
+        applied_keys = [s.applied for s in Keys(partitions=self.settings.partitions).shards()]
         began = time.perf_counter()
         end = time.monotonic() + self.args.apply_timeout
         done = 0
         try:
             while True:
-                raw = {k.decode(): int(v) for k, v in self.redis.hgetall(key).items()}
+                raw = {k.decode(): int(v) for key in applied_keys
+                       for k, v in self.redis.hgetall(key).items()}
                 done = sum(min(raw.get(tp, -1), last) + 1 for tp, last in produced.items())
                 bar.update(done - bar.n)
                 if all(raw.get(tp, -1) >= last for tp, last in produced.items()):
@@ -1176,7 +1178,7 @@ class _Run:
         try:
             t0 = time.perf_counter()
             try:
-                doc = await fit_and_store(client, Keys(), settings,
+                doc = await fit_and_store(client, Keys(partitions=settings.partitions), settings,
                                           as_of=self.window.calibration_end)
             except FitError as exc:
                 raise EvaluationError(f"the engine's fit failed: {exc}") from None

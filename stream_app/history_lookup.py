@@ -6,6 +6,7 @@ in one hash per Kafka partition (`Keys.trends`) and merged here by adding them.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 from redis.asyncio import Redis
@@ -37,7 +38,7 @@ async def history(
     The last point is ``open`` while the engine's watermark is still in its period:
     its values are then the latest, not those at the period's end.
     """
-    keys = keys or Keys()
+    keys = keys or Keys(partitions=settings.partitions)
     key = keys.customer(customer_id)
     raw, exists = await redis.hget(key, HISTORY), await redis.exists(key)
     if not exists:
@@ -86,7 +87,7 @@ async def trends(
     redis: Redis, settings: Settings, last: int | None = None, keys: Keys | None = None
 ) -> dict[str, Any]:
     """Per period, up to the engine's watermark: stocks at its end and its flows."""
-    keys = keys or Keys()
+    keys = keys or Keys(partitions=settings.partitions)
     if last is not None and not 1 <= last <= 1000:
         raise LookupError_(f"periods: {last} is not within 1..1000")
     unit = settings.history_period
@@ -105,6 +106,20 @@ def _money_c(raw: str | None) -> int:
     return 0 if raw is None else parse_money(raw)
 
 
+async def _loss_candidates(redis: Redis, keys: Keys) -> AsyncIterator[list[Any]]:
+    """Ids with a negative net contribution, in chunks, from every partition's ranking."""
+    for shard in keys.shards():
+        start = 0
+        while True:
+            ids = await redis.zrangebyscore(shard.rank("net_contribution"), "-inf", "(0",
+                                            start=start, num=CHUNK)
+            if ids:
+                yield ids
+            if len(ids) < CHUNK:
+                break
+            start += len(ids)
+
+
 async def unprofitable(
     redis: Redis, settings: Settings, n: int = 50, keys: Keys | None = None
 ) -> dict[str, Any]:
@@ -113,17 +128,11 @@ async def unprofitable(
     Reads the customers with a negative net contribution from the net contribution
     ranking, worst first, in chunks.
     """
-    keys = keys or Keys()
+    keys = keys or Keys(partitions=settings.partitions)
     if not 1 <= n <= 10_000:
         raise LookupError_(f"n: {n} is not within 1..10000")
     makers = []
-    start = 0
-    while True:
-        ids = await redis.zrangebyscore(keys.rank("net_contribution"), "-inf", "(0",
-                                        start=start, num=CHUNK)
-        if not ids:
-            break
-        start += len(ids)
+    async for ids in _loss_candidates(redis, keys):
         names = [i.decode() if isinstance(i, bytes) else i for i in ids]
         async with redis.pipeline(transaction=False) as pipe:
             for cid in names:
@@ -144,8 +153,6 @@ async def unprofitable(
                 {name: _money_c(d[name]) for name in _LOSS_FIELDS[2:7]},
                 settings.default_margin_rate,
             ))
-        if len(ids) < CHUNK:
-            break
     doc = up.summarize(makers, n)
     doc["reference_margin_rate"] = settings.default_margin_rate
     return doc

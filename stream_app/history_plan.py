@@ -45,7 +45,7 @@ from stream_app.settings import Settings
 from stream_app.store.customers import Change, Loaded
 from stream_app.store.keys import Keys
 
-__all__ = ["HISTORY", "HistoryConfig", "Item", "Trail", "customer_partition", "extend",
+__all__ = ["HISTORY", "HistoryConfig", "Item", "Trail", "extend",
            "extend_many", "point"]
 
 #: The record's field holding the packed value history.
@@ -98,12 +98,6 @@ class Trail:
             if at < end:
                 found = state
         return found
-
-
-def customer_partition(state: CustomerState) -> int:
-    """The Kafka partition a customer's events come from (the lowest, should there be several;
-    0 before any)."""
-    return min((p for _, p in state.offsets), default=0)
 
 
 def point(state: CustomerState, valuation: Valuation, cuts: Cuts, period: int) -> Point:
@@ -214,7 +208,7 @@ def _finish(item: Item, prep: _Prepared | None, values: Sequence[Valuation | Non
             fields[HISTORY] = packed
     if not sums and len(fields) == len(change.fields):
         return change
-    key = keys.trends(customer_partition(after))
+    key = keys.trends(keys.partition_of(change.customer_id))
     increments = [*change.increments, *((key, n, d) for n, d in sums.items() if d)]
     return Change(change.customer_id, change.version, fields, change.ranks, increments,
                   change.messages)

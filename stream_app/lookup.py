@@ -30,9 +30,11 @@ from stream_app.domain.valuation import Valuation, ValueModel, value_states
 from stream_app.models import load_cuts, model_from_json, watermark_of
 from stream_app.planner import Cuts, rfm_fields, valuation_fields
 from stream_app.settings import Settings
+from stream_app.store import shards
 from stream_app.store.customers import text
 from stream_app.store.keys import Keys
 from stream_app.store.records import format_money, from_fields, public_view
+from stream_app.store.shards import by_partition
 
 RANKINGS = ("clv", "net_contribution", "value_at_risk")
 
@@ -177,13 +179,19 @@ async def customer(
     offers (default CVM_OFFERS_K); `offers` False leaves both out (a batch of lookups
     that only wants the values).
     """
-    keys = keys or Keys()
+    keys = keys or Keys(partitions=settings.partitions)
+    # The record, every partition's watermarks and the model in one round trip.
+    shard_list = list(keys.shards())
     async with redis.pipeline(transaction=False) as pipe:
         pipe.hgetall(keys.customer(customer_id))
-        pipe.hgetall(keys.watermarks)
         pipe.get(keys.model)
+        for shard in shard_list:
+            pipe.hgetall(shard.watermarks)
         replies = await pipe.execute()
     fields = text(replies[0])
+    marks = {}
+    for raw in replies[2:]:
+        marks.update(by_partition(text(raw)))
     if not fields:
         return None
     horizon = float(settings.horizon_days if horizon_days is None else horizon_days)
@@ -191,11 +199,11 @@ async def customer(
         raise LookupError_(f"horizon_days: {horizon:g} is not within 1..36500")
     state = from_fields(customer_id, fields)
     if as_of is None:
-        as_of = watermark_of(text(replies[1]), settings)
+        as_of = watermark_of(marks, settings)
     if as_of is None or (state.last_event is not None and as_of < state.last_event):
         as_of = state.last_event
     if model is None:
-        model = model_from_json(replies[2], settings)
+        model = model_from_json(replies[1], settings)
     valuation = None
     if as_of is not None and answers_as_stored(fields, as_of, horizon, model.version):
         view = public_view(fields)
@@ -272,7 +280,7 @@ async def top(
         raise LookupError_(f"by: {by!r} is not one of {', '.join(RANKINGS)}")
     if not 1 <= n <= 10_000:
         raise LookupError_(f"n: {n} is not within 1..10000")
-    rows = await redis.zrevrange(keys.rank(by), 0, n - 1, withscores=True)
+    rows = await shards.top(redis, keys, by, n)
     async with redis.pipeline(transaction=False) as pipe:
         for member, _ in rows:
             pipe.hmget(
@@ -304,14 +312,10 @@ async def rollups(redis: Redis, scope: str, keys: Keys | None = None) -> list[di
     keys = keys or Keys()
     if scope not in ("channel", "campaign"):
         raise LookupError_(f"scope: {scope!r} is not channel or campaign")
-    names = sorted(text(await redis.hgetall(keys.rollup_index(scope))))
-    async with redis.pipeline(transaction=False) as pipe:
-        for name in names:
-            pipe.hgetall(keys.rollup(scope, name))
-        rows = await pipe.execute() if names else []
+    names = await shards.rollup_names(redis, keys, scope)
     out = []
-    for name, raw in zip(names, rows, strict=True):
-        counts = {k: int(v) for k, v in text(raw).items()}
+    for name in names:
+        counts = await shards.rollup(redis, keys, scope, name)
         row: dict[str, Any] = {scope: name}
         for field, value in sorted(counts.items()):
             if field.endswith("_c"):
@@ -345,8 +349,8 @@ async def winback_results(
     touch within the response window) or when the window passed; open ones are
     still in the customers' records and not counted here.
     """
-    keys = keys or Keys()
-    raw = await redis.hgetall(keys.winback_outcomes)
+    keys = keys or Keys(partitions=settings.partitions)
+    raw = await shards.winback_outcomes(redis, keys)
     outcomes = [WinbackOutcome(**orjson.loads(v)) for v in raw.values()]
-    watermark = watermark_of(text(await redis.hgetall(keys.watermarks)), settings)
+    watermark = watermark_of(await shards.watermarks(redis, keys), settings)
     return {"outcomes": len(outcomes), **alerts.winback_results(outcomes, as_of=watermark)}

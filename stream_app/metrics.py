@@ -32,6 +32,8 @@ import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import generate_latest
 
+from stream_app.store import shards
+
 if TYPE_CHECKING:  # the hooks run in the pipeline, which does not depend on Faust
     import faust
     from faust.web import Request, Response, View
@@ -283,7 +285,7 @@ class Sampler:
             await redis.get(keys.model),
             await redis.get(keys.churn_metrics),
             await redis.hget(keys.churn_model, "version"),
-            await redis.hgetall(keys.watermarks),
+            await shards.watermarks(redis, keys),
         )
         value = orjson.loads(raw_model) if raw_model else {}
         fitted = _iso_seconds(value.get("fitted_at"))
@@ -307,10 +309,9 @@ class Sampler:
             if isinstance(churn.get(key), int | float):
                 CHURN_AUC.labels(window=window).set(churn[key])
         inputs = set(self.runtime.settings.topics.inputs)
-        for field, ms in marks.items():
-            topic, _, partition = field.decode().rpartition("/")
+        for (topic, partition), ms in marks.items():
             if topic in inputs:
-                WATERMARK_AGE.labels(topic=topic, partition=partition).set(
+                WATERMARK_AGE.labels(topic=topic, partition=str(partition)).set(
                     now - int(ms) / 1000)
 
     async def sample(self) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
@@ -24,6 +25,7 @@ from stream_app.domain.rfm import RfmCuts, percentile_cuts, quintile_cuts
 from stream_app.domain.valuation import PopulationFit, ValueModel, fit_population
 from stream_app.planner import Cuts, spend_bucket_value
 from stream_app.settings import Settings
+from stream_app.store import shards
 from stream_app.store.customers import text
 from stream_app.store.keys import Keys
 from stream_app.store.records import format_time
@@ -50,13 +52,13 @@ async def engine_watermark(redis: Redis, keys: Keys, settings: Settings) -> int 
     their events have not reached. With CVM_WALL_CLOCK_WATERMARK the wall clock
     advances it during quiet periods.
     """
-    return watermark_of(text(await redis.hgetall(keys.watermarks)), settings)
+    return watermark_of(await shards.watermarks(redis, keys), settings)
 
 
-def watermark_of(raw: dict[str, str], settings: Settings) -> int | None:
-    """`engine_watermark` of the watermarks hash as read (field ``topic/partition``: ms)."""
+def watermark_of(raw: Mapping[tuple[str, int], int], settings: Settings) -> int | None:
+    """`engine_watermark` of the watermarks as read (``(topic, partition)``: ms)."""
     inputs = set(settings.topics.inputs)
-    marks = [int(v) for k, v in raw.items() if k.rpartition("/")[0] in inputs]
+    marks = [v for (topic, _), v in raw.items() if topic in inputs]
     mark = min(marks) if marks else None
     if settings.wall_clock_watermark:
         import time
@@ -88,10 +90,10 @@ async def load_model(redis: Redis, keys: Keys, settings: Settings) -> ValueModel
 
 async def load_cuts(redis: Redis, keys: Keys) -> Cuts:
     """Recompute population cut points from the histograms."""
-    async with redis.pipeline(transaction=False) as pipe:
-        for name in ("last_purchase_day", "frequency", "monetary", "clv"):
-            pipe.hgetall(keys.histogram(name))
-        day, freq, money, value = await pipe.execute()
+    day, freq, money, value = [
+        {k: str(v) for k, v in (await shards.histogram(redis, keys, name)).items()}
+        for name in ("last_purchase_day", "frequency", "monetary", "clv")
+    ]
     return Cuts(
         rfm=RfmCuts(
             recency_day=quintile_cuts(_histogram(text(day))),
@@ -108,18 +110,15 @@ async def load_severity_bands(
 ) -> tuple[float, float, float]:
     """Severity bands at `percentiles` of every customer's value at risk (the rank set).
 
-    Three ``ZRANGE`` calls by index on the ``value_at_risk`` sorted set: O(log n).
+    The ``value_at_risk`` rank sets of every partition, merged by `shards.rank_at`.
     """
-    key = keys.rank("value_at_risk")
-    n = int(await redis.zcard(key))
+    n = await shards.rank_size(redis, keys, "value_at_risk")
     if n == 0:
         return fallback
-    async with redis.pipeline(transaction=False) as pipe:
-        for p in percentiles:
-            i = percentile_index(n, p)
-            pipe.zrange(key, i, i, withscores=True)
-        picked = await pipe.execute()
-    amounts = [float(rows[0][1]) if rows else 0.0 for rows in picked]
+    amounts = []
+    for p in percentiles:
+        at = await shards.rank_at(redis, keys, "value_at_risk", percentile_index(n, p))
+        amounts.append(0.0 if at is None else at)
     return population_bands(amounts, n, fallback)
 
 
@@ -127,8 +126,8 @@ async def read_statistics(
     redis: Redis, keys: Keys
 ) -> tuple[list[tuple[int, int, int, int]], list[tuple[int, float, int]]]:
     """The aggregated BG/NBD rows (x, t_x, first_day, n) and spend rows (n, spend, count)."""
-    repeat_raw = text(await redis.hgetall(keys.histogram("bgnbd")))
-    spend_raw = text(await redis.hgetall(keys.histogram("spend")))
+    repeat_raw = await shards.histogram(redis, keys, "bgnbd")
+    spend_raw = await shards.histogram(redis, keys, "spend")
     repeat_rows = []
     for field, count in repeat_raw.items():
         x, t_x, first = (int(p) for p in field.split(":"))

@@ -73,18 +73,23 @@ def counter_increments(
 
 
 def _split(key: str) -> tuple[str, int, int] | None:
-    scope_period, _, partition = key.rpartition(":")
-    head, _, period = scope_period.rpartition(":")
-    scope = head.split(":affinity:", 1)[-1]
+    """``(scope, period, partition)`` of an affinity key, ``cvm:{p<n>}:affinity:<scope>:<period>``.
+
+    >>> _split("cvm:{p3}:affinity:all:682")
+    ('all', 682, 3)
+    """
+    head, found, rest = key.partition(":affinity:")
+    scope, _, period = rest.rpartition(":")
+    tag = head.rsplit(":", 1)[-1]
     try:
-        return scope, int(period), int(partition)
+        return (scope, int(period), int(tag.strip("{}p"))) if found and scope else None
     except ValueError:
         return None
 
 
 async def load_tables(redis: Redis, settings: Settings, keys: Keys | None = None) -> Tables:
     """Merge the affinity counters of the last CVM_AFFINITY_PERIODS periods, decayed."""
-    keys = keys or Keys()
+    keys = keys or Keys(partitions=settings.partitions)
     names = list(text(await redis.hgetall(keys.affinity_index)))
     parsed = [(name, _split(name)) for name in names]
     located = [(name, where) for name, where in parsed if where is not None]

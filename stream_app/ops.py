@@ -34,7 +34,7 @@ from redis.asyncio import Redis
 
 from stream_app import lookup
 from stream_app.runtime import Runtime
-from stream_app.store import churn_models, feed
+from stream_app.store import churn_models, feed, shards
 from stream_app.store.keys import Keys
 
 __all__ = ["FEED_DEFAULT", "TOP_N", "content_security_policy", "page", "register",
@@ -80,7 +80,7 @@ def content_security_policy(html: str) -> str:
 async def _feed(redis: Redis, keys: Keys, n: int) -> list[dict[str, Any]]:
     # An entry that is not JSON is shown marked, rather than losing the feed.
     out: list[dict[str, Any]] = []
-    for raw in await redis.lrange(keys.alert_feed, 0, n - 1):
+    for raw in await shards.feed(redis, keys, n):
         try:
             entry = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:

@@ -60,7 +60,7 @@ from stream_app.domain.rollups import Increment, campaign_increments
 from stream_app.domain.valuation import ValueModel, value_states
 from stream_app.planner import Cuts, plan, value_tier
 from stream_app.settings import Settings
-from stream_app.store import feed
+from stream_app.store import feed, shards
 from stream_app.store.customers import Change, Committed, CustomerStore, Loaded, StoreError
 from stream_app.store.records import RETENTION, unpack_retention
 
@@ -341,13 +341,9 @@ class Ingestor:
 
     async def highest_watermark(self) -> int | None:
         """The highest event-time watermark over the input partitions, as stored in Redis."""
-        raw = await self.store.redis.hgetall(self.store.keys.watermarks)
+        raw = await shards.watermarks(self.store.redis, self.store.keys)
         inputs = set(self.settings.topics.inputs)
-        marks = [
-            int(value)
-            for name, value in raw.items()
-            if (name.decode() if isinstance(name, bytes) else name).rpartition("/")[0] in inputs
-        ]
+        marks = [value for (topic, _), value in raw.items() if topic in inputs]
         return max(marks, default=None)
 
     async def check_event_time(self, event: Event, now_ms: int) -> None:
@@ -462,7 +458,10 @@ class Ingestor:
             changes, counts, effects = self._apply(loaded, pending, now, processed)
             await self.reject_duplicates(effects.duplicates, raw, now, rejected, result)
             changes, outgoing = self._outgoing(changes, effects)
-            done = await self.store.commit(changes, applied, watermarks)
+            origins: dict[str, set[int]] = {}
+            for event, source in pending:
+                origins.setdefault(event.customer_id, set()).add(source.partition)
+            done = await self.store.commit(changes, applied, watermarks, origins)
             if done.overflow is not None:
                 # Nothing was written. One event of its customer: it is the offending
                 # one. Several: they are retried alone after the rest, and the offsets
@@ -609,12 +608,18 @@ class Ingestor:
                 self.publisher.send(kind, message["customer_id"].encode(), message)
                 for kind, message in entries
             ))
-            await self.settle(fields)
+            by_shard: dict[int, list[str]] = {}
+            keys = self.store.keys
+            for name, (_, message) in zip(fields, entries, strict=True):
+                by_shard.setdefault(keys.partition_of(message["customer_id"]), []).append(name)
+            for partition, names in by_shard.items():
+                await self.settle(names, partition)
         metrics.published(entries, ())
 
-    async def settle(self, fields: Sequence[str]) -> None:
-        """Step 6: Kafka has these outbox messages; remove them, record the ids published."""
-        await feed.settle(self.store.redis, self.store.keys, fields)
+    async def settle(self, fields: Sequence[str], partition: int) -> None:
+        """Step 6: Kafka has these outbox messages of one input partition's outbox; remove
+        them, record the ids published."""
+        await feed.settle(self.store.redis, self.store.keys.shard(partition), fields)
 
     async def drain(self, before_ms: float) -> int:
         """Publish the outbox entries committed before `before_ms` (a crash's leftovers).
@@ -628,19 +633,20 @@ class Ingestor:
         redis, keys = self.store.redis, self.store.keys
         published = 0
         async with self._publishing:
-            while entries := await feed.due(redis, keys, before_ms):
-                messages = []
-                for name, body in entries:
-                    if body is not None:
-                        kind, _ = feed.split_field(name)
-                        messages.append((kind, orjson.loads(body)))
-                await asyncio.gather(*(
-                    self.publisher.send(kind, message["customer_id"].encode(), message)
-                    for kind, message in messages
-                ))
-                await self.settle([name for name, _ in entries])
-                metrics.published(messages, ())
-                published += len(messages)
+            for shard in keys.shards():
+                while entries := await feed.due(redis, shard, before_ms):
+                    messages = []
+                    for name, body in entries:
+                        if body is not None:
+                            kind, _ = feed.split_field(name)
+                            messages.append((kind, orjson.loads(body)))
+                    await asyncio.gather(*(
+                        self.publisher.send(kind, message["customer_id"].encode(), message)
+                        for kind, message in messages
+                    ))
+                    await self.settle([name for name, _ in entries], shard.partition)
+                    metrics.published(messages, ())
+                    published += len(messages)
         if published:
             log.info("published %d messages left in the outbox", published)
         return published
@@ -755,7 +761,7 @@ class Ingestor:
         profiles[cid] = after
         counters.setdefault(cid, []).extend(product_offers.counter_increments(
             self.store.keys, s, before, after, event, entry.fields.get("rfm_segment"),
-            source.partition,
+            self.store.keys.partition_of(cid),
         ))
 
     def trigger_offers(

@@ -28,6 +28,12 @@ from stream_app.store.keys import Keys
 from stream_app.store.records import RETENTION, format_time, pack_retention, to_fields
 
 MARKER = "_h"
+#: The event times the customer is due a churn label and a rescore (``label,rescore``, ms,
+#: empty: not due), as the two sorted sets of the rescoring timer hold them.
+DUE = "_z"
+#: Rank set -> the record field whose value its score is derived from.
+_RANKED = (("net_contribution", "net_contribution"), ("clv", "clv"),
+           ("value_at_risk", "value_at_risk"))
 #: Histograms a customer is counted in, in the order of the marker's parts.
 HISTOGRAMS = ("frequency", "monetary", "last_purchase_day", "clv", "bgnbd", "spend")
 CLV_BASE = 1.02
@@ -136,6 +142,7 @@ def plan(
     """
     fields = to_fields(after)
     fields.update(extra)
+    shard = keys.shard_of(after.customer_id)
     risk = 0.0 if valuation is None else value_at_risk(valuation, churn_probability)
     if valuation is not None:
         fields.update(valuation_fields(valuation, cuts, churn_probability, tier, risk))
@@ -150,24 +157,33 @@ def plan(
     for name, old, new in zip(HISTOGRAMS, old_marks, new_marks, strict=True):
         if old != new:
             if old:
-                increments.append((keys.histogram(name), old, -1))
+                increments.append((shard.histogram(name), old, -1))
             if new:
-                increments.append((keys.histogram(name), new, 1))
+                increments.append((shard.histogram(name), new, 1))
     rollups = [*channel_increments(loaded.state, after), *event_increments]
     for scope, name, fld, delta in rollups:
-        increments.append((keys.rollup(scope, name), fld, delta))
+        increments.append((shard.rollup(scope, name), fld, delta))
         if fld == "customers" or fld.startswith("touches."):
-            increments.append((keys.rollup_index(scope), name, delta))
+            increments.append((shard.rollup_index(scope), name, delta))
+    fields[DUE] = f"{'' if label_due_at is None else label_due_at}," + (
+        "" if rescore_at is None else str(rescore_at))
     ranks: dict[str, float | None] = {
-        keys.rank("net_contribution"): after.net_contribution_c / 100,
-        keys.churn_deadlines: label_due_at,
-        keys.rescore_due: rescore_at,
+        shard.rank("net_contribution"): after.net_contribution_c / 100,
     }
     if valuation is not None and math.isfinite(valuation.clv):
-        ranks[keys.rank("clv")] = round(valuation.clv, 2)
-        ranks[keys.rank("value_at_risk")] = round(risk, 2)
+        ranks[shard.rank("clv")] = round(valuation.clv, 2)
+        ranks[shard.rank("value_at_risk")] = round(risk, 2)
     # Only the fields that differ from the stored hash: the commit's version check
     # guarantees that hash is the one being updated.
     stored = loaded.fields
     changed = {k: v for k, v in fields.items() if stored.get(k) != v}
+    # Only the rankings whose score changed: the stored field that the score is written
+    # with (atomically, in every commit) says what the rank set holds.
+    if loaded.version:
+        for name, source in _RANKED:
+            if source not in changed and stored.get(source) is not None:
+                ranks.pop(shard.rank(name), None)
+    if not loaded.version or DUE in changed:
+        ranks[shard.churn_deadlines] = label_due_at
+        ranks[shard.rescore_due] = rescore_at
     return Change(after.customer_id, loaded.version, changed, ranks, increments)

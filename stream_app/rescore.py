@@ -36,16 +36,15 @@ async def rescore_all(
     redis = store.redis
     cursor = 0
     done = 0
-    prefix_len = len(store.keys.customer(""))
-    while True:
-        cursor, raw_keys = await redis.scan(cursor, match=store.keys.customer_pattern, count=page)
-        ids = []
-        for key in raw_keys:
-            name = key.decode() if isinstance(key, bytes) else key
-            ids.append(name[prefix_len - 1 : -1])
-        if ids:
-            done += await ingestor.revisit(ids, watermark)
-        if cursor == 0 or should_stop():
+    for shard in store.keys.shards():
+        while True:
+            cursor, raw_keys = await redis.scan(cursor, match=shard.customer_pattern, count=page)
+            ids = [store.keys.customer_id(key) for key in raw_keys]
+            if ids:
+                done += await ingestor.revisit(ids, watermark)
+            if cursor == 0 or should_stop():
+                break
+        if should_stop():
             break
     log.info("rescored %d customers with model v%d", done, ingestor.live.model.version)
     return done
@@ -69,15 +68,14 @@ async def revisit_due(
     """
     store = ingestor.store
     redis = store.redis
-    horizon_due = await redis.zrangebyscore(
-        store.keys.churn_deadlines, "-inf", watermark, start=0, num=limit
-    )
-    rescore_due = await redis.zrangebyscore(
-        store.keys.rescore_due, "-inf", watermark, start=0, num=limit
-    )
-    ids = list(dict.fromkeys(
-        m.decode() if isinstance(m, bytes) else m for m in [*horizon_due, *rescore_due]
-    ))
+    async with redis.pipeline(transaction=False) as pipe:
+        for shard in store.keys.shards():
+            pipe.zrangebyscore(shard.churn_deadlines, "-inf", watermark, start=0, num=limit)
+            pipe.zrangebyscore(shard.rescore_due, "-inf", watermark, start=0, num=limit)
+        due = await pipe.execute()
+    # Due deadlines first, as one set did before the partitions had one set each.
+    ordered = [m for rows in due[0::2] for m in rows] + [m for rows in due[1::2] for m in rows]
+    ids = list(dict.fromkeys(m.decode() if isinstance(m, bytes) else m for m in ordered))
     done = 0
     for start in range(0, len(ids), chunk):
         if should_stop():

@@ -75,7 +75,7 @@ class Runtime:
         self._ingestor: Ingestor | None = None
         self.fence = ServerFence()
         self.timers = Timers()
-        self.keys = Keys()
+        self.keys = Keys(partitions=settings.partitions)
         self.live = LiveModel(model=ValueModel(annual_discount_rate=settings.annual_discount_rate))
 
     @property

@@ -222,10 +222,10 @@ def skip(
         raise SkipError(f"{topic}/{partition} has no offset {offset} (its end is {high})")
 
     redis = Redis.from_url(settings.redis_url)
-    keys = Keys()
+    applied_key = Keys(partitions=settings.partitions).shard(partition).applied
     field_name = f"{topic}/{partition}"
     try:
-        raw = redis.hget(keys.applied, field_name)
+        raw = redis.hget(applied_key, field_name)
         applied = None if raw is None else int(raw)
         committed = _committed(admin, group, topic, partition, timeout_s)
         result.applied_before, result.committed_before = applied, committed
@@ -254,7 +254,7 @@ def skip(
             result.dead_lettered = _dead_letter(settings, topic, partition, first, offset,
                                                 clock(), timeout_s)
             # 2. Redis's resume point, never backwards.
-            result.applied = int(redis.eval(_RAISE_APPLIED, 1, keys.applied, field_name,
+            result.applied = int(redis.eval(_RAISE_APPLIED, 1, applied_key, field_name,
                                             offset))
     finally:
         redis.close()

@@ -125,7 +125,8 @@ def _register_lookups(app: faust.App, runtime: Runtime) -> None:
     async def top(web: View, request: Request) -> Response:
         try:
             n = int(request.query.get("n", "100"))
-            rows = await lookup.top(runtime.redis, request.query.get("by", "clv"), n)
+            rows = await lookup.top(runtime.redis, request.query.get("by", "clv"), n,
+                                    runtime.keys)
         except ValueError as exc:
             return _error(web, 400, "bad_request", str(exc))
         return web.json({"by": request.query.get("by", "clv"), "customers": rows})
@@ -170,7 +171,7 @@ def _register_lookups(app: faust.App, runtime: Runtime) -> None:
     @app.page("/rollups/{scope}")
     async def rollups(web: View, request: Request, scope: str) -> Response:
         try:
-            rows = await lookup.rollups(runtime.redis, scope.rstrip("s"))
+            rows = await lookup.rollups(runtime.redis, scope.rstrip("s"), runtime.keys)
         except ValueError as exc:
             return _error(web, 404, "not_found", str(exc))
         return web.json({"scope": scope, "rows": rows})

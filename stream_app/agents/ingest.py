@@ -20,7 +20,7 @@ from stream_app.logs import ALWAYS
 from stream_app.pipeline import RawRecord
 from stream_app.positions import Positions
 from stream_app.runtime import Runtime
-from stream_app.store import churn_models, server
+from stream_app.store import churn_models, layout, server
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +106,9 @@ async def applied_positions(runtime: Runtime) -> dict[tuple[str, int], int]:
     The training topic's position is the offset of the newest churn model
     snapshot, so a restarted learner relearns what its snapshot lacks.
     """
+    # Before any offset is read: a v1 layout is moved to v2, a partition count other
+    # than the one the state was written with is refused (`stream_app.store.layout`).
+    await layout.ensure(runtime.redis, runtime.keys)
     applied = await runtime.store.applied_offsets()
     applied[(runtime.settings.topics.training, 0)] = await churn_models.offset(
         runtime.redis, runtime.keys, runtime.settings.signing_key

@@ -17,13 +17,15 @@ from __future__ import annotations
 __all__ = ["LOOKUP_RULES", "WORKER_RULES", "lookup_user", "worker_user"]
 
 #: What the worker needs: the keys under ``cvm:``, the commands of the store, the
-#: timers and the ops page, and the Lua commit (EVALSHA, SCRIPT LOAD after a restart).
+#: timers and the ops page, and the Lua commit (EVALSHA, SCRIPT LOAD after a restart);
+#: RENAME and DEL move a key layout v1 to v2 once (`stream_app.store.layout`), ZCOUNT merges
+#: the partitions' rank sets (`stream_app.store.shards.rank_at`).
 WORKER_RULES = (
     "resetkeys ~cvm:* resetchannels -@all "
     "+ping +info +exists +get +set +incr +incrby "
     "+hget +hgetall +hmget +hset +hincrby +hexists +hdel "
-    "+zadd +zrem +zcard +zscore +zmscore +zrange +zrevrange +zrangebyscore +zremrangebyscore "
-    "+lpush +ltrim +lrange +scan +multi +exec +discard "
+    "+zadd +zrem +zcard +zcount +zscore +zmscore +zrange +zrevrange +zrangebyscore "
+    "+zremrangebyscore +lpush +ltrim +lrange +scan +multi +exec +discard +rename +del "
     "+evalsha +script|load +script|exists"
 )
 

@@ -1,5 +1,7 @@
--- Write a batch of customer changes and their messages atomically, each with compare-and-set.
--- Step 3 of the commit order in stream_app/store/customers.py.
+-- Write one partition's share of a batch atomically, each customer with compare-and-set.
+-- Step 4 of the commit order in stream_app/store/customers.py. Every key is declared and
+-- carries the partition's hash tag (schemas/README.md, layout v2), so the call runs on
+-- a Redis Cluster.
 --
 -- KEYS[1]       applied offsets hash   (field "topic/partition" -> last applied offset)
 -- KEYS[2]       watermarks hash        (field "topic/partition" -> max event time, ms)
@@ -8,16 +10,20 @@
 -- KEYS[5]       alert feed list        (newest first)
 -- KEYS[6]       published ids          (sorted set: alert and trigger ids Kafka acknowledged)
 -- KEYS[7]       win-back outcomes hash (trigger id -> outcome JSON)
--- KEYS[8..]     customer hashes, one per change
--- ARGV[1]       now (ms), ARGV[2] feed length
+-- KEYS[8..7+n]  customer hashes, one per change
+-- KEYS[8+n..]   the rank sets, roll-ups and histograms the changes name (by index)
+-- ARGV[1]       now (ms), ARGV[2] feed length, ARGV[3] n, ARGV[4] blob base (below)
 -- then          m, then m pairs (field, offset)      -- only ever move forward
 -- then          w, then w pairs (field, event ms)    -- only ever move forward
 -- then, per customer key in order, one JSON array of strings (one argument per customer
 -- keeps the client's encoding of the call cheap):
 --   [expected version ("" for a new customer),
 --    [field, value, ...],                            -- HSET on the customer hash
---    [sorted-set key, score, ...],                   -- ZADD of the customer id ("rem": ZREM)
---    [hash key, field, delta, ...]]                  -- integer sums, e.g. roll-ups, histograms
+--    [sorted-set key index, score, ...],             -- ZADD of the customer id ("rem": ZREM)
+--    [hash key index, field, delta, ...],            -- integer sums, e.g. roll-ups, histograms
+--    customer id]                                    -- the rank sets' member
+--   A long field value is not in the JSON (decoding it would cost more than the rest):
+--   the number j stands for it, and the value is ARGV[blob base + j], after everything.
 -- then          e, then e groups of the customers with messages, each:
 --               customer index (1-based), n, then n triples (kind, id, message JSON)
 --               kind "outcome": a closed win-back outcome, written to KEYS[7];
@@ -42,7 +48,9 @@
 local LIMIT = 9007199254740991  -- 2^53 - 1
 local now = ARGV[1]
 local feed_length = tonumber(ARGV[2])
-local pos = 3
+local n = tonumber(ARGV[3])
+local blobs = tonumber(ARGV[4])
+local pos = 5
 local m = tonumber(ARGV[pos])
 local offsets_at = pos + 1
 pos = pos + 1 + 2 * m
@@ -51,34 +59,54 @@ local marks_at = pos + 1
 pos = pos + 1 + 2 * w
 
 -- Phase 1: read and check everything; nothing is written.
-local n = #KEYS - 7
 local changes = {}
 local conflicts = {}
 local lost = {}
 local sums = {}       -- key -> {field -> new value}
 local order = {}      -- keys in first-seen order
+local wanted = {}     -- key -> {field, ...}: the stored sums to read, once each
 for i = 1, n do
   local change = cjson.decode(ARGV[pos])
   pos = pos + 1
   changes[i] = change
-  local key = KEYS[i + 7]
-  if (redis.call('HGET', key, '_v') or '') ~= change[1] then
+  if (redis.call('HGET', KEYS[i + 7], '_v') or '') ~= change[1] then
     conflicts[#conflicts + 1] = i
     lost[i] = true
   else
     local incrs = change[4]
     for k = 1, #incrs, 3 do
-      local hash, field = incrs[k], incrs[k + 1]
+      local hash, field = KEYS[incrs[k]], incrs[k + 1]
       local values = sums[hash]
       if values == nil then
         values = {}
         sums[hash] = values
+        wanted[hash] = {}
         order[#order + 1] = hash
       end
-      local value = values[field]
-      if value == nil then
-        value = tonumber(redis.call('HGET', hash, field) or '0')
+      if values[field] == nil then
+        values[field] = false
+        local fields = wanted[hash]
+        fields[#fields + 1] = field
       end
+    end
+  end
+end
+-- One HMGET per hash for every stored sum the batch adds to.
+for _, hash in ipairs(order) do
+  local fields = wanted[hash]
+  local stored = redis.call('HMGET', hash, unpack(fields))
+  local values = sums[hash]
+  for k = 1, #fields do
+    values[fields[k]] = tonumber(stored[k] or '0')
+  end
+end
+for i = 1, n do
+  if not lost[i] then
+    local incrs = changes[i][4]
+    for k = 1, #incrs, 3 do
+      local hash, field = KEYS[incrs[k]], incrs[k + 1]
+      local values = sums[hash]
+      local value = values[field]
       local delta = tonumber(incrs[k + 2])
       local total = (value and delta) and value + delta
       if not total or value % 1 ~= 0 or delta % 1 ~= 0 or math.abs(value) > LIMIT
@@ -95,16 +123,21 @@ for i = 1, n do
   if not lost[i] then
     local key = KEYS[i + 7]
     local fields, ranks = changes[i][2], changes[i][3]
+    for k = 2, #fields, 2 do
+      if type(fields[k]) == 'number' then
+        fields[k] = ARGV[blobs + fields[k]]
+      end
+    end
     if #fields > 0 then
       redis.call('HSET', key, unpack(fields))
     end
     if #ranks > 0 then
-      local member = redis.call('HGET', key, 'customer_id')
+      local member = changes[i][5]
       for k = 1, #ranks, 2 do
         if ranks[k + 1] == 'rem' then
-          redis.call('ZREM', ranks[k], member)
+          redis.call('ZREM', KEYS[ranks[k]], member)
         else
-          redis.call('ZADD', ranks[k], ranks[k + 1], member)
+          redis.call('ZADD', KEYS[ranks[k]], ranks[k + 1], member)
         end
       end
     end
@@ -138,7 +171,8 @@ for _ = 1, e do
           fresh = redis.call('ZSCORE', KEYS[6], id) == false
             and redis.call('HEXISTS', KEYS[3], field) == 0
           if fresh then
-            redis.call('LPUSH', KEYS[5], '{"type":"' .. kind .. '","message":' .. message .. '}')
+            redis.call('LPUSH', KEYS[5],
+              '{"type":"' .. kind .. '","at":' .. now .. ',"message":' .. message .. '}')
             pushed = true
           end
         end

@@ -55,9 +55,13 @@ import orjson
 from redis.asyncio import Redis
 
 from stream_app.domain.ledger import CustomerState
-from stream_app.store import feed
-from stream_app.store.keys import Keys
+from stream_app.store import feed, shards
+from stream_app.store.keys import Keys, Shard
 from stream_app.store.records import VERSION, from_fields
+
+#: Field values longer than this go to the commit as arguments of their own, not inside the
+#: customer's JSON (the script's JSON decoding costs per byte).
+BLOB_BYTES = 100
 
 #: The largest magnitude a roll-up or histogram sum may reach: every value stays an
 #: integer that Lua (and JavaScript) hold exactly.
@@ -149,15 +153,79 @@ class CustomerStore:
         changes: Sequence[Change],
         applied: Mapping[tuple[str, int], int] | None = None,
         watermarks: Mapping[tuple[str, int], int] | None = None,
+        origins: Mapping[str, Iterable[int]] | None = None,
     ) -> Committed:
-        """Step 4 of the module docstring: one atomic, checked write of a batch."""
+        """Step 4 of the module docstring: one atomic, checked write per partition touched.
+
+        `origins` maps a customer id to the input partitions its events came from. A
+        customer whose events came from a partition other than its own (a producer that
+        did not key by customer id with Kafka's default partitioner) makes the batch
+        "crossed": its customers are written first, without offsets, and the offsets
+        only once every partition's write succeeded, in calls of their own. Otherwise
+        each partition's offsets are written atomically with its customers.
+        """
         applied = applied or {}
         watermarks = watermarks or {}
         keys = self.keys
-        script_keys = [keys.applied, keys.watermarks, keys.outbox, keys.outbox_queue,
-                       keys.alert_feed, keys.published, keys.winback_outcomes]
+        by_shard: dict[int, list[tuple[int, Change]]] = {}
+        for index, change in enumerate(changes):
+            by_shard.setdefault(keys.partition_of(change.customer_id), []).append(
+                (index, change))
+        marks_of: dict[int, tuple[dict[tuple[str, int], int], dict[tuple[str, int], int]]] = {}
+        for tp, offset in applied.items():
+            marks_of.setdefault(keys.shard(tp[1]).partition, ({}, {}))[0][tp] = offset
+        for tp, ms in watermarks.items():
+            marks_of.setdefault(keys.shard(tp[1]).partition, ({}, {}))[1][tp] = ms
+        crossed = any(
+            keys.shard(p).partition != keys.partition_of(cid)
+            for cid, parts in (origins or {}).items() for p in parts
+        )
+        # Partitions without offsets first, so that in a batch that is not crossed
+        # nothing its offsets cover is left to a later call.
+        order = sorted(set(by_shard) | set(marks_of), key=lambda p: (p in marks_of, p))
+        lost: list[str] = []
+        enqueued: list[str] = []
+        for shard in order:
+            members = by_shard.get(shard, [])
+            if not members and crossed:
+                continue
+            offsets, marks = ({}, {}) if crossed or lost else marks_of.get(shard, ({}, {}))
+            conflicts, overflow, fields = await self._commit_shard(
+                keys.shard(shard), [c for _, c in members], offsets, marks)
+            if overflow:
+                index, key, name = overflow
+                return Committed(
+                    lost + [members[int(i) - 1][1].customer_id for i in conflicts],
+                    Overflow(members[int(index) - 1][1].customer_id, _str(key), _str(name)),
+                )
+            lost += [members[int(i) - 1][1].customer_id for i in conflicts]
+            enqueued += [_str(f) for f in fields]
+        if crossed and not lost:
+            for shard, (offsets, marks) in sorted(marks_of.items()):
+                await self._commit_shard(keys.shard(shard), [], offsets, marks)
+        return Committed(lost, None, enqueued)
+
+    async def _commit_shard(
+        self,
+        shard: Shard,
+        changes: Sequence[Change],
+        applied: Mapping[tuple[str, int], int],
+        watermarks: Mapping[tuple[str, int], int],
+    ) -> tuple[list[Any], list[Any], list[Any]]:
+        """One call of `commit.lua` on one partition's keys (see the script for the layout)."""
+        script_keys = [shard.applied, shard.watermarks, shard.outbox, shard.outbox_queue,
+                       shard.alert_feed, shard.published, shard.winback_outcomes]
+        script_keys += [shard.customer(change.customer_id) for change in changes]
+        others: dict[str, int] = {}
+
+        def ref(key: str) -> int:
+            at = others.get(key)
+            if at is None:
+                at = others[key] = len(script_keys) + len(others) + 1
+            return at
+
         args: list[str | int | float | bytes] = [
-            int(time.time() * 1000), feed.FEED_LENGTH, len(applied)
+            int(time.time() * 1000), feed.FEED_LENGTH, len(changes), 0, len(applied)
         ]
         for (topic, partition), offset in applied.items():
             args += [f"{topic}/{partition}", offset]
@@ -165,26 +233,26 @@ class CustomerStore:
         for (topic, partition), ms in watermarks.items():
             args += [f"{topic}/{partition}", ms]
         messages: list[str | int | float | bytes] = []
+        blobs: list[str] = []
         with_messages = 0
         for index, change in enumerate(changes, 1):
-            script_keys.append(keys.customer(change.customer_id))
             fields = dict(change.fields)
             fields[VERSION] = str(int(change.version or "0") + 1)
-            ranks = [
-                part
-                for key, score in change.ranks.items()
-                for part in (key, _score(score))
-            ]
-            increments = [
-                part
-                for key, name, delta in change.increments
-                for part in (key, name, str(int(delta)))
-            ]
+            ranks = [part for key, score in change.ranks.items()
+                     for part in (ref(key), _score(score))]
+            increments = [part for key, name, delta in change.increments
+                          for part in (ref(key), name, str(int(delta)))]
             # One argument per customer: redis-py encodes each argument in Python, orjson
-            # encodes the whole change in C.
+            # encodes the whole change in C. Other keys go by their index in KEYS.
+            flat: list[str | int] = []
+            for name, value in fields.items():
+                if len(value) > BLOB_BYTES:
+                    blobs.append(value)
+                    flat += [name, len(blobs)]
+                else:
+                    flat += [name, value]
             args.append(orjson.dumps(
-                [change.version, [part for item in fields.items() for part in item], ranks,
-                 increments]
+                [change.version, flat, ranks, increments, change.customer_id]
             ))
             if change.messages:
                 with_messages += 1
@@ -193,22 +261,16 @@ class CustomerStore:
                     messages += [kind, ident, body]
         args.append(with_messages)
         args += messages
+        if blobs:
+            args[3] = len(args)
+            args += blobs
+        script_keys += list(others)
         conflicts, overflow, enqueued = await self._commit(keys=script_keys, args=args)
-        if overflow:
-            index, key, name = overflow
-            return Committed(
-                [changes[int(i) - 1].customer_id for i in conflicts],
-                Overflow(changes[int(index) - 1].customer_id, _str(key), _str(name)),
-            )
-        return Committed(
-            [changes[int(i) - 1].customer_id for i in conflicts],
-            None,
-            [_str(f) for f in enqueued],
-        )
+        return conflicts, overflow, enqueued
 
     async def applied_offsets(self) -> dict[tuple[str, int], int]:
         """The last applied offset of every (topic, partition) seen so far."""
-        return _by_partition(text(await self.redis.hgetall(self.keys.applied)))
+        return await shards.applied_offsets(self.redis, self.keys)
 
 
 def _score(score: float | None) -> str:
@@ -222,9 +284,3 @@ def _str(value: str | bytes) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _by_partition(raw: Mapping[str, str]) -> dict[tuple[str, int], int]:
-    out: dict[tuple[str, int], int] = {}
-    for name, value in raw.items():
-        topic, _, partition = name.rpartition("/")
-        out[(topic, int(partition))] = int(value)
-    return out

@@ -8,6 +8,9 @@ sorted set of its fields by commit time. Once Kafka has acknowledged a message,
 published; the ids are kept for `PUBLISHED_DAYS`, and the commit neither feeds
 nor enqueues an id that is in the outbox or published, so the feed holds each id
 once. Entries a crash left behind are read by `due` and published again.
+
+Each input partition has its own feed, outbox and published ids, under its hash
+tag (`stream_app.store.keys.Shard`); `stream_app.store.shards.feed` merges the feeds.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
-from stream_app.store.keys import Keys
+from stream_app.store.keys import Keys, Shard
 
 FEED_LENGTH = 500
 PUBLISHED_DAYS = 30
@@ -30,16 +33,21 @@ OUTBOX_GRACE_S = 30.0
 FED_KINDS = ("alert", "winback")
 
 
-def feed_entry(topic_kind: str, message: dict[str, Any]) -> bytes:
-    """One feed entry: ``{"type": "alert"|"winback", "message": {...}}``."""
-    return orjson.dumps({"type": topic_kind, "message": message})
+def feed_entry(topic_kind: str, message: dict[str, Any], at_ms: int) -> bytes:
+    """One feed entry: ``{"type": "alert"|"winback", "at": <commit time, ms>, "message": {...}}``.
+
+    The commit time orders the entries of the partitions' feeds when they are merged.
+    """
+    return orjson.dumps({"type": topic_kind, "at": at_ms, "message": message})
 
 
 async def push(redis: Redis, keys: Keys, topic_kind: str, message: dict[str, Any]) -> None:
-    """Add an entry to the feed by hand (the engine's entries come from the commit)."""
+    """Add an entry to the feed of the message's customer by hand (the engine's entries
+    come from the commit)."""
+    key = keys.shard_of(str(message["customer_id"])).alert_feed
     async with redis.pipeline(transaction=True) as pipe:
-        pipe.lpush(keys.alert_feed, feed_entry(topic_kind, message))
-        pipe.ltrim(keys.alert_feed, 0, FEED_LENGTH - 1)
+        pipe.lpush(key, feed_entry(topic_kind, message, int(time.time() * 1000)))
+        pipe.ltrim(key, 0, FEED_LENGTH - 1)
         await pipe.execute()
 
 
@@ -55,9 +63,10 @@ def split_field(name: str) -> tuple[str, str]:
 
 
 async def due(
-    redis: Redis, keys: Keys, before_ms: float, limit: int = 500
+    redis: Redis, keys: Shard, before_ms: float, limit: int = 500
 ) -> list[tuple[str, bytes | None]]:
-    """Outbox entries committed before `before_ms` (oldest first): (field, JSON or None)."""
+    """One partition's outbox entries committed before `before_ms` (oldest first):
+    (field, JSON or None)."""
     raw = await redis.zrangebyscore(keys.outbox_queue, "-inf", before_ms, start=0, num=limit)
     fields = [f.decode() if isinstance(f, bytes) else f for f in raw]
     if not fields:
@@ -69,8 +78,9 @@ async def due(
     ]
 
 
-async def settle(redis: Redis, keys: Keys, fields: Sequence[str]) -> None:
-    """Step 6: drop acknowledged messages from the outbox and record the ids published."""
+async def settle(redis: Redis, keys: Shard, fields: Sequence[str]) -> None:
+    """Step 6: drop acknowledged messages from one partition's outbox and record the ids
+    published."""
     if not fields:
         return
     now = time.time()

@@ -16,6 +16,7 @@ from load.simulator import SimConfig, simulate
 from stream_app.settings import Settings
 from stream_app.worker_process import wait_until
 from tests.conftest import WorkerProcess, publish
+from tests.e2e.helpers import applied_count
 
 #: Long enough in event time for churn labels (90-day horizon) and a value model fit.
 CONFIG = SimConfig(n_customers=250, days=240, acquisition_days=60, seed=7)
@@ -31,7 +32,7 @@ BROKEN = {"purchases": [b"{not json", b"{\"event_id\": 1}"], "service_contacts":
 
 
 def applied_total(client: redis.Redis) -> int:
-    return sum(int(v) + 1 for v in client.hgetall("cvm:applied").values())
+    return applied_count(client)
 
 
 def churn_metrics(client: redis.Redis) -> dict[str, Any] | None:

@@ -12,7 +12,7 @@ import random
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -27,11 +27,14 @@ from load.generator import PublishReport
 from load.generator import publish as publish_events
 from load.simulator import SimEvent
 from stream_app.settings import Settings
+from stream_app.store.keys import Keys, Shard
 
 CONTACT_REASONS = ("billing", "complaint", "technical", "cancellation_request", "inquiry", "other")
 TOUCH_ACTIONS = ("sent", "delivered", "opened", "clicked", "converted", "unsubscribed", "bounced")
-CUSTOMER_PATTERN = "cvm:customer:*"
-APPLIED_KEY = "cvm:applied"
+#: Every customer record of the v2 layout (`stream_app.store.keys`), whatever its partition.
+CUSTOMER_PATTERN = "cvm:{p*}:customer:*"
+#: The engine's shards at the tests' partition count (CVM_PARTITIONS=4).
+KEYS = Keys()
 CENT = Decimal("0.01")
 
 MONEY_FIELDS = (
@@ -160,7 +163,7 @@ def mismatches(
         part = ids[lo : lo + chunk]
         with client.pipeline(transaction=False) as pipe:
             for cid in part:
-                pipe.hgetall(f"cvm:customer:{{{cid}}}")
+                pipe.hgetall(KEYS.customer(cid))
             rows = pipe.execute()
         for cid, got in zip(part, rows, strict=True):
             if not got:
@@ -216,8 +219,37 @@ def applied_offsets(client: redis.Redis) -> dict[str, int]:
     """The engine's applied offsets: ``"topic/partition"`` -> last applied offset."""
     return {
         (k.decode() if isinstance(k, bytes) else k): int(v)
-        for k, v in client.hgetall(APPLIED_KEY).items()
+        for shard in KEYS.shards() for k, v in client.hgetall(shard.applied).items()
     }
+
+
+def watermarks(client: redis.Redis) -> dict[str, int]:
+    """The engine's watermarks: ``"topic/partition"`` -> event time (ms)."""
+    return {
+        (k.decode() if isinstance(k, bytes) else k): int(v)
+        for shard in KEYS.shards() for k, v in client.hgetall(shard.watermarks).items()
+    }
+
+
+def customer_ids(client: redis.Redis) -> set[str]:
+    """The ids of every customer record in Redis."""
+    return {KEYS.customer_id(k) for k in client.scan_iter(match=CUSTOMER_PATTERN, count=1000)}
+
+
+def merged_hash(client: redis.Redis, key: Callable[[Shard], str]) -> dict[str, int]:
+    """A roll-up's or histogram's shares of every partition added up, as readers do."""
+    out: dict[str, int] = {}
+    for shard in KEYS.shards():
+        for k, v in client.hgetall(key(shard)).items():
+            name = k.decode() if isinstance(k, bytes) else k
+            out[name] = out.get(name, 0) + int(v)
+    return out
+
+
+def rank_scores(client: redis.Redis, rank: str) -> list[float]:
+    """Every score of a rank set over all partitions, lowest first."""
+    return sorted(score for shard in KEYS.shards()
+                  for _, score in client.zrange(shard.rank(rank), 0, -1, withscores=True))
 
 
 def applied_count(client: redis.Redis) -> int:
@@ -251,7 +283,7 @@ def partition_ends(settings: Settings, topics: Iterable[str]) -> dict[str, int]:
 
 
 def last_offsets(settings: Settings) -> dict[str, int]:
-    """The last offset of every non-empty input partition, as ``cvm:applied`` names them."""
+    """The last offset of every non-empty input partition, as the applied offsets name them."""
     ends = partition_ends(settings, settings.topics.inputs)
     return {tp: high - 1 for tp, high in ends.items() if high > 0}
 

@@ -16,6 +16,7 @@ from stream_app.contract import Contract
 from stream_app.settings import Settings
 from stream_app.worker_process import wait_until
 from tests.conftest import WorkerProcess, consume_all, http_json
+from tests.e2e.helpers import applied_count
 
 pytestmark = pytest.mark.integration
 
@@ -23,7 +24,7 @@ CONFIG = SimConfig(n_customers=600, days=300, acquisition_days=100, seed=31)
 
 
 def _applied_total(client: redis.Redis) -> int:
-    return sum(int(v) + 1 for v in client.hgetall("cvm:applied").values())
+    return applied_count(client)
 
 
 @pytest.mark.slow

@@ -36,6 +36,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from load.generator import publish as publish_events
 from load.simulator import SimConfig, simulate
 from stream_app.settings import Settings, Topics
+from stream_app.store.keys import customer_key
 from stream_app.worker_process import WorkerProcess, free_port, wait_until
 from tests.conftest import ROOT, settings_env
 from tests.e2e.helpers import (
@@ -230,7 +231,7 @@ def test_workers_recover_from_redis_kafka_and_worker_failures_by_themselves(
         """The Kafka coordinates of `customers`' events and the offsets their records hold."""
         lines = []
         for cid, coords in event_coordinates(base, customers).items():
-            held = client.hget(f"cvm:customer:{{{cid}}}", "_a")
+            held = client.hget(customer_key(cid, base.partitions), "_a")
             lines.append(f"  {cid}: record holds {held}; events at {coords}")
         return "\n".join(lines)
 

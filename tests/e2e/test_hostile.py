@@ -42,9 +42,9 @@ from stream_app.contract import ERROR_CODES, Contract, InvalidEvent, load_schema
 from stream_app.settings import Settings
 from tests.conftest import WorkerProcess
 from tests.e2e.helpers import (
-    CUSTOMER_PATTERN,
     applied_offsets,
     committed_offsets,
+    customer_ids,
     delete_worker_topics,
     describe_mismatches,
     ground_truth,
@@ -52,6 +52,7 @@ from tests.e2e.helpers import (
     mismatches,
     own_redis_db,
     partition_ends,
+    watermarks,
 )
 from tests.e2e.hostile import APPLY, DEAD, KINDS, Context, Hostile, Maker, generate
 
@@ -540,7 +541,7 @@ def test_hostile_messages_are_dead_lettered_and_records_stay_exact(
             if bad:
                 why = explain(bad, messages, mixed, outcome) if finished else ""
                 outcome.problems.append(describe_mismatches(bad) + "\n" + why)
-            stored = {k.split("{", 1)[1][:-1] for k in client.scan_iter(CUSTOMER_PATTERN, 1000)}
+            stored = customer_ids(client)
             strangers = sorted(stored - set(truth))
             if strangers:
                 outcome.problems.append(
@@ -548,7 +549,7 @@ def test_hostile_messages_are_dead_lettered_and_records_stay_exact(
                     f"e.g. {strangers[:5]}"
                 )
             limit_ms = (datetime.now(UTC) + ctx.future_tolerance).timestamp() * 1000
-            marks = client.hgetall("cvm:watermarks")
+            marks = watermarks(client)
             ahead = {tp: v for tp, v in marks.items() if float(v) > limit_ms}
             if ahead:
                 outcome.problems.append(

@@ -117,7 +117,7 @@ def _seed(settings: Settings) -> None:
     client = redis.Redis.from_url(settings.redis_url)
     for i, var in enumerate((4200.0, 1800.5, 320.25), start=1):
         cid = f"c-top-{i}"
-        client.zadd(keys.rank("value_at_risk"), {cid: var})
+        client.zadd(keys.shard_of(cid).rank("value_at_risk"), {cid: var})
         client.hset(keys.customer(cid), mapping={
             "clv": str(var * 1.5), "value_at_risk": str(var), "p_alive": "0.4",
             "net_contribution": "100.00", "value_tier": str(99 - i), "rfm_segment": "at_risk",

@@ -52,7 +52,8 @@ def _complaints(settings: Settings) -> list[tuple[str, bytes, bytes]]:
 
 
 def _fed_ids(client: redis.Redis) -> list[str]:
-    entries = [orjson.loads(e)["message"] for e in client.lrange(KEYS.alert_feed, 0, -1)]
+    entries = [orjson.loads(e)["message"] for s in KEYS.shards()
+               for e in client.lrange(s.alert_feed, 0, -1)]
     return [m.get("alert_id") or m["trigger_id"] for m in entries]
 
 
@@ -81,7 +82,7 @@ def test_a_crash_between_commit_and_publish_loses_no_alert_or_trigger(
                           deadline_s=120), "the fault injection point never fired"
         assert mark.exists()
 
-        pending = [f.partition(":")[2] for f in client.hkeys(KEYS.outbox)
+        pending = [f.partition(":")[2] for s in KEYS.shards() for f in client.hkeys(s.outbox)
                    if not f.startswith("training:")]
         assert pending, "the crash left no alert or trigger in the outbox"
         assert set(pending) <= set(_fed_ids(client))
@@ -91,7 +92,8 @@ def test_a_crash_between_commit_and_publish_loses_no_alert_or_trigger(
         assert not {m.get("alert_id") or m["trigger_id"] for m in before} & set(pending)
 
         worker.start()
-        assert wait_until(lambda: client.hlen(KEYS.outbox) == 0, deadline_s=120), (
+        assert wait_until(lambda: all(client.hlen(s.outbox) == 0 for s in KEYS.shards()),
+                          deadline_s=120), (
             worker.log_tail())
         assert wait_until(lambda: all(
             client.hget(KEYS.customer(c), "contacts") == "1" for c in CUSTOMERS), deadline_s=60
@@ -107,5 +109,5 @@ def test_a_crash_between_commit_and_publish_loses_no_alert_or_trigger(
     fed = _fed_ids(client)
     assert len(fed) == len(set(fed)), fed
     assert set(fed) == set(published)
-    assert client.zcard(KEYS.published) == len(published)
+    assert sum(client.zcard(s.published) for s in KEYS.shards()) == len(published)
     client.close()

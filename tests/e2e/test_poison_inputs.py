@@ -24,10 +24,10 @@ import redis
 from confluent_kafka import Producer
 
 from stream_app.settings import Settings
-from stream_app.store.keys import Keys
 from stream_app.worker_process import wait_until
 from tests.conftest import ROOT, WorkerProcess, consume_all, settings_env
-from tests.e2e.helpers import committed_offsets
+from tests.e2e.helpers import applied_offsets, committed_offsets, watermarks
+from tests.e2e.helpers import customer_ids as stored_ids
 
 pytestmark = pytest.mark.integration
 
@@ -57,7 +57,7 @@ def produce(settings: Settings, messages: list[tuple[int, dict[str, Any] | bytes
 
 
 def customer_ids(client: redis.Redis) -> set[str]:
-    return {k.decode().split("{")[1].rstrip("}") for k in client.scan_iter("cvm:customer:*")}
+    return stored_ids(client)
 
 
 HUGE = orjson.dumps(purchase("HUGE", "2026-01-05T10:00:00Z", note="x" * 3_200_000))
@@ -128,7 +128,7 @@ def test_values_the_engine_cannot_apply_are_dead_lettered_and_the_worker_runs_on
     worker.check()
     assert not customer_ids(client) & rejected
     # No watermark moved to 2199: every partition's clock is where its valid events left it.
-    marks = {k.decode(): int(v) for k, v in client.hgetall(Keys().watermarks).items()}
+    marks = watermarks(client)
     assert marks and max(marks.values()) < YEAR_2100_MS, marks
     for p in range(4):
         want = int(datetime(2026, 1, 10 + p, 10, tzinfo=UTC).timestamp() * 1000)
@@ -161,7 +161,7 @@ def test_skip_moves_the_group_offset_and_the_resume_point_past_a_message(
     assert done.returncode == 0, done.stderr
     report = orjson.loads(done.stdout)
     assert report["dead_lettered"] == [0] and report["committed"] == 1 and report["applied"] == 0
-    assert int(client.hget(Keys().applied, f"{topic}/1")) == 0
+    assert applied_offsets(client)[f"{topic}/1"] == 0
     assert committed_offsets(settings)[f"{topic}/1"] == 1
 
     (letter,) = consume_all(settings, settings.topics.dead_letter, expected=1)

@@ -10,6 +10,7 @@ from confluent_kafka import Consumer, TopicPartition
 from stream_app.settings import Settings
 from stream_app.worker_process import wait_until
 from tests.conftest import WorkerProcess, publish
+from tests.e2e.helpers import applied_offsets
 from tests.e2e.test_pipeline import expected_totals, make_events, records_match, topic_of
 
 pytestmark = pytest.mark.integration
@@ -39,7 +40,7 @@ def _committed(settings: Settings) -> dict[tuple[str, int], int]:
 
 def _applied(client: redis.Redis) -> dict[tuple[str, int], int]:
     out = {}
-    for field, value in client.hgetall("cvm:applied").items():
+    for field, value in applied_offsets(client).items():
         topic, _, partition = field.rpartition("/")
         out[(topic, int(partition))] = int(value)
     return out

@@ -24,6 +24,7 @@ from stream_app.store import churn_models
 from stream_app.store.keys import Keys
 from stream_app.worker_process import wait_until
 from tests.conftest import WorkerProcess
+from tests.e2e.helpers import applied_count
 from tests.e2e.test_api_auth import call
 from tests.private_redis import PrivateRedis
 
@@ -48,7 +49,7 @@ async def _signed_snapshot(url: str) -> None:
 
 
 def _applied(client: redis.Redis) -> int:
-    return sum(int(v) + 1 for v in client.hgetall(Keys().applied).values())
+    return applied_count(client)
 
 
 def test_no_secret_reaches_the_log_or_a_response(settings: Settings, tmp_path: Path) -> None:

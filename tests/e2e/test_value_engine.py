@@ -19,12 +19,13 @@ from stream_app.settings import Settings
 from stream_app.store.records import format_time
 from stream_app.worker_process import wait_until
 from tests.conftest import ROOT, WorkerProcess, http_json, publish, settings_env
+from tests.e2e.helpers import CUSTOMER_PATTERN, KEYS, applied_count, rank_scores, watermarks
 
 pytestmark = pytest.mark.integration
 
 
 def _applied_total(client: redis.Redis) -> int:
-    return sum(int(v) + 1 for v in client.hgetall("cvm:applied").values())
+    return applied_count(client)
 
 
 def _post(settings: Settings, path: str) -> tuple[int, dict]:  # type: ignore[type-arg]
@@ -61,10 +62,10 @@ def test_fit_lookup_rank_and_rollups(
     status, current = http_json(settings, "/model")
     assert status == 200 and current["version"] == 1
     # The refit rescored everyone at the engine's watermark, not at their own last event.
-    marks = [int(v) for k, v in client.hgetall("cvm:watermarks").items()
+    marks = [v for k, v in watermarks(client).items()
              if k.rpartition("/")[0] in settings.topics.inputs]
     watermark = format_time(min(marks))
-    stored = [client.hmget(k, "as_of", "last_event_at") for k in client.scan_iter("cvm:customer:*")]
+    stored = [client.hmget(k, "as_of", "last_event_at") for k in client.scan_iter(CUSTOMER_PATTERN)]
     assert stored and all(as_of == max(watermark, last) for as_of, last in stored)
 
     status, top = http_json(settings, "/customers/top?by=clv&n=10")
@@ -95,8 +96,7 @@ def test_fit_lookup_rank_and_rollups(
 
     # Severity bands: the 80th, 95th and 99th percentiles of value at risk.
     def bands_match() -> bool:
-        ranked = [score for _, score in client.zrange("cvm:rank:value_at_risk", 0, -1,
-                                                      withscores=True)]
+        ranked = rank_scores(client, "value_at_risk")
         n = len(ranked)
         expected = [ranked[min(max(-(-p * n // 100) - 1, 0), n - 1)] for p in (80, 95, 99)]
         return http_json(settings, "/model")[1]["severity_bands"] == expected
@@ -115,7 +115,7 @@ def test_fit_lookup_rank_and_rollups(
     # Channel roll-ups hold the sum of their customers' ledgers, to the cent.
     _, channels = http_json(settings, "/rollups/channels")
     total = sum(Decimal(str(row["net_contribution"])) for row in channels["rows"])
-    customers = [k for k in client.scan_iter("cvm:customer:*")]
+    customers = [k for k in client.scan_iter(CUSTOMER_PATTERN)]
     direct = sum(Decimal(client.hget(k, "net_contribution") or "0") for k in customers)
     assert total == direct
     assert sum(row["customers"] for row in channels["rows"]) == len(customers)
@@ -134,9 +134,9 @@ def test_a_late_purchase_counts_as_if_it_came_in_order(
 
     publish(settings, [order("2026-03-10", "web", 1), order("2026-03-20", "web", 2)])
     client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
-    assert wait_until(lambda: client.hget("cvm:customer:{L1}", "orders") == "2")
+    assert wait_until(lambda: client.hget(KEYS.customer("L1"), "orders") == "2")
     publish(settings, [order("2026-03-05", "store", 3), order("2026-03-10", "web", 4)])
-    assert wait_until(lambda: client.hget("cvm:customer:{L1}", "orders") == "4")
+    assert wait_until(lambda: client.hget(KEYS.customer("L1"), "orders") == "4")
     _, view = http_json(settings, "/customers/L1?as_of=2026-03-30T00:00:00Z")
     assert view["first_purchase_at"].startswith("2026-03-05")
     assert view["last_purchase_at"].startswith("2026-03-20")

@@ -29,6 +29,11 @@ pytestmark = pytest.mark.integration
 DB = 8
 NEAR_INT64_MAX = 2**63 - 1_000
 KEYS = Keys()
+#: C1 and C2 are customers of one partition (murmur2), C3 of another; a commit is atomic
+#: per partition.
+S1 = KEYS.shard_of("C1")
+S3 = KEYS.shard_of("C3")
+assert KEYS.shard_of("C2") == S1 and S3 != S1
 
 
 @pytest.fixture
@@ -76,8 +81,8 @@ def _contact(settings: Settings, offset: int, cid: str, day: str,
 def test_a_commit_whose_sum_would_overflow_writes_nothing(redis_url: str) -> None:
     client = redis.Redis.from_url(redis_url)
     client.hset(KEYS.customer("C1"), mapping={"customer_id": "C1", "_v": "3", "orders": "1"})
-    client.hset(KEYS.rollup("channel", "web"), mapping={"revenue_c": NEAR_INT64_MAX})
-    client.hset(KEYS.applied, "t/0", 4)
+    client.hset(S1.rollup("channel", "web"), mapping={"revenue_c": NEAR_INT64_MAX})
+    client.hset(KEYS.shard(0).applied, "t/0", 4)
     before = _snapshot(client)
 
     async def commit() -> Any:
@@ -87,11 +92,11 @@ def test_a_commit_whose_sum_would_overflow_writes_nothing(redis_url: str) -> Non
             return await store.commit(
                 [
                     Change("C2", "", {"customer_id": "C2", "orders": "1"},
-                           {KEYS.rank("clv"): 5.0}, [(KEYS.rollup("channel", "store"),
+                           {S1.rank("clv"): 5.0}, [(S1.rollup("channel", "store"),
                                                       "revenue_c", 700)]),
                     Change("C1", "3", {"orders": "2"}, {},
-                           [(KEYS.rollup("channel", "web"), "orders", 1),
-                            (KEYS.rollup("channel", "web"), "revenue_c", 5_000)]),
+                           [(S1.rollup("channel", "web"), "orders", 1),
+                            (S1.rollup("channel", "web"), "revenue_c", 5_000)]),
                 ],
                 {("t", 0): 9},
                 {("t", 0): 1_000},
@@ -105,7 +110,7 @@ def test_a_commit_whose_sum_would_overflow_writes_nothing(redis_url: str) -> Non
     assert _snapshot(client) == before, "a failed commit wrote something"
     assert outcome is not None and outcome.overflow is not None
     assert (outcome.overflow.customer_id, outcome.overflow.key, outcome.overflow.field) == (
-        "C1", KEYS.rollup("channel", "web"), "revenue_c")
+        "C1", S1.rollup("channel", "web"), "revenue_c")
     client.close()
 
 
@@ -132,7 +137,8 @@ def test_the_offending_events_are_dead_lettered_and_the_rest_applied(redis_url: 
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     # The web channel's revenue is near the largest integer Redis keeps: any order adds
     # too much. The old commit raised half way, and the worker crash-looped on it.
-    client.hset(KEYS.rollup("channel", "web"), mapping={"revenue_c": NEAR_INT64_MAX})
+    for shard in (S1, S3):
+        client.hset(shard.rollup("channel", "web"), mapping={"revenue_c": NEAR_INT64_MAX})
     batch = [
         _purchase(settings, 0, "C1", "01-10", 10.0, channel="store"),
         _contact(settings, 1, "C2", "01-11"),
@@ -153,9 +159,11 @@ def test_the_offending_events_are_dead_lettered_and_the_rest_applied(redis_url: 
     c2 = client.hgetall(KEYS.customer("C2"))
     assert c2["orders"] == "0" and c2["contacts"] == "1"
     assert not client.exists(KEYS.customer("C3"))
-    assert client.hget(KEYS.rollup("channel", "web"), "revenue_c") == str(NEAR_INT64_MAX)
-    assert client.hget(KEYS.rollup("channel", "store"), "revenue_c") == "2500"
-    assert client.hget(KEYS.applied, f"{settings.topics.purchases}/0") == "4"
+    for shard in (S1, S3):
+        assert client.hget(shard.rollup("channel", "web"), "revenue_c") == str(NEAR_INT64_MAX)
+    assert sum(int(client.hget(s.rollup("channel", "store"), "revenue_c") or 0)
+               for s in KEYS.shards()) == 2500
+    assert client.hget(KEYS.shard(0).applied, f"{settings.topics.purchases}/0") == "4"
     client.close()
 
 
@@ -225,10 +233,10 @@ def test_a_customer_that_loses_the_race_publishes_nothing_for_it(redis_url: str)
     published = _ids(mine) + _ids(theirs)
     assert not lost_attempt & set(published), (lost_attempt, published)
     feed_ids = [orjson.loads(e)["message"].get("alert_id") or orjson.loads(e)["message"].get(
-        "trigger_id") for e in client.lrange(KEYS.alert_feed, 0, -1)]
+        "trigger_id") for e in client.lrange(S1.alert_feed, 0, -1)]
     assert not lost_attempt & set(feed_ids)
     assert len(feed_ids) == len(set(feed_ids))
-    assert client.hlen(KEYS.outbox) == 0
+    assert client.hlen(S1.outbox) == 0
     client.close()
 
 
@@ -243,7 +251,7 @@ def test_an_id_is_fed_and_enqueued_once_and_a_loser_writes_no_message(redis_url:
                                                [("alert", "al-1", alert)])])
             again = await store.commit([Change("C1", "1", {"x": "1"}, {}, (),
                                                [("alert", "al-1", alert)])])
-            await feed.settle(r, KEYS, first.enqueued)
+            await feed.settle(r, S1, first.enqueued)
             settled = await store.commit([Change("C1", "2", {"x": "2"}, {}, (),
                                                  [("alert", "al-1", alert)])])
             lost = await store.commit([Change("C1", "1", {"x": "3"}, {}, (),
@@ -258,8 +266,8 @@ def test_an_id_is_fed_and_enqueued_once_and_a_loser_writes_no_message(redis_url:
     assert again.enqueued == [] and settled.enqueued == []
     assert lost.lost == ["C1"] and lost.enqueued == []
     client = redis.Redis.from_url(redis_url)
-    assert client.llen(KEYS.alert_feed) == 1
-    assert client.hlen(KEYS.outbox) == 0 and client.zcard(KEYS.outbox_queue) == 0
-    assert client.zrange(KEYS.published, 0, -1) == [b"al-1"]
-    assert not client.exists(KEYS.winback_outcomes)
+    assert client.llen(S1.alert_feed) == 1
+    assert client.hlen(S1.outbox) == 0 and client.zcard(S1.outbox_queue) == 0
+    assert client.zrange(S1.published, 0, -1) == [b"al-1"]
+    assert not client.exists(S1.winback_outcomes)
     client.close()

@@ -20,6 +20,7 @@ from stream_app.connections import quiet_logger, sync_redis
 from stream_app.settings import Settings, Topics
 from stream_app.worker_process import free_port, wait_until
 from tests.conftest import ROOT, TEST_REDIS_DB, WorkerProcess, settings_env
+from tests.e2e.helpers import CUSTOMER_PATTERN
 
 pytestmark = [pytest.mark.integration, pytest.mark.secure]
 
@@ -70,7 +71,7 @@ def test_worker_applies_events_over_sasl_ssl(secure_settings: Settings, tmp_path
         customers = {e.customer_id for e in events}
 
         def applied() -> bool:
-            return sum(1 for _ in client.scan_iter("cvm:customer:*")) == len(customers)
+            return sum(1 for _ in client.scan_iter(CUSTOMER_PATTERN)) == len(customers)
 
         assert wait_until(applied, deadline_s=120), worker.log_tail()
         client.close()

@@ -24,6 +24,7 @@ from stream_app import lookup
 from stream_app.pipeline import Ingestor, LiveModel, RawRecord
 from stream_app.settings import Settings
 from stream_app.store.customers import CustomerStore
+from stream_app.store.keys import Keys
 from tests.e2e.helpers import CONTACT_REASONS, TOUCH_ACTIONS, own_redis_db
 from tests.e2e.test_pipeline import expected_totals
 
@@ -99,7 +100,7 @@ async def write_then_look_up(
         views = {cid: await lookup.customer(redis, settings, cid) for cid in CUSTOMERS}
         raw = {}
         for cid in CUSTOMERS:
-            stored = await redis.hgetall(f"cvm:customer:{{{cid}}}")
+            stored = await redis.hgetall(Keys().customer(cid))
             raw[cid] = {k.decode(): v.decode() for k, v in stored.items()}
         return views, raw, letters
     finally:

@@ -1,4 +1,8 @@
-"""Records written with one applied offset per topic (``_o:<topic>``) drop no event."""
+"""Records written with one applied offset per topic (``_o:<topic>``) drop no event.
+
+The record is written in the v1 key layout too, as such an engine left it; the worker's
+start (`layout.ensure`) moves it to layout v2 before the batch.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from redis.asyncio import Redis
 from stream_app.domain.ledger import CustomerState
 from stream_app.pipeline import Ingestor, RawRecord
 from stream_app.settings import Settings
+from stream_app.store import layout
 from stream_app.store.customers import CustomerStore
 from stream_app.store.keys import Keys
 from stream_app.store.records import to_fields
@@ -56,8 +61,10 @@ async def scenario(settings: Settings) -> tuple[dict[str, str], Letters]:
         old.pop(OFFSETS, None)
         old[f"_o:{topic}"] = "50"
         old["_v"] = "1"
-        await redis.hset(keys.customer("L1"), mapping=old)
-        await redis.hset(keys.applied, mapping={f"{topic}/0": 50, f"{topic}/1": 5})
+        await redis.hset("cvm:customer:{L1}", mapping=old)  # layout v1
+        await redis.hset("cvm:applied", mapping={f"{topic}/0": 50, f"{topic}/1": 5})
+        assert await layout.ensure(redis, keys) == "migrated"
+        assert await CustomerStore(redis).applied_offsets() == {(topic, 0): 50, (topic, 1): 5}
         letters = Letters()
         ingestor = Ingestor(settings, CustomerStore(redis), letters)
         await ingestor.process([

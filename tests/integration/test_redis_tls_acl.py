@@ -28,8 +28,10 @@ from load.simulator import SimConfig, simulate
 from stream_app.connections import sync_redis
 from stream_app.settings import RedisTLS, Settings
 from stream_app.store.acl import LOOKUP_RULES, WORKER_RULES
+from stream_app.store.keys import Keys
 from stream_app.worker_process import free_port, wait_until
 from tests.conftest import ROOT, WorkerProcess, settings_env
+from tests.e2e.helpers import CUSTOMER_PATTERN, applied_count
 
 pytestmark = [pytest.mark.integration, pytest.mark.secure]
 
@@ -138,7 +140,7 @@ def test_worker_and_lookups_with_their_acl_users(
         events = list(simulate(SimConfig(n_customers=300, days=240, acquisition_days=120, seed=5)))
         assert publish_events(events, s).failed == 0
         client = sync_redis(s, decode_responses=True)
-        applied = lambda: sum(int(v) + 1 for v in client.hgetall("cvm:applied").values())  # noqa: E731
+        applied = lambda: applied_count(client)  # noqa: E731
         assert wait_until(lambda: applied() >= len(events), deadline_s=180), worker.log_tail()
         # A model fit writes the model, its history and version; the rescore timer follows.
         url = f"http://{s.web_host}:{s.web_port}/model?as_of=2025-08-29T00:00:00Z"
@@ -151,7 +153,7 @@ def test_worker_and_lookups_with_their_acl_users(
             with urllib.request.urlopen(f"http://{s.web_host}:{s.web_port}{path}",
                                         timeout=30) as reply:
                 assert reply.status == 200, path
-        cid = next(client.scan_iter("cvm:customer:*")).split("{")[1].rstrip("}")
+        cid = Keys().customer_id(next(client.scan_iter(CUSTOMER_PATTERN)))
         client.close()
     finally:
         worker.stop()
@@ -173,7 +175,7 @@ def test_worker_and_lookups_with_their_acl_users(
     assert _acl_denials(r) == []
     reader = sync_redis(ro)
     with pytest.raises(redis.exceptions.NoPermissionError):
-        reader.hset(f"cvm:customer:{{{cid}}}", "clv", "0")
+        reader.hset(Keys().customer(cid), "clv", "0")
     with pytest.raises(redis.exceptions.NoPermissionError):
         reader.get("other:key")
     reader.close()

@@ -473,9 +473,13 @@ def test_readme_documents_topics_and_the_redis_layout() -> None:
         assert variable in readme
     assert "## Redis key layout\n" in readme
     from stream_app.domain.ledger import CustomerState
+    from stream_app.store.keys import customer_key
     from stream_app.store.records import to_fields
 
-    assert "`cvm:customer:{<customer_id>}`" in readme
+    assert "`cvm:<p>:customer:<customer_id>`" in readme
+    # The documented examples are the keys the readers' function gives.
+    assert f"e.g. `{customer_key('C1', 4)}`" in readme
+    assert f"`HGETALL {customer_key('C42', 4)}`" in readme
     for field in to_fields(CustomerState("C1")):
         assert field.startswith("_") or f"`{field}`" in readme, field
     for name in ALL_SCHEMAS:

@@ -147,7 +147,7 @@ def test_extend_values_closed_periods_at_their_end_with_the_state_then() -> None
     assert points[3].net_c == state.net_contribution_c
     # The trend sums go to the trend hash of the customer's partition, with the flows.
     trend_keys = {k for k, _, _ in c2.increments}
-    assert trend_keys == {keys.trends(2)}
+    assert trend_keys == {keys.trends(keys.partition_of("C1"))}
     sums = {f: d for _, f, d in c2.increments}
     assert sums["2026-02|cp|spring|cost_c"] == 30
     assert sums["2026-04|ch|web|revenue_c"] == 5_000
@@ -164,8 +164,9 @@ def test_extend_without_a_valuation_adds_only_the_flows() -> None:
                     lambda pairs: [], HistoryConfig(), trail)
     assert HISTORY not in change.fields
     assert {(k, f, d) for k, f, d in change.increments} == {
-        ("cvm:trends:1", "2026-05|ch|unattributed|cost_to_serve_c", 200),
-        ("cvm:trends:1", "2026-05|ch|unattributed|net_c", -200),
+        (f"cvm:{{p{Keys().partition_of('C9')}}}:trends",
+         "2026-05|ch|unattributed|cost_to_serve_c", 200),
+        (f"cvm:{{p{Keys().partition_of('C9')}}}:trends", "2026-05|ch|unattributed|net_c", -200),
     }
 
 

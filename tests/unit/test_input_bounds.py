@@ -181,7 +181,8 @@ def test_check_time_bounds_both_ends_and_names_the_basis() -> None:
 
 
 class _Redis:
-    """Stands in for the one read `Ingestor.check_event_time` makes: HGETALL watermarks."""
+    """Stands in for the one read `Ingestor.check_event_time` makes: HGETALL watermarks
+    (of the one partition's shard of `_Store`), in a pipeline."""
 
     def __init__(self, marks: dict[bytes, bytes]) -> None:
         self.marks = marks
@@ -191,13 +192,34 @@ class _Redis:
         self.reads += 1
         return dict(self.marks)
 
+    def pipeline(self, transaction: bool = True) -> _Pipe:
+        return _Pipe(self)
+
+
+class _Pipe:
+    def __init__(self, redis: _Redis) -> None:
+        self.redis = redis
+        self.queued = 0
+
+    async def __aenter__(self) -> _Pipe:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    def hgetall(self, key: str) -> None:
+        self.queued += 1
+
+    async def execute(self) -> list[dict[bytes, bytes]]:
+        return [await self.redis.hgetall("") for _ in range(self.queued)]
+
 
 class _Store:
     def __init__(self, redis: _Redis) -> None:
         from stream_app.store.keys import Keys
 
         self.redis = redis
-        self.keys = Keys()
+        self.keys = Keys(partitions=1)
 
 
 def _ingestor(settings: Settings, marks: dict[bytes, bytes]) -> tuple[Ingestor, _Redis]:

@@ -1,0 +1,59 @@
+"""Redis time of the commit per event: ``INFO commandstats`` of EVALSHA over a simulated year.
+
+Applies the simulated events of `customers` customers with `Ingestor.process` (batches of
+`batch_size`, records on their key's partition) to a private ``redis-server`` and divides the
+server's ``usec`` of EVALSHA (the Lua commit) and of HGETALL (the loads) by the events. Time
+depends on how busy the machine is; the commands the script runs per event (counted by
+``commandstats`` too) do not, and say the same more steadily.
+Run: ``python -m load.bench_commit [--customers 2000] [--days 365]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from typing import Any
+
+import redis
+
+from load.bench_env import PrivateRedis
+from load.bench_profile import profile_pipeline, raw_records
+from load.simulator import SimConfig, simulate
+from stream_app.settings import Settings
+
+__all__ = ["measure_commit"]
+
+
+def measure_commit(url: str, customers: int = 2000, days: int = 365, batch_size: int = 500,
+                   seed: int = 11) -> dict[str, Any]:
+    """Server time per event of the commit script and of the loads."""
+    settings = Settings(redis_url=url)
+    events = list(simulate(SimConfig(n_customers=customers, days=days, seed=seed)))
+    records = raw_records(events, settings, settings.partitions)
+    client = redis.Redis.from_url(url)
+    client.config_resetstat()
+    prof = asyncio.run(profile_pipeline(settings, records, batch_size=batch_size, timers=False))
+    stats = client.info("commandstats")
+    client.close()
+    inner = {
+        name.removeprefix("cmdstat_"): round(int(v["calls"]) / len(records), 2)
+        for name, v in stats.items()
+        if name.removeprefix("cmdstat_") not in ("evalsha", "hgetall", "flushdb", "info",
+                                                 "config|resetstat", "script|load", "ping")
+    }
+    return {"events": len(records), "customers": customers, "batch_size": batch_size,
+            "partitions": settings.partitions, **prof.server,
+            "script_commands_per_event": round(sum(inner.values()), 2),
+            "per_event": inner}
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--customers", type=int, default=2000)
+    parser.add_argument("--days", type=int, default=365)
+    parser.add_argument("--batch-size", type=int, default=500)
+    cli = parser.parse_args()
+    with PrivateRedis() as server:
+        print(json.dumps(measure_commit(server.url, cli.customers, cli.days, cli.batch_size),
+                         indent=2))
