@@ -187,7 +187,15 @@ def parser() -> argparse.ArgumentParser:
     evaluation.add_arguments(ev)
     ev.set_defaults(func=evaluation.run)
 
-    from stream_app import follow, skip
+    from stream_app import backfill, follow, skip
+
+    bf = sub.add_parser(
+        "backfill", help="build the store from history files (CSV or Parquet), then hand over "
+        "to Kafka at a cut-off time", description=backfill.DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    backfill.add_arguments(bf)
+    bf.set_defaults(func=backfill.run)
 
     sk = sub.add_parser(
         "skip", help="step over one input message the worker cannot get past (dead-letters it)",
