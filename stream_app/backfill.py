@@ -43,13 +43,16 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+import orjson
 import polars as pl
+from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
 from stream_app.domain.events import (
@@ -129,6 +132,8 @@ class Report:
     model_version: int = 0
     seam: dict[str, int] = field(default_factory=dict)
     read_s: float = 0.0
+    aggregate_s: float = 0.0
+    value_s: float = 0.0
     seconds: float = 0.0
 
     def summary(self) -> dict[str, Any]:
@@ -139,7 +144,8 @@ class Report:
             "until": None if self.until is None else format_time(self.until),
             "watermark": None if self.watermark is None else format_time(self.watermark),
             "model_version": self.model_version, "seam_offsets": self.seam,
-            "read_s": round(self.read_s, 3), "seconds": round(self.seconds, 3),
+            "read_s": round(self.read_s, 3), "aggregate_s": round(self.aggregate_s, 3),
+            "value_s": round(self.value_s, 3), "seconds": round(self.seconds, 3),
             "events_per_s": round(self.events / self.seconds, 1) if self.seconds else None,
         }
 
@@ -563,38 +569,39 @@ async def store_is_empty(redis: Redis, keys: Keys) -> bool:
     return True
 
 
-async def write_changes(
-    redis: Redis, keys: Keys, changes: Sequence[Change], sums: Counter[tuple[str, str]]
+def write_changes(
+    redis: SyncRedis, keys: Keys, changes: Sequence[Change], sums: Counter[tuple[str, str]]
 ) -> None:
     """Write new customers' records and rankings in one pipeline; add their sums to `sums`.
 
     The records are new (the backfill runs on an empty store), so each is one HSET of
-    every field with version 1, as the store's commit would write it.
+    every field with version 1, as the store's commit would write it. A blocking client:
+    redis-py packs its commands in C (hiredis) there, not in Python as the asyncio one does.
     """
     ranks: dict[str, dict[str, float]] = {}
-    async with redis.pipeline(transaction=False) as pipe:
-        for change in changes:
-            fields = dict(change.fields)
-            fields[VERSION] = "1"
-            pipe.hset(keys.customer(change.customer_id), mapping=fields)
-            for key, score in change.ranks.items():
-                if score is not None and math.isfinite(score):
-                    ranks.setdefault(key, {})[change.customer_id] = float(score)
-            for key, name, delta in change.increments:
-                sums[(key, name)] += int(delta)
-        for key, members in ranks.items():
-            pipe.zadd(key, members)
-        await pipe.execute()
+    pipe = redis.pipeline(transaction=False)
+    for change in changes:
+        fields = dict(change.fields)
+        fields[VERSION] = "1"
+        pipe.hset(keys.customer(change.customer_id), mapping=fields)
+        for key, score in change.ranks.items():
+            if score is not None and math.isfinite(score):
+                ranks.setdefault(key, {})[change.customer_id] = float(score)
+        for key, name, delta in change.increments:
+            sums[(key, name)] += int(delta)
+    for key, members in ranks.items():
+        pipe.zadd(key, members)
+    pipe.execute()
 
 
-async def write_sums(redis: Redis, sums: Counter[tuple[str, str]], chunk: int = 5000) -> None:
+def write_sums(redis: SyncRedis, sums: Counter[tuple[str, str]], chunk: int = 5000) -> None:
     """Add the summed roll-up and histogram increments, one HINCRBY per key and field."""
     items = [(k, f, d) for (k, f), d in sums.items() if d]
     for start in range(0, len(items), chunk):
-        async with redis.pipeline(transaction=False) as pipe:
-            for key, name, delta in items[start:start + chunk]:
-                pipe.hincrby(key, name, delta)
-            await pipe.execute()
+        pipe = redis.pipeline(transaction=False)
+        for key, name, delta in items[start:start + chunk]:
+            pipe.hincrby(key, name, delta)
+        pipe.execute()
 
 
 # --- the seam ------------------------------------------------------------------------------
@@ -648,12 +655,31 @@ async def set_seam(
 async def backfill(
     paths: Sequence[Path],
     settings: Settings,
-    redis: Redis,
     until: int | None = None,
     progress: Callable[[int], None] | None = None,
     kafka: bool = True,
 ) -> Report:
-    """Load the files into an empty store; see the module docstring for the seam."""
+    """Load the files into the empty store of `settings`; see the module docstring."""
+    from stream_app.connections import async_redis, sync_redis
+
+    redis = async_redis(settings)
+    bulk = sync_redis(settings)
+    try:
+        return await _backfill(paths, settings, redis, bulk, until, progress, kafka)
+    finally:
+        await redis.aclose()
+        bulk.close()
+
+
+async def _backfill(
+    paths: Sequence[Path],
+    settings: Settings,
+    redis: Redis,
+    bulk: SyncRedis,
+    until: int | None,
+    progress: Callable[[int], None] | None,
+    kafka: bool,
+) -> Report:
     started = time.perf_counter()
     report = Report()
     keys = Keys()
@@ -665,6 +691,7 @@ async def backfill(
     customers = list(states(aggregate(events, settings.default_margin_rate,
                                       settings.event_id_window)))
     report.customers = len(customers)
+    report.aggregate_s = time.perf_counter() - started - report.read_s
     latest = events["t"].max()
     report.watermark = None if latest is None else int(latest)  # type: ignore[arg-type]
     horizon = float(settings.horizon_days)
@@ -673,7 +700,7 @@ async def backfill(
         try:
             fit, n = await asyncio.to_thread(fit_model, customers, report.watermark, model)
             doc = await store_fit(redis, keys, fit, model, report.watermark, n)
-            model = model_from_json(orjson_dumps(doc), settings)
+            model = model_from_json(orjson.dumps(doc), settings)
         except FitError as exc:
             print(f"cvm backfill: the prior model stays in use: {exc}", file=sys.stderr)
     report.model_version = model.version
@@ -681,41 +708,43 @@ async def backfill(
     # it has just written.
     valuations = value_states(model, [(s, s.last_event or 0) for s in customers], horizon)
     cuts = population_cuts(customers, valuations)
+    report.value_s = time.perf_counter() - started - report.read_s - report.aggregate_s
     from stream_app.pipeline import retention_policy
 
     policy = retention_policy(settings)
     extra = {"updated_at": format_time(int(time.time() * 1000))}
     fresh = Retention()
     sums: Counter[tuple[str, str]] = Counter()
-    for start in range(0, len(customers), WRITE_CHUNK):
-        changes = []
-        for state, valuation in zip(customers[start:start + WRITE_CHUNK],
-                                    valuations[start:start + WRITE_CHUNK], strict=True):
-            tier = 0 if valuation is None else value_tier(valuation, cuts)
-            t = state.last_event or 0
-            changes.append(plan(
-                keys, Loaded(CustomerState(state.customer_id), ""), state, valuation, cuts,
-                (), extra, tier=tier, rescore_at=rescore_due(fresh, tier, t, policy),
-            ))
-        await write_changes(redis, keys, changes, sums)
-        if progress is not None:
-            progress(len(changes))
+    # Plan the next chunk while the previous one is written: Redis and Python in parallel.
+    with ThreadPoolExecutor(max_workers=1) as writer:
+        pending: Future[None] | None = None
+        for start in range(0, len(customers), WRITE_CHUNK):
+            changes = []
+            for state, valuation in zip(customers[start:start + WRITE_CHUNK],
+                                        valuations[start:start + WRITE_CHUNK], strict=True):
+                tier = 0 if valuation is None else value_tier(valuation, cuts)
+                t = state.last_event or 0
+                changes.append(plan(
+                    keys, Loaded(CustomerState(state.customer_id), ""), state, valuation, cuts,
+                    (), extra, tier=tier, rescore_at=rescore_due(fresh, tier, t, policy),
+                ))
+            if pending is not None:
+                pending.result()
+            pending = writer.submit(write_changes, bulk, keys, changes, sums)
+            if progress is not None:
+                progress(len(changes))
+        if pending is not None:
+            pending.result()
     for name, fld, delta in campaign_sums(events, settings.default_margin_rate):
         sums[(keys.rollup("campaign", name), fld)] += delta
         if fld.startswith("touches."):
             sums[(keys.rollup_index("campaign"), name)] += delta
-    await write_sums(redis, sums)
+    write_sums(bulk, sums)
     if kafka and report.until is not None:
         offsets = await set_seam(settings, store, report.until, report.watermark)
         report.seam = {f"{t}/{p}": o for (t, p), o in sorted(offsets.items())}
     report.seconds = time.perf_counter() - started
     return report
-
-
-def orjson_dumps(doc: dict[str, Any]) -> bytes:
-    import orjson
-
-    return orjson.dumps(doc)
 
 
 # --- command line --------------------------------------------------------------------------
@@ -734,22 +763,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
     """``cvm backfill``: load the files, print the report as JSON."""
-    import orjson
     from tqdm import tqdm
-
-    from stream_app.connections import async_redis
 
     until = None if args.until is None else parse_time(args.until)
 
     async def main() -> Report:
-        redis = async_redis(settings)
         bar = tqdm(desc="customers", unit=" customers", file=sys.stderr, mininterval=0.5)
         try:
-            return await backfill(args.paths, settings, redis, until, bar.update,
+            return await backfill(args.paths, settings, until, bar.update,
                                   kafka=not args.no_kafka)
         finally:
             bar.close()
-            await redis.aclose()
 
     try:
         report = asyncio.run(main())
