@@ -14,7 +14,11 @@ app id, Redis database; see `load.bench_env`) and removes it afterwards:
    rate, then lookups with the worker idle (`load.bench_lookup`, in a subprocess).
 3. **Memory** per customer on a private redis-server (`load.bench_memory`).
 4. **Profile** of `Ingestor.process` driven directly, phase by phase (`load.bench_profile`).
-5. **Scaling** from one to two workers of the same group over 4 partitions.
+5. **Scaling** from one to two workers of the same group over 4 partitions, and events per
+   worker CPU-second with 1, 2 and 4 workers with Redis CPU per event (`load.bench_scale`).
+6. **Backfill**: ``cvm backfill`` of at least 5,000,000 simulated events from CSV and Parquet
+   against polars merely reading the same files, and against one worker
+   (`load.bench_backfill`).
 
 ``python -m load.bench`` (about 13 minutes) or ``--quick`` (2 to 3 minutes) prints the table of
 targets and writes ``reports/bench/report.md``, ``bench.png`` and ``results.json``.
@@ -581,6 +585,28 @@ def run_memory(cfg: Config) -> dict[str, Any]:
 # --------------------------------------------------------------------------- main
 
 
+def run_scale(stack: Settings, cfg: Config, events: list[SimEvent],
+              outdir: Path) -> dict[str, Any]:
+    """Events per worker CPU-second with 1, 2 and 4 workers (`load.bench_scale`)."""
+    from load.bench_scale import measure
+
+    return measure(stack, events, run_ingest, cfg, outdir)
+
+
+def run_backfill(stack: Settings, cfg: Config, results: dict[str, Any],
+                 outdir: Path) -> dict[str, Any]:
+    """`cvm backfill` against reading the same files and one worker (`load.bench_backfill`)."""
+    from load.bench_backfill import BackfillConfig, measure
+
+    bcfg = BackfillConfig.quick() if cfg.events < Config().events else BackfillConfig()
+    tp = results.get("throughput") or {}
+    rate = tp.get("rate")
+    cpu_us = (tp.get("cpu") or {}).get("workers_cpu_us_per_event")
+    if rate is None or (isinstance(rate, float) and math.isnan(rate)):
+        rate = cpu_us = None
+    return measure(bcfg, stack, outdir, rate, cpu_us)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark and write reports/bench/{report.md,bench.png,results.json}."""
     parser = argparse.ArgumentParser(prog="python -m load.bench", description=main.__doc__)
@@ -594,7 +620,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--memory-scales", help="customers, comma separated (e.g. 100000,1000000)")
     parser.add_argument("--batch-size", type=int, help="CVM_BATCH_SIZE of the workers")
     parser.add_argument("--skip", default="", help="comma separated: throughput,freshness,"
-                        "memory,profile,scaling,products")
+                        "memory,profile,scaling,products,scale_cpu,backfill")
     parser.add_argument("--out", type=Path, default=ROOT / "reports" / "bench")
     args = parser.parse_args(argv)
     cfg = Config.quick() if args.quick else Config()
@@ -639,6 +665,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                        cfg.scaling_workers, args.out, extras=False)),
         ("memory", lambda: run_memory(cfg)),
         ("products", lambda: measure_products(events)),
+        ("scale_cpu", lambda: run_scale(stack, cfg, events[:cfg.scaling_events], args.out)),
+        ("backfill", lambda: run_backfill(stack, cfg, results, args.out)),
     ]
     failed = []
     for name, stage in stages:

@@ -593,6 +593,11 @@ def write_report(results: dict[str, Any], outdir: Path) -> str:
                     _memory_section, _scaling_section, _profile_section,
                     _products_section):
         lines += section(results)
+    from load import bench_backfill, bench_scale
+
+    lines += bench_scale.section(results.get("scale_cpu"))
+    if results.get("backfill"):
+        lines += ["## Backfill", "", bench_backfill.table(results["backfill"]), ""]
     if chart:
         lines += ["## Chart", "", "![benchmark](bench.png)", ""]
     else:
@@ -604,4 +609,16 @@ def write_report(results: dict[str, Any], outdir: Path) -> str:
     if sc and tp and tp.get("rate"):
         extra = [f"\nscaling: {sc['workers']} workers {_f(sc.get('rate'))} events/s = "
                  f"{sc.get('rate', math.nan) / tp['rate']:.2f}x one worker"]
+    sc4 = results.get("scale_cpu")
+    if sc4:
+        extra = [*extra, "\nper CPU: " + ", ".join(
+            f"{r['workers']} workers {_f(r['events_per_worker_cpu_s'])} events/worker-CPU-s "
+            f"({_f(r['efficiency'], 2)}x), Redis {_f(r.get('redis_us_per_event'), 1)} µs/event"
+            for r in sc4["rows"])]
+    bf = results.get("backfill")
+    if bf:
+        extra = [*extra, *(
+            f"\nbackfill {fmt}: {_f(bf[fmt]['backfill']['events_per_s'])} events/s = "
+            f"{bf[fmt]['vs_read_only']}x read only, {bf[fmt]['vs_one_worker']}x one worker"
+            for fmt in ("csv", "parquet") if fmt in bf)]
     return table + "".join(extra)

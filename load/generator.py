@@ -328,6 +328,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "dead-letter path (default 0)")
     parser.add_argument("--limit", type=int, default=0, help="stop after this many good events")
     parser.add_argument("--bootstrap-servers", help="override KAFKA_BOOTSTRAP_SERVERS")
+    parser.add_argument("--to-files", metavar="DIR", default=None,
+                        help="write the events to history files in DIR instead of Kafka "
+                             "(for `cvm backfill`)")
+    parser.add_argument("--format", choices=("csv", "parquet"), default="parquet",
+                        help="file format of --to-files")
     args = parser.parse_args(argv)
 
     settings = Settings.from_env()
@@ -340,6 +345,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     events: Iterable[SimEvent] = simulate(config)
     if args.limit:
         events = _take(events, args.limit)
+    if args.to_files:
+        from load.history_files import write_files
+
+        for path in write_files(events, args.to_files, args.format):
+            print(path)
+        return 0
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -9,6 +9,7 @@ from faust.types import TopicT
 
 from stream_app import codec
 from stream_app.connections import broker_credentials
+from stream_app.kafka_producer import producer_urls
 from stream_app.settings import Settings
 
 
@@ -37,7 +38,10 @@ def create_app(settings: Settings) -> tuple[faust.App, Channels]:
     codec.register()
     app = faust.App(
         settings.app_id,
-        broker=broker_urls(settings.kafka_bootstrap_servers),
+        # Faust's aiokafka transport, whose producer (alerts, triggers, dead letters,
+        # training examples) also has idempotence on, so a retry across a broker
+        # failover writes no message twice (`stream_app.kafka_producer`).
+        broker=producer_urls(broker_urls(settings.kafka_bootstrap_servers)),
         # TLS and SASL for the consumer, the producer and topic creation alike.
         broker_credentials=broker_credentials(settings.kafka_security),
         store="memory://",

@@ -736,6 +736,10 @@ PASSTHROUGH = {
              env_help(KAFKA_ENV, REDIS_ENV, ("CVM_APP_ID", "CVM_TOPIC_*"))),
     "alerts": ("Print the alerts and win-back triggers on Kafka (--follow: tail them).",
                env_help(KAFKA_ENV, ("CVM_TOPIC_ALERTS", "CVM_TOPIC_WINBACK"))),
+    "backfill": ("Build the store from history files (CSV or Parquet), then hand over to "
+                 "Kafka at a cut-off time.",
+                 env_help(KAFKA_ENV, REDIS_ENV, ("CVM_APP_ID", "CVM_PARTITIONS", "CVM_TOPIC_*",
+                                                 "every CVM_* variable of the worker"))),
 }
 
 
@@ -773,7 +777,7 @@ class _Parser(argparse.ArgumentParser):
 
 def parser() -> argparse.ArgumentParser:
     """The argparse parser of the commands whose flags live with their modules."""
-    from stream_app import evaluation, follow, replay, skip
+    from stream_app import backfill, evaluation, follow, replay, skip
 
     p = _Parser(prog="cvm")
     sub = p.add_subparsers(dest="command", required=True)
@@ -782,6 +786,7 @@ def parser() -> argparse.ArgumentParser:
         ("evaluate", evaluation, evaluation.add_arguments, argparse.RawDescriptionHelpFormatter),
         ("skip", skip, skip.add_arguments, argparse.HelpFormatter),
         ("alerts", follow, follow.add_arguments, argparse.HelpFormatter),
+        ("backfill", backfill, backfill.add_arguments, argparse.RawDescriptionHelpFormatter),
     ):
         summary, epilog = PASSTHROUGH[name]
         sp = sub.add_parser(name, help=summary, description=module.DESCRIPTION,

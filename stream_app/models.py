@@ -26,7 +26,6 @@ from stream_app.domain.valuation import PopulationFit, ValueModel, fit_populatio
 from stream_app.planner import Cuts, spend_bucket_value
 from stream_app.settings import Settings
 from stream_app.store import shards
-from stream_app.store.customers import text
 from stream_app.store.keys import Keys
 from stream_app.store.records import format_time
 
@@ -88,20 +87,31 @@ async def load_model(redis: Redis, keys: Keys, settings: Settings) -> ValueModel
     return model_from_json(await redis.get(keys.model), settings)
 
 
+#: The histograms the population cut points come from, in `cuts_from_histograms` order.
+CUT_HISTOGRAMS = ("last_purchase_day", "frequency", "monetary", "clv")
+
+
+def cuts_from_histograms(
+    day: dict[str, str], freq: dict[str, str], money: dict[str, str], value: dict[str, str]
+) -> Cuts:
+    """Population cut points from the bucket -> count hashes of `CUT_HISTOGRAMS`."""
+    return Cuts(
+        rfm=RfmCuts(
+            recency_day=quintile_cuts(_histogram(day)),
+            frequency=quintile_cuts(_histogram(freq)),
+            monetary=quintile_cuts(_histogram(money)),
+        ),
+        clv=percentile_cuts(_histogram(value)),
+    )
+
+
 async def load_cuts(redis: Redis, keys: Keys) -> Cuts:
     """Recompute population cut points from the histograms."""
     day, freq, money, value = [
         {k: str(v) for k, v in (await shards.histogram(redis, keys, name)).items()}
-        for name in ("last_purchase_day", "frequency", "monetary", "clv")
+        for name in CUT_HISTOGRAMS
     ]
-    return Cuts(
-        rfm=RfmCuts(
-            recency_day=quintile_cuts(_histogram(text(day))),
-            frequency=quintile_cuts(_histogram(text(freq))),
-            monetary=quintile_cuts(_histogram(text(money))),
-        ),
-        clv=percentile_cuts(_histogram(text(value))),
-    )
+    return cuts_from_histograms(day, freq, money, value)
 
 
 async def load_severity_bands(
@@ -126,8 +136,15 @@ async def read_statistics(
     redis: Redis, keys: Keys
 ) -> tuple[list[tuple[int, int, int, int]], list[tuple[int, float, int]]]:
     """The aggregated BG/NBD rows (x, t_x, first_day, n) and spend rows (n, spend, count)."""
-    repeat_raw = await shards.histogram(redis, keys, "bgnbd")
-    spend_raw = await shards.histogram(redis, keys, "spend")
+    repeat_raw = {k: str(v) for k, v in (await shards.histogram(redis, keys, "bgnbd")).items()}
+    spend_raw = {k: str(v) for k, v in (await shards.histogram(redis, keys, "spend")).items()}
+    return statistics_rows(repeat_raw, spend_raw)
+
+
+def statistics_rows(
+    repeat_raw: dict[str, str], spend_raw: dict[str, str]
+) -> tuple[list[tuple[int, int, int, int]], list[tuple[int, float, int]]]:
+    """The fit's rows from the ``bgnbd`` and ``spend`` histograms (bucket -> count)."""
     repeat_rows = []
     for field, count in repeat_raw.items():
         x, t_x, first = (int(p) for p in field.split(":"))
@@ -155,6 +172,13 @@ async def fit_and_store(
     fit: PopulationFit = await asyncio.to_thread(
         fit_population, repeat_rows, spend_rows, as_of // MS_PER_DAY, previous
     )
+    return await store_fit(redis, keys, fit, previous, as_of, n)
+
+
+async def store_fit(
+    redis: Redis, keys: Keys, fit: PopulationFit, previous: ValueModel, as_of: int, n: int
+) -> dict[str, Any]:
+    """Store a converged fit as a new model version (`FitError` if BG/NBD did not converge)."""
     if not fit.bg.converged:
         raise FitError(f"BG/NBD fit did not converge: {fit.bg.message}")
     gg = fit.gg.params if fit.gg is not None and fit.gg.converged else previous.gg

@@ -295,7 +295,17 @@ def event_hash(event: Event) -> int:
     >>> event_hash(p) == event_hash(replace(p, amount_c=5)), event_hash(p) < 2**64
     (True, True)
     """
-    text = f"{type(event).__name__}:{event.event_id}".encode()
+    return id_hash(type(event).__name__, event.event_id)
+
+
+def id_hash(type_name: str, event_id: str) -> int:
+    """`event_hash` from the event's type name and id alone (a bulk load has no event objects).
+
+    >>> p = Purchase("o-1", "C1", 0, "order", 100, None, "web")
+    >>> id_hash("Purchase", "o-1") == event_hash(p)
+    True
+    """
+    text = f"{type_name}:{event_id}".encode()
     return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "big")
 
 
