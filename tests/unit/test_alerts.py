@@ -142,6 +142,10 @@ def _single_signal_cases() -> list[tuple[str, list[Event], dict[str, float], Ale
     base = regular(5, gap=10)  # orders on days 0..40, as-of day 45: on rhythm
     small: list[Event] = [buy(d, 200.0) for d in (0, 10, 20, 30)]
     small += [buy(d, 10.0) for d in (40, 50, 60)]
+    # six mailings opened, then three in the last week left unopened
+    mailings = [touch(d, action) for d in (2, 8, 14, 20, 26, 32) for action in ("delivered",
+                                                                                "opened")]
+    mailings += [touch(d, "delivered") for d in (38, 41, 44)]
     return [
         ("cancellation_request", base + [contact(44, "cancellation_request")], {}, None),
         ("complaints", base + [contact(44, "complaint")], {}, None),
@@ -152,6 +156,7 @@ def _single_signal_cases() -> list[tuple[str, list[Event], dict[str, float], Ale
         ("p_alive_drop", base, {"p_alive": 0.7}, AlertMemory(p_alive_ref=0.95)),
         ("recency_gap", regular(5, gap=10), {"as_of": 100}, None),
         ("spend_drop", small, {"as_of": 61}, None),
+        ("engagement_drop", base + mailings, {}, None),
     ]
 
 
@@ -196,6 +201,21 @@ def test_min_signals_and_min_score_gate_the_alert() -> None:
     assert three is None
     assert decide(state, 100, churn=0.8, policy=AlertPolicy(min_score=6.1))[0] is not None
     assert decide(state, 100, churn=0.8, policy=AlertPolicy(min_score=6.3))[0] is None
+
+
+def test_reasons_name_the_precursor_and_its_trend() -> None:
+    state = fold(regular() + [
+        contact(190, "inquiry", sentiment=0.5),
+        contact(205, sentiment=-0.6),
+        contact(210, sentiment=-0.6),
+        contact(214, resolved=False, sentiment=-0.8),
+    ])
+    reasons = {r.code: r.detail for r in defection_reasons(state, valuation(215), None, None,
+                                                           at(215))}
+    assert reasons["complaints"].startswith("3 complaints in the last 22 days, 2 in the last 10: "
+                                            "rising")
+    assert reasons["negative_sentiment"].startswith("contact sentiment -0.50 on average")
+    assert "falling, -0.65 in the last 10 days" in reasons["negative_sentiment"]
 
 
 def test_every_code_has_a_single_signal_case() -> None:
