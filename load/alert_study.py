@@ -69,6 +69,10 @@ from stream_app.settings import Settings
 
 #: Candidates whose F1 is within this of the best are tied; a tie goes to the lower load.
 F1_TIE = 0.01
+#: The lead time an alert needs to leave room for an account manager to act (days).
+LEAD_TARGET_DAYS = 14.0
+#: The precision an alert policy needs to be chosen by `choose_for_lead`.
+MIN_PRECISION = 0.5
 #: The horizon of the CLV the worker stores (``CVM_HORIZON_DAYS``).
 VALUATION_HORIZON_DAYS = 365.0
 #: A dropout time for a customer alive past everything the simulator knows.
@@ -92,7 +96,16 @@ CANDIDATES: Mapping[str, Mapping[str, Any]] = {
     "2 signals, cooldown 45": {"min_signals": 2, "cooldown_days": 45.0},
     "score 4, cooldown 30": {"min_score": 4.0, "cooldown_days": 30.0},
     "3 signals, cooldown 30": {"min_signals": 3, "cooldown_days": 30.0},
+    "score 2, churn 0.4": {"min_score": 2.0, "churn_threshold": 0.4},
+    "score 3, churn 0.4": {"min_score": 3.0, "churn_threshold": 0.4},
+    "score 4, churn 0.4": {"min_score": 4.0, "churn_threshold": 0.4},
+    "score 3, cooldown 30": {"min_score": 3.0, "cooldown_days": 30.0},
+    "score 3, churn 0.4, cooldown 30": {"min_score": 3.0, "churn_threshold": 0.4,
+                                        "cooldown_days": 30.0},
 }
+#: The simulated populations: defection with precursors, or the classic process (see
+#: `load.simulator.SimConfig.precursors`).
+SIMULATORS = ("precursors", "classic")
 
 
 def policy_of(changes: Mapping[str, Any]) -> AlertPolicy:
@@ -270,6 +283,22 @@ class Scores:
     def median_lead_days(self) -> float:
         return statistics.median(self.leads_days) if self.leads_days else float("nan")
 
+    @property
+    def lead_quartiles(self) -> tuple[float, float]:
+        """The first and third quartile of the lead times (days)."""
+        if len(self.leads_days) < 2:
+            return (float("nan"), float("nan"))
+        q = statistics.quantiles(self.leads_days, n=4)
+        return (q[0], q[2])
+
+    def recall_ahead(self, days: float = LEAD_TARGET_DAYS) -> float:
+        """The share of episodes whose first right alert came at least `days` before the dropout.
+
+        >>> Scores(4, 3, 0, 4, 3, 3, (20.0, 14.0, 3.0), 1.0).recall_ahead(14)
+        0.5
+        """
+        return _ratio(sum(1 for x in self.leads_days if x >= days), self.episodes)
+
 
 def score(
     alerts: Mapping[str, Sequence[int]],
@@ -384,6 +413,39 @@ def choose(rows: Mapping[str, Scores], max_load: float | None = None) -> tuple[s
         why += ", the highest"
     if len(usable) < len(rows):
         why += f"; only candidates with a load of at most {max_load:.0f} were considered"
+    return pick, why
+
+
+def choose_for_lead(
+    rows: Mapping[str, Scores], min_precision: float = MIN_PRECISION,
+    lead_days: float = LEAD_TARGET_DAYS,
+) -> tuple[str, str]:
+    """The candidate to use and why: the largest share of episodes alerted at least `lead_days`
+    ahead among those with precision at least `min_precision`; within `F1_TIE` of it counts as
+    tied, and a tie goes to the lower load. Without any precise enough candidate: `choose`.
+
+    >>> a = Scores(100, 60, 0, 100, 50, 20, (20.0,) * 40, 120.0)
+    >>> b = Scores(200, 90, 0, 100, 70, 30, (20.0,) * 60, 400.0)
+    >>> c = Scores(90, 55, 0, 100, 49, 20, (20.0,) * 39, 100.0)
+    >>> choose_for_lead({"a": a, "b": b, "c": c})[0]
+    'c'
+    """
+    usable = {k: v for k, v in rows.items() if v.precision >= min_precision}
+    if not usable:
+        pick, why = choose(rows)
+        return pick, (f"no candidate reaches a precision of {min_precision}; by F1 instead: "
+                      f"{why}")
+    best = max(v.recall_ahead(lead_days) for v in usable.values())
+    tied = [k for k, v in usable.items() if v.recall_ahead(lead_days) >= best - F1_TIE]
+    pick = min(tied, key=lambda k: (usable[k].load, k))
+    s = usable[pick]
+    why = (f"{s.recall_ahead(lead_days):.3f} of valuable dropouts alerted at least "
+           f"{lead_days:.0f} days ahead at precision {s.precision:.3f}")
+    if len(tied) > 1:
+        why += (f", within {F1_TIE} of the best ({best:.3f}; tied: {', '.join(tied)}), and the "
+                f"lowest load among the tied ({s.load:.0f})")
+    else:
+        why += f", the most among the {len(usable)} candidates with precision >= {min_precision}"
     return pick, why
 
 
@@ -570,6 +632,7 @@ def replay(
     warmup_days: int = 180,
     tick_hours: float = 6.0,
     fit_days: float = 30.0,
+    lead_days: int = 0,
 ) -> Run:
     """Replay a simulated population through the domain, deciding every candidate's alerts."""
     began = time.perf_counter()
@@ -584,7 +647,8 @@ def replay(
         window=Window(start_ms + warmup_days * MS_PER_DAY, end_ms - horizon),
     )
     first = next(iter(candidates.values()))
-    engine = _Engine(run, RetentionPolicy(horizon_ms=horizon, alert=first), fit_days)
+    retention = RetentionPolicy(horizon_ms=horizon, lead_ms=lead_days * MS_PER_DAY, alert=first)
+    engine = _Engine(run, retention, fit_days)
     tick = round(tick_hours * 3_600_000)
     changed: dict[str, int] = {}
     watermark = start_ms
@@ -864,17 +928,30 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="event time between value-model fits (default: %(default)s)")
     parser.add_argument("--max-load", type=float, default=None,
                         help="consider only candidates with at most this operator load")
+    parser.add_argument("--lead-days", type=int, default=0,
+                        help="lead window of the churn label: will the customer drop out within "
+                             "this many days (0: no order within the horizon; default: "
+                             "%(default)s)")
+    parser.add_argument("--simulator", choices=SIMULATORS, default="precursors",
+                        help="how simulated customers defect (default: %(default)s)")
+    parser.add_argument("--rule", choices=("lead", "f1"), default="lead",
+                        help="lead: the most valuable dropouts alerted 14 days ahead at "
+                             "precision >= 0.5; f1: the highest F1 (default: %(default)s)")
     parser.add_argument("--out", default="reports/alerts")
     args = parser.parse_args(argv)
     if args.days <= args.warmup_days + args.horizon_days:
         parser.error("--days must exceed --warmup-days plus --horizon-days")
-    config = SimConfig(n_customers=args.customers, days=args.days, seed=args.seed)
+    config = SimConfig(n_customers=args.customers, days=args.days, seed=args.seed,
+                       precursors=args.simulator == "precursors")
     policies = {name: policy_of(changes) for name, changes in CANDIDATES.items()}
     run = replay(config, policies, args.horizon_days, args.warmup_days, args.tick_hours,
-                 args.fit_days)
+                 args.fit_days, args.lead_days)
     truth = truth_of(config)
     rows = scores_of(run, truth)
-    pick, why = choose(rows, args.max_load)
+    if args.rule == "lead":
+        pick, why = choose_for_lead(rows)
+    else:
+        pick, why = choose(rows, args.max_load)
     codes = code_precision(run.candidates[0], truth, run.window, run.horizon_ms)
     floor = run.candidates[0].policy.min_value_tier
     base = base_rate(run.valuable_at[floor], truth, run.window, run.horizon_ms)
@@ -882,12 +959,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     _plot(rows, pick, out)
     command = (f"python -m load.alert_study --customers {args.customers} --days {args.days} "
-               f"--seed {args.seed}")
+               f"--seed {args.seed} --simulator {args.simulator} --rule {args.rule} "
+               f"--lead-days {args.lead_days}")
     (out / "study.md").write_text(render(run, rows, pick, why, codes, base, command))
     for name, s in rows.items():
-        print(f"{name:28} alerts {s.alerts:5} precision {fmt(s.precision)} recall "
-              f"{fmt(s.recall)} in time {fmt(s.recall_in_time)} F1 {fmt(s.f1)} lead "
-              f"{fmt(s.median_lead_days, 0)} load {fmt(s.load, 0)}", file=sys.stderr)
+        print(f"{name:34} alerts {s.alerts:5} precision {fmt(s.precision)} recall "
+              f"{fmt(s.recall)} in time {fmt(s.recall_in_time)} >=14d {fmt(s.recall_ahead())} "
+              f"F1 {fmt(s.f1)} lead {fmt(s.median_lead_days, 0)} "
+              f"({fmt(s.lead_quartiles[0], 0)}..{fmt(s.lead_quartiles[1], 0)}) "
+              f"load {fmt(s.load, 0)}", file=sys.stderr)
+    print(f"churn AUC (progressive) {fmt(run.progress.summary()['auc'])}", file=sys.stderr)
     print(f"base rate {fmt(base)}; choice {pick}: {why}; {run.seconds:.0f} s; "
           f"wrote {out / 'study.md'}", file=sys.stderr)
     return 0
