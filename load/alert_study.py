@@ -42,7 +42,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -102,6 +102,11 @@ CANDIDATES: Mapping[str, Mapping[str, Any]] = {
     "score 3, cooldown 30": {"min_score": 3.0, "cooldown_days": 30.0},
     "score 3, churn 0.4, cooldown 30": {"min_score": 3.0, "churn_threshold": 0.4,
                                         "cooldown_days": 30.0},
+    "score 4, churn 0.3": {"min_score": 4.0, "churn_threshold": 0.3},
+    "score 5, churn 0.3": {"min_score": 5.0, "churn_threshold": 0.3},
+    "score 5, churn 0.4": {"min_score": 5.0, "churn_threshold": 0.4},
+    "score 3, churn 0.6": {"min_score": 3.0, "churn_threshold": 0.6},
+    "score 4, churn 0.6": {"min_score": 4.0, "churn_threshold": 0.6},
 }
 #: The simulated populations: defection with precursors, or the classic process (see
 #: `load.simulator.SimConfig.precursors`).
@@ -487,8 +492,10 @@ class Run:
 class _Engine:
     """The worker's per-customer state and decisions, without Kafka or Redis."""
 
-    def __init__(self, run: Run, retention: RetentionPolicy, fit_days: float) -> None:
+    def __init__(self, run: Run, retention: RetentionPolicy, fit_days: float,
+                 learn_churn: bool = True) -> None:
         self.run = run
+        self.learn_churn = learn_churn
         self.policy = retention
         self.fit_ms = round(fit_days * MS_PER_DAY)
         self.model = ValueModel()
@@ -569,7 +576,8 @@ class _Engine:
 
     def learn(self) -> None:
         """The learner: released examples in label order, each predicted then learned."""
-        if not self.examples:
+        if not self.examples or not self.learn_churn:
+            self.examples.clear()
             return
         self.examples.sort(key=lambda e: (e[0], e[1]))
         for _, _, snap, y in self.examples:
@@ -633,8 +641,15 @@ def replay(
     tick_hours: float = 6.0,
     fit_days: float = 30.0,
     lead_days: int = 0,
+    retention: RetentionPolicy | None = None,
+    learn_churn: bool = True,
 ) -> Run:
-    """Replay a simulated population through the domain, deciding every candidate's alerts."""
+    """Replay a simulated population through the domain, deciding every candidate's alerts.
+
+    `retention` sets the churn label and snapshot spacing (its alert policy is replaced by the
+    first candidate's); `learn_churn` False keeps the engine's fallback of no churn model
+    (1 - P(alive)), as a worker does before its first model is published.
+    """
     began = time.perf_counter()
     horizon = horizon_days * MS_PER_DAY
     start_ms = int(config.start.timestamp() * 1000)
@@ -647,8 +662,9 @@ def replay(
         window=Window(start_ms + warmup_days * MS_PER_DAY, end_ms - horizon),
     )
     first = next(iter(candidates.values()))
-    retention = RetentionPolicy(horizon_ms=horizon, lead_ms=lead_days * MS_PER_DAY, alert=first)
-    engine = _Engine(run, retention, fit_days)
+    if retention is None:
+        retention = RetentionPolicy(horizon_ms=horizon, lead_ms=lead_days * MS_PER_DAY)
+    engine = _Engine(run, replace(retention, alert=first), fit_days, learn_churn)
     tick = round(tick_hours * 3_600_000)
     changed: dict[str, int] = {}
     watermark = start_ms
