@@ -152,8 +152,9 @@ class AlertPolicy:
         Only customers at or above this CLV percentile (0..100) are alerted on.
         80: the top fifth, where most of the value sits and where a call pays off.
     churn_threshold
-        Churn probability at or above which ``churn_risk`` fires (0.5: more likely
-        gone than not). Without a churn model the probability is ``1 - p_alive``.
+        Churn probability at or above which ``churn_risk`` fires (0.4, with
+        `min_score`, see there). Without a churn model the probability is
+        ``1 - p_alive``.
     p_alive_drop
         Fall of P(alive) from its reference (`AlertMemory.p_alive_ref`: its value at
         the last alert, or its highest value since) that fires ``p_alive_drop``.
@@ -201,15 +202,14 @@ class AlertPolicy:
     min_signals, min_score
         An alert needs at least ``min_signals`` defection signals at once and a rule
         score (``sum(weight * capped strength)``, see `defection_reasons`) of at least
-        ``min_score``; 1 and 0 let any one signal through. 5, with the default
-        weights: no single signal reaches it except a recent cancellation request
-        (weight 3, strength at least 5/3), so otherwise it takes two or more, e.g. a
-        churn probability of 0.75 (2 * 1.5) with no order for twice the overdue limit
-        (1 * 2). Chosen by ``python -m load.alert_study`` on simulated data:
-        the highest F1 of precision and recall against the true dropouts, within 0.01,
-        at the lowest operator load. Any single signal was right for 43 % of alerts,
-        not far above alerting at random (32.5 %), at about one alert per valuable
-        customer per month.
+        ``min_score``; 1 and 0 let any one signal through. 4, with the default
+        weights: a single signal reaches it only when strong (a recent cancellation
+        request, a churn probability of 0.8 or more, a complaint streak at 8/3 times its
+        threshold), otherwise it takes two or more. Chosen by ``python -m
+        load.alert_study`` on simulated data where defection has precursors, with
+        `churn_threshold` 0.4: of the candidates with a precision of at least 0.5
+        against the true dropouts, the one that alerts the largest share of valuable
+        dropouts at least 14 days ahead (see the README's alert study).
     weights, max_strength
         Signal weights and the cap on a signal's strength in the rule score (see
         `defection_reasons`).
@@ -218,7 +218,7 @@ class AlertPolicy:
     """
 
     min_value_tier: float = 80.0
-    churn_threshold: float = 0.5
+    churn_threshold: float = 0.4
     p_alive_drop: float = 0.2
     overdue_factor: float = 1.5
     overdue_min_purchase_days: int = 3
@@ -238,7 +238,7 @@ class AlertPolicy:
     severity_bands: tuple[float, float, float] = (250.0, 1_000.0, 5_000.0)
     min_severity: str = "low"
     min_signals: int = 1
-    min_score: float = 5.0
+    min_score: float = 4.0
     weights: Mapping[str, float] = field(default_factory=lambda: DEFAULT_WEIGHTS, hash=False)
     max_strength: float = 3.0
     kind: str = "defection_risk"

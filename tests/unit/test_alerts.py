@@ -184,10 +184,10 @@ def test_by_default_it_takes_two_signals_or_a_cancellation_request() -> None:
     base = regular(5, gap=10)  # orders on days 0..40
     overdue = fold(base)  # as of day 100: 60 days since the last order, 6 times the rhythm
     assert decide(overdue, 100)[0] is None  # recency gap alone: 1 * 3 = 3
-    both, _ = decide(overdue, 100, churn=0.8)  # 2 * 1.6 + 1 * 3 = 6.2
+    both, _ = decide(overdue, 100, churn=0.8)  # 2 * 0.8 / 0.4 + 1 * 3 = 7
     assert both is not None
     assert {r.code for r in both.reasons} == {"churn_risk", "recency_gap"}
-    weak, _ = decide(fold(base), 45, churn=0.6)  # churn risk alone: 2 * 1.2 = 2.4
+    weak, _ = decide(fold(base), 45, churn=0.6)  # churn risk alone: 2 * 0.6 / 0.4 = 3
     assert weak is None
     cancel = fold([*base, contact(44, "cancellation_request")])
     assert decide(cancel, 45)[0] is not None  # 3 * min(1 / 0.25, 3) = 9
@@ -199,8 +199,11 @@ def test_min_signals_and_min_score_gate_the_alert() -> None:
     assert two is not None
     three, _ = decide(state, 100, churn=0.8, policy=AlertPolicy(min_score=0.0, min_signals=3))
     assert three is None
-    assert decide(state, 100, churn=0.8, policy=AlertPolicy(min_score=6.1))[0] is not None
-    assert decide(state, 100, churn=0.8, policy=AlertPolicy(min_score=6.3))[0] is None
+    # churn risk 2 * 0.8 / 0.5 plus the recency gap 1 * 3: a rule score of 6.2
+    at_half = {"churn_threshold": 0.5}
+    assert decide(state, 100, churn=0.8,
+                  policy=AlertPolicy(min_score=6.1, **at_half))[0] is not None
+    assert decide(state, 100, churn=0.8, policy=AlertPolicy(min_score=6.3, **at_half))[0] is None
 
 
 def test_reasons_name_the_precursor_and_its_trend() -> None:
