@@ -796,7 +796,8 @@ def _changes(changes: Mapping[str, Any]) -> str:
 
 
 def render(run: Run, rows: Mapping[str, Scores], pick: str, why: str,
-           codes: Mapping[str, tuple[int, float]], base: float, command: str) -> str:
+           codes: Mapping[str, tuple[int, float]], base: float, command: str,
+           rule: str = "lead") -> str:
     """The markdown report."""
     h_days = run.horizon_ms // MS_PER_DAY
     w = run.window
@@ -863,8 +864,8 @@ def render(run: Run, rows: Mapping[str, Scores], pick: str, why: str,
         "see `defection_reasons`) of at least that.",
         "",
         "| # | candidate | changes | alerts | precision | late share | recall | recall in time | "
-        "F1 | median lead (days) | load |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        f"≥ {LEAD_TARGET_DAYS:.0f} days ahead | F1 | median lead (quartiles), days | load |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for number, c in enumerate(run.candidates, 1):
         s = rows[c.name]
@@ -872,8 +873,9 @@ def render(run: Run, rows: Mapping[str, Scores], pick: str, why: str,
         lines.append(
             f"| {number} | {name} | {_changes(CANDIDATES.get(c.name, {}))} | {s.alerts:,} | "
             f"{fmt(s.precision)} | {fmt(s.late_share, 2)} | {fmt(s.recall)} | "
-            f"{fmt(s.recall_in_time)} | {fmt(s.f1)} | {fmt(s.median_lead_days, 0)} | "
-            f"{fmt(s.load, 0)} |"
+            f"{fmt(s.recall_in_time)} | {fmt(s.recall_ahead())} | {fmt(s.f1)} | "
+            f"{fmt(s.median_lead_days, 0)} ({fmt(s.lead_quartiles[0], 0)}, "
+            f"{fmt(s.lead_quartiles[1], 0)}) | {fmt(s.load, 0)} |"
         )
     s = rows[pick]
     q = statistics.quantiles(s.leads_days, n=4) if len(s.leads_days) >= 2 else [math.nan] * 3
@@ -885,7 +887,11 @@ def render(run: Run, rows: Mapping[str, Scores], pick: str, why: str,
         "",
         "## Choice",
         "",
-        f"**{pick}** — {why}. Rule: the highest F1; a candidate within {F1_TIE} of it counts "
+        f"**{pick}** — {why}. Rule: "
+        + (f"the largest share of valuable dropouts alerted at least {LEAD_TARGET_DAYS:.0f} "
+           f"days ahead among the candidates with precision ≥ {MIN_PRECISION}"
+           if rule == "lead" else "the highest F1")
+        + f"; a candidate within {F1_TIE} of it counts "
         "as tied (differences that small change from one seed to the next), and a tie goes to "
         "the lower operator load.",
         "",
@@ -900,8 +906,8 @@ def render(run: Run, rows: Mapping[str, Scores], pick: str, why: str,
         "",
         "![lead time](lead_time.png)",
         "",
-        "Why so many right alerts come after the dropout "
-        f"({fmt(s.late_share, 2)} of the chosen policy's): in the simulator a customer drops out "
+        f"Right alerts that came after the dropout: {fmt(s.late_share, 2)} of the chosen "
+        "policy's. In the classic simulator (`--simulator classic`) a customer drops out "
         "at a purchase and is silent afterwards, and purchases do not slow down before it, so the "
         "silence signals (churn model, P(alive), overdue) carry information only after it; the "
         "churn label — no order within H of a snapshot — is by construction true only after it "
@@ -977,7 +983,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = (f"python -m load.alert_study --customers {args.customers} --days {args.days} "
                f"--seed {args.seed} --simulator {args.simulator} --rule {args.rule} "
                f"--lead-days {args.lead_days}")
-    (out / "study.md").write_text(render(run, rows, pick, why, codes, base, command))
+    (out / "study.md").write_text(render(run, rows, pick, why, codes, base, command, args.rule))
     for name, s in rows.items():
         print(f"{name:34} alerts {s.alerts:5} precision {fmt(s.precision)} recall "
               f"{fmt(s.recall)} in time {fmt(s.recall_in_time)} >=14d {fmt(s.recall_ahead())} "
