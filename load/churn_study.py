@@ -576,8 +576,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"- {len(rep.snapshots):,} snapshots; {labelled:,} labelled by the end (churn rate "
         f"{lab.mean():.3f}), {len(rep.snapshots) - labelled:,} still pending. Most pending for "
         f"one customer: {rep.max_pending} (bound `max_pending` = "
-        f"{churn.max_pending(horizon, min_gap)}).",
-        f"- Compared: the {len(comparable):,} snapshots taken at least {args.horizon_days} days "
+        f"{churn.max_pending(horizon + rep.lead_ms, min_gap)}).",
+        f"- Compared: the {len(comparable):,} snapshots taken at least "
+        f"{args.horizon_days + args.lead_days} days "
         f"before the end, all of them labelled (churn rate {rep.label[comparable].mean():.3f}); "
         f"the first {len(train):,} by snapshot time (up to {day_text(split_ms)}) train the batch "
         f"model, the last {len(test):,} (churn rate {y.mean():.3f}) are the *later data*.",
