@@ -107,6 +107,10 @@ CANDIDATES: Mapping[str, Mapping[str, Any]] = {
     "score 5, churn 0.4": {"min_score": 5.0, "churn_threshold": 0.4},
     "score 3, churn 0.6": {"min_score": 3.0, "churn_threshold": 0.6},
     "score 4, churn 0.6": {"min_score": 4.0, "churn_threshold": 0.6},
+    "score 4, churn 0.8": {"min_score": 4.0, "churn_threshold": 0.8},
+    "score 5, churn 0.8": {"min_score": 5.0, "churn_threshold": 0.8},
+    "score 4, churn 0.9": {"min_score": 4.0, "churn_threshold": 0.9},
+    "score 5, churn 0.9": {"min_score": 5.0, "churn_threshold": 0.9},
 }
 #: The simulated populations: defection with precursors, or the classic process (see
 #: `load.simulator.SimConfig.precursors`).
