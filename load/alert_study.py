@@ -1,7 +1,8 @@
 """Offline study of the defection alerts against the simulator's ground truth.
 
-``python -m load.alert_study [--customers N --days D --seed S]`` writes ``reports/alerts/study.md``,
-``reports/alerts/precision_recall.png`` and ``reports/alerts/lead_time.png``.
+``python -m load.alert_study [--customers N --days D --seed S --simulator S --lead-days D]``
+writes ``reports/alerts/study.md``, ``reports/alerts/precision_recall.png`` and
+``reports/alerts/lead_time.png``.
 
 1. **Replay at the live engine's semantics.** The simulated events (`churn_study.domain_events`)
    go through the pure domain in event-time order, in batches of ``--tick-hours`` of event time
@@ -26,9 +27,14 @@
    `is_right`, `caught`, `operator_load` and `score`. The evaluation window is
    ``[start + warmup, end - H]``: alerts and dropouts in it are counted, so every counted alert and
    dropout has H days of data on both sides within the run, and the models have warmed up.
-4. **Choice** (`choose`): the highest F1 (optionally among candidates whose operator load is at
-   most ``--max-load``); a candidate within `F1_TIE` of the best is tied, and a tie goes to the
-   lower operator load.
+4. **Choice** (`choose_for_lead`, ``--rule lead``, the default): the largest share of valuable
+   dropouts alerted at least `LEAD_TARGET_DAYS` ahead among the candidates with a precision of
+   at least `MIN_PRECISION` (`Scores.recall_ahead`); or (`choose`, ``--rule f1``) the highest F1
+   (optionally among candidates whose operator load is at most ``--max-load``). A candidate
+   within `F1_TIE` of the best is tied, and a tie goes to the lower operator load.
+
+``--simulator precursors`` (default) or ``classic`` chooses how the simulated customers defect
+(`SimConfig.precursors`); ``--lead-days`` the lead window of the churn label.
 """
 
 from __future__ import annotations
