@@ -108,10 +108,11 @@ PRECURSORS = SimConfig(n_customers=250, days=200, acquisition_days=60, seed=43, 
 #: They differ where batching does: the worker decides per batch of arrival and rescores on a
 #: wall-clock timer at the watermark it has reached; the replay decides per 6 hours of event
 #: time and rescores every tick; a decision one batch later can fall on another day.
-#: Measured (seed 43): 1.7 % of customers alerted by one side only, 7 of 177 first alerts more
-#: than 14 days apart.
+#: Measured (seed 43, two runs): 1.4 % and 1.7 % of customers alerted by one side only; 18 of
+#: 204 and 7 of 177 first alerts more than 14 days apart.
 MAX_ALERTED_MISMATCH = 0.1
 MAX_FIRST_ALERT_DAYS = 14
+MAX_LATE_SHARE = 0.2
 
 
 @pytest.mark.slow
@@ -169,4 +170,4 @@ def test_live_alerts_agree_with_the_studys_replay(
           f"mismatch {mismatch:.3f}; first alerts more than {MAX_FIRST_ALERT_DAYS} days apart: "
           f"{len(late)}")
     assert mismatch <= MAX_ALERTED_MISMATCH, (sorted(set(study) ^ set(live))[:20])
-    assert len(late) <= MAX_ALERTED_MISMATCH * len(both), late[:20]
+    assert len(late) <= MAX_LATE_SHARE * len(both), late[:20]
