@@ -1,7 +1,8 @@
 """Offline study of the defection alerts against the simulator's ground truth.
 
-``python -m load.alert_study [--customers N --days D --seed S]`` writes ``reports/alerts/study.md``,
-``reports/alerts/precision_recall.png`` and ``reports/alerts/lead_time.png``.
+``python -m load.alert_study [--customers N --days D --seed S --simulator S --lead-days D]``
+writes ``reports/alerts/study.md``, ``reports/alerts/precision_recall.png`` and
+``reports/alerts/lead_time.png``.
 
 1. **Replay at the live engine's semantics.** The simulated events (`churn_study.domain_events`)
    go through the pure domain in event-time order, in batches of ``--tick-hours`` of event time
@@ -26,9 +27,14 @@
    `is_right`, `caught`, `operator_load` and `score`. The evaluation window is
    ``[start + warmup, end - H]``: alerts and dropouts in it are counted, so every counted alert and
    dropout has H days of data on both sides within the run, and the models have warmed up.
-4. **Choice** (`choose`): the highest F1 (optionally among candidates whose operator load is at
-   most ``--max-load``); a candidate within `F1_TIE` of the best is tied, and a tie goes to the
-   lower operator load.
+4. **Choice** (`choose_for_lead`, ``--rule lead``, the default): the largest share of valuable
+   dropouts alerted at least `LEAD_TARGET_DAYS` ahead among the candidates with a precision of
+   at least `MIN_PRECISION` (`Scores.recall_ahead`); or (`choose`, ``--rule f1``) the highest F1
+   (optionally among candidates whose operator load is at most ``--max-load``). A candidate
+   within `F1_TIE` of the best is tied, and a tie goes to the lower operator load.
+
+``--simulator precursors`` (default) or ``classic`` chooses how the simulated customers defect
+(`SimConfig.precursors`); ``--lead-days`` the lead window of the churn label.
 """
 
 from __future__ import annotations
@@ -42,7 +48,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -69,6 +75,10 @@ from stream_app.settings import Settings
 
 #: Candidates whose F1 is within this of the best are tied; a tie goes to the lower load.
 F1_TIE = 0.01
+#: The lead time an alert needs to leave room for an account manager to act (days).
+LEAD_TARGET_DAYS = 14.0
+#: The precision an alert policy needs to be chosen by `choose_for_lead`.
+MIN_PRECISION = 0.5
 #: The horizon of the CLV the worker stores (``CVM_HORIZON_DAYS``).
 VALUATION_HORIZON_DAYS = 365.0
 #: A dropout time for a customer alive past everything the simulator knows.
@@ -92,7 +102,25 @@ CANDIDATES: Mapping[str, Mapping[str, Any]] = {
     "2 signals, cooldown 45": {"min_signals": 2, "cooldown_days": 45.0},
     "score 4, cooldown 30": {"min_score": 4.0, "cooldown_days": 30.0},
     "3 signals, cooldown 30": {"min_signals": 3, "cooldown_days": 30.0},
+    "score 2, churn 0.4": {"min_score": 2.0, "churn_threshold": 0.4},
+    "score 3, churn 0.4": {"min_score": 3.0, "churn_threshold": 0.4},
+    "score 4, churn 0.4": {"min_score": 4.0, "churn_threshold": 0.4},
+    "score 3, cooldown 30": {"min_score": 3.0, "cooldown_days": 30.0},
+    "score 3, churn 0.4, cooldown 30": {"min_score": 3.0, "churn_threshold": 0.4,
+                                        "cooldown_days": 30.0},
+    "score 4, churn 0.3": {"min_score": 4.0, "churn_threshold": 0.3},
+    "score 5, churn 0.3": {"min_score": 5.0, "churn_threshold": 0.3},
+    "score 5, churn 0.4": {"min_score": 5.0, "churn_threshold": 0.4},
+    "score 3, churn 0.6": {"min_score": 3.0, "churn_threshold": 0.6},
+    "score 4, churn 0.6": {"min_score": 4.0, "churn_threshold": 0.6},
+    "score 4, churn 0.8": {"min_score": 4.0, "churn_threshold": 0.8},
+    "score 5, churn 0.8": {"min_score": 5.0, "churn_threshold": 0.8},
+    "score 4, churn 0.9": {"min_score": 4.0, "churn_threshold": 0.9},
+    "score 5, churn 0.9": {"min_score": 5.0, "churn_threshold": 0.9},
 }
+#: The simulated populations: defection with precursors, or the classic process (see
+#: `load.simulator.SimConfig.precursors`).
+SIMULATORS = ("precursors", "classic")
 
 
 def policy_of(changes: Mapping[str, Any]) -> AlertPolicy:
@@ -270,6 +298,22 @@ class Scores:
     def median_lead_days(self) -> float:
         return statistics.median(self.leads_days) if self.leads_days else float("nan")
 
+    @property
+    def lead_quartiles(self) -> tuple[float, float]:
+        """The first and third quartile of the lead times (days)."""
+        if len(self.leads_days) < 2:
+            return (float("nan"), float("nan"))
+        q = statistics.quantiles(self.leads_days, n=4)
+        return (q[0], q[2])
+
+    def recall_ahead(self, days: float = LEAD_TARGET_DAYS) -> float:
+        """The share of episodes whose first right alert came at least `days` before the dropout.
+
+        >>> Scores(4, 3, 0, 4, 3, 3, (20.0, 14.0, 3.0), 1.0).recall_ahead(14)
+        0.5
+        """
+        return _ratio(sum(1 for x in self.leads_days if x >= days), self.episodes)
+
 
 def score(
     alerts: Mapping[str, Sequence[int]],
@@ -387,6 +431,39 @@ def choose(rows: Mapping[str, Scores], max_load: float | None = None) -> tuple[s
     return pick, why
 
 
+def choose_for_lead(
+    rows: Mapping[str, Scores], min_precision: float = MIN_PRECISION,
+    lead_days: float = LEAD_TARGET_DAYS,
+) -> tuple[str, str]:
+    """The candidate to use and why: the largest share of episodes alerted at least `lead_days`
+    ahead among those with precision at least `min_precision`; within `F1_TIE` of it counts as
+    tied, and a tie goes to the lower load. Without any precise enough candidate: `choose`.
+
+    >>> a = Scores(100, 60, 0, 100, 50, 20, (20.0,) * 40, 120.0)
+    >>> b = Scores(200, 90, 0, 100, 70, 30, (20.0,) * 60, 400.0)
+    >>> c = Scores(90, 55, 0, 100, 49, 20, (20.0,) * 39, 100.0)
+    >>> choose_for_lead({"a": a, "b": b, "c": c})[0]
+    'c'
+    """
+    usable = {k: v for k, v in rows.items() if v.precision >= min_precision}
+    if not usable:
+        pick, why = choose(rows)
+        return pick, (f"no candidate reaches a precision of {min_precision}; by F1 instead: "
+                      f"{why}")
+    best = max(v.recall_ahead(lead_days) for v in usable.values())
+    tied = [k for k, v in usable.items() if v.recall_ahead(lead_days) >= best - F1_TIE]
+    pick = min(tied, key=lambda k: (usable[k].load, k))
+    s = usable[pick]
+    why = (f"{s.recall_ahead(lead_days):.3f} of valuable dropouts alerted at least "
+           f"{lead_days:.0f} days ahead at precision {s.precision:.3f}")
+    if len(tied) > 1:
+        why += (f", within {F1_TIE} of the best ({best:.3f}; tied: {', '.join(tied)}), and the "
+                f"lowest load among the tied ({s.load:.0f})")
+    else:
+        why += f", the most among the {len(usable)} candidates with precision >= {min_precision}"
+    return pick, why
+
+
 # ------------------------------------------------------------------------------------ replay
 
 
@@ -425,8 +502,10 @@ class Run:
 class _Engine:
     """The worker's per-customer state and decisions, without Kafka or Redis."""
 
-    def __init__(self, run: Run, retention: RetentionPolicy, fit_days: float) -> None:
+    def __init__(self, run: Run, retention: RetentionPolicy, fit_days: float,
+                 learn_churn: bool = True) -> None:
         self.run = run
+        self.learn_churn = learn_churn
         self.policy = retention
         self.fit_ms = round(fit_days * MS_PER_DAY)
         self.model = ValueModel()
@@ -507,7 +586,8 @@ class _Engine:
 
     def learn(self) -> None:
         """The learner: released examples in label order, each predicted then learned."""
-        if not self.examples:
+        if not self.examples or not self.learn_churn:
+            self.examples.clear()
             return
         self.examples.sort(key=lambda e: (e[0], e[1]))
         for _, _, snap, y in self.examples:
@@ -570,8 +650,16 @@ def replay(
     warmup_days: int = 180,
     tick_hours: float = 6.0,
     fit_days: float = 30.0,
+    lead_days: int = 0,
+    retention: RetentionPolicy | None = None,
+    learn_churn: bool = True,
 ) -> Run:
-    """Replay a simulated population through the domain, deciding every candidate's alerts."""
+    """Replay a simulated population through the domain, deciding every candidate's alerts.
+
+    `retention` sets the churn label and snapshot spacing (its alert policy is replaced by the
+    first candidate's); `learn_churn` False keeps the engine's fallback of no churn model
+    (1 - P(alive)), as a worker does before its first model is published.
+    """
     began = time.perf_counter()
     horizon = horizon_days * MS_PER_DAY
     start_ms = int(config.start.timestamp() * 1000)
@@ -584,7 +672,9 @@ def replay(
         window=Window(start_ms + warmup_days * MS_PER_DAY, end_ms - horizon),
     )
     first = next(iter(candidates.values()))
-    engine = _Engine(run, RetentionPolicy(horizon_ms=horizon, alert=first), fit_days)
+    if retention is None:
+        retention = RetentionPolicy(horizon_ms=horizon, lead_ms=lead_days * MS_PER_DAY)
+    engine = _Engine(run, replace(retention, alert=first), fit_days, learn_churn)
     tick = round(tick_hours * 3_600_000)
     changed: dict[str, int] = {}
     watermark = start_ms
@@ -716,7 +806,8 @@ def _changes(changes: Mapping[str, Any]) -> str:
 
 
 def render(run: Run, rows: Mapping[str, Scores], pick: str, why: str,
-           codes: Mapping[str, tuple[int, float]], base: float, command: str) -> str:
+           codes: Mapping[str, tuple[int, float]], base: float, command: str,
+           rule: str = "lead") -> str:
     """The markdown report."""
     h_days = run.horizon_ms // MS_PER_DAY
     w = run.window
@@ -783,8 +874,8 @@ def render(run: Run, rows: Mapping[str, Scores], pick: str, why: str,
         "see `defection_reasons`) of at least that.",
         "",
         "| # | candidate | changes | alerts | precision | late share | recall | recall in time | "
-        "F1 | median lead (days) | load |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        f"≥ {LEAD_TARGET_DAYS:.0f} days ahead | F1 | median lead (quartiles), days | load |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for number, c in enumerate(run.candidates, 1):
         s = rows[c.name]
@@ -792,8 +883,9 @@ def render(run: Run, rows: Mapping[str, Scores], pick: str, why: str,
         lines.append(
             f"| {number} | {name} | {_changes(CANDIDATES.get(c.name, {}))} | {s.alerts:,} | "
             f"{fmt(s.precision)} | {fmt(s.late_share, 2)} | {fmt(s.recall)} | "
-            f"{fmt(s.recall_in_time)} | {fmt(s.f1)} | {fmt(s.median_lead_days, 0)} | "
-            f"{fmt(s.load, 0)} |"
+            f"{fmt(s.recall_in_time)} | {fmt(s.recall_ahead())} | {fmt(s.f1)} | "
+            f"{fmt(s.median_lead_days, 0)} ({fmt(s.lead_quartiles[0], 0)}, "
+            f"{fmt(s.lead_quartiles[1], 0)}) | {fmt(s.load, 0)} |"
         )
     s = rows[pick]
     q = statistics.quantiles(s.leads_days, n=4) if len(s.leads_days) >= 2 else [math.nan] * 3
@@ -805,7 +897,11 @@ def render(run: Run, rows: Mapping[str, Scores], pick: str, why: str,
         "",
         "## Choice",
         "",
-        f"**{pick}** — {why}. Rule: the highest F1; a candidate within {F1_TIE} of it counts "
+        f"**{pick}** — {why}. Rule: "
+        + (f"the largest share of valuable dropouts alerted at least {LEAD_TARGET_DAYS:.0f} "
+           f"days ahead among the candidates with precision ≥ {MIN_PRECISION}"
+           if rule == "lead" else "the highest F1")
+        + f"; a candidate within {F1_TIE} of it counts "
         "as tied (differences that small change from one seed to the next), and a tie goes to "
         "the lower operator load.",
         "",
@@ -820,8 +916,8 @@ def render(run: Run, rows: Mapping[str, Scores], pick: str, why: str,
         "",
         "![lead time](lead_time.png)",
         "",
-        "Why so many right alerts come after the dropout "
-        f"({fmt(s.late_share, 2)} of the chosen policy's): in the simulator a customer drops out "
+        f"Right alerts that came after the dropout: {fmt(s.late_share, 2)} of the chosen "
+        "policy's. In the classic simulator (`--simulator classic`) a customer drops out "
         "at a purchase and is silent afterwards, and purchases do not slow down before it, so the "
         "silence signals (churn model, P(alive), overdue) carry information only after it; the "
         "churn label — no order within H of a snapshot — is by construction true only after it "
@@ -864,17 +960,30 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="event time between value-model fits (default: %(default)s)")
     parser.add_argument("--max-load", type=float, default=None,
                         help="consider only candidates with at most this operator load")
+    parser.add_argument("--lead-days", type=int, default=0,
+                        help="lead window of the churn label: will the customer drop out within "
+                             "this many days (0: no order within the horizon; default: "
+                             "%(default)s)")
+    parser.add_argument("--simulator", choices=SIMULATORS, default="precursors",
+                        help="how simulated customers defect (default: %(default)s)")
+    parser.add_argument("--rule", choices=("lead", "f1"), default="lead",
+                        help="lead: the most valuable dropouts alerted 14 days ahead at "
+                             "precision >= 0.5; f1: the highest F1 (default: %(default)s)")
     parser.add_argument("--out", default="reports/alerts")
     args = parser.parse_args(argv)
     if args.days <= args.warmup_days + args.horizon_days:
         parser.error("--days must exceed --warmup-days plus --horizon-days")
-    config = SimConfig(n_customers=args.customers, days=args.days, seed=args.seed)
+    config = SimConfig(n_customers=args.customers, days=args.days, seed=args.seed,
+                       precursors=args.simulator == "precursors")
     policies = {name: policy_of(changes) for name, changes in CANDIDATES.items()}
     run = replay(config, policies, args.horizon_days, args.warmup_days, args.tick_hours,
-                 args.fit_days)
+                 args.fit_days, args.lead_days)
     truth = truth_of(config)
     rows = scores_of(run, truth)
-    pick, why = choose(rows, args.max_load)
+    if args.rule == "lead":
+        pick, why = choose_for_lead(rows)
+    else:
+        pick, why = choose(rows, args.max_load)
     codes = code_precision(run.candidates[0], truth, run.window, run.horizon_ms)
     floor = run.candidates[0].policy.min_value_tier
     base = base_rate(run.valuable_at[floor], truth, run.window, run.horizon_ms)
@@ -882,12 +991,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     _plot(rows, pick, out)
     command = (f"python -m load.alert_study --customers {args.customers} --days {args.days} "
-               f"--seed {args.seed}")
-    (out / "study.md").write_text(render(run, rows, pick, why, codes, base, command))
+               f"--seed {args.seed} --simulator {args.simulator} --rule {args.rule} "
+               f"--lead-days {args.lead_days}")
+    (out / "study.md").write_text(render(run, rows, pick, why, codes, base, command, args.rule))
     for name, s in rows.items():
-        print(f"{name:28} alerts {s.alerts:5} precision {fmt(s.precision)} recall "
-              f"{fmt(s.recall)} in time {fmt(s.recall_in_time)} F1 {fmt(s.f1)} lead "
-              f"{fmt(s.median_lead_days, 0)} load {fmt(s.load, 0)}", file=sys.stderr)
+        print(f"{name:34} alerts {s.alerts:5} precision {fmt(s.precision)} recall "
+              f"{fmt(s.recall)} in time {fmt(s.recall_in_time)} >=14d {fmt(s.recall_ahead())} "
+              f"F1 {fmt(s.f1)} lead {fmt(s.median_lead_days, 0)} "
+              f"({fmt(s.lead_quartiles[0], 0)}..{fmt(s.lead_quartiles[1], 0)}) "
+              f"load {fmt(s.load, 0)}", file=sys.stderr)
+    print(f"churn AUC (progressive) {fmt(run.progress.summary()['auc'])}", file=sys.stderr)
     print(f"base rate {fmt(base)}; choice {pick}: {why}; {run.seconds:.0f} s; "
           f"wrote {out / 'study.md'}", file=sys.stderr)
     return 0

@@ -106,6 +106,8 @@ class Replay:
     max_pending: int
     checked: int
     seconds: dict[str, float] = field(default_factory=dict)
+    lead_ms: int = 0
+    anchor: np.ndarray | None = None  # per snapshot: `Snapshot.anchor` when labelled (ms)
 
     @property
     def taken_at(self) -> np.ndarray:
@@ -114,7 +116,9 @@ class Replay:
     def comparable(self) -> np.ndarray:
         """Indices of snapshots whose label could be known by the end, by ``taken_at``."""
         taken = self.taken_at
-        idx = np.flatnonzero((taken + self.horizon_ms < self.end_ms) & (self.label >= 0))
+        idx = np.flatnonzero(
+            (taken + self.lead_ms + self.horizon_ms < self.end_ms) & (self.label >= 0)
+        )
         return idx[np.argsort(taken[idx], kind="stable")]
 
     def matrix(self, idx: np.ndarray) -> np.ndarray:
@@ -129,8 +133,13 @@ def replay(
     horizon_ms: int = churn.DEFAULT_HORIZON_MS,
     min_gap_ms: int = churn.DEFAULT_MIN_GAP_MS,
     model: ValueModel | None = None,
+    lead_ms: int = 0,
 ) -> Replay:
-    """Replay the simulated events through the domain: snapshots, labels, the event log."""
+    """Replay the simulated events through the domain: snapshots, labels, the event log.
+
+    With a lead window (`churn.label_on_purchase`) a snapshot's horizon starts at its anchor,
+    which an order within the window moves: the snapshot is then due again a horizon later.
+    """
     model = model or ValueModel()
     began = time.perf_counter()
     start_ms = int(config.start.timestamp() * 1000)
@@ -143,8 +152,10 @@ def replay(
     histories: list[History | None] = []
     label_of: list[int] = []
     label_at: list[int] = []
+    anchor_of: list[int] = []
     log: list[tuple[int, int]] = []
-    index: dict[int, int] = {}  # id(snapshot) -> snapshot number
+    index: dict[tuple[str, int], int] = {}  # (customer, taken_at) -> snapshot number
+    due_of: dict[int, int] = {}  # snapshot number -> the time it is due in `due`
     rng = np.random.default_rng(config.seed)
     check: dict[int, CustomerState] = {}  # a sample of states, to check the batched valuations
     most = 0
@@ -152,9 +163,11 @@ def replay(
 
     def emit(labelled: churn.Labelled, at: int) -> None:
         for snap, y in labelled:
-            k = index.pop(id(snap))
+            k = index.pop((snap.customer_id, snap.taken_at))
             label_of[k] = y
             label_at[k] = at
+            anchor_of[k] = snap.anchor
+            due_of.pop(k, None)
             log.append((k, y))
 
     for event, source in domain_events(config):
@@ -165,13 +178,18 @@ def replay(
             ends, _, cid = heapq.heappop(due)
             labelled, pending[cid] = churn.label_on_watermark(pending[cid], ends + 1, horizon_ms)
             emit(labelled, ends + 1)
+            for snap in pending[cid]:  # anchors moved by orders in the lead window
+                k = index[(cid, snap.taken_at)]
+                if snap.anchor + horizon_ms > due_of[k]:
+                    due_of[k] = snap.anchor + horizon_ms
+                    heapq.heappush(due, (due_of[k], k, cid))
         cid = event.customer_id
         state = states.get(cid) or CustomerState(cid)
         state = apply_event(state, event, source, Settings.default_margin_rate)
         states[cid] = state
         waiting = pending.setdefault(cid, [])
         if isinstance(event, Purchase) and event.kind == "order" and waiting:
-            labelled, pending[cid] = churn.label_on_purchase(waiting, now, horizon_ms)
+            labelled, pending[cid] = churn.label_on_purchase(waiting, now, horizon_ms, lead_ms)
             emit(labelled, now)
         if churn.should_snapshot(last_snap.get(cid), now, min_gap_ms):
             last_snap[cid] = now
@@ -181,7 +199,9 @@ def replay(
             histories.append(history(state, now))
             label_of.append(-1)
             label_at.append(-1)
-            index[id(snap)] = k
+            anchor_of.append(now)
+            index[(cid, now)] = k
+            due_of[k] = now + horizon_ms
             pending[cid].append(snap)
             most = max(most, len(pending[cid]))
             heapq.heappush(due, (now + horizon_ms, k, cid))
@@ -214,6 +234,7 @@ def replay(
         label_at=np.array(label_at, dtype=np.int64), log=log, events=n, customers=len(states),
         max_pending=most, checked=len(check),
         seconds={"replay": replayed - began, "valuation": time.perf_counter() - replayed},
+        lead_ms=lead_ms, anchor=np.array(anchor_of, dtype=np.int64),
     )
 
 
@@ -265,12 +286,13 @@ def schedule(rep: Replay, when: str) -> list[tuple[int, int, int]]:
     if when == "label":
         return [(k, y, -1 if y == _TAKEN else int(rep.label_at[k])) for k, y in rep.log]
     taken = rep.taken_at
+    anchor = taken if rep.anchor is None else rep.anchor
     rows: list[tuple[int, int, int, int, int]] = []
     for seq, (k, y) in enumerate(rep.log):
         if y == _TAKEN:
             rows.append((int(taken[k]), 1, seq, k, _TAKEN))
             continue
-        at = churn.learn_at(int(taken[k]), int(rep.label_at[k]), rep.horizon_ms, when)
+        at = churn.learn_at(int(anchor[k]), int(rep.label_at[k]), rep.horizon_ms, when)
         if at <= rep.end_ms:
             rows.append((at, 0, int(taken[k]), k, y))
     rows.sort()
@@ -476,14 +498,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="model@schedule, comma-separated (default: %(default)s)")
     parser.add_argument("--jobs", type=int, default=min(4, os.cpu_count() or 1),
                         help="processes for the candidates (results do not depend on it)")
+    parser.add_argument("--lead-days", type=int, default=0,
+                        help="lead window of the label: drops out within this many days "
+                             "(0: no order within the horizon; default: %(default)s)")
+    parser.add_argument("--simulator", choices=("precursors", "classic"), default="precursors",
+                        help="how simulated customers defect (default: %(default)s)")
     parser.add_argument("--out", default="reports/churn")
     args = parser.parse_args(argv)
     candidates = [Candidate.parse(c) for c in args.candidates.split(",")]
     began = time.perf_counter()
-    config = SimConfig(n_customers=args.customers, days=args.days, seed=args.seed)
+    config = SimConfig(n_customers=args.customers, days=args.days, seed=args.seed,
+                       precursors=args.simulator == "precursors")
     horizon = args.horizon_days * MS_PER_DAY
     min_gap = args.min_gap_days * MS_PER_DAY
-    rep = replay(config, horizon, min_gap)
+    rep = replay(config, horizon, min_gap, lead_ms=args.lead_days * MS_PER_DAY)
     labelled = int((rep.label >= 0).sum())
     print(f"replayed {rep.events:,} events of {rep.customers:,} customers in "
           f"{rep.seconds['replay']:.0f} s: {len(rep.snapshots):,} snapshots, {labelled:,} "
@@ -496,7 +524,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cut = int(len(comparable) * TRAIN_SHARE)
     train, test = comparable[:cut], comparable[cut:]
     split_ms = int(rep.taken_at[test[0]])
-    closed = train[rep.taken_at[train] + horizon < split_ms]
+    closed = train[rep.anchor[train] + horizon < split_ms] if rep.anchor is not None else train
     t0 = time.perf_counter()
     batch_p = batch_baseline(rep, train, test, args.seed)
     closed_p = batch_baseline(rep, closed, test, args.seed)
@@ -533,7 +561,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "# Churn model study",
         "",
         f"`python -m load.churn_study --customers {args.customers} --days {args.days} --seed "
-        f"{args.seed}` — horizon {args.horizon_days} days, at most one snapshot per customer per "
+        f"{args.seed} --simulator {args.simulator} --lead-days {args.lead_days}` — horizon "
+        f"{args.horizon_days} days, at most one snapshot per customer per "
         f"{args.min_gap_days} days; {total:.0f} s.",
         "",
         "## Data",
@@ -547,8 +576,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"- {len(rep.snapshots):,} snapshots; {labelled:,} labelled by the end (churn rate "
         f"{lab.mean():.3f}), {len(rep.snapshots) - labelled:,} still pending. Most pending for "
         f"one customer: {rep.max_pending} (bound `max_pending` = "
-        f"{churn.max_pending(horizon, min_gap)}).",
-        f"- Compared: the {len(comparable):,} snapshots taken at least {args.horizon_days} days "
+        f"{churn.max_pending(horizon + rep.lead_ms, min_gap)}).",
+        f"- Compared: the {len(comparable):,} snapshots taken at least "
+        f"{args.horizon_days + args.lead_days} days "
         f"before the end, all of them labelled (churn rate {rep.label[comparable].mean():.3f}); "
         f"the first {len(train):,} by snapshot time (up to {day_text(split_ms)}) train the batch "
         f"model, the last {len(test):,} (churn rate {y.mean():.3f}) are the *later data*.",

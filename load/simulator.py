@@ -177,6 +177,18 @@ class SimConfig:
     Defaults describe a typical retailer: about one purchase a month while active
     (``r / alpha = 1/30``), a mean dropout probability of 0.15 per repeat purchase and a mean order
     of about 60 USD (``p * gamma / (q - 1)``).
+
+    ``precursors`` chooses how customers defect. False (the classic process): the dropout is a
+    purchase, purchases keep their pace and size until it, and only contacts and touches react,
+    over the last ``warning_days``. True (defection with precursors, as the churn literature
+    describes it): satisfaction declines over the last ``decline_days`` of an alive period, along
+    a ramp from 0 to 1 that drives more contacts, complaints, cancellation requests and unresolved
+    issues, more negative sentiment, fewer opens and clicks and more unsubscribes (up to
+    ``decline_unsubscribe`` per touch), and also longer gaps (up to ``decline_thinning`` of the
+    orders in the decline are never placed, the one at the dropout included) and smaller baskets
+    (order values fall by up to ``decline_basket``); ``silent_share`` of alive periods end without
+    any warning (no ramp at all). The dropout time is the same in both: only the events around it
+    differ.
     """
 
     n_customers: int = 10_000
@@ -205,6 +217,12 @@ class SimConfig:
     # 0: order lines draw the 8 CATEGORIES uniformly. n > 0: n categories drawn from latent
     # customer preferences, cross-category journeys and repurchase cycles (`category_model`).
     product_categories: int = 0
+    precursors: bool = False
+    decline_days: float = 60.0
+    silent_share: float = 0.2
+    decline_thinning: float = 0.6
+    decline_basket: float = 0.4
+    decline_unsubscribe: float = 0.04
 
     def __post_init__(self) -> None:
         if self.start.tzinfo is None or self.start.utcoffset() is None:
@@ -216,11 +234,15 @@ class SimConfig:
         for name in ("r", "alpha", "a", "b", "p", "q", "gamma"):
             if not getattr(self, name) > 0:
                 raise SimulationError(f"{name}={getattr(self, name)} must be positive")
-        for name in ("contact_rate", "contact_boost", "touch_rate", "winback_rate", "warning_days"):
+        for name in ("contact_rate", "contact_boost", "touch_rate", "winback_rate", "warning_days",
+                     "decline_days", "decline_unsubscribe"):
             if getattr(self, name) < 0:
                 raise SimulationError(f"{name}={getattr(self, name)} must not be negative")
         if not 0 <= self.return_share <= 1:
             raise SimulationError(f"return_share={self.return_share} must be within 0..1")
+        for name in ("silent_share", "decline_thinning", "decline_basket"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise SimulationError(f"{name}={getattr(self, name)} must be within 0..1")
         if self.max_winbacks < 0:
             raise SimulationError(f"max_winbacks={self.max_winbacks} must not be negative")
         if not self.channels or sum(c.share for c in self.channels) <= 0:
@@ -323,6 +345,7 @@ class _Population:
     pend: np.ndarray  # (n, K): true dropout of period k (may lie past the horizon)
     pj: np.ndarray  # (n, K): repeat purchases of period k, the last one being the dropout
     wbsend: np.ndarray  # (n, K): when the win-back touch that opens period k is sent
+    silent: np.ndarray  # (n, K): period k ends without warning (only with precursors)
 
 
 def _population(config: SimConfig, seq: np.random.SeedSequence) -> _Population:
@@ -368,9 +391,14 @@ def _population(config: SimConfig, seq: np.random.SeedSequence) -> _Population:
         active = active & (end < horizon) & (back < horizon)
         wbsend[active, k + 1] = (back - np.minimum(delay, 0.8 * gap))[active]
         start = back
+    # drawn last, and only with precursors, so the classic population is unchanged by them
+    if config.precursors:
+        silent = rng.random((n, k_max)) < config.silent_share
+    else:
+        silent = np.zeros((n, k_max), dtype=bool)
     return _Population(
         acquired, channel, lam, p, nu, margin, engagement, conversion, contact, pstart, pend, pj,
-        wbsend,
+        wbsend, silent,
     )
 
 
@@ -543,9 +571,37 @@ class _Run:
         inside = (start <= tt) & (tt < end)
         alive = inside.any(axis=1)
         to_dropout = np.where(inside, end - tt, np.inf).min(axis=1)
-        warning = max(self.config.warning_days, 1e-9)
-        ramp = np.clip(1.0 - to_dropout / warning, 0.0, 1.0)
-        return alive, ramp
+        return alive, self._ramp(idx, inside, to_dropout)
+
+    def _ramp(self, idx: np.ndarray, inside: np.ndarray, to_dropout: np.ndarray) -> np.ndarray:
+        """The decline (0..1) towards a dropout ``to_dropout`` days away, per customer."""
+        config = self.config
+        days = config.decline_days if config.precursors else config.warning_days
+        ramp = np.clip(1.0 - to_dropout / max(days, 1e-9), 0.0, 1.0)
+        if config.precursors:
+            ramp = np.where((inside & self.pop.silent[idx]).any(axis=1), 0.0, ramp)
+        return ramp
+
+    def _decline(self, idx: np.ndarray, t: np.ndarray, k: np.ndarray, opening: np.ndarray,
+                 final: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """With precursors: which purchases at ``t`` are never placed, and the basket factor.
+
+        The purchase at the dropout (``final``) is at ramp 1 unless the period is silent; the
+        one opening a period is always placed.
+        """
+        m = idx.size
+        config = self.config
+        if not config.precursors:
+            return np.zeros(m, dtype=bool), np.ones(m)
+        start = self.pop.pstart[idx]
+        end = self.pop.pend[idx]
+        tt = t[:, None]
+        inside = (start <= tt) & (tt < end)
+        to_dropout = np.where(inside, end - tt, np.inf).min(axis=1)
+        ramp = self._ramp(idx, inside, to_dropout)
+        ramp = np.where(final, np.where(self.pop.silent[idx, k], 0.0, 1.0), ramp)
+        skipped = ~opening & (self.rng.random(m) < config.decline_thinning * ramp)
+        return skipped, 1.0 - config.decline_basket * ramp
 
     # -- triggers ----------------------------------------------------------------------------
 
@@ -565,6 +621,7 @@ class _Run:
             dropout = pop.pend[idx, k]
             opening = left == -2
             final = left == -1
+            skipped, basket = self._decline(idx, t, k, opening, final)
             # schedule the next purchase
             inter = np.where(opening, pop.pj[idx, k] - 1, left)
             u = rng.random(m)
@@ -579,7 +636,9 @@ class _Run:
             self.left[idx] = np.where(final, -2, new_left)
             self.buy_k[idx] = np.where(final, nk, k)
             # what was bought
-            cents = np.maximum(100, np.rint(rng.gamma(config.p, 1.0, m) / pop.nu[idx] * 100))
+            cents = np.maximum(
+                100, np.rint(rng.gamma(config.p, 1.0, m) / pop.nu[idx] * basket * 100)
+            )
             cost_rate = 1.0 - pop.margin[idx] * rng.uniform(0.8, 1.2, m)
             cost = np.rint(cents * np.clip(cost_rate, 0.0, 1.1))
             sales = _pick(self.sales_cum[pop.channel[idx]], rng.random(m))
@@ -601,6 +660,7 @@ class _Run:
                 & (clicked_at <= t)
                 & (t - clicked_at <= config.attribution_days)
                 & (rng.random(m) < pop.conversion[idx])
+                & ~skipped
             )
             self.click_at[idx[attributed]] = -np.inf
             codes = self.click_code[idx]
@@ -609,10 +669,12 @@ class _Run:
                 with_cost.tolist(), with_items.tolist(), n_items.tolist(), weights.tolist(),
                 doubles.tolist(), cats.tolist(), skus.tolist(), returned.tolist(),
                 return_after.tolist(), return_part.tolist(), attributed.tolist(), codes.tolist(),
-                strict=True,
+                skipped.tolist(), strict=True,
             )
             for (i, ti, c, co, s, has_cost, has_items, ni, w, dbl, cat, sku, ret, after, part,
-                 conv, code) in rows:
+                 conv, code, skip) in rows:
+                if skip:
+                    continue
                 ms = _ms(ti)
                 if conv:
                     week, ch = divmod(code, len(TOUCH_CHANNELS))
@@ -682,7 +744,8 @@ class _Run:
                               0.0, 0.95)
             clicked = opened & (rng.random(m) < click_p)
             clicked_at = opened_at + rng.exponential(300.0, m) * second
-            leave_p = 0.002 + 0.02 * ramp + 0.01 * ~alive
+            slope = config.decline_unsubscribe if config.precursors else 0.02
+            leave_p = 0.002 + slope * ramp + 0.01 * ~alive
             leaves = ~bounced & (rng.random(m) < leave_p)
             left_at = np.where(opened, opened_at, delivered_at) + rng.exponential(120.0, m) * second
             with np.errstate(divide="ignore"):

@@ -65,6 +65,9 @@ from stream_app.domain.events import (
 )
 from stream_app.domain.ledger import (
     CONTACT_REASONS,
+    FAST_KEYS,
+    FAST_PREFIX,
+    FAST_TAU_MS,
     RECENT_TAU_MS,
     TOUCH_ACTIONS,
     CustomerState,
@@ -379,8 +382,12 @@ def _weights() -> dict[str, pl.Expr]:
         "sentiment": pl.when(c & pl.col("sentiment_m").is_not_null())
         .then(pl.col("sentiment_m") / 1000),
     }
-    for action in ("opened", "clicked", "converted", "unsubscribed", "bounced"):
+    for action in ("delivered", "opened", "clicked", "converted", "unsubscribed", "bounced"):
         w[action] = pl.when((t == "campaign_touch") & (pl.col("action") == action)).then(one)
+    # The fast counters take the same weights and decay with FAST_TAU_MS (`ledger.add_recent`).
+    for key in FAST_KEYS:
+        if key in w:
+            w[FAST_PREFIX + key] = w[key]
     return w
 
 
@@ -404,7 +411,8 @@ def aggregate(events: pl.DataFrame, margin_rate: float, window: int) -> pl.DataF
             pl.when(pl.col("weighted")).then(pl.col("t")).max().over("customer_id"),
             pl.col("t").min().over("customer_id"),
         ),
-    ).with_columns(decay=((pl.col("t") - pl.col("ref")) / RECENT_TAU_MS).exp())
+    ).with_columns(decay=((pl.col("t") - pl.col("ref")) / RECENT_TAU_MS).exp(),
+                   decay_fast=((pl.col("t") - pl.col("ref")) / FAST_TAU_MS).exp())
     aggs = [
         order.sum().alias("orders"),
         ret.sum().alias("returns"),
@@ -430,7 +438,8 @@ def aggregate(events: pl.DataFrame, margin_rate: float, window: int) -> pl.DataF
         *[(contact & (pl.col("reason") == r)).sum().alias(f"contacts.{r}")
           for r in CONTACT_REASONS],
         *[(touch & (pl.col("action") == a)).sum().alias(f"touches.{a}") for a in TOUCH_ACTIONS],
-        *[(pl.col(f"w_{k}") * pl.col("decay")).sum().alias(f"recent.{k}") for k in weights],
+        *[(pl.col(f"w_{k}") * pl.col("decay_fast" if k.startswith(FAST_PREFIX) else "decay"))
+          .sum().alias(f"recent.{k}") for k in weights],
         *[pl.col(f"w_{k}").is_not_null().any().alias(f"has.{k}") for k in weights],
     ]
     if window > 0:

@@ -38,7 +38,7 @@ from types import MappingProxyType
 from typing import Any, Final
 
 from stream_app.domain.events import MS_PER_DAY, CampaignTouch, Event, Purchase, format_time
-from stream_app.domain.ledger import RECENT_TAU_MS, CustomerState
+from stream_app.domain.ledger import FAST_PREFIX, FAST_TAU_MS, RECENT_TAU_MS, CustomerState
 from stream_app.domain.valuation import Valuation
 
 __all__ = [
@@ -88,6 +88,7 @@ ALERT_CODES: Final = (
     "negative_sentiment",
     "unsubscribed",
     "spend_drop",
+    "engagement_drop",
 )
 #: Reason codes of a win-back trigger.
 WINBACK_CODES: Final = ("p_alive_low", "long_silence")
@@ -106,12 +107,14 @@ DEFAULT_WEIGHTS: Final[Mapping[str, float]] = MappingProxyType(
         "negative_sentiment": 1.0,
         "unsubscribed": 1.0,
         "spend_drop": 1.0,
+        "engagement_drop": 1.0,
         "p_alive_low": 1.0,
         "long_silence": 1.0,
     }
 )
 
 _TAU_DAYS: Final = RECENT_TAU_MS / MS_PER_DAY
+_FAST_DAYS: Final = FAST_TAU_MS / MS_PER_DAY
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _RESPONSES: Final = ("clicked", "converted")
 _BLOCKS: Final = ("unsubscribed", "bounced")
@@ -149,8 +152,9 @@ class AlertPolicy:
         Only customers at or above this CLV percentile (0..100) are alerted on.
         80: the top fifth, where most of the value sits and where a call pays off.
     churn_threshold
-        Churn probability at or above which ``churn_risk`` fires (0.5: more likely
-        gone than not). Without a churn model the probability is ``1 - p_alive``.
+        Churn probability at or above which ``churn_risk`` fires (0.4, with
+        `min_score`, see there). Without a churn model the probability is
+        ``1 - p_alive``.
     p_alive_drop
         Fall of P(alive) from its reference (`AlertMemory.p_alive_ref`: its value at
         the last alert, or its highest value since) that fires ``p_alive_drop``.
@@ -173,6 +177,12 @@ class AlertPolicy:
         customers with ``spend_min_orders`` orders and recent orders weighing at
         least ``spend_min_recent_orders`` (the basket size; a fall in frequency is
         ``recency_gap``'s job).
+    engagement_drop, engagement_min_rate, engagement_min_delivered
+        ``engagement_drop`` fires when the open rate of the last ten days (decayed
+        counters) is at least this share below the customer's lifetime open rate
+        (0.5: opening half as often), for customers who opened at least
+        ``engagement_min_rate`` of their mailings and had mailings delivered
+        weighing at least ``engagement_min_delivered`` in the last ten days.
     cooldown_days
         After an alert no other one for the customer within this many days of event
         time (14: two weekly operator cycles), unless severity escalates or a code
@@ -192,15 +202,14 @@ class AlertPolicy:
     min_signals, min_score
         An alert needs at least ``min_signals`` defection signals at once and a rule
         score (``sum(weight * capped strength)``, see `defection_reasons`) of at least
-        ``min_score``; 1 and 0 let any one signal through. 5, with the default
-        weights: no single signal reaches it except a recent cancellation request
-        (weight 3, strength at least 5/3), so otherwise it takes two or more, e.g. a
-        churn probability of 0.75 (2 * 1.5) with no order for twice the overdue limit
-        (1 * 2). Chosen by ``python -m load.alert_study`` on simulated data:
-        the highest F1 of precision and recall against the true dropouts, within 0.01,
-        at the lowest operator load. Any single signal was right for 43 % of alerts,
-        not far above alerting at random (32.5 %), at about one alert per valuable
-        customer per month.
+        ``min_score``; 1 and 0 let any one signal through. 4, with the default
+        weights: a single signal reaches it only when strong (a recent cancellation
+        request, a churn probability of 0.8 or more, a complaint streak at 8/3 times its
+        threshold), otherwise it takes two or more. Chosen by ``python -m
+        load.alert_study`` on simulated data where defection has precursors, with
+        `churn_threshold` 0.4: of the candidates with a precision of at least 0.5
+        against the true dropouts, the one that alerts the largest share of valuable
+        dropouts at least 14 days ahead (see the README's alert study).
     weights, max_strength
         Signal weights and the cap on a signal's strength in the rule score (see
         `defection_reasons`).
@@ -209,7 +218,7 @@ class AlertPolicy:
     """
 
     min_value_tier: float = 80.0
-    churn_threshold: float = 0.5
+    churn_threshold: float = 0.4
     p_alive_drop: float = 0.2
     overdue_factor: float = 1.5
     overdue_min_purchase_days: int = 3
@@ -221,12 +230,15 @@ class AlertPolicy:
     spend_drop: float = 0.3
     spend_min_orders: int = 3
     spend_min_recent_orders: float = 0.25
+    engagement_drop: float = 0.5
+    engagement_min_rate: float = 0.1
+    engagement_min_delivered: float = 1.0
     cooldown_days: float = 14.0
     escalate_on: tuple[str, ...] = ("cancellation_request",)
     severity_bands: tuple[float, float, float] = (250.0, 1_000.0, 5_000.0)
     min_severity: str = "low"
     min_signals: int = 1
-    min_score: float = 5.0
+    min_score: float = 4.0
     weights: Mapping[str, float] = field(default_factory=lambda: DEFAULT_WEIGHTS, hash=False)
     max_strength: float = 3.0
     kind: str = "defection_risk"
@@ -243,9 +255,11 @@ class AlertPolicy:
             unresolved=self.unresolved,
             unsubscribed=self.unsubscribed,
             spend_drop=self.spend_drop,
+            engagement_drop=self.engagement_drop,
             max_strength=self.max_strength,
         )
-        _check_share(owner, churn_threshold=self.churn_threshold, spend_drop=self.spend_drop)
+        _check_share(owner, churn_threshold=self.churn_threshold, spend_drop=self.spend_drop,
+                     engagement_drop=self.engagement_drop)
         if not self.sentiment < 0:
             raise ValueError(f"{owner}.sentiment={self.sentiment!r} must be negative")
         if not 0 <= self.min_value_tier <= 100:
@@ -511,19 +525,34 @@ def _signals(
     for code, key, threshold, label in counted:
         weight = recent[key]
         if weight >= threshold:
+            fast = recent.get(FAST_PREFIX + key, 0.0)
             signals.append((
                 code,
                 weight / threshold,
-                f"{weight:.2f} recent {label} (decayed: one counts 1 on its day, "
-                f"0.37 after {_TAU_DAYS:.0f} days)",
+                f"{_count(weight)} {label} in the last {3 * _TAU_DAYS / 4:.0f} days, "
+                f"{_count(fast)} in the last {_FAST_DAYS:.0f}: {_trend(fast, weight)} "
+                f"(decayed counts {weight:.2f} and {fast:.2f})",
             ))
     mood = recent["sentiment"]
     if mood <= policy.sentiment:
+        slow_mean = mood / max(recent["contacts"], 1e-9)
+        fast_n = recent.get(FAST_PREFIX + "contacts", 0.0)
+        fast_mean = recent.get(FAST_PREFIX + "sentiment", 0.0) / max(fast_n, 1e-9)
+        if fast_n < 0.1:
+            change = "no contact in the last days"
+        elif fast_mean < slow_mean - 0.05:
+            change = f"falling, {fast_mean:+.2f} in the last {_FAST_DAYS:.0f} days"
+        else:
+            change = f"{fast_mean:+.2f} in the last {_FAST_DAYS:.0f} days"
         signals.append((
             "negative_sentiment",
             mood / policy.sentiment,
-            f"recent contact sentiment sums to {mood:.2f} (decayed over {_TAU_DAYS:.0f} days)",
+            f"contact sentiment {slow_mean:+.2f} on average over the last "
+            f"{3 * _TAU_DAYS / 4:.0f} days, {change} (decayed sum {mood:.2f})",
         ))
+    engagement = _engagement(state, recent, policy)
+    if engagement is not None:
+        signals.append(engagement)
     recent_orders = recent["orders"]
     if (
         state.orders >= policy.spend_min_orders
@@ -541,6 +570,56 @@ def _signals(
                 f"({fall:.0%} lower)",
             ))
     return signals
+
+
+def _count(weight: float) -> str:
+    """A decayed count as the number of events it most likely stands for.
+
+    >>> _count(0.4), _count(0.6), _count(2.2)
+    ('no', '1', '2')
+    """
+    n = round(weight)
+    return "no" if n == 0 else str(n)
+
+
+def _trend(fast: float, slow: float) -> str:
+    """Rising, steady or easing: the 10-day counter against the 30-day one.
+
+    A steady rate keeps ``fast / slow`` at the ratio of their time constants (1/3).
+
+    >>> _trend(1.0, 1.2), _trend(0.4, 1.2), _trend(0.05, 1.2)
+    ('rising', 'steady', 'easing')
+    """
+    ratio = fast / slow * _TAU_DAYS / _FAST_DAYS if slow > 0 else 0.0
+    if ratio >= 1.5:
+        return "rising"
+    if ratio >= 0.5:
+        return "steady"
+    return "easing"
+
+
+def _engagement(
+    state: CustomerState, recent: Mapping[str, float], policy: AlertPolicy
+) -> Signal | None:
+    """``engagement_drop``: the last ten days' open rate well below the customer's usual one."""
+    delivered = state.touches.get("delivered", 0)
+    if delivered <= 0:
+        return None
+    usual = min(state.touches.get("opened", 0) / delivered, 1.0)
+    sent = recent.get(FAST_PREFIX + "delivered", 0.0)
+    if usual < policy.engagement_min_rate or sent < policy.engagement_min_delivered:
+        return None
+    rate = min(recent.get(FAST_PREFIX + "opened", 0.0) / sent, 1.0)
+    fall = 1.0 - rate / usual
+    if fall < policy.engagement_drop:
+        return None
+    clicks = recent.get(FAST_PREFIX + "clicked", 0.0)
+    return (
+        "engagement_drop",
+        fall / policy.engagement_drop,
+        f"opened {rate:.0%} of the mailings of the last {_FAST_DAYS:.0f} days against a usual "
+        f"{usual:.0%}, {_count(clicks)} clicks; falling",
+    )
 
 
 def alert_id(

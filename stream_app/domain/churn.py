@@ -52,14 +52,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:  # river is imported where a model is built: a lookup needs none of it
     from river import compose, drift, metrics
 
 from stream_app.domain.events import MS_PER_DAY
-from stream_app.domain.ledger import RECENT_TAU_MS, CustomerState
+from stream_app.domain.ledger import FAST_PREFIX, FAST_TAU_MS, RECENT_TAU_MS, CustomerState
 from stream_app.domain.valuation import Valuation
 
 __all__ = [
@@ -76,9 +76,11 @@ __all__ = [
     "RETAINED",
     "Labelled",
     "ProgressiveMetrics",
+    "TREND_NAMES",
     "Snapshot",
     "churn_probability",
     "features",
+    "trend_features",
     "label_on_purchase",
     "label_on_watermark",
     "learn_at",
@@ -147,7 +149,26 @@ FEATURE_NAMES: Final = (
     "bounce_rate",
     "unsubscribed",
     "open_trend",
+    # trends over the last weeks: the 10-day counters against the 30-day ones and the
+    # customer's own rhythm (see `trend_features`)
+    "order_pace",
+    "order_pace_fast",
+    "last_gap_ratio",
+    "basket_trend_fast",
+    "contacts_fast",
+    "contact_accel",
+    "complaints_fast",
+    "cancellation_fast",
+    "unresolved_fast",
+    "sentiment_fast",
+    "sentiment_change",
+    "open_rate_recent",
+    "open_rate_change",
+    "click_rate_change",
+    "unsubscribed_fast",
 )
+#: The trend features (a suffix of `FEATURE_NAMES`).
+TREND_NAMES: Final = FEATURE_NAMES[FEATURE_NAMES.index("order_pace"):]
 
 
 def _ratio(num: float, den: float, default: float = 0.0) -> float:
@@ -189,7 +210,7 @@ def features(
     >>> from stream_app.domain.ledger import CustomerState
     >>> x = features(CustomerState("C1", first_event=0), None, 3 * MS_PER_DAY)
     >>> x["no_purchase"], x["recency_days"], x["tenure_days"], x["p_alive"], len(x)
-    (1.0, 3.0, 3.0, 1.0, 37)
+    (1.0, 3.0, 3.0, 1.0, 52)
     """
     day = float(MS_PER_DAY)
     tenure = 0.0 if state.first_event is None else max(as_of - state.first_event, 0) / day
@@ -265,8 +286,71 @@ def features(
         _clip(_ratio(touches.get("bounced", 0), touches.get("sent", 0)), hi=1.0),
         1.0 if touches.get("unsubscribed", 0) else 0.0,
         _rate_trend(recent["opened"], opened, tenure),
+        *trend_features(state, recent, gap_mean, monetary).values(),
     )
     return {name: _finite(float(v)) for name, v in zip(FEATURE_NAMES, values, strict=True)}
+
+
+def trend_features(
+    state: CustomerState, recent: Mapping[str, float], gap_mean: float, monetary: float
+) -> dict[str, float]:
+    """The trend features (keys `TREND_NAMES`): how the last weeks differ from before.
+
+    ``recent`` is `CustomerState.recent_at_time` at the scoring time: the 30-day counters and
+    the 10-day ones (``f_`` keys). A decayed counter of events at a steady rate settles at rate
+    times its time constant, so ``order_pace`` (30-day orders against the customer's own mean
+    gap) and ``order_pace_fast`` are about 1 for a customer buying at their usual pace and fall
+    towards 0 as orders thin out; ``contact_accel`` compares the 10-day contact rate with the
+    30-day one (1: steady, more: rising; one pseudo-contact on both sides); ``*_fast`` are the
+    10-day counters; ``sentiment_change`` is the 10-day mean sentiment minus the 30-day one
+    (negative: falling); the open and click rate changes are the 10-day rates minus the
+    lifetime ones. Ratios are clipped to `MAX_RATIO`.
+
+    >>> from stream_app.domain.ledger import CustomerState
+    >>> t = trend_features(CustomerState("C1"), CustomerState("C1").recent_at_time(0), 30.0, 0.0)
+    >>> list(t) == list(TREND_NAMES), t["contact_accel"], t["order_pace"]
+    (True, 1.0, 0.0)
+    """
+    slow_days = RECENT_TAU_MS / MS_PER_DAY
+    fast_days = FAST_TAU_MS / MS_PER_DAY
+
+    def fast(key: str) -> float:
+        return recent.get(FAST_PREFIX + key, 0.0)
+
+    days = state.purchase_days
+    if len(days) >= 3:
+        earlier = (days[-2] - days[0]) / (len(days) - 2)
+        last_gap = _clip((days[-1] - days[-2]) / max(earlier, 1.0))
+    else:
+        last_gap = 1.0
+    f_orders, f_spend = fast("orders"), fast("spend")
+    basket_fast = _ratio(f_spend + monetary, (f_orders + 1.0) * monetary, 1.0)
+    r_contacts, f_contacts = recent["contacts"], fast("contacts")
+    accel = (f_contacts * slow_days / fast_days + 1.0) / (r_contacts + 1.0)
+    sentiment_slow = recent["sentiment"] / (r_contacts + 1.0)
+    sentiment_fast = fast("sentiment") / (f_contacts + 1.0)
+    touches = state.touches
+    delivered = float(touches.get("delivered", 0))
+    open_rate = _clip(_ratio(float(touches.get("opened", 0)), delivered), hi=1.0)
+    click_rate = _clip(_ratio(float(touches.get("clicked", 0)), delivered), hi=1.0)
+    f_delivered = fast("delivered")
+    return {
+        "order_pace": _clip(recent["orders"] * gap_mean / slow_days),
+        "order_pace_fast": _clip(f_orders * gap_mean / fast_days),
+        "last_gap_ratio": last_gap,
+        "basket_trend_fast": _clip(basket_fast),
+        "contacts_fast": f_contacts,
+        "contact_accel": _clip(accel),
+        "complaints_fast": fast("complaints"),
+        "cancellation_fast": fast("cancellation_requests"),
+        "unresolved_fast": fast("unresolved"),
+        "sentiment_fast": sentiment_fast,
+        "sentiment_change": sentiment_fast - sentiment_slow,
+        "open_rate_recent": (recent["opened"] + open_rate) / (recent["delivered"] + 1.0),
+        "open_rate_change": (fast("opened") + open_rate) / (f_delivered + 1.0) - open_rate,
+        "click_rate_change": (fast("clicked") + click_rate) / (f_delivered + 1.0) - click_rate,
+        "unsubscribed_fast": fast("unsubscribed"),
+    }
 
 
 # --------------------------------------------------------------------------------- snapshots
@@ -284,17 +368,32 @@ class Snapshot:
     customer_id: str
     taken_at: int
     features: Mapping[str, float] = field(default_factory=dict)
+    #: With a lead window (`label_on_purchase`'s ``lead_ms`` > 0): the newest order seen within
+    #: it, from which the silence of the horizon is counted; None: none yet.
+    last_order_at: int | None = None
+
+    @property
+    def anchor(self) -> int:
+        """The event time from which the horizon's silence is counted (ms)."""
+        if self.last_order_at is None:
+            return self.taken_at
+        return max(self.taken_at, self.last_order_at)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (for the pending list kept per customer)."""
-        return {"customer_id": self.customer_id, "taken_at": self.taken_at,
-                "features": dict(self.features)}
+        data: dict[str, Any] = {"customer_id": self.customer_id, "taken_at": self.taken_at,
+                                "features": dict(self.features)}
+        if self.last_order_at is not None:
+            data["last_order_at"] = self.last_order_at
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Snapshot:
         """The inverse of `to_dict`."""
+        last = data.get("last_order_at")
         return cls(str(data["customer_id"]), int(data["taken_at"]),
-                   {str(k): float(v) for k, v in data["features"].items()})
+                   {str(k): float(v) for k, v in data["features"].items()},
+                   None if last is None else int(last))
 
 
 def max_pending(horizon_ms: int = DEFAULT_HORIZON_MS, min_gap_ms: int = DEFAULT_MIN_GAP_MS) -> int:
@@ -357,7 +456,7 @@ def label_on_watermark(
     labelled: Labelled = []
     rest: list[Snapshot] = []
     for snap in pending:
-        if watermark > snap.taken_at + horizon_ms:
+        if watermark > snap.anchor + horizon_ms:
             labelled.append((snap, CHURNED))
         else:
             rest.append(snap)
@@ -366,9 +465,18 @@ def label_on_watermark(
 
 
 def label_on_purchase(
-    pending: Sequence[Snapshot], purchase_at: int, horizon_ms: int = DEFAULT_HORIZON_MS
+    pending: Sequence[Snapshot],
+    purchase_at: int,
+    horizon_ms: int = DEFAULT_HORIZON_MS,
+    lead_ms: int = 0,
 ) -> tuple[Labelled, list[Snapshot]]:
     """Label the customer's pending snapshots with an order at event time `purchase_at`.
+
+    With a lead window ``lead_ms`` > 0 the question becomes *will the customer drop out within
+    the next lead days*: a snapshot at ``t`` is churned when the silence of the horizon starts
+    within ``[t, t + lead]``, i.e. after its last order in that window (its `Snapshot.anchor`),
+    and retained when an order comes after ``t + lead`` within the horizon of the anchor. An
+    order within the window only moves the anchor. ``lead_ms = 0`` is the plain question.
 
     A snapshot taken at ``t < purchase_at <= t + horizon_ms`` is retained; one with
     ``t + horizon_ms < purchase_at`` is churned (its horizon passed with no order, or an earlier
@@ -382,12 +490,18 @@ def label_on_purchase(
     >>> [(s.taken_at // DAY, y) for s, y in labelled], rest == [new]
     ([(0, 1), (50, 0)], True)
     """
+    if not 0 <= lead_ms <= horizon_ms:
+        raise ValueError(f"lead {lead_ms} must be within 0..horizon {horizon_ms}")
     churned, rest = label_on_watermark(pending, purchase_at, horizon_ms)
     retained: Labelled = []
     still: list[Snapshot] = []
     for snap in rest:
-        if snap.taken_at < purchase_at:
+        if snap.taken_at + lead_ms < purchase_at:
             retained.append((snap, RETAINED))
+        elif snap.taken_at < purchase_at:
+            last = purchase_at if snap.last_order_at is None else max(snap.last_order_at,
+                                                                       purchase_at)
+            still.append(replace(snap, last_order_at=last))
         else:
             still.append(snap)
     retained.sort(key=lambda pair: pair[0].taken_at)
@@ -447,7 +561,7 @@ def mature(
     ready: Labelled = []
     waiting: Labelled = []
     for pair in labelled:
-        if watermark > pair[0].taken_at + horizon_ms:
+        if watermark > pair[0].anchor + horizon_ms:
             ready.append(pair)
         else:
             waiting.append(pair)

@@ -60,11 +60,28 @@ _EMPTY_F: Final[MappingProxyType[str, float]] = MappingProxyType({})
 
 #: Time constant of the recent-activity counters: an event weighs 1/e after this long.
 RECENT_TAU_MS: Final = 30 * MS_PER_DAY
-#: The recent-activity counters kept per customer (exponentially decayed in event time).
+#: Time constant of the fast counters (the keys of `FAST_KEYS`, stored as ``"f_" + key``): 10
+#: days. Set against the 30-day counters they show a trend: a rate that rose or fell in the
+#: last weeks. One float per key and customer, like the 30-day ones.
+FAST_TAU_MS: Final = 10 * MS_PER_DAY
+#: Prefix of the fast counters' keys.
+FAST_PREFIX: Final = "f_"
+#: The counters also kept with the fast time constant.
+FAST_KEYS: Final = (
+    "orders", "spend", "contacts", "complaints", "cancellation_requests", "unresolved",
+    "sentiment", "delivered", "opened", "clicked", "unsubscribed",
+)
+#: The recent-activity counters kept per customer (exponentially decayed in event time): the
+#: 30-day ones, then the fast ones.
 RECENT_KEYS: Final = (
     "orders", "spend", "contacts", "complaints", "cancellation_requests", "unresolved",
-    "sentiment", "opened", "clicked", "converted", "unsubscribed", "bounced",
+    "sentiment", "opened", "clicked", "converted", "unsubscribed", "bounced", "delivered",
+    *(FAST_PREFIX + k for k in FAST_KEYS),
 )
+
+
+def _tau(key: str) -> int:
+    return FAST_TAU_MS if key.startswith(FAST_PREFIX) else RECENT_TAU_MS
 
 
 def _bump(counts: MappingProxyType[str, int], key: str) -> MappingProxyType[str, int]:
@@ -135,8 +152,12 @@ class CustomerState:
         """The decayed recent-activity counters seen from `as_of` (>= `recent_at`)."""
         if self.recent_at is None:
             return dict.fromkeys(RECENT_KEYS, 0.0)
-        factor = math.exp(-max(as_of - self.recent_at, 0) / RECENT_TAU_MS)
-        return {k: self.recent.get(k, 0.0) * factor for k in RECENT_KEYS}
+        dt = max(as_of - self.recent_at, 0)
+        slow, fast = math.exp(-dt / RECENT_TAU_MS), math.exp(-dt / FAST_TAU_MS)
+        return {
+            k: self.recent.get(k, 0.0) * (fast if k.startswith(FAST_PREFIX) else slow)
+            for k in RECENT_KEYS
+        }
 
     def has_applied(
         self, source: Source, processed: Mapping[tuple[str, int], int] | None = None
@@ -170,7 +191,8 @@ def add_recent(
 
     A late event is discounted to the counters' reference time; a newer one moves
     the reference time forward, so the result does not depend on arrival order
-    (up to floating-point rounding).
+    (up to floating-point rounding). Keys with the `FAST_PREFIX` decay with
+    `FAST_TAU_MS`, the others with `RECENT_TAU_MS`.
 
     >>> r, t = add_recent(MappingProxyType({}), None, 0, {"orders": 1.0})
     >>> r, t = add_recent(r, t, RECENT_TAU_MS, {"orders": 1.0})
@@ -184,18 +206,24 @@ def add_recent(
         ref = at
     elif at <= recent_at:
         ref = recent_at
-        factor = math.exp(-(recent_at - at) / RECENT_TAU_MS)
-        weights = {k: w * factor for k, w in weights.items()}
+        weights = {k: w * math.exp(-(recent_at - at) / _tau(k)) for k, w in weights.items()}
     else:
         ref = at
-        factor = math.exp(-(at - recent_at) / RECENT_TAU_MS)
-        new = {k: v * factor for k, v in new.items()}
+        new = {k: v * math.exp(-(at - recent_at) / _tau(k)) for k, v in new.items()}
     for key, w in weights.items():
         new[key] = new.get(key, 0.0) + w
     return MappingProxyType(new), ref
 
 
 def _recent_weights(event: Event) -> dict[str, float]:
+    w = _slow_weights(event)
+    for key in FAST_KEYS:
+        if key in w:
+            w[FAST_PREFIX + key] = w[key]
+    return w
+
+
+def _slow_weights(event: Event) -> dict[str, float]:
     if isinstance(event, Purchase):
         if event.kind != "order":
             return {}
@@ -211,7 +239,7 @@ def _recent_weights(event: Event) -> dict[str, float]:
         if event.sentiment_m is not None:
             w["sentiment"] = event.sentiment_m / 1000
         return w
-    if event.action in ("opened", "clicked", "converted", "unsubscribed", "bounced"):
+    if event.action in ("delivered", "opened", "clicked", "converted", "unsubscribed", "bounced"):
         return {event.action: 1.0}
     return {}
 

@@ -46,13 +46,16 @@ class RetentionPolicy:
 
     horizon_ms: int = churn.DEFAULT_HORIZON_MS
     snapshot_gap_ms: int = churn.DEFAULT_MIN_GAP_MS
+    #: The lead window of the churn label (`churn.label_on_purchase`); 0: no order within the
+    #: horizon of the snapshot.
+    lead_ms: int = 0
     alert: AlertPolicy = field(default_factory=AlertPolicy)
     winback: WinbackPolicy = field(default_factory=WinbackPolicy)
     seed: int = 0
 
     @property
     def max_pending(self) -> int:
-        return churn.max_pending(self.horizon_ms, self.snapshot_gap_ms)
+        return churn.max_pending(self.horizon_ms + self.lead_ms, self.snapshot_gap_ms)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,8 +75,9 @@ class Retention:
 
     @property
     def label_due(self) -> int | None:
-        """Taken-at time (ms) of the oldest snapshot whose horizon has not closed yet."""
-        times = [s.taken_at for s in self.pending] + [s.taken_at for s, _ in self.waiting]
+        """The earliest anchor (ms; the taken-at time without a lead window) of a snapshot whose
+        horizon has not closed yet: the next label is due a horizon after it."""
+        times = [s.anchor for s in self.pending] + [s.anchor for s, _ in self.waiting]
         return min(times) if times else None
 
 
@@ -103,7 +107,8 @@ def observe(r: Retention, event: Event, policy: RetentionPolicy) -> tuple[Retent
         if channels is not r.channels:
             r = replace(r, channels=channels)
     if isinstance(event, Purchase) and event.kind == "order" and r.pending:
-        known, rest = churn.label_on_purchase(r.pending, event.occurred_at, policy.horizon_ms)
+        known, rest = churn.label_on_purchase(r.pending, event.occurred_at, policy.horizon_ms,
+                                              policy.lead_ms)
         r = replace(r, pending=tuple(rest), waiting=(*r.waiting, *known))
     if r.outcome is not None:
         outcome = observe_event(r.outcome, event)

@@ -142,6 +142,10 @@ def _single_signal_cases() -> list[tuple[str, list[Event], dict[str, float], Ale
     base = regular(5, gap=10)  # orders on days 0..40, as-of day 45: on rhythm
     small: list[Event] = [buy(d, 200.0) for d in (0, 10, 20, 30)]
     small += [buy(d, 10.0) for d in (40, 50, 60)]
+    # six mailings opened, then three in the last week left unopened
+    mailings = [touch(d, action) for d in (2, 8, 14, 20, 26, 32) for action in ("delivered",
+                                                                                "opened")]
+    mailings += [touch(d, "delivered") for d in (38, 41, 44)]
     return [
         ("cancellation_request", base + [contact(44, "cancellation_request")], {}, None),
         ("complaints", base + [contact(44, "complaint")], {}, None),
@@ -152,6 +156,7 @@ def _single_signal_cases() -> list[tuple[str, list[Event], dict[str, float], Ale
         ("p_alive_drop", base, {"p_alive": 0.7}, AlertMemory(p_alive_ref=0.95)),
         ("recency_gap", regular(5, gap=10), {"as_of": 100}, None),
         ("spend_drop", small, {"as_of": 61}, None),
+        ("engagement_drop", base + mailings, {}, None),
     ]
 
 
@@ -179,10 +184,10 @@ def test_by_default_it_takes_two_signals_or_a_cancellation_request() -> None:
     base = regular(5, gap=10)  # orders on days 0..40
     overdue = fold(base)  # as of day 100: 60 days since the last order, 6 times the rhythm
     assert decide(overdue, 100)[0] is None  # recency gap alone: 1 * 3 = 3
-    both, _ = decide(overdue, 100, churn=0.8)  # 2 * 1.6 + 1 * 3 = 6.2
+    both, _ = decide(overdue, 100, churn=0.8)  # 2 * 0.8 / 0.4 + 1 * 3 = 7
     assert both is not None
     assert {r.code for r in both.reasons} == {"churn_risk", "recency_gap"}
-    weak, _ = decide(fold(base), 45, churn=0.6)  # churn risk alone: 2 * 1.2 = 2.4
+    weak, _ = decide(fold(base), 45, churn=0.6)  # churn risk alone: 2 * 0.6 / 0.4 = 3
     assert weak is None
     cancel = fold([*base, contact(44, "cancellation_request")])
     assert decide(cancel, 45)[0] is not None  # 3 * min(1 / 0.25, 3) = 9
@@ -194,8 +199,26 @@ def test_min_signals_and_min_score_gate_the_alert() -> None:
     assert two is not None
     three, _ = decide(state, 100, churn=0.8, policy=AlertPolicy(min_score=0.0, min_signals=3))
     assert three is None
-    assert decide(state, 100, churn=0.8, policy=AlertPolicy(min_score=6.1))[0] is not None
-    assert decide(state, 100, churn=0.8, policy=AlertPolicy(min_score=6.3))[0] is None
+    # churn risk 2 * 0.8 / 0.5 plus the recency gap 1 * 3: a rule score of 6.2
+    at_half = {"churn_threshold": 0.5}
+    assert decide(state, 100, churn=0.8,
+                  policy=AlertPolicy(min_score=6.1, **at_half))[0] is not None
+    assert decide(state, 100, churn=0.8, policy=AlertPolicy(min_score=6.3, **at_half))[0] is None
+
+
+def test_reasons_name_the_precursor_and_its_trend() -> None:
+    state = fold(regular() + [
+        contact(190, "inquiry", sentiment=0.5),
+        contact(205, sentiment=-0.6),
+        contact(210, sentiment=-0.6),
+        contact(214, resolved=False, sentiment=-0.8),
+    ])
+    reasons = {r.code: r.detail for r in defection_reasons(state, valuation(215), None, None,
+                                                           at(215))}
+    assert reasons["complaints"].startswith("3 complaints in the last 22 days, 2 in the last 10: "
+                                            "rising")
+    assert reasons["negative_sentiment"].startswith("contact sentiment -0.50 on average")
+    assert "falling, -0.65 in the last 10 days" in reasons["negative_sentiment"]
 
 
 def test_every_code_has_a_single_signal_case() -> None:

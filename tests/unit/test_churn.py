@@ -308,3 +308,72 @@ def test_a_small_progressive_run_beats_chance_clearly() -> None:
     assert roc_auc(rep.label[later], run.progressive[later]) > 0.7
     assert roc_auc(rep.label[later], run.served[later]) > 0.7
     assert run.metrics.summary()["n"] == int(learned.sum())
+
+
+LEAD = 60 * DAY
+
+
+def _lead_oracle(taken_at: int, orders: list[int]) -> int:
+    """Churned when a silence of H starts within [t, t + lead]: after the last order there."""
+    within = [o for o in orders if taken_at < o <= taken_at + LEAD]
+    anchor = max(within, default=taken_at)
+    return RETAINED if any(anchor < o <= anchor + H for o in orders) else CHURNED
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_lead_window_labels_match_hindsight_whatever_the_watermark_cadence(seed: int) -> None:
+    rng = random.Random(seed)
+    end = 700 * DAY
+    times = sorted(rng.randrange(0, end) for _ in range(200))
+    orders = sorted(rng.sample(times, 12))
+    order_set = set(orders)
+    results = []
+    for cadence in (1, 13):
+        pending: list[Snapshot] = []
+        labels: dict[int, int] = {}
+        last: int | None = None
+        for i, now in enumerate(times):
+            if i % cadence == 0:
+                done, pending = label_on_watermark(pending, now, H)
+                labels.update((s.taken_at, y) for s, y in done)
+            if now in order_set:
+                done, pending = label_on_purchase(pending, now, H, LEAD)
+                labels.update((s.taken_at, y) for s, y in done)
+            if should_snapshot(last, now, 7 * DAY):
+                last = now
+                pending.append(Snapshot("C1", now))
+        done, pending = label_on_watermark(pending, end, H)
+        labels.update((s.taken_at, y) for s, y in done)
+        assert labels
+        for t, y in labels.items():
+            assert y == _lead_oracle(t, orders), (t, y)
+        for s in pending:
+            assert s.anchor + H >= end
+        results.append(labels)
+    assert results[0] == results[1]
+    # the lead window labels churned the snapshots of the decline before the last order
+    plain = {t: _oracle(t, orders) for t in results[0]}
+    assert all(results[0][t] >= y for t, y in plain.items())
+
+
+def test_an_order_within_the_lead_window_moves_the_anchor_only() -> None:
+    s = Snapshot("C1", 100 * DAY)
+    labelled, rest = label_on_purchase([s], 130 * DAY, H, LEAD)
+    assert labelled == [] and rest == [Snapshot("C1", 100 * DAY, {}, 130 * DAY)]
+    assert rest[0].anchor == 130 * DAY
+    assert Snapshot.from_dict(rest[0].to_dict()) == rest[0]
+    assert label_on_watermark(rest, 130 * DAY + H, H) == ([], rest)
+    assert label_on_watermark(rest, 130 * DAY + H + 1, H)[0] == [(rest[0], CHURNED)]
+    assert label_on_purchase(rest, 161 * DAY, H, LEAD)[0] == [(rest[0], RETAINED)]
+    with pytest.raises(ValueError, match="lead"):
+        label_on_purchase([s], 130 * DAY, H, H + 1)
+
+
+def test_a_replay_with_a_lead_window_labels_more_snapshots_churned() -> None:
+    config = SimConfig(n_customers=150, days=300, seed=5, precursors=True)
+    plain = replay(config)
+    lead = replay(config, lead_ms=LEAD)
+    assert len(lead.snapshots) == len(plain.snapshots)
+    both = (plain.label >= 0) & (lead.label >= 0)
+    assert (lead.label[both] >= plain.label[both]).all()
+    assert lead.label[both].mean() > plain.label[both].mean()

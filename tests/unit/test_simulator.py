@@ -504,3 +504,51 @@ def test_publish_counts_failures_paces_and_stops() -> None:
                       producer_factory=FakeProducer)
     assert stopped.sent == 50 and seen[-1] == 50
     assert isinstance(stopped, PublishReport)
+
+
+# -- defection with precursors -------------------------------------------------------------------
+
+PRECURSORS = SimConfig(n_customers=3000, days=365, seed=12, precursors=True)
+
+
+def _order_pace(config: SimConfig) -> dict[str, tuple[float, float]]:
+    """Per phase (30 days before a dropout or earlier): orders per alive day, mean order value."""
+    truth = {row["customer_id"]: row for row in ground_truth(config)}
+    exposure = collections.Counter[str]()
+    for row in truth.values():
+        for period in row["periods"]:
+            start, end = _when(period["start"]), _when(period["end"])
+            end = min(end, config.start + config.days * DAY)
+            last = (end - max(start, end - 30 * DAY)) / DAY if period["end"] else 0.0
+            exposure["leaving"] += last
+            exposure["alive"] += (end - start) / DAY - last
+    n = collections.Counter[str]()
+    amount = collections.Counter[str]()
+    for e in _orders(list(simulate(config))):
+        row = truth[e.customer_id]
+        if e.occurred_at == _when(row["periods"][0]["start"]):
+            continue  # the acquisition order
+        phase = _phase(row, e.occurred_at)
+        n[phase] += 1
+        amount[phase] += e.payload["amount"]
+    return {p: (n[p] / exposure[p], amount[p] / n[p]) for p in ("leaving", "alive")}
+
+
+def test_with_precursors_orders_thin_out_and_shrink_before_a_dropout() -> None:
+    classic = _order_pace(replace(PRECURSORS, precursors=False))
+    declining = _order_pace(PRECURSORS)
+    # classic: purchases keep their pace and size until the dropout (the dropout is an order)
+    assert classic["leaving"][0] > classic["alive"][0]
+    assert classic["leaving"][1] == pytest.approx(classic["alive"][1], rel=0.1)
+    # with precursors: fewer orders and smaller baskets in the last 30 days
+    assert declining["leaving"][0] < 0.75 * classic["leaving"][0]
+    assert declining["leaving"][1] < 0.85 * declining["alive"][1]
+
+
+def test_with_precursors_the_classic_population_and_dropouts_are_unchanged() -> None:
+    classic = replace(PRECURSORS, precursors=False, n_customers=200)
+    rows = list(ground_truth(classic))
+    assert rows == list(ground_truth(replace(classic, precursors=True)))
+    assert list(simulate(classic)) == list(simulate(replace(classic, precursors=False)))
+    with pytest.raises(SimulationError, match="silent_share"):
+        SimConfig(precursors=True, silent_share=1.5)
