@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
 	@$(BIN)/python -m pip install --disable-pip-version-check --progress-bar on \
-		-c $(CONSTRAINTS) -e '.[dev]'
+		-c $(CONSTRAINTS) -e '.[dev,eval]'
 	@touch $(STAMP)
 	@echo "==> Installed: $(BIN)/cvm (try: $(BIN)/cvm --help)"
 
