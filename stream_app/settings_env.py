@@ -40,6 +40,9 @@ from stream_app.settings import (
 
 __all__ = ["GROUPS", "describe", "read_env"]
 
+#: The defaults of every group come from `Settings`, so the two cannot drift apart.
+_DEFAULTS = Settings()
+
 
 def _with(parse: Callable[[Mapping[str, str], str, Any], Any], name: str) -> BeforeValidator:
     """A validator that hands a raw string to one of the parsers of `stream_app.settings`."""
@@ -63,7 +66,8 @@ class _Group(BaseModel):
 class KafkaEnv(_Group):
     """Brokers, security, identity and topics."""
 
-    kafka_bootstrap_servers: str = Field("127.0.0.1:9092", alias="KAFKA_BOOTSTRAP_SERVERS")
+    kafka_bootstrap_servers: str = Field(
+        _DEFAULTS.kafka_bootstrap_servers, alias="KAFKA_BOOTSTRAP_SERVERS")
     protocol: Annotated[str, BeforeValidator(_upper)] = Field(
         "PLAINTEXT", alias="KAFKA_SECURITY_PROTOCOL")
     ssl_cafile: str = Field("", alias="KAFKA_SSL_CAFILE")
@@ -73,13 +77,14 @@ class KafkaEnv(_Group):
         "PLAIN", alias="KAFKA_SASL_MECHANISM")
     sasl_username: str = Field("", alias="KAFKA_SASL_USERNAME")
     sasl_password: str = Field("", alias="KAFKA_SASL_PASSWORD", repr=False)
-    app_id: str = Field("cvm", alias="CVM_APP_ID")
-    partitions: int = Field(4, alias="CVM_PARTITIONS")
-    session_timeout_s: float = Field(10.0, alias="CVM_SESSION_TIMEOUT_S")
-    group_instance_id: str = Field("", alias="CVM_GROUP_INSTANCE_ID")
-    producer_max_request_bytes: int = Field(4 * 1024 * 1024,
+    app_id: str = Field(_DEFAULTS.app_id, alias="CVM_APP_ID")
+    partitions: int = Field(_DEFAULTS.partitions, alias="CVM_PARTITIONS")
+    session_timeout_s: float = Field(_DEFAULTS.session_timeout_s, alias="CVM_SESSION_TIMEOUT_S")
+    group_instance_id: str = Field(_DEFAULTS.group_instance_id, alias="CVM_GROUP_INSTANCE_ID")
+    producer_max_request_bytes: int = Field(_DEFAULTS.producer_max_request_bytes,
                                             alias="CVM_PRODUCER_MAX_REQUEST_BYTES")
-    dead_letter_max_bytes: int = Field(1_000_000, alias="CVM_DEAD_LETTER_MAX_BYTES")
+    dead_letter_max_bytes: int = Field(
+        _DEFAULTS.dead_letter_max_bytes, alias="CVM_DEAD_LETTER_MAX_BYTES")
     topic_purchases: str = Field(Topics.purchases, alias="CVM_TOPIC_PURCHASES")
     topic_service_contacts: str = Field(Topics.service_contacts,
                                         alias="CVM_TOPIC_SERVICE_CONTACTS")
@@ -94,7 +99,7 @@ class KafkaEnv(_Group):
 class RedisEnv(_Group):
     """Where the state lives, and the TLS files of a ``rediss://`` connection."""
 
-    redis_url: str = Field("redis://127.0.0.1:6379/0", alias="REDIS_URL", repr=False)
+    redis_url: str = Field(_DEFAULTS.redis_url, alias="REDIS_URL", repr=False)
     ca_certs: str = Field("", alias="REDIS_SSL_CA_CERTS")
     certfile: str = Field("", alias="REDIS_SSL_CERTFILE")
     keyfile: str = Field("", alias="REDIS_SSL_KEYFILE")
@@ -103,8 +108,8 @@ class RedisEnv(_Group):
 class WebEnv(_Group):
     """The worker's HTTP server and its bearer tokens."""
 
-    web_host: str = Field("127.0.0.1", alias="CVM_WEB_HOST")
-    web_port: int = Field(6066, alias="CVM_WEB_PORT")
+    web_host: str = Field(_DEFAULTS.web_host, alias="CVM_WEB_HOST")
+    web_port: int = Field(_DEFAULTS.web_port, alias="CVM_WEB_PORT")
     api_tokens: Annotated[tuple[ApiToken, ...], _with(
         lambda e, n, _d: _api_tokens(e[n]), "CVM_API_TOKENS")] = Field(
         (), alias="CVM_API_TOKENS", repr=False)
@@ -113,46 +118,55 @@ class WebEnv(_Group):
 class InputEnv(_Group):
     """How events are read, bounded, converted and batched."""
 
-    data_dir: str = Field(".devstack/faust", alias="CVM_DATA_DIR")
-    max_event_bytes: int = Field(65536, alias="CVM_MAX_EVENT_BYTES")
+    data_dir: str = Field(_DEFAULTS.data_dir, alias="CVM_DATA_DIR")
+    max_event_bytes: int = Field(_DEFAULTS.max_event_bytes, alias="CVM_MAX_EVENT_BYTES")
     earliest_event_ms: Annotated[int, _with(_time_ms, "CVM_EARLIEST_EVENT_TIME")] = Field(
-        0, alias="CVM_EARLIEST_EVENT_TIME")
-    max_clock_skew_s: float = Field(86_400.0, alias="CVM_MAX_CLOCK_SKEW_S")
-    max_event_lead_days: float = Field(30.0, alias="CVM_MAX_EVENT_LEAD_DAYS")
+        _DEFAULTS.earliest_event_ms, alias="CVM_EARLIEST_EVENT_TIME")
+    max_clock_skew_s: float = Field(_DEFAULTS.max_clock_skew_s, alias="CVM_MAX_CLOCK_SKEW_S")
+    max_event_lead_days: float = Field(
+        _DEFAULTS.max_event_lead_days, alias="CVM_MAX_EVENT_LEAD_DAYS")
     base_currency: Annotated[str, BeforeValidator(_upper)] = Field(
-        "USD", alias="CVM_BASE_CURRENCY")
+        _DEFAULTS.base_currency, alias="CVM_BASE_CURRENCY")
     fx_rates: Annotated[dict[str, Decimal], _with(
         lambda e, n, _d: _fx_rates(e[n]), "CVM_FX_RATES")] = Field({}, alias="CVM_FX_RATES")
-    batch_size: int = Field(500, alias="CVM_BATCH_SIZE")
-    batch_within_ms: int = Field(5, alias="CVM_BATCH_WITHIN_MS")
-    event_id_window: int = Field(16, alias="CVM_EVENT_ID_WINDOW")
-    wall_clock_watermark: bool = Field(False, alias="CVM_WALL_CLOCK_WATERMARK")
-    refresh_interval_s: float = Field(5.0, alias="CVM_REFRESH_INTERVAL_S")
+    batch_size: int = Field(_DEFAULTS.batch_size, alias="CVM_BATCH_SIZE")
+    batch_within_ms: int = Field(_DEFAULTS.batch_within_ms, alias="CVM_BATCH_WITHIN_MS")
+    event_id_window: int = Field(_DEFAULTS.event_id_window, alias="CVM_EVENT_ID_WINDOW")
+    wall_clock_watermark: bool = Field(
+        _DEFAULTS.wall_clock_watermark, alias="CVM_WALL_CLOCK_WATERMARK")
+    refresh_interval_s: float = Field(_DEFAULTS.refresh_interval_s, alias="CVM_REFRESH_INTERVAL_S")
 
 
 class ValueModelEnv(_Group):
     """CLV, churn and the models' timers."""
 
-    default_margin_rate: float = Field(0.30, alias="CVM_DEFAULT_MARGIN_RATE")
-    annual_discount_rate: float = Field(0.10, alias="CVM_ANNUAL_DISCOUNT_RATE")
-    horizon_days: int = Field(365, alias="CVM_HORIZON_DAYS")
-    fit_interval_s: float = Field(300.0, alias="CVM_FIT_INTERVAL_S")
-    churn_horizon_days: int = Field(90, alias="CVM_CHURN_HORIZON_DAYS")
-    snapshot_gap_days: float = Field(30.0, alias="CVM_SNAPSHOT_GAP_DAYS")
-    churn_model: str = Field("logreg", alias="CVM_CHURN_MODEL")
-    model_publish_interval_s: float = Field(30.0, alias="CVM_MODEL_PUBLISH_INTERVAL_S")
-    rescore_interval_s: float = Field(2.0, alias="CVM_RESCORE_INTERVAL_S")
-    model_signing_key: str = Field("", alias="CVM_MODEL_SIGNING_KEY", repr=False)
+    default_margin_rate: float = Field(
+        _DEFAULTS.default_margin_rate, alias="CVM_DEFAULT_MARGIN_RATE")
+    annual_discount_rate: float = Field(
+        _DEFAULTS.annual_discount_rate, alias="CVM_ANNUAL_DISCOUNT_RATE")
+    horizon_days: int = Field(_DEFAULTS.horizon_days, alias="CVM_HORIZON_DAYS")
+    fit_interval_s: float = Field(_DEFAULTS.fit_interval_s, alias="CVM_FIT_INTERVAL_S")
+    churn_horizon_days: int = Field(_DEFAULTS.churn_horizon_days, alias="CVM_CHURN_HORIZON_DAYS")
+    snapshot_gap_days: float = Field(_DEFAULTS.snapshot_gap_days, alias="CVM_SNAPSHOT_GAP_DAYS")
+    churn_model: str = Field(_DEFAULTS.churn_model, alias="CVM_CHURN_MODEL")
+    model_publish_interval_s: float = Field(
+        _DEFAULTS.model_publish_interval_s, alias="CVM_MODEL_PUBLISH_INTERVAL_S")
+    rescore_interval_s: float = Field(_DEFAULTS.rescore_interval_s, alias="CVM_RESCORE_INTERVAL_S")
+    model_signing_key: str = Field(
+        _DEFAULTS.model_signing_key, alias="CVM_MODEL_SIGNING_KEY", repr=False)
 
 
 class AlertsEnv(_Group):
     """Which customers raise a defection alert, and how severe it is."""
 
-    alert_min_value_tier: float = Field(80.0, alias="CVM_ALERT_MIN_VALUE_TIER")
-    alert_churn_threshold: float = Field(0.5, alias="CVM_ALERT_CHURN_THRESHOLD")
-    alert_cooldown_days: float = Field(14.0, alias="CVM_ALERT_COOLDOWN_DAYS")
-    alert_min_signals: int = Field(1, alias="CVM_ALERT_MIN_SIGNALS")
-    alert_min_score: float = Field(5.0, alias="CVM_ALERT_MIN_SCORE")
+    alert_min_value_tier: float = Field(
+        _DEFAULTS.alert_min_value_tier, alias="CVM_ALERT_MIN_VALUE_TIER")
+    alert_churn_threshold: float = Field(
+        _DEFAULTS.alert_churn_threshold, alias="CVM_ALERT_CHURN_THRESHOLD")
+    alert_cooldown_days: float = Field(
+        _DEFAULTS.alert_cooldown_days, alias="CVM_ALERT_COOLDOWN_DAYS")
+    alert_min_signals: int = Field(_DEFAULTS.alert_min_signals, alias="CVM_ALERT_MIN_SIGNALS")
+    alert_min_score: float = Field(_DEFAULTS.alert_min_score, alias="CVM_ALERT_MIN_SCORE")
     alert_severity_percentiles: Annotated[
         tuple[float, float, float], _with(_triple, "CVM_ALERT_SEVERITY_PERCENTILES")
     ] = Field((80.0, 95.0, 99.0), alias="CVM_ALERT_SEVERITY_PERCENTILES")
@@ -164,38 +178,47 @@ class AlertsEnv(_Group):
 class WinbackEnv(_Group):
     """Who gets a win-back trigger, and the control group held out."""
 
-    winback_p_alive_threshold: float = Field(0.25, alias="CVM_WINBACK_P_ALIVE_THRESHOLD")
-    winback_control_share: float = Field(0.10, alias="CVM_WINBACK_CONTROL_SHARE")
-    winback_seed: int = Field(0, alias="CVM_WINBACK_SEED")
+    winback_p_alive_threshold: float = Field(
+        _DEFAULTS.winback_p_alive_threshold, alias="CVM_WINBACK_P_ALIVE_THRESHOLD")
+    winback_control_share: float = Field(
+        _DEFAULTS.winback_control_share, alias="CVM_WINBACK_CONTROL_SHARE")
+    winback_seed: int = Field(_DEFAULTS.winback_seed, alias="CVM_WINBACK_SEED")
 
 
 class HistoryEnv(_Group):
     """The value history's period and length."""
 
     history_period: Annotated[str, BeforeValidator(_lower)] = Field(
-        "month", alias="CVM_HISTORY_PERIOD")
-    history_max_points: int = Field(24, alias="CVM_HISTORY_MAX_POINTS")
+        _DEFAULTS.history_period, alias="CVM_HISTORY_PERIOD")
+    history_max_points: int = Field(_DEFAULTS.history_max_points, alias="CVM_HISTORY_MAX_POINTS")
 
 
 class ProductsEnv(_Group):
     """The product profile, affinity and next best offers."""
 
-    profile_max_categories: int = Field(24, alias="CVM_PROFILE_MAX_CATEGORIES")
-    profile_max_skus: int = Field(8, alias="CVM_PROFILE_MAX_SKUS")
-    affinity_period_days: int = Field(30, alias="CVM_AFFINITY_PERIOD_DAYS")
-    affinity_half_life_days: float = Field(180.0, alias="CVM_AFFINITY_HALF_LIFE_DAYS")
-    affinity_periods: int = Field(12, alias="CVM_AFFINITY_PERIODS")
-    affinity_min_support: float = Field(20.0, alias="CVM_AFFINITY_MIN_SUPPORT")
-    offers_k: int = Field(5, alias="CVM_OFFERS_K")
+    profile_max_categories: int = Field(
+        _DEFAULTS.profile_max_categories, alias="CVM_PROFILE_MAX_CATEGORIES")
+    profile_max_skus: int = Field(_DEFAULTS.profile_max_skus, alias="CVM_PROFILE_MAX_SKUS")
+    affinity_period_days: int = Field(
+        _DEFAULTS.affinity_period_days, alias="CVM_AFFINITY_PERIOD_DAYS")
+    affinity_half_life_days: float = Field(
+        _DEFAULTS.affinity_half_life_days, alias="CVM_AFFINITY_HALF_LIFE_DAYS")
+    affinity_periods: int = Field(_DEFAULTS.affinity_periods, alias="CVM_AFFINITY_PERIODS")
+    affinity_min_support: float = Field(
+        _DEFAULTS.affinity_min_support, alias="CVM_AFFINITY_MIN_SUPPORT")
+    offers_k: int = Field(_DEFAULTS.offers_k, alias="CVM_OFFERS_K")
 
 
 class LoggingEnv(_Group):
     """What the worker logs, and how."""
 
-    log_level: str = Field("info", alias="CVM_LOG_LEVEL")
-    log_format: Annotated[str, BeforeValidator(_lower)] = Field("text", alias="CVM_LOG_FORMAT")
-    log_repeat_window_s: float = Field(60.0, alias="CVM_LOG_REPEAT_WINDOW_S")
-    log_summary_interval_s: float = Field(60.0, alias="CVM_LOG_SUMMARY_INTERVAL_S")
+    log_level: str = Field(_DEFAULTS.log_level, alias="CVM_LOG_LEVEL")
+    log_format: Annotated[str, BeforeValidator(_lower)] = Field(
+        _DEFAULTS.log_format, alias="CVM_LOG_FORMAT")
+    log_repeat_window_s: float = Field(
+        _DEFAULTS.log_repeat_window_s, alias="CVM_LOG_REPEAT_WINDOW_S")
+    log_summary_interval_s: float = Field(
+        _DEFAULTS.log_summary_interval_s, alias="CVM_LOG_SUMMARY_INTERVAL_S")
 
 
 #: The groups in the order ``cvm config`` shows them.

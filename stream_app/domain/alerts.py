@@ -995,7 +995,7 @@ def decide_winback(
         signals.append((
             "p_alive_low",
             policy.p_alive_threshold / max(p_alive, 1e-3),
-            f"probability alive {p_alive:.2f}, below {policy.p_alive_threshold:.2f}",
+            "probability alive {}, below {}".format(*_distinct(p_alive, policy.p_alive_threshold)),
         ))
     silence = (as_of - episode) / MS_PER_DAY
     if silence > policy.silence_days:
@@ -1187,3 +1187,16 @@ def winback_results(
         "uplift": uplift,
         "incremental_value": incremental,
     }
+
+
+def _distinct(value: float, limit: float) -> tuple[str, str]:
+    """`value` and `limit` with as few decimals (2 to 6) as show them apart.
+
+    >>> _distinct(0.2496, 0.25), _distinct(0.1, 0.25)
+    (('0.2496', '0.2500'), ('0.10', '0.25'))
+    """
+    for places in range(2, 7):
+        a, b = f"{value:.{places}f}", f"{limit:.{places}f}"
+        if a != b:
+            return a, b
+    return a, b
