@@ -38,7 +38,20 @@ from typing import Any, Generic, Literal, TypeVar
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy import special
+
+
+class _LazySpecial:
+    """`scipy.special`, imported at first use: a lookup answered from the stored record, or
+    ``cvm --help``, then never pays for it."""
+
+    def __getattr__(self, name: str) -> Any:
+        from scipy import special as module
+
+        globals()["special"] = module
+        return getattr(module, name)
+
+
+special: Any = _LazySpecial()
 
 # scipy.optimize (a second or so to import) is imported by the fits only, not by lookups.
 

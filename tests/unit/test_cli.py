@@ -59,9 +59,10 @@ def test_lookup_imports_no_fitting_library_and_starts_fast() -> None:
     seconds, modules = import_cost(
         "stream_app.cli, stream_app.lookup, stream_app.settings, redis.asyncio"
     )
+    # scipy is imported at the first revaluation only (`clv.special`), not to answer from
+    # the stored record.
     slow = sorted(m for m in modules
-                  if m.split(".")[0] in ("faust", "matplotlib", "river", "aiokafka")
-                  or m.startswith("scipy.optimize"))
+                  if m.split(".")[0] in ("faust", "matplotlib", "river", "aiokafka", "scipy"))
     assert slow == [], slow
     assert seconds < MAX_IMPORT_S, seconds
 
