@@ -217,7 +217,7 @@ def score_batch(
     >>> from stream_app.domain.ledger import CustomerState
     >>> state = CustomerState("C1", orders=1, purchase_days=(10,), last_event=10 * MS_PER_DAY)
     >>> [(sorted(x)[:1], p) for x, p in score_batch([(state, None, 11 * MS_PER_DAY)], None)]
-    [(['bounce_rate'], None)]
+    [(['basket_trend_fast'], None)]
     """
     xs = [churn.features(state, valuation, as_of) for state, valuation, as_of in rows]
     if scorer is None:

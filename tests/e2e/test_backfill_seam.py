@@ -57,8 +57,11 @@ KEYS = Keys()
 MODEL_FIELDS = {
     "as_of", "horizon_days", "p_alive", "expected_purchases", "expected_spend", "clv",
     "value_at_risk", "value_tier", "model_version", "churn_probability", "recency_days",
-    "rfm", "rfm_segment", "updated_at", "_v", "_ret", "_h", "_recent", "_a",
+    "rfm", "rfm_segment", "updated_at", "_v", "_ret", "_z", "_h", "_recent", "_a", "_vh",
 }
+#: What a backfill does not build yet (the README's "Loading history" says so): the product
+#: profile, from order lines the history files do not carry.
+NOT_BACKFILLED = {"products"}
 #: Histograms of purchase history only (not of the CLV, which depends on the model).
 HISTORY_HISTOGRAMS = ("frequency", "monetary", "last_purchase_day", "bgnbd", "spend")
 QUIET = {"CVM_FIT_INTERVAL_S": "100000", "CVM_MODEL_PUBLISH_INTERVAL_S": "100000"}
@@ -245,8 +248,8 @@ def test_backfill_then_stream_equals_streaming_everything(
     latest = max(times)
     for cid, ra in a.items():
         rb = b[cid]
-        public_a = {k: v for k, v in ra.items() if k not in MODEL_FIELDS}
-        public_b = {k: v for k, v in rb.items() if k not in MODEL_FIELDS}
+        public_a = {k: v for k, v in ra.items() if k not in MODEL_FIELDS | NOT_BACKFILLED}
+        public_b = {k: v for k, v in rb.items() if k not in MODEL_FIELDS | NOT_BACKFILLED}
         assert public_a == public_b, (cid, set(public_a.items()) ^ set(public_b.items()))
         close_recent(ra["_recent"], rb["_recent"], cid, latest)
         # B's worker recorded exactly the offsets it applied after the seam, as A did.

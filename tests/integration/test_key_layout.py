@@ -173,8 +173,8 @@ def test_the_cli_reads_every_partition_of_the_configured_count(redis_settings: S
     asyncio.run(main())
     env = {**os.environ, "REDIS_URL": settings.redis_url, "CVM_PARTITIONS": "6"}
     out = subprocess.run([sys.executable, "-m", "stream_app.cli", "top", "-n", "100",
-                          "--by", "net_contribution"], env=env, cwd=ROOT, capture_output=True,
-                         check=True, timeout=60)
+                          "--by", "net_contribution", "--json"],
+                         env=env, cwd=ROOT, capture_output=True, check=True, timeout=60)
     assert sorted(row["customer_id"] for row in orjson.loads(out.stdout)) == sorted(ids)
     out = subprocess.run([sys.executable, "-m", "stream_app.cli", "rollups", "channel", "--json"],
                          env=env,
