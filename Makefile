@@ -7,6 +7,9 @@ STAMP := $(VENV)/.installed
 # Installs are pinned by requirements/constraints.txt (every extra) and the Docker
 # image by requirements/runtime.txt; `make lock` regenerates both from pyproject.toml.
 CONSTRAINTS := requirements/constraints.txt
+# setuptools advises, on every editable install of a flat layout, that a folder named like the
+# package in the working directory may shadow it; here that folder is the package itself.
+EDITABLE_QUIET := PYTHONWARNINGS="ignore:Editable installation:Warning"
 
 .PHONY: demo test venv stack-up stack-down stack-status lint bench clean lock
 
@@ -15,7 +18,7 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	@echo "    (about 1-2 minutes the first time; later runs skip this step)"
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-	@$(BIN)/python -m pip install --disable-pip-version-check --progress-bar on \
+	@$(EDITABLE_QUIET) $(BIN)/python -m pip install --disable-pip-version-check --progress-bar on \
 		-c $(CONSTRAINTS) -e '.[dev,eval]'
 	@touch $(STAMP)
 	@echo "==> Installed: $(BIN)/cvm (try: $(BIN)/cvm --help)"
@@ -45,7 +48,8 @@ BENCH_STAMP := $(VENV)/.bench-installed
 
 $(BENCH_STAMP): pyproject.toml $(STAMP)
 	@echo "==> Installing the benchmark tools (py-spy)"
-	$(BIN)/python -m pip install --disable-pip-version-check -c $(CONSTRAINTS) -e '.[dev,bench]'
+	$(EDITABLE_QUIET) $(BIN)/python -m pip install --disable-pip-version-check -c $(CONSTRAINTS) \
+		-e '.[dev,bench]'
 	touch $(BENCH_STAMP)
 
 bench: $(STAMP) $(BENCH_STAMP)
