@@ -48,8 +48,16 @@ _NONE = "'none'"
 
 
 def page(name: str = "ops") -> str:
-    """The HTML of the ops page (or another static page), as shipped in the package."""
-    return resources.files("stream_app").joinpath(f"static/{name}.html").read_text("utf-8")
+    """The HTML of the ops page (or another static page), as shipped in the package.
+
+    A line ``// @include NAME`` is replaced by the static file NAME, so the pages share
+    their scripts while each stays one document (its inline script is hashed into the
+    page's `content_security_policy`).
+    """
+    static = resources.files("stream_app").joinpath("static")
+    html = static.joinpath(f"{name}.html").read_text("utf-8")
+    return re.sub(r"^ *// @include ([\w.-]+)\n",
+                  lambda m: static.joinpath(m.group(1)).read_text("utf-8"), html, flags=re.M)
 
 
 def _sha256(text: str) -> str:
