@@ -17,6 +17,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
@@ -196,8 +197,14 @@ def test_ops_page_shows_live_feed_top_and_metrics(
 
 
 def _cell(x: float | None, digits: int) -> str:
-    """A number as the page prints it (`fixed`), or the dash for none."""
-    return "\u2014" if x is None else f"{x:.{digits}f}"
+    """A number as the page prints it (`fixed`, JavaScript's toFixed), or the dash for none.
+
+    toFixed rounds the exact binary value half away from zero (0.3125 gives "0.313"), where
+    Python's format rounds half to even ("0.312").
+    """
+    if x is None:
+        return "\u2014"
+    return str(Decimal(x).quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_UP))
 
 
 def test_ops_page_shows_what_a_real_engine_wrote(
