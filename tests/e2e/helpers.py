@@ -429,7 +429,11 @@ class BackgroundPublisher:
     def _run(self) -> None:
         self.began = time.monotonic()
         try:
-            self.report = publish_events(self.events, self.settings, rate=self.rate, stop=self.stop)
+            # A broker restarted under an idempotent producer may take minutes to hand out
+            # a new producer id (its coordinator reloads its log): wait for the last
+            # deliveries that long rather than the default minute.
+            self.report = publish_events(self.events, self.settings, rate=self.rate,
+                                         stop=self.stop, flush_timeout=300.0)
         except BaseException as exc:  # handed to the test thread by `join`
             self.error = exc
         finally:

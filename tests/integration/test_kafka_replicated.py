@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource
 
 from load.generator import producer_config
@@ -117,7 +117,10 @@ def test_acks_all_survives_a_broker_killed(three_brokers: dict[str, str]) -> Non
 
     consumer = Consumer({**settings.kafka_config(), "group.id": f"reader-{run}",
                          "auto.offset.reset": "earliest", "enable.auto.commit": False})
-    consumer.assign([TopicPartition(topic, p) for p in metadata.topics[topic].partitions])
+    # From the beginning, without asking the group coordinator for committed offsets: with a
+    # broker down the offsets topic may not exist yet (it needs all three replicas).
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING)
+                     for p in metadata.topics[topic].partitions])
     got: list[bytes] = []
     try:
         for _ in range(240):
