@@ -177,7 +177,7 @@ def text_table(header: Sequence[str], rows: Iterable[Sequence[object]], width: i
 
 #: Profile categories: path components matched on each frame's file, from the leaf up.
 _CATEGORY_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("valuation (numpy/scipy)", ("stream_app/domain/valuation.py", "stream_app/domain/clv.py")),
+    ("valuation (numpy/scipy)", ("stream_app/domain/valuation.py", "stream_app/domain/clv/")),
     ("planner + record encoding", ("stream_app/planner.py", "stream_app/store/records.py",
                                    "stream_app/domain/rfm.py")),
     ("domain apply (ledger, roll-ups)", ("stream_app/domain/ledger.py",
