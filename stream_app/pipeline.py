@@ -287,6 +287,11 @@ class Ingestor:
         # time, so a drain of the outbox never sends an entry that a batch is
         # sending, or has sent but not yet removed.
         self._publishing = asyncio.Lock()
+        # The agent's batches and the rescoring timers read and commit customers one at a
+        # time in this worker: otherwise a timer writing a customer between a batch's read
+        # and its commit makes the batch lose the compare-and-set and read again. Workers
+        # of other processes still meet at the compare-and-set.
+        self._writing = asyncio.Lock()
         self._kinds = {topic: settings.topics.kind_of(topic) for topic in settings.topics.inputs}
         # Outbox entries committed before this instance existed are a crash's leftovers.
         self._started_ms = time.time() * 1000
@@ -451,17 +456,18 @@ class Ingestor:
         isolated: list[tuple[Event, Source]] = []
         attempts = 0
         while True:
-            loaded = await self.store.load_many(e.customer_id for e, _ in pending)
-            processed = None
-            if any(entry.state.legacy_offsets for entry in loaded.values()):
-                processed = await self.store.applied_offsets()
-            changes, counts, effects = self._apply(loaded, pending, now, processed)
-            await self.reject_duplicates(effects.duplicates, raw, now, rejected, result)
-            changes, outgoing = self._outgoing(changes, effects)
-            origins: dict[str, set[int]] = {}
-            for event, source in pending:
-                origins.setdefault(event.customer_id, set()).add(source.partition)
-            done = await self.store.commit(changes, applied, watermarks, origins)
+            async with self._writing:
+                loaded = await self.store.load_many(e.customer_id for e, _ in pending)
+                processed = None
+                if any(entry.state.legacy_offsets for entry in loaded.values()):
+                    processed = await self.store.applied_offsets()
+                changes, counts, effects = self._apply(loaded, pending, now, processed)
+                await self.reject_duplicates(effects.duplicates, raw, now, rejected, result)
+                changes, outgoing = self._outgoing(changes, effects)
+                origins: dict[str, set[int]] = {}
+                for event, source in pending:
+                    origins.setdefault(event.customer_id, set()).add(source.partition)
+                done = await self.store.commit(changes, applied, watermarks, origins)
             if done.overflow is not None:
                 # Nothing was written. One event of its customer: it is the offending
                 # one. Several: they are retried alone after the rest, and the offsets
@@ -520,22 +526,23 @@ class Ingestor:
         """
         await self._drain_if_due()
         await self.refresh_affinity()
-        loaded = await self.store.load_many(customer_ids)
-        states = [entry.state for entry in loaded.values() if entry.version]
-        as_of = None if watermark is None else {
-            s.customer_id: max(watermark, s.last_event or watermark) for s in states
-        }
-        now = self.clock()
-        changes, effects = self.plan(
-            loaded, states, {}, now, as_of=as_of, label_watermark=watermark
-        )
-        changes, outgoing = self._outgoing(changes, effects)
-        while True:
-            done = await self.store.commit(changes)
-            if done.overflow is None:
-                break
-            log.warning("not rescoring: %s", done.overflow.reason)
-            changes = [c for c in changes if c.customer_id != done.overflow.customer_id]
+        async with self._writing:
+            loaded = await self.store.load_many(customer_ids)
+            states = [entry.state for entry in loaded.values() if entry.version]
+            as_of = None if watermark is None else {
+                s.customer_id: max(watermark, s.last_event or watermark) for s in states
+            }
+            now = self.clock()
+            changes, effects = self.plan(
+                loaded, states, {}, now, as_of=as_of, label_watermark=watermark
+            )
+            changes, outgoing = self._outgoing(changes, effects)
+            while True:
+                done = await self.store.commit(changes)
+                if done.overflow is None:
+                    break
+                log.warning("not rescoring: %s", done.overflow.reason)
+                changes = [c for c in changes if c.customer_id != done.overflow.customer_id]
         await self.publish(outgoing, done.enqueued)
         metrics.conflicts("rescore", len(done.lost))
         return len(changes) - len(done.lost)

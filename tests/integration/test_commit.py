@@ -271,3 +271,42 @@ def test_an_id_is_fed_and_enqueued_once_and_a_loser_writes_no_message(redis_url:
     assert client.zrange(S1.published, 0, -1) == [b"al-1"]
     assert not client.exists(S1.winback_outcomes)
     client.close()
+
+
+class SlowLoads(CustomerStore):
+    """A store whose reads take a while, as over a busy network: a concurrent writer of the
+    same worker would land between a read and its commit."""
+
+    async def load_many(self, customer_ids: Iterable[str]) -> dict[str, Loaded]:
+        loaded = await super().load_many(customer_ids)
+        await asyncio.sleep(0.05)
+        return loaded
+
+
+def test_a_batch_and_a_rescoring_of_one_worker_never_race_for_a_customer(
+    redis_url: str,
+) -> None:
+    settings = _permissive(redis_url)
+    letters = Recorder()
+    orders = _history(settings)[:-1]
+
+    async def main() -> tuple[Any, int]:
+        r = Redis.from_url(redis_url)
+        try:
+            ingestor = Ingestor(settings, SlowLoads(r), letters, publisher=Recorder())
+            for batch in orders:
+                await ingestor.process(batch)
+            later = [_purchase(settings, 4, "C1", "02-20", 50.0)]
+            watermark = 1_780_000_000_000  # 2026-05-28, after every event
+            return await asyncio.gather(ingestor.process(later),
+                                        ingestor.revisit(["C1"], watermark))
+        finally:
+            await r.aclose()
+
+    batch, rescored = asyncio.run(main())
+    # Both wrote: neither read the customer while the other was between its read and commit.
+    assert batch.conflicts == 0 and batch.applied == 1
+    assert rescored == 1
+    client = redis.Redis.from_url(redis_url)
+    assert client.hget(KEYS.customer("C1"), "orders") == b"5"
+    client.close()
