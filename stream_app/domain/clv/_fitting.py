@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from ._arrays import FloatArray
+from .params import BgNbdParams, FitResult, GammaGammaParams
+
+P = TypeVar("P", BgNbdParams, GammaGammaParams)
 
 # scipy.optimize (a second or so to import) is imported by the fits only, not by lookups.
 
@@ -69,3 +72,34 @@ def _log_init(values: tuple[float, ...], scale_index: int, scale: float) -> Floa
     theta = np.log(np.asarray(values, dtype=np.float64))
     theta[scale_index] -= math.log(scale)
     return theta
+
+
+def fit_result(
+    params: P,
+    theta: FloatArray,
+    names: tuple[str, ...],
+    fit: tuple[int, bool, str],
+    ll: float,
+    total: float,
+    problems: list[str],
+    note: str = "",
+) -> FitResult[P]:
+    """The `FitResult` of a finished optimisation: ``converged`` unless the optimiser failed,
+    a parameter ended on a bound, the likelihood is not finite, or ``problems`` (the
+    model's own checks) says why not."""
+    nit, ok, message = fit
+    problems = ([f"optimiser: {message}"] if not ok else []) + problems
+    bound = _at_bound(theta, names)
+    if bound:
+        problems.append(f"{', '.join(bound)} at the optimiser bound: the maximum is not interior")
+    if not math.isfinite(ll):
+        problems.append("non-finite log-likelihood at the solution")
+    converged = not problems
+    return FitResult(
+        params=params,
+        log_likelihood=ll if math.isfinite(ll) else -math.inf,
+        n=total,
+        converged=converged,
+        iterations=nit,
+        message=(message if converged else "; ".join(problems)) + note,
+    )

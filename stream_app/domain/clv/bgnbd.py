@@ -22,7 +22,7 @@ from ._arrays import (
     _weights,
     special,
 )
-from ._fitting import _at_bound, _log_init, _minimise
+from ._fitting import _log_init, _minimise, fit_result
 from .params import BgNbdParams, FitResult
 
 __all__ = [
@@ -161,27 +161,13 @@ def fit_bgnbd(
     with np.errstate(all="ignore"):
         ll = float(w @ bgnbd_log_likelihood(params, xa, ta, Ta))
     problems = []
-    if not ok:
-        problems.append(f"optimiser: {message}")
     if float(w @ xa) == 0.0:
         problems.append(
             "no repeat purchases: a and b are not identified (left at their start values) and "
             "the likelihood only rises towards r -> 0, alpha -> inf"
         )
-    bound = _at_bound(theta, ("r", "alpha", "a", "b"))
-    if bound:
-        problems.append(f"{', '.join(bound)} at the optimiser bound: the maximum is not interior")
-    if not math.isfinite(ll):
-        problems.append("non-finite log-likelihood at the solution")
-    converged = not problems
-    return FitResult(
-        params=params,
-        log_likelihood=ll if math.isfinite(ll) else -math.inf,
-        n=total,
-        converged=converged,
-        iterations=nit,
-        message=message if converged else "; ".join(problems),
-    )
+    return fit_result(params, theta, ("r", "alpha", "a", "b"), (nit, ok, message), ll, total,
+                      problems)
 
 
 def _p_alive_now(params: BgNbdParams, x: FloatArray, t_x: FloatArray, T: FloatArray) -> FloatArray:

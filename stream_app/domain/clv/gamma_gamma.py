@@ -22,7 +22,7 @@ from ._arrays import (
     _weights,
     special,
 )
-from ._fitting import _at_bound, _log_init, _minimise
+from ._fitting import _log_init, _minimise, fit_result
 from .params import FitResult, GammaGammaParams
 
 __all__ = ["expected_spend", "fit_gamma_gamma", "gamma_gamma_log_likelihood"]
@@ -151,24 +151,8 @@ def fit_gamma_gamma(
     params = GammaGammaParams(p=float(p), q=float(q), v=float(v_scaled * scale))
     with np.errstate(all="ignore"):
         ll = float(w @ _gg_terms(params.p, params.q, params.v, n, m))
-    problems = []
-    if not ok:
-        problems.append(f"optimiser: {message}")
-    bound = _at_bound(theta, ("p", "q", "v"))
-    if bound:
-        problems.append(f"{', '.join(bound)} at the optimiser bound: the maximum is not interior")
-    if not math.isfinite(ll):
-        problems.append("non-finite log-likelihood at the solution")
-    converged = not problems
     note = f" ({zero_spend:g} customer(s) with zero mean spend excluded)" if zero_spend else ""
-    return FitResult(
-        params=params,
-        log_likelihood=ll if math.isfinite(ll) else -math.inf,
-        n=total,
-        converged=converged,
-        iterations=nit,
-        message=(message if converged else "; ".join(problems)) + note,
-    )
+    return fit_result(params, theta, ("p", "q", "v"), (nit, ok, message), ll, total, [], note)
 
 
 def expected_spend(
