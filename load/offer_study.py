@@ -11,7 +11,13 @@ hit-rate@5, recall@10 and NDCG@10 against:
 * most-popular: the categories with the most buyers before the cut-off;
 * item-kNN: `implicit`'s CosineRecommender fitted offline on the same history
   (customer x category order counts), a batch model with the whole matrix;
-* true preferences: the simulator's latent preference vector of the customer.
+* true preferences: the simulator's latent preference vector of the customer (it knows the
+  tastes, not when a repurchase is due).
+
+The headline view scores what an offer may name (categories new to the customer, bought once,
+or due: `eligible`) in every model's list and in the holdout; the report adds every category
+bought and cross-sells only, and the engine's offers ranked by probability besides expected
+margin. ``--tastes clusters`` runs the simulator's first, weakly personal taste model.
 
 Run: ``cvm evaluate-offers --out reports/offers`` (or ``python -m load.offer_study``);
 it writes ``offers.json``, ``offers.md`` and the chart ``offers.png``.
@@ -215,8 +221,10 @@ def _chart(report: dict[str, Any], path: pathlib.Path) -> None:
         ax.bar([i + k * width for i in range(len(metrics))], values, width, label=m)
     ax.set_xticks([i + width * (len(MODELS) - 1) / 2 for i in range(len(metrics))], metrics)
     ax.set_ylim(0, 1)
-    ax.set_title(f"Next best offers on {report['setup']['evaluated_customers']} customers' "
-                 f"next {report['setup']['holdout_days']} days")
+    setup = report["setup"]
+    ax.set_title(f"What an offer may name: {setup['evaluated_customers']} customers' next "
+                 f"{setup['holdout_days']} days ({setup['tastes']} tastes, seed {setup['seed']})",
+                 fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
