@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from load.simulator import CATEGORY_TASTES, SimConfig, category_model, simulate
+from load.simulator import CATEGORY_TASTES, CategoryModel, SimConfig, category_model, simulate
 from stream_app.domain import affinity, offers, products
 from stream_app.domain.events import MS_PER_DAY, Purchase, from_message
 
@@ -200,6 +200,7 @@ def study(n_customers: int = 6000, seed: int = 11, categories: int = 40, days: i
                                       3),
             "holdout_categories_per_customer": round(relevant_total / max(len(rows_), 1), 2),
             "holdout_share_bought_before": round(repurchased / max(relevant_total, 1), 3),
+            **_journey_lift(model, table),
         },
         "figures": figures,
         "all_categories": {"evaluated_customers": counts["all"],
@@ -215,6 +216,20 @@ def study(n_customers: int = 6000, seed: int = 11, categories: int = 40, days: i
                           if figures["ALS (implicit)"]["hit_rate@5"] else None),
         "seconds": round(time.perf_counter() - started, 1),
     }
+
+
+def _journey_lift(model: CategoryModel, table: affinity.Table) -> dict[str, float]:
+    """Median lift, P(y | x, no y yet) / P(y), of each category's main journey target y and of
+    the other pairs: how much a journey shows in what the engine learns."""
+    main, other = [], []
+    for i, x in enumerate(model.names):
+        target = int(model.journeys[i].argmax())
+        for j, y in enumerate(model.names):
+            if j != i and table.popularity(y) > 0:
+                lift = table.conditional(x, y) / table.popularity(y)
+                (main if j == target else other).append(lift)
+    return {"journey_lift": round(float(np.median(main)), 2) if main else 0.0,
+            "other_pairs_lift": round(float(np.median(other)), 2) if other else 0.0}
 
 
 def _chart(report: dict[str, Any], path: pathlib.Path) -> None:
