@@ -239,7 +239,7 @@ def _chart(report: dict[str, Any], path: pathlib.Path) -> None:
     import matplotlib.pyplot as plt
 
     metrics = ("hit_rate@5", "recall@10", "ndcg@10")
-    fig, ax = plt.subplots(figsize=(8, 4))
+    fig, ax = plt.subplots(figsize=(8, 4.6))
     width = 0.8 / len(MODELS)
     for k, m in enumerate(MODELS):
         values = [report["figures"][m][x] for x in metrics]
@@ -250,7 +250,7 @@ def _chart(report: dict[str, Any], path: pathlib.Path) -> None:
     ax.set_title(f"What an offer may name: {setup['evaluated_customers']} customers' next "
                  f"{setup['holdout_days']} days ({setup['tastes']} tastes, seed {setup['seed']})",
                  fontsize=10)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
