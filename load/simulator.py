@@ -103,6 +103,8 @@ TOUCH_CHANNELS = ("email", "sms", "push", "mail", "call", "ad")
 TOUCH_ACTIONS = ("sent", "delivered", "opened", "clicked", "converted", "unsubscribed", "bounced")
 SALES_CHANNELS = ("web", "store", "app", "marketplace")
 CATEGORIES = ("apparel", "home", "electronics", "beauty", "grocery", "toys", "sports", "books")
+#: The latent taste models of `SimConfig.category_tastes`.
+CATEGORY_TASTES = ("retail", "clusters")
 
 
 class SimulationError(ValueError):
@@ -217,6 +219,10 @@ class SimConfig:
     # 0: order lines draw the 8 CATEGORIES uniformly. n > 0: n categories drawn from latent
     # customer preferences, cross-category journeys and repurchase cycles (`category_model`).
     product_categories: int = 0
+    # How heterogeneous the latent tastes are (`category_model`): "retail" (each customer's own
+    # Dirichlet over their segment's category shares, per-category repurchase cycles in days) or
+    # "clusters" (a mix of 6 taste clusters and the customer's own taste; the first model).
+    category_tastes: str = "retail"
     precursors: bool = False
     decline_days: float = 60.0
     silent_share: float = 0.2
@@ -245,6 +251,9 @@ class SimConfig:
                 raise SimulationError(f"{name}={getattr(self, name)} must be within 0..1")
         if self.max_winbacks < 0:
             raise SimulationError(f"max_winbacks={self.max_winbacks} must not be negative")
+        if self.category_tastes not in CATEGORY_TASTES:
+            raise SimulationError(f"category_tastes={self.category_tastes!r} is not one of "
+                                  f"{CATEGORY_TASTES}")
         if not self.channels or sum(c.share for c in self.channels) <= 0:
             raise SimulationError("channels need at least one positive share")
         if len(self.currency) != 3 or not self.currency.isalpha() or not self.currency.isupper():
@@ -472,6 +481,9 @@ class _Run:
             self.category_names = self.categories.names
             self.category_rng = np.random.default_rng([config.seed, 7_032])
             self.last_category = np.full(n, -1, dtype=np.int64)
+            # The day each customer last bought each category (-inf: never), for the cycles.
+            self.category_day = (np.full((n, len(self.category_names)), -np.inf)
+                                 if self.categories.cycles is not None else None)
 
     # -- output ------------------------------------------------------------------------------
 
@@ -605,8 +617,9 @@ class _Run:
 
     # -- triggers ----------------------------------------------------------------------------
 
-    def _journey_categories(self, idx: np.ndarray) -> np.ndarray:
-        return _journey_categories(self, idx)
+    def _journey_categories(self, idx: np.ndarray, t: np.ndarray,
+                            n_items: np.ndarray) -> np.ndarray:
+        return _journey_categories(self, idx, t, n_items)
 
     def _purchases(self, w1: float) -> None:
         pop, rng, config = self.pop, self.rng, self.config
@@ -650,7 +663,7 @@ class _Run:
             cats = rng.integers(0, len(CATEGORIES), (m, 3))
             skus = rng.integers(0, 5000, (m, 3))
             if self.categories is not None:
-                cats = self._journey_categories(idx)
+                cats = self._journey_categories(idx, t, n_items)
             returned = rng.random(m) < config.return_share
             return_after = 1.0 + rng.gamma(2.0, 4.0, m)
             return_part = np.where(rng.random(m) < 0.7, 1.0, rng.uniform(0.2, 0.8, m))
@@ -828,11 +841,12 @@ def _items(cents: int, n: int, weights: Sequence[float], doubles: Sequence[bool]
 class CategoryModel:
     """The latent product tastes of a population (``SimConfig.product_categories`` > 0).
 
-    ``preferences`` (customers x categories, rows sum to 1): a mixture of one of a few
-    taste clusters and the customer's own taste. ``journeys`` (categories x categories):
-    the category an order leads to next, e.g. from a camera to its accessories.
-    ``repeat``: per category, the chance the next order buys the last category again
-    (consumables are bought in cycles; durables are not).
+    ``preferences`` (customers x categories, rows sum to 1): what a customer's order lines
+    draw from. ``journeys`` (categories x categories): the category an order leads to next,
+    e.g. from a camera to its accessories. ``repeat``: per category, the chance the next order
+    buys the last category again (the "clusters" model). ``cycles``: per category, the
+    repurchase cycle in days (``inf``: a durable, not bought in cycles; the "retail" model);
+    ``segments``: each customer's segment (the "retail" model).
     """
 
     names: tuple[str, ...]
@@ -840,14 +854,27 @@ class CategoryModel:
     journeys: np.ndarray
     repeat: np.ndarray
     journey_share: float = 0.35
+    cycles: np.ndarray | None = None
+    segments: np.ndarray | None = None
+    due_share: float = 0.7  # the chance an order starts with a due repurchase
 
 
 def category_model(config: SimConfig) -> CategoryModel:
     """The latent category model of `config`; the same config always gives the same one."""
+    if config.category_tastes == "retail":
+        return _retail_tastes(config)
+    return _cluster_tastes(config)
+
+
+def _category_names(n_cat: int) -> tuple[str, ...]:
+    return tuple(f"{CATEGORIES[j % len(CATEGORIES)]}-{j // len(CATEGORIES)}"
+                 for j in range(n_cat))
+
+
+def _cluster_tastes(config: SimConfig) -> CategoryModel:
+    """The first model: 0.75 of one of 6 taste clusters and 0.25 of the customer's own taste."""
     n_cat = config.product_categories
     rng = np.random.default_rng([config.seed, 7_031])
-    names = tuple(f"{CATEGORIES[j % len(CATEGORIES)]}-{j // len(CATEGORIES)}"
-                  for j in range(n_cat))
     clusters = rng.dirichlet(np.full(n_cat, 0.15), 6)
     which = rng.integers(0, len(clusters), config.n_customers)
     own = rng.dirichlet(np.full(n_cat, 0.3), config.n_customers)
@@ -856,7 +883,38 @@ def category_model(config: SimConfig) -> CategoryModel:
     np.fill_diagonal(journeys, 0.0)
     journeys /= journeys.sum(axis=1, keepdims=True)
     repeat = np.where(rng.random(n_cat) < 0.3, rng.uniform(0.3, 0.6, n_cat), 0.0)
-    return CategoryModel(names, preferences, journeys, repeat)
+    return CategoryModel(_category_names(n_cat), preferences, journeys, repeat)
+
+
+#: The "retail" tastes: category shares fall with rank as 1 / rank ** ZIPF; each of SEGMENTS
+#: segments has its own shares, a Dirichlet with concentration SEGMENT_S around them; each
+#: customer's tastes are a Dirichlet with concentration CUSTOMER_S around their segment's
+#: (the Dirichlet of brand and category choice, Goodhardt, Ehrenberg and Chatfield 1984).
+ZIPF, SEGMENTS, SEGMENT_S, CUSTOMER_S = 0.8, 6, 8.0, 2.0
+
+
+def _retail_tastes(config: SimConfig) -> CategoryModel:
+    """Heterogeneous tastes: a few categories per customer, segment shares, cycles, journeys."""
+    n_cat = config.product_categories
+    rng = np.random.default_rng([config.seed, 7_033])
+    base = 1.0 / np.arange(1, n_cat + 1) ** ZIPF
+    base = rng.permutation(base / base.sum())
+    shares = rng.dirichlet(SEGMENT_S * base, SEGMENTS)
+    segments = rng.integers(0, SEGMENTS, config.n_customers)
+    preferences = np.zeros((config.n_customers, n_cat))
+    for g in range(SEGMENTS):
+        mine = segments == g
+        alpha = np.maximum(CUSTOMER_S * shares[g], 1e-3)
+        preferences[mine] = rng.dirichlet(alpha, int(mine.sum()))
+    preferences /= preferences.sum(axis=1, keepdims=True)
+    # Journeys: each category leads on to one to three others (a camera to lenses and bags).
+    journeys = rng.dirichlet(np.full(n_cat, 0.05), n_cat)
+    np.fill_diagonal(journeys, 0.0)
+    journeys /= journeys.sum(axis=1, keepdims=True)
+    # A third of the categories are consumables bought every 20 to 75 days.
+    cycles = np.where(rng.random(n_cat) < 1 / 3, rng.uniform(20.0, 75.0, n_cat), np.inf)
+    return CategoryModel(_category_names(n_cat), preferences, journeys, np.zeros(n_cat),
+                         journey_share=0.35, cycles=cycles, segments=segments)
 
 
 def _draw(rows: np.ndarray, u: np.ndarray) -> np.ndarray:
@@ -865,8 +923,14 @@ def _draw(rows: np.ndarray, u: np.ndarray) -> np.ndarray:
     return np.minimum((cum < u[:, None] * cum[:, -1:]).sum(axis=1), rows.shape[1] - 1)
 
 
-def _journey_categories(run: _Run, idx: np.ndarray) -> np.ndarray:
-    """The categories of up to 3 order lines for each customer of `idx` (latent model)."""
+def _journey_categories(run: _Run, idx: np.ndarray, t: np.ndarray,
+                        n_items: np.ndarray) -> np.ndarray:
+    """The categories of the `n_items` (up to 3) order lines of each customer of `idx` at days `t`.
+
+    The first line: a due repurchase (the "retail" cycles) with chance ``due_share``, else the
+    last category again (``repeat``), else the next step of a journey from the last category
+    (``journey_share``), else a draw from the customer's tastes; the others: taste draws.
+    """
     model, rng = run.categories, run.category_rng
     assert model is not None
     m = idx.size
@@ -879,8 +943,26 @@ def _journey_categories(run: _Run, idx: np.ndarray) -> np.ndarray:
     onward = seen & ~again & (u < model.repeat[safe] + model.journey_share)
     follow = _draw(model.journeys[safe], rng.random(m))
     cats[:, 0] = np.where(again, last, np.where(onward, follow, cats[:, 0]))
+    if model.cycles is not None and run.category_day is not None:
+        cats[:, 0] = _due_repurchase(run.category_day[idx], model, t, rng, cats[:, 0])
+        for j in range(cats.shape[1]):
+            bought = n_items > j
+            run.category_day[idx[bought], cats[bought, j]] = t[bought]
     run.last_category[idx] = cats[:, 0]
     return cats
+
+
+def _due_repurchase(days: np.ndarray, model: CategoryModel, t: np.ndarray,
+                    rng: np.random.Generator, first: np.ndarray) -> np.ndarray:
+    """The first line's category: the most overdue category whose cycle has passed, if any,
+    with chance ``due_share``; `first` otherwise."""
+    assert model.cycles is not None
+    with np.errstate(invalid="ignore"):
+        overdue = (t[:, None] - days) / model.cycles[None, :]
+    overdue = np.where(np.isfinite(overdue), overdue, 0.0)
+    best = overdue.argmax(axis=1)
+    due = (overdue[np.arange(len(t)), best] >= 1.0) & (rng.random(len(t)) < model.due_share)
+    return np.where(due, best, first)
 
 
 def simulate(config: SimConfig) -> Iterator[SimEvent]:

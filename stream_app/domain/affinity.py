@@ -3,8 +3,10 @@
 Counting: when a customer buys a category for the first time, the category's
 buyer count ``n`` rises by one, and so does the pair count of that category
 with every category the customer already had (customer-level co-occurrence:
-"customers who buy X also buy Y"). A customer's second order of a category
-adds one to its repeat count ``rep``. Every order line adds its revenue and
+"customers who buy X also buy Y"); the directed count ``a`` of (X, Y) rises
+by one when the customer already had X (bought on an earlier order) when they
+first buy Y. A customer's second order of a category adds one to its repeat
+count ``rep``. Every order line adds its revenue and
 margin (cents) and one line to the category's sums, from which an offer's
 margin per purchase comes. `increments` returns these counts as integer
 deltas, which the engine adds atomically with the customer's record, in one
@@ -13,7 +15,8 @@ hash per (scope, period, partition): scope ``all`` and one per segment.
 Decay: the counts of each period (`period` of a day) are weighted by
 ``0.5 ** (age_days / half_life_days)`` relative to the newest period when they
 are merged (`merge`), and periods older than a bound are dropped; memory is
-bounded by periods x scopes x partitions x (categories + category pairs).
+bounded by periods x scopes x partitions x (categories + 3 x category pairs): each unordered
+pair has its ``c`` count and up to two directed ``a`` counts.
 
 Examples
 --------
@@ -22,6 +25,13 @@ Examples
 (0.4, 0.8)
 >>> round(t.similarity("X", "Y"), 3)
 0.566
+
+Of the 10 buyers of X, 4 bought Y as well; 2 of them had Y before X. Of the 8
+who came to X without Y, 2 bought Y with or after it: P(Y | X, no Y yet) 0.25.
+
+>>> t = merge([(0, {"n\x1fX": 10, "n\x1fY": 5, "c\x1fX\x1fY": 4, "a\x1fY\x1fX": 2})], 0, 90)
+>>> t.confidence("X", "Y"), t.conditional("X", "Y")
+(0.4, 0.25)
 """
 
 from __future__ import annotations
@@ -70,6 +80,10 @@ def _pair(x: str, y: str) -> str:
     return f"c{SEP}{a}{SEP}{b}"
 
 
+def _after(x: str, y: str) -> str:
+    return f"a{SEP}{x}{SEP}{y}"
+
+
 def increments(
     before: Profile,
     after: Profile,
@@ -87,7 +101,7 @@ def increments(
     >>> b = Profile(M({"X": CategoryStats(orders=1)}))
     >>> a = Profile(M({"X": CategoryStats(orders=2), "Y": CategoryStats(orders=1)}))
     >>> sorted(f.replace(SEP, "|") for f, _ in increments(b, a, [], True))
-    ['c|X|Y', 'n|Y', 'rep|X']
+    ['a|X|Y', 'c|X|Y', 'n|Y', 'rep|X']
     """
     out: dict[str, int] = {}
     sign = 1 if is_order else -1
@@ -107,6 +121,8 @@ def increments(
             out[f"n{SEP}{y}"] = 1
             for x in old + new[:i]:
                 out[_pair(x, y)] = 1
+            for x in old:
+                out[_after(x, y)] = 1
         for k, c in after.categories.items():
             b = before.categories.get(k)
             if b is not None and b.orders == 1 and c.orders == 2:
@@ -121,6 +137,8 @@ class Table:
     customers: float = 0.0
     buyers: Mapping[str, float] = field(default_factory=dict)
     pairs: Mapping[tuple[str, str], float] = field(default_factory=dict)  # a < b
+    #: (x, y): customers who had `x` from an earlier order when they first bought `y`.
+    after: Mapping[tuple[str, str], float] = field(default_factory=dict)
     repeats: Mapping[str, float] = field(default_factory=dict)
     revenue_c: Mapping[str, float] = field(default_factory=dict)
     margin_c: Mapping[str, float] = field(default_factory=dict)
@@ -134,6 +152,18 @@ class Table:
         """P(buys `y` | buys `x`): the share of the buyers of `x` who also bought `y`."""
         n = self.buyers.get(x, 0.0)
         return 0.0 if n <= 0 else min(self.together(x, y) / n, 1.0)
+
+    def conditional(self, x: str, y: str) -> float:
+        """P(buys `y` | buys `x` without having `y` yet): of the buyers of `x` who had no `y`
+        before it, the share who bought `y` with or after it.
+
+        The buyers who came to `x` with `y` already bought are left out: a customer who buys
+        `x` and has not bought `y` is one of the others. Without directed counts (``a``) it is
+        the `confidence`.
+        """
+        before = min(self.after.get((y, x), 0.0), self.together(x, y))
+        n = self.buyers.get(x, 0.0) - before
+        return 0.0 if n <= 0 else min(max(self.together(x, y) - before, 0.0) / n, 1.0)
 
     def similarity(self, x: str, y: str) -> float:
         """Item-to-item cosine similarity of the buyer sets of `x` and `y`."""
@@ -181,6 +211,7 @@ def merge(
     customers = 0.0
     sums: dict[str, dict[str, float]] = {k: {} for k in ("n", "rep", "r", "m", "o")}
     pairs: dict[tuple[str, str], float] = {}
+    after: dict[tuple[str, str], float] = {}
     for period, counters in rows:
         w = weight(newest - period, period_days, half_life_days)
         for name, value in counters.items():
@@ -189,9 +220,10 @@ def merge(
                 customers += v
                 continue
             head, _, rest = name.partition(SEP)
-            if head == "c":
+            if head in ("c", "a"):
                 a, _, b = rest.partition(SEP)
-                pairs[(a, b)] = pairs.get((a, b), 0.0) + v
+                into = pairs if head == "c" else after
+                into[(a, b)] = into.get((a, b), 0.0) + v
             elif head in sums:
                 sums[head][rest] = sums[head].get(rest, 0.0) + v
-    return Table(customers, sums["n"], pairs, sums["rep"], sums["r"], sums["m"], sums["o"])
+    return Table(customers, sums["n"], pairs, after, sums["rep"], sums["r"], sums["m"], sums["o"])

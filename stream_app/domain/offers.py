@@ -3,10 +3,15 @@
 Two kinds of candidates:
 
 * ``cross_sell``: a category the customer has not bought. Its probability is
-  the mean confidence P(y | x) over the categories x the customer buys,
+  the mean of P(y | x, no y yet) over the categories x the customer buys,
   weighted by the customer's orders of x (the customer's segment's counts
   when they have `min_support` buyers of x, otherwise the population's); the
-  reason names the x of highest confidence. A customer with no categories yet
+  reason names the x of highest probability. P(y | x, no y yet)
+  (`affinity.Table.conditional`) leaves out the buyers of x who had y before
+  it: plain confidence P(y | x) counts them, and so favours the best sellers,
+  which a customer who has not bought them yet is less likely to buy. (In the
+  offline study it raised the cross-sell hit-rate@5 from 0.541 to 0.574, the
+  batch item-kNN's being 0.585.) A customer with no categories yet
   gets the most popular ones (``popular``).
 * ``repurchase``: a category the customer bought once, or buys again and
   again and is due to buy (at least `due_share` of the typical interval has
@@ -126,7 +131,7 @@ def rank(
         best, basis, scoped, total, weights = 0.0, "", False, 0.0, 0
         for x in sorted(mine):
             t, in_segment = _segment_table(table, segment_table, x, min_support)
-            p = t.confidence(x, y)
+            p = t.conditional(x, y)
             total += mine[x].orders * p
             weights += mine[x].orders
             if p > best:

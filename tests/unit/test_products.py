@@ -74,6 +74,8 @@ def test_affinity_increments_count_first_purchases_pairs_and_repeats() -> None:
     named = {k.replace(SEP, "|"): v for k, v in deltas.items()}
     assert named == {
         "n|mugs": 1, "n|tea": 1, "c|coffee|mugs": 1, "c|coffee|tea": 1, "c|mugs|tea": 1,
+        # Coffee came first; mugs and tea came together: no direction between them.
+        "a|coffee|mugs": 1, "a|coffee|tea": 1,
         "rep|coffee": 1,
         "r|coffee": 100, "m|coffee": 30, "o|coffee": 1, "r|mugs": 200, "m|mugs": 60,
         "o|mugs": 1, "r|tea": 300, "m|tea": 90, "o|tea": 1,
@@ -163,6 +165,30 @@ def test_cross_sell_weighs_confidences_by_orders_and_single_purchases_come_back(
     assert (best["coffee"].kind, best["coffee"].probability) == ("repurchase", 0.5)
     assert best["coffee"].reason == "50 % of its buyers buy it again; last bought 1 days ago"
     assert (best["cake"].kind, best["cake"].probability) == ("repurchase", 0.0)
+
+
+def test_cross_sell_leaves_out_the_buyers_who_had_it_before() -> None:
+    # 100 coffee buyers: 60 bought mugs too, but 50 of them had mugs before their first coffee;
+    # 30 bought tea, none before coffee. Confidence says mugs (0.6 > 0.3); of the 50 who came
+    # to coffee without mugs, 10 bought mugs: 0.2 < 30 / 100 for tea.
+    table = affinity.merge([(0, {
+        "customers": 200, f"n{SEP}coffee": 100, f"n{SEP}mugs": 120, f"n{SEP}tea": 30,
+        f"c{SEP}coffee{SEP}mugs": 60, f"a{SEP}mugs{SEP}coffee": 50, f"a{SEP}coffee{SEP}mugs": 4,
+        f"c{SEP}coffee{SEP}tea": 30, f"a{SEP}coffee{SEP}tea": 30,
+        f"o{SEP}mugs": 10, f"m{SEP}mugs": 10_000, f"o{SEP}tea": 10, f"m{SEP}tea": 10_000,
+    })], 0, 90)
+    assert table.confidence("coffee", "mugs") == 0.6
+    assert table.conditional("coffee", "mugs") == pytest.approx(0.2)
+    assert table.conditional("coffee", "tea") == pytest.approx(0.3)
+    # The other way round: 120 mug buyers, 4 had coffee before their first mugs.
+    assert table.conditional("mugs", "coffee") == pytest.approx(56 / 116)
+    prof = Profile(M({"coffee": CategoryStats(revenue_c=100, orders=2, last_day=5)}))
+    best = offers.rank(prof, table, None, "", 1.0, 6, k=2)
+    assert [(o.category, o.probability) for o in best] == [("tea", 0.3), ("mugs", 0.2)]
+    assert best[1].reason == "bought by 20 % of customers who buy coffee"
+    # Without directed counts (an older store) it is the confidence.
+    plain = affinity.merge([(0, {f"n{SEP}coffee": 100, f"c{SEP}coffee{SEP}mugs": 60})], 0, 90)
+    assert plain.conditional("coffee", "mugs") == plain.confidence("coffee", "mugs") == 0.6
 
 
 def test_huge_lines_are_bounded() -> None:
