@@ -51,12 +51,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from load.churn_study import day_text, domain_events, fmt
 from load.simulator import SimConfig, ground_truth
 from stream_app.domain import churn
-from stream_app.domain.alerts import AlertMemory, AlertPolicy, decide_alert
+from stream_app.domain.alerts import DEFAULT_WEIGHTS, AlertMemory, AlertPolicy, decide_alert
 from stream_app.domain.events import MS_PER_DAY
 from stream_app.domain.ledger import CustomerState, apply_event
 from stream_app.domain.retention import (
@@ -84,8 +85,18 @@ VALUATION_HORIZON_DAYS = 365.0
 #: A dropout time for a customer alive past everything the simulator knows.
 NEVER = sys.maxsize
 
+#: The signal weights before this study (`alerts.DEFAULT_WEIGHTS`).
+PRE_STUDY_WEIGHTS: Mapping[str, float] = MappingProxyType(dict(DEFAULT_WEIGHTS))
+#: Negative sentiment at twice the weight (the most precise signal in the study).
+SENTIMENT_X2: Mapping[str, float] = MappingProxyType(
+    {**PRE_STUDY_WEIGHTS, "negative_sentiment": 2.0}
+)
+#: Negative sentiment that fires earlier: a decayed sum of -0.2 (`AlertPolicy.sentiment`).
+_EARLY_SENTIMENT: Mapping[str, Any] = {"sentiment": -0.2}
+
 #: The candidate policies, by name: what differs from `AlertPolicy()`'s defaults before this study
-#: (any one signal, churn threshold 0.5). The chosen one is marked in the report.
+#: (any one signal, churn threshold 0.5, negative sentiment at -0.5 with weight 1). The chosen one
+#: is marked in the report.
 CANDIDATES: Mapping[str, Mapping[str, Any]] = {
     "any signal, churn 0.5": {},
     "any signal, churn 0.7": {"churn_threshold": 0.7},
@@ -117,6 +128,18 @@ CANDIDATES: Mapping[str, Mapping[str, Any]] = {
     "score 5, churn 0.8": {"min_score": 5.0, "churn_threshold": 0.8},
     "score 4, churn 0.9": {"min_score": 4.0, "churn_threshold": 0.9},
     "score 5, churn 0.9": {"min_score": 5.0, "churn_threshold": 0.9},
+    "score 3.5, churn 0.4": {"min_score": 3.5, "churn_threshold": 0.4},
+    "score 3.5, churn 0.5": {"min_score": 3.5, "churn_threshold": 0.5},
+    "score 3.5, churn 0.4, early sentiment": {"min_score": 3.5, "churn_threshold": 0.4,
+                                              **_EARLY_SENTIMENT},
+    "score 3.5, churn 0.5, early sentiment": {"min_score": 3.5, "churn_threshold": 0.5,
+                                              **_EARLY_SENTIMENT},
+    "score 4, churn 0.4, early sentiment": {"min_score": 4.0, "churn_threshold": 0.4,
+                                            **_EARLY_SENTIMENT},
+    "score 3, churn 0.4, early sentiment": {"min_score": 3.0, "churn_threshold": 0.4,
+                                            **_EARLY_SENTIMENT},
+    "score 3.5, churn 0.4, early sentiment x2": {"min_score": 3.5, "churn_threshold": 0.4,
+                                                 **_EARLY_SENTIMENT, "weights": SENTIMENT_X2},
 }
 #: The simulated populations: defection with precursors, or the classic process (see
 #: `load.simulator.SimConfig.precursors`).
@@ -131,9 +154,12 @@ def policy_of(changes: Mapping[str, Any]) -> AlertPolicy:
 
     >>> policy_of({"min_signals": 2}).min_signals, policy_of({}).churn_threshold
     (2, 0.5)
+    >>> policy_of({}).sentiment, policy_of(_EARLY_SENTIMENT).sentiment
+    (-0.5, -0.2)
     """
     base: dict[str, Any] = {
         "churn_threshold": 0.5, "min_signals": 1, "min_score": 0.0, "cooldown_days": 14.0,
+        "sentiment": -0.5, "weights": PRE_STUDY_WEIGHTS,
     }
     return AlertPolicy(**{**base, **changes})
 
@@ -802,7 +828,19 @@ def _plot(rows: Mapping[str, Scores], pick: str, out: Path) -> None:
 
 
 def _changes(changes: Mapping[str, Any]) -> str:
-    return ", ".join(f"`{k}={v}`" for k, v in changes.items()) or "none (pre-study defaults)"
+    """The candidate's changes as text; weights by what differs from `PRE_STUDY_WEIGHTS`.
+
+    >>> _changes({"min_score": 3.5, **_EARLY_SENTIMENT, "weights": SENTIMENT_X2})
+    '`min_score=3.5`, `sentiment=-0.2`, `weights[negative_sentiment]=2.0`'
+    """
+    parts = []
+    for k, v in changes.items():
+        if k == "weights":
+            parts += [f"`weights[{code}]={w}`" for code, w in v.items()
+                      if PRE_STUDY_WEIGHTS.get(code) != w]
+        else:
+            parts.append(f"`{k}={v}`")
+    return ", ".join(parts) or "none (pre-study defaults)"
 
 
 def render(run: Run, rows: Mapping[str, Scores], pick: str, why: str,
