@@ -490,12 +490,14 @@ def _signals(
     policy: AlertPolicy,
 ) -> list[Signal]:
     signals: list[Signal] = []
+    recent = state.recent_at_time(as_of)
     churn = _churn(valuation, churn_probability)
     if churn >= policy.churn_threshold:
         signals.append((
             "churn_risk",
             churn / policy.churn_threshold,
-            f"churn probability {churn:.2f}, at or above {policy.churn_threshold:.2f}",
+            f"churn probability {churn:.2f}, at or above {policy.churn_threshold:.2f}; "
+            f"{_order_pace(state, recent)}",
         ))
     if previous is not None and previous.p_alive_ref is not None:
         drop = previous.p_alive_ref - valuation.p_alive
@@ -517,7 +519,6 @@ def _signals(
                 since / limit,
                 f"no order for {since:.0f} days against a usual gap of {mean_gap:.0f} days",
             ))
-    recent = state.recent_at_time(as_of)
     counted = (
         ("cancellation_request", "cancellation_requests", policy.cancellation_requests,
          "cancellation requests"),
@@ -583,6 +584,35 @@ def _count(weight: float) -> str:
     """
     n = round(weight)
     return "no" if n == 0 else str(n)
+
+
+def _order_pace(state: CustomerState, recent: Mapping[str, float]) -> str:
+    """The order pace of the last weeks against the customer's own rhythm, and its trend.
+
+    A customer ordering every ``gap`` days keeps a decayed order count of about ``tau / gap``;
+    the count against that is the pace (100 %: as usual). The 10-day pace against the 30-day
+    one gives the trend.
+
+    >>> s = CustomerState("C1", purchase_days=(0, 10, 20))
+    >>> _order_pace(s, {"orders": 1.5, "f_orders": 0.1})
+    'orders at 50% of their usual pace over the last 22 days, 10% over the last 10: falling'
+    >>> _order_pace(CustomerState("C1", purchase_days=(0, 10)), {})
+    'too few orders for a rhythm'
+    """
+    days = state.purchase_days
+    if len(days) < 3:
+        return "too few orders for a rhythm"
+    gap = max((days[-1] - days[0]) / (len(days) - 1), 1.0)
+    slow = recent.get("orders", 0.0) * gap / _TAU_DAYS
+    fast = recent.get(FAST_PREFIX + "orders", 0.0) * gap / _FAST_DAYS
+    if fast < 0.75 * slow:
+        change = "falling"
+    elif fast > 1.25 * slow:
+        change = "rising"
+    else:
+        change = "steady"
+    return (f"orders at {slow:.0%} of their usual pace over the last {3 * _TAU_DAYS / 4:.0f} "
+            f"days, {fast:.0%} over the last {_FAST_DAYS:.0f}: {change}")
 
 
 def _basket_trend(recent: Mapping[str, float], basket: float) -> str:

@@ -569,3 +569,18 @@ def test_a_smaller_basket_names_its_ten_day_trend() -> None:
     later = {r.code: r.detail for r in defection_reasons(fold(small), valuation(90), None, None,
                                                          at(90))}
     assert later["spend_drop"].endswith("no order in the last 10 days")
+
+
+def test_churn_risk_names_the_order_pace_and_its_trend() -> None:
+    overdue = fold(regular(5, gap=10))  # orders on days 0..40
+    alert, _ = decide(overdue, 100, churn=0.8)
+    assert alert is not None
+    churn_risk = next(r.detail for r in alert.reasons if r.code == "churn_risk")
+    # 60 days after the last order the five orders' 30-day count has decayed to 0.39 (13 % of
+    # the 3 a 10-day rhythm keeps), the 10-day one to 0.003
+    assert churn_risk == ("churn probability 0.80, at or above 0.40; orders at 13% of their "
+                          "usual pace over the last 22 days, 0% over the last 10: falling")
+    on_rhythm = {r.code: r.detail for r in defection_reasons(overdue, valuation(45), 0.5, None,
+                                                             at(45))}
+    assert on_rhythm["churn_risk"].endswith("orders at 81% of their usual pace over the last 22 "
+                                            "days, 95% over the last 10: steady")
