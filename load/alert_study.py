@@ -51,13 +51,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from load.churn_study import day_text, domain_events, fmt
 from load.simulator import SimConfig, ground_truth
 from stream_app.domain import churn
-from stream_app.domain.alerts import AlertMemory, AlertPolicy, decide_alert
-from stream_app.domain.events import MS_PER_DAY
+from stream_app.domain.alerts import DEFAULT_WEIGHTS, AlertMemory, AlertPolicy, decide_alert
+from stream_app.domain.events import MS_PER_DAY, CampaignTouch, Event, ServiceContact
 from stream_app.domain.ledger import CustomerState, apply_event
 from stream_app.domain.retention import (
     Retention,
@@ -84,8 +85,18 @@ VALUATION_HORIZON_DAYS = 365.0
 #: A dropout time for a customer alive past everything the simulator knows.
 NEVER = sys.maxsize
 
+#: The signal weights before this study (`alerts.DEFAULT_WEIGHTS`).
+PRE_STUDY_WEIGHTS: Mapping[str, float] = MappingProxyType(dict(DEFAULT_WEIGHTS))
+#: Negative sentiment at twice the weight (the most precise signal in the study).
+SENTIMENT_X2: Mapping[str, float] = MappingProxyType(
+    {**PRE_STUDY_WEIGHTS, "negative_sentiment": 2.0}
+)
+#: Negative sentiment that fires earlier: a decayed sum of -0.2 (`AlertPolicy.sentiment`).
+_EARLY_SENTIMENT: Mapping[str, Any] = {"sentiment": -0.2}
+
 #: The candidate policies, by name: what differs from `AlertPolicy()`'s defaults before this study
-#: (any one signal, churn threshold 0.5). The chosen one is marked in the report.
+#: (any one signal, churn threshold 0.5, negative sentiment at -0.5 with weight 1). The chosen one
+#: is marked in the report.
 CANDIDATES: Mapping[str, Mapping[str, Any]] = {
     "any signal, churn 0.5": {},
     "any signal, churn 0.7": {"churn_threshold": 0.7},
@@ -117,6 +128,18 @@ CANDIDATES: Mapping[str, Mapping[str, Any]] = {
     "score 5, churn 0.8": {"min_score": 5.0, "churn_threshold": 0.8},
     "score 4, churn 0.9": {"min_score": 4.0, "churn_threshold": 0.9},
     "score 5, churn 0.9": {"min_score": 5.0, "churn_threshold": 0.9},
+    "score 3.5, churn 0.4": {"min_score": 3.5, "churn_threshold": 0.4},
+    "score 3.5, churn 0.5": {"min_score": 3.5, "churn_threshold": 0.5},
+    "score 3.5, churn 0.4, early sentiment": {"min_score": 3.5, "churn_threshold": 0.4,
+                                              **_EARLY_SENTIMENT},
+    "score 3.5, churn 0.5, early sentiment": {"min_score": 3.5, "churn_threshold": 0.5,
+                                              **_EARLY_SENTIMENT},
+    "score 4, churn 0.4, early sentiment": {"min_score": 4.0, "churn_threshold": 0.4,
+                                            **_EARLY_SENTIMENT},
+    "score 3, churn 0.4, early sentiment": {"min_score": 3.0, "churn_threshold": 0.4,
+                                            **_EARLY_SENTIMENT},
+    "score 3.5, churn 0.4, early sentiment x2": {"min_score": 3.5, "churn_threshold": 0.4,
+                                                 **_EARLY_SENTIMENT, "weights": SENTIMENT_X2},
 }
 #: The simulated populations: defection with precursors, or the classic process (see
 #: `load.simulator.SimConfig.precursors`).
@@ -131,9 +154,12 @@ def policy_of(changes: Mapping[str, Any]) -> AlertPolicy:
 
     >>> policy_of({"min_signals": 2}).min_signals, policy_of({}).churn_threshold
     (2, 0.5)
+    >>> policy_of({}).sentiment, policy_of(_EARLY_SENTIMENT).sentiment
+    (-0.5, -0.2)
     """
     base: dict[str, Any] = {
         "churn_threshold": 0.5, "min_signals": 1, "min_score": 0.0, "cooldown_days": 14.0,
+        "sentiment": -0.5, "weights": PRE_STUDY_WEIGHTS,
     }
     return AlertPolicy(**{**base, **changes})
 
@@ -462,6 +488,77 @@ def choose_for_lead(
     else:
         why += f", the most among the {len(usable)} candidates with precision >= {min_precision}"
     return pick, why
+
+
+# ------------------------------------------------------------------------------------ ceiling
+
+#: The service and campaign events that can warn of a dropout, by name.
+PRECURSORS = ("complaint", "cancellation_request", "unresolved", "negative_sentiment",
+              "unsubscribed")
+#: Contact sentiment at or below which a contact counts as a `negative_sentiment` precursor.
+NEGATIVE_SENTIMENT = -0.3
+
+
+def precursors_of(event: Event) -> tuple[str, ...]:
+    """The `PRECURSORS` one event shows (none for an order or a calm contact).
+
+    >>> precursors_of(ServiceContact("e", "C1", 0, "phone", "complaint", 0, False, -500))
+    ('complaint', 'unresolved', 'negative_sentiment')
+    >>> precursors_of(CampaignTouch("e", "C1", 0, "K", "email", "unsubscribed", 0))
+    ('unsubscribed',)
+    """
+    if isinstance(event, ServiceContact):
+        kinds = [event.reason] if event.reason in ("complaint", "cancellation_request") else []
+        if not event.resolved:
+            kinds.append("unresolved")
+        if event.sentiment_m is not None and event.sentiment_m <= NEGATIVE_SENTIMENT * 1000:
+            kinds.append("negative_sentiment")
+        return tuple(kinds)
+    if isinstance(event, CampaignTouch) and event.action == "unsubscribed":
+        return ("unsubscribed",)
+    return ()
+
+
+def warned_share(
+    warnings: Mapping[str, Sequence[tuple[int, str]]],
+    dropouts: Sequence[tuple[str, int]],
+    lead_ms: int,
+    span_ms: int,
+    kinds: Sequence[str] = PRECURSORS,
+) -> float:
+    """The share of `dropouts` (customer, time) with a precursor of `kinds` in the span
+    ``[dropout - span_ms, dropout - lead_ms]``: the most any alert at least `lead_ms` ahead
+    that rests on these events could catch.
+
+    >>> w = {"A": [(50, "complaint")], "B": [(95, "complaint")], "C": [(40, "unsubscribed")]}
+    >>> warned_share(w, [("A", 100), ("B", 100), ("C", 100), ("D", 100)], 14, 60)
+    0.5
+    >>> warned_share(w, [("B", 100), ("C", 100)], 14, 60, kinds=("complaint",))
+    0.0
+    """
+    hit = 0
+    for cid, d in dropouts:
+        hit += any(d - span_ms <= t <= d - lead_ms and kind in kinds
+                   for t, kind in warnings.get(cid, ()))
+    return _ratio(hit, len(dropouts))
+
+
+def ceiling(config: SimConfig, horizon_days: int, warmup_days: int,
+            span_days: float = 60.0) -> dict[str, float]:
+    """Per precursor kind (and any), `warned_share` at `LEAD_TARGET_DAYS` over the true dropouts
+    in the evaluation window, without a replay: what the data allows at all."""
+    start_ms = int(config.start.timestamp() * 1000)
+    window = Window(start_ms + warmup_days * MS_PER_DAY,
+                    start_ms + (config.days - horizon_days) * MS_PER_DAY)
+    dropouts = [(cid, d) for cid, p in truth_of(config).items() for d in p.ends if d in window]
+    warnings: dict[str, list[tuple[int, str]]] = {}
+    for event, _ in domain_events(config):
+        for kind in precursors_of(event):
+            warnings.setdefault(event.customer_id, []).append((event.occurred_at, kind))
+    lead, span = round(LEAD_TARGET_DAYS * MS_PER_DAY), round(span_days * MS_PER_DAY)
+    shares = {"any": warned_share(warnings, dropouts, lead, span)}
+    shares |= {k: warned_share(warnings, dropouts, lead, span, (k,)) for k in PRECURSORS}
+    return {"dropouts": float(len(dropouts)), **shares}
 
 
 # ------------------------------------------------------------------------------------ replay
@@ -802,7 +899,19 @@ def _plot(rows: Mapping[str, Scores], pick: str, out: Path) -> None:
 
 
 def _changes(changes: Mapping[str, Any]) -> str:
-    return ", ".join(f"`{k}={v}`" for k, v in changes.items()) or "none (pre-study defaults)"
+    """The candidate's changes as text; weights by what differs from `PRE_STUDY_WEIGHTS`.
+
+    >>> _changes({"min_score": 3.5, **_EARLY_SENTIMENT, "weights": SENTIMENT_X2})
+    '`min_score=3.5`, `sentiment=-0.2`, `weights[negative_sentiment]=2.0`'
+    """
+    parts = []
+    for k, v in changes.items():
+        if k == "weights":
+            parts += [f"`weights[{code}]={w}`" for code, w in v.items()
+                      if PRE_STUDY_WEIGHTS.get(code) != w]
+        else:
+            parts.append(f"`{k}={v}`")
+    return ", ".join(parts) or "none (pre-study defaults)"
 
 
 def render(run: Run, rows: Mapping[str, Scores], pick: str, why: str,
@@ -969,12 +1078,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rule", choices=("lead", "f1"), default="lead",
                         help="lead: the most valuable dropouts alerted 14 days ahead at "
                              "precision >= 0.5; f1: the highest F1 (default: %(default)s)")
+    parser.add_argument("--ceiling", action="store_true",
+                        help="only print the share of true dropouts with a precursor event 14 to "
+                             "60 days before them (no replay)")
+    parser.add_argument("--decline-days", type=float, default=None,
+                        help="the simulator's decline_days (default: the simulator's)")
     parser.add_argument("--out", default="reports/alerts")
     args = parser.parse_args(argv)
     if args.days <= args.warmup_days + args.horizon_days:
         parser.error("--days must exceed --warmup-days plus --horizon-days")
     config = SimConfig(n_customers=args.customers, days=args.days, seed=args.seed,
                        precursors=args.simulator == "precursors")
+    if args.decline_days is not None:
+        config = replace(config, decline_days=args.decline_days)
+    if args.ceiling:
+        shares = ceiling(config, args.horizon_days, args.warmup_days)
+        print(f"{shares.pop('dropouts'):.0f} true dropouts in the window; with a precursor "
+              f"event {LEAD_TARGET_DAYS:.0f} to 60 days before: "
+              + ", ".join(f"{k} {v:.3f}" for k, v in shares.items()))
+        return 0
     policies = {name: policy_of(changes) for name, changes in CANDIDATES.items()}
     run = replay(config, policies, args.horizon_days, args.warmup_days, args.tick_hours,
                  args.fit_days, args.lead_days)

@@ -169,8 +169,10 @@ class AlertPolicy:
         cancellation request, the most direct signal, for about six (0.25).
     sentiment
         Decayed sum of contact sentiment (-1..1 each) at or below which
-        ``negative_sentiment`` fires: one very negative contact, or a few
-        moderately negative ones, in the last three weeks (-0.5).
+        ``negative_sentiment`` fires: one moderately negative contact, or a few
+        mildly negative ones, in the last three weeks (-0.2). Sentiment turns
+        negative weeks before a dropout, while it is still mild: at -0.5 the signal
+        came too late to give an account manager two weeks.
     spend_drop, spend_min_orders, spend_min_recent_orders
         ``spend_drop`` fires when the decay-weighted mean order value is at least
         this share below the customer's lifetime mean order value (0.3), for
@@ -202,14 +204,15 @@ class AlertPolicy:
     min_signals, min_score
         An alert needs at least ``min_signals`` defection signals at once and a rule
         score (``sum(weight * capped strength)``, see `defection_reasons`) of at least
-        ``min_score``; 1 and 0 let any one signal through. 4, with the default
+        ``min_score``; 1 and 0 let any one signal through. 3.5, with the default
         weights: a single signal reaches it only when strong (a recent cancellation
-        request, a churn probability of 0.8 or more, a complaint streak at 8/3 times its
-        threshold), otherwise it takes two or more. Chosen by ``python -m
+        request, a churn probability of 0.7 or more, a complaint streak at 7/3 times
+        its threshold), otherwise it takes two or more. Chosen by ``python -m
         load.alert_study`` on simulated data where defection has precursors, with
-        `churn_threshold` 0.4: of the candidates with a precision of at least 0.5
-        against the true dropouts, the one that alerts the largest share of valuable
-        dropouts at least 14 days ahead (see the README's alert study).
+        `churn_threshold` 0.4 and `sentiment` -0.2: of the candidates with a
+        precision of at least 0.5 against the true dropouts, the one that alerts the
+        largest share of valuable dropouts at least 14 days ahead (see the README's
+        alert study).
     weights, max_strength
         Signal weights and the cap on a signal's strength in the rule score (see
         `defection_reasons`).
@@ -225,7 +228,7 @@ class AlertPolicy:
     complaints: float = 0.5
     cancellation_requests: float = 0.25
     unresolved: float = 0.5
-    sentiment: float = -0.5
+    sentiment: float = -0.2
     unsubscribed: float = 0.5
     spend_drop: float = 0.3
     spend_min_orders: int = 3
@@ -238,7 +241,7 @@ class AlertPolicy:
     severity_bands: tuple[float, float, float] = (250.0, 1_000.0, 5_000.0)
     min_severity: str = "low"
     min_signals: int = 1
-    min_score: float = 4.0
+    min_score: float = 3.5
     weights: Mapping[str, float] = field(default_factory=lambda: DEFAULT_WEIGHTS, hash=False)
     max_strength: float = 3.0
     kind: str = "defection_risk"
@@ -487,12 +490,14 @@ def _signals(
     policy: AlertPolicy,
 ) -> list[Signal]:
     signals: list[Signal] = []
+    recent = state.recent_at_time(as_of)
     churn = _churn(valuation, churn_probability)
     if churn >= policy.churn_threshold:
         signals.append((
             "churn_risk",
             churn / policy.churn_threshold,
-            f"churn probability {churn:.2f}, at or above {policy.churn_threshold:.2f}",
+            f"churn probability {churn:.2f}, at or above {policy.churn_threshold:.2f}; "
+            f"{_order_pace(state, recent)}",
         ))
     if previous is not None and previous.p_alive_ref is not None:
         drop = previous.p_alive_ref - valuation.p_alive
@@ -514,7 +519,6 @@ def _signals(
                 since / limit,
                 f"no order for {since:.0f} days against a usual gap of {mean_gap:.0f} days",
             ))
-    recent = state.recent_at_time(as_of)
     counted = (
         ("cancellation_request", "cancellation_requests", policy.cancellation_requests,
          "cancellation requests"),
@@ -567,7 +571,7 @@ def _signals(
                 "spend_drop",
                 fall / policy.spend_drop,
                 f"recent orders average {basket:.2f} against a usual {usual:.2f} "
-                f"({fall:.0%} lower)",
+                f"({fall:.0%} lower), {_basket_trend(recent, basket)}",
             ))
     return signals
 
@@ -580,6 +584,56 @@ def _count(weight: float) -> str:
     """
     n = round(weight)
     return "no" if n == 0 else str(n)
+
+
+def _order_pace(state: CustomerState, recent: Mapping[str, float]) -> str:
+    """The order pace of the last weeks against the customer's own rhythm, and its trend.
+
+    A customer ordering every ``gap`` days keeps a decayed order count of about ``tau / gap``;
+    the count against that is the pace (100 %: as usual). The 10-day pace against the 30-day
+    one gives the trend.
+
+    >>> s = CustomerState("C1", purchase_days=(0, 10, 20))
+    >>> _order_pace(s, {"orders": 1.5, "f_orders": 0.1})
+    'orders at 50% of their usual pace over the last 22 days, 10% over the last 10: falling'
+    >>> _order_pace(CustomerState("C1", purchase_days=(0, 10)), {})
+    'too few orders for a rhythm'
+    """
+    days = state.purchase_days
+    if len(days) < 3:
+        return "too few orders for a rhythm"
+    gap = max((days[-1] - days[0]) / (len(days) - 1), 1.0)
+    slow = recent.get("orders", 0.0) * gap / _TAU_DAYS
+    fast = recent.get(FAST_PREFIX + "orders", 0.0) * gap / _FAST_DAYS
+    if fast < 0.75 * slow:
+        change = "falling"
+    elif fast > 1.25 * slow:
+        change = "rising"
+    else:
+        change = "steady"
+    return (f"orders at {slow:.0%} of their usual pace over the last {3 * _TAU_DAYS / 4:.0f} "
+            f"days, {fast:.0%} over the last {_FAST_DAYS:.0f}: {change}")
+
+
+def _basket_trend(recent: Mapping[str, float], basket: float) -> str:
+    """The basket of the last ten days against the 30-day one: falling, steady or rising.
+
+    >>> _basket_trend({"f_orders": 1.0, "f_spend": 60.0}, 100.0)
+    '60.00 in the last 10 days: falling'
+    >>> _basket_trend({"f_orders": 0.05, "f_spend": 3.0}, 100.0)
+    'no order in the last 10 days'
+    """
+    orders = recent.get(FAST_PREFIX + "orders", 0.0)
+    if orders < 0.1:
+        return f"no order in the last {_FAST_DAYS:.0f} days"
+    fast = recent.get(FAST_PREFIX + "spend", 0.0) / orders
+    if fast < 0.9 * basket:
+        change = "falling"
+    elif fast > 1.1 * basket:
+        change = "rising"
+    else:
+        change = "steady"
+    return f"{fast:.2f} in the last {_FAST_DAYS:.0f} days: {change}"
 
 
 def _trend(fast: float, slow: float) -> str:

@@ -9,11 +9,13 @@ import pytest
 
 from load.alert_study import (
     NEVER,
+    PRE_STUDY_WEIGHTS,
     Periods,
     Scores,
     Window,
     base_rate,
     caught,
+    ceiling,
     choose,
     current_dropout,
     f1,
@@ -23,6 +25,7 @@ from load.alert_study import (
     periods_of,
     policy_of,
     score,
+    warned_share,
 )
 from stream_app.domain.events import MS_PER_DAY
 
@@ -128,6 +131,29 @@ def test_periods_of_a_ground_truth_row_uses_the_latent_dropout_past_the_end() ->
 def test_candidates_start_from_the_pre_study_policy() -> None:
     p = policy_of({"min_signals": 2})
     assert (p.min_signals, p.churn_threshold, p.cooldown_days, p.min_score) == (2, 0.5, 14.0, 0.0)
+    assert (p.sentiment, p.weights) == (-0.5, PRE_STUDY_WEIGHTS)
+
+
+def test_a_dropout_is_warned_of_by_a_precursor_14_to_60_days_before_it() -> None:
+    warnings = {"A": [(30 * D, "complaint")], "B": [(90 * D, "complaint")],
+                "C": [(20 * D, "unsubscribed"), (50 * D, "negative_sentiment")]}
+    dropouts = [("A", 100 * D), ("B", 100 * D), ("C", 100 * D), ("D", 100 * D)]
+    # A: 70 days before (too early for the decline), B: 10 days (too late), C: 50 days
+    assert warned_share(warnings, dropouts, 14 * D, 60 * D) == 0.25
+    assert warned_share(warnings, dropouts, 14 * D, 75 * D) == 0.5
+    assert warned_share(warnings, dropouts, 5 * D, 60 * D, kinds=("complaint",)) == 0.25
+
+
+def test_the_ceiling_of_a_silent_population_is_nil_and_of_a_warning_one_is_not() -> None:
+    from load.simulator import SimConfig
+
+    config = SimConfig(n_customers=300, days=200, seed=5, precursors=True)
+    warned = ceiling(config, horizon_days=30, warmup_days=60)
+    assert warned["dropouts"] > 20 and warned["any"] > 0.2
+    silent = ceiling(SimConfig(n_customers=300, days=200, seed=5, precursors=True,
+                               silent_share=1.0, contact_rate=0.0, touch_rate=0.0),
+                     horizon_days=30, warmup_days=60)
+    assert silent["any"] == 0.0
 
 
 def test_a_tiny_run_writes_the_report(tmp_path: Path) -> None:

@@ -544,3 +544,43 @@ def test_rules_run_on_the_value_model_output() -> None:
     trigger, _ = decide_winback("C1", state, late, 95, None, at(400), WinbackPolicy(), "m", 1)
     assert trigger is not None and "long_silence" in {r.code for r in trigger.reasons}
     CONTRACT.validate_output("winback", to_winback_message(trigger, RAISED_AT))
+
+
+def test_sentiment_warns_while_it_is_still_mild() -> None:
+    """A decayed sentiment sum of -0.3 fires (-0.2 by default; it was -0.5, which came too late
+    for two weeks' lead in the alert study); with churn risk it makes an alert at score 3.5."""
+    state = fold([*regular(5, gap=10), contact(44, "inquiry", sentiment=-0.3)])
+    reasons = defection_reasons(state, valuation(45), None, None, at(45))
+    assert [r.code for r in reasons] == ["negative_sentiment"]
+    assert reasons[0].detail.startswith("contact sentiment -0.30 on average over the last 22 days")
+    assert reasons[0].detail.endswith("(decayed sum -0.29)")
+    assert decide(state, 45, churn=0.5)[0] is not None  # 2 * 0.5 / 0.4 + 1 * 0.29 / 0.2 = 3.95
+    assert decide(fold(regular(5, gap=10)), 45, churn=0.5)[0] is None  # churn risk alone: 2.5
+    old = AlertPolicy(sentiment=-0.5, min_score=4.0)
+    assert decide(state, 45, churn=0.5, policy=old)[0] is None
+
+
+def test_a_smaller_basket_names_its_ten_day_trend() -> None:
+    small: list[Event] = [buy(d, 200.0) for d in (0, 10, 20, 30)]
+    small += [buy(d, 10.0) for d in (40, 50, 60)]
+    reasons = {r.code: r.detail for r in defection_reasons(fold(small), valuation(61), None,
+                                                           None, at(61))}
+    assert reasons["spend_drop"].endswith("in the last 10 days: falling")
+    later = {r.code: r.detail for r in defection_reasons(fold(small), valuation(90), None, None,
+                                                         at(90))}
+    assert later["spend_drop"].endswith("no order in the last 10 days")
+
+
+def test_churn_risk_names_the_order_pace_and_its_trend() -> None:
+    overdue = fold(regular(5, gap=10))  # orders on days 0..40
+    alert, _ = decide(overdue, 100, churn=0.8)
+    assert alert is not None
+    churn_risk = next(r.detail for r in alert.reasons if r.code == "churn_risk")
+    # 60 days after the last order the five orders' 30-day count has decayed to 0.39 (13 % of
+    # the 3 a 10-day rhythm keeps), the 10-day one to 0.003
+    assert churn_risk == ("churn probability 0.80, at or above 0.40; orders at 13% of their "
+                          "usual pace over the last 22 days, 0% over the last 10: falling")
+    on_rhythm = {r.code: r.detail for r in defection_reasons(overdue, valuation(45), 0.5, None,
+                                                             at(45))}
+    assert on_rhythm["churn_risk"].endswith("orders at 81% of their usual pace over the last 22 "
+                                            "days, 95% over the last 10: steady")
