@@ -57,7 +57,7 @@ from typing import Any
 from load.churn_study import day_text, domain_events, fmt
 from load.simulator import SimConfig, ground_truth
 from stream_app.domain import churn
-from stream_app.domain.alerts import DEFAULT_WEIGHTS, AlertMemory, AlertPolicy, decide_alert
+from stream_app.domain.alerts import AlertMemory, AlertPolicy, decide_alert
 from stream_app.domain.events import MS_PER_DAY, CampaignTouch, Event, ServiceContact
 from stream_app.domain.ledger import CustomerState, apply_event
 from stream_app.domain.retention import (
@@ -69,6 +69,7 @@ from stream_app.domain.retention import (
     rescore_due,
 )
 from stream_app.domain.rfm import log_bucket, percentile_cuts
+from stream_app.domain.rules import DEFAULT_WEIGHTS
 from stream_app.domain.valuation import Valuation, ValueModel, fit_population, value_states
 from stream_app.models import MIN_FIT_CUSTOMERS
 from stream_app.planner import CLV_BASE, Cuts, markers, spend_bucket_value, value_tier
@@ -85,7 +86,7 @@ VALUATION_HORIZON_DAYS = 365.0
 #: A dropout time for a customer alive past everything the simulator knows.
 NEVER = sys.maxsize
 
-#: The signal weights before this study (`alerts.DEFAULT_WEIGHTS`).
+#: The signal weights before this study (`rules.DEFAULT_WEIGHTS`).
 PRE_STUDY_WEIGHTS: Mapping[str, float] = MappingProxyType(dict(DEFAULT_WEIGHTS))
 #: Negative sentiment at twice the weight (the most precise signal in the study).
 SENTIMENT_X2: Mapping[str, float] = MappingProxyType(

@@ -39,7 +39,7 @@ from typing import Any, Protocol, TextIO
 import orjson
 
 from stream_app.contract import Contract, InvalidEvent
-from stream_app.domain.alerts import SEVERITIES
+from stream_app.domain.severity import SEVERITIES
 from stream_app.settings import Settings
 
 __all__ = [

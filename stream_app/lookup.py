@@ -22,10 +22,9 @@ import orjson
 from redis.asyncio import Redis
 
 from stream_app import offers as product_offers
-from stream_app.domain import alerts
-from stream_app.domain.alerts import WinbackOutcome
 from stream_app.domain.events import format_time, parse_time
 from stream_app.domain.ledger import CustomerState
+from stream_app.domain.outcomes import WinbackOutcome
 from stream_app.domain.valuation import Valuation, ValueModel, value_states
 from stream_app.models import load_cuts, model_from_json, watermark_of
 from stream_app.planner import Cuts, rfm_fields, valuation_fields
@@ -353,4 +352,4 @@ async def winback_results(
     raw = await shards.winback_outcomes(redis, keys)
     outcomes = [WinbackOutcome(**orjson.loads(v)) for v in raw.values()]
     watermark = watermark_of(await shards.watermarks(redis, keys), settings)
-    return {"outcomes": len(outcomes), **alerts.winback_results(outcomes, as_of=watermark)}
+    return {"outcomes": len(outcomes), **outcomes.winback_results(outcomes, as_of=watermark)}

@@ -18,10 +18,10 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
-from stream_app.domain.alerts import percentile_index, population_bands
 from stream_app.domain.clv import BgNbdParams, GammaGammaParams
 from stream_app.domain.events import MS_PER_DAY
 from stream_app.domain.rfm import RfmCuts, percentile_cuts, quintile_cuts
+from stream_app.domain.severity import percentile_index, population_bands
 from stream_app.domain.valuation import PopulationFit, ValueModel, fit_population
 from stream_app.planner import Cuts, spend_bucket_value
 from stream_app.settings import Settings

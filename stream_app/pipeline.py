@@ -26,13 +26,7 @@ from stream_app import history_plan, metrics
 from stream_app import offers as product_offers
 from stream_app.contract import DUPLICATE_EVENT, Contract, InvalidEvent
 from stream_app.domain import products
-from stream_app.domain.alerts import (
-    AlertPolicy,
-    WinbackOutcome,
-    WinbackPolicy,
-    to_message,
-    to_winback_message,
-)
+from stream_app.domain.alerts import AlertPolicy
 from stream_app.domain.churn import Snapshot
 from stream_app.domain.events import (
     MS_PER_DAY,
@@ -46,6 +40,7 @@ from stream_app.domain.events import (
     parse_time,
 )
 from stream_app.domain.ledger import CustomerState, ingest
+from stream_app.domain.outcomes import WinbackOutcome
 from stream_app.domain.retention import (
     Retention,
     RetentionPolicy,
@@ -58,6 +53,8 @@ from stream_app.domain.retention import (
 )
 from stream_app.domain.rollups import Increment, campaign_increments
 from stream_app.domain.valuation import ValueModel, value_states
+from stream_app.domain.winback import WinbackPolicy
+from stream_app.messages import alert_message, winback_message
 from stream_app.planner import Cuts, plan, value_tier
 from stream_app.settings import Settings
 from stream_app.store import feed, shards
@@ -835,9 +832,9 @@ class Ingestor:
                        scored=x_p)
             effects.examples += [example_message(s, y, at) for s, y, at in new_labels]
             if d.alert is not None:
-                effects.alerts.append(to_message(d.alert, now))
+                effects.alerts.append(alert_message(d.alert, now))
             if d.trigger is not None:
-                trigger = to_winback_message(d.trigger, now)
+                trigger = winback_message(d.trigger, now)
                 trigger["offers"] = self.trigger_offers(
                     loaded[cid], (profiles or {}).get(cid), d.trigger.p_alive, t
                 )

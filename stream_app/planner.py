@@ -11,7 +11,6 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from stream_app.domain.alerts import value_at_risk
 from stream_app.domain.ledger import CustomerState
 from stream_app.domain.retention import Retention
 from stream_app.domain.rfm import (
@@ -22,6 +21,7 @@ from stream_app.domain.rfm import (
     rfm_values,
 )
 from stream_app.domain.rollups import Increment, channel_increments
+from stream_app.domain.severity import value_at_risk
 from stream_app.domain.valuation import Valuation
 from stream_app.store.customers import Change, Loaded
 from stream_app.store.keys import Keys

@@ -1,139 +1,57 @@
-"""Defection alerts and win-back triggers: reasons, severity, cooldown, control groups.
+"""Defection alerts: which valuable customers show signs of leaving, and why.
 
 Pure rules over a customer's ledger (`CustomerState`) and predicted value
 (`Valuation`): no Kafka, Redis, Faust, clock or environment. Every time is epoch
-milliseconds of **event time**; the wall-clock ``raised_at`` of a published
-message is the shell's business and is passed to `to_message` /
-`to_winback_message` as a string.
+milliseconds of **event time**.
 
-Alerts (``cvm.alerts``)
-    `decide_alert` raises a ``defection_risk`` alert for a customer whose value
-    tier is at least `AlertPolicy.min_value_tier` and who shows at least one
-    defection signal (`defection_reasons`). Severity comes from the value at
-    risk. A per-customer `AlertMemory` gives the cooldown, the deduplication and
-    the reference for "a fall in P(alive)".
-
-Win-back (``cvm.winback``)
-    `decide_winback` raises one trigger per lapse episode of a formerly valuable
-    customer, with the channel this customer responded to best, an offer budget
-    bounded by the value to regain and a deterministic control-group split.
-    `open_outcome`, `observe_event` and `winback_results` close the loop.
-
-What the shell keeps per customer, between events: an `AlertMemory`, a
-`WinbackMemory`, the open `WinbackOutcome` (if any), the per-channel
-`ChannelCounts` (kept with `record_touch`) and the value tier at the latest
-purchase (the ``value_tier_when_valuable`` of `decide_winback`). Like the ledger,
-these must change exactly once per event: apply them in the same atomic write as
-the customer's record, under the same applied-offset check.
+`decide_alert` raises a ``defection_risk`` alert for a customer whose value tier is at
+least `AlertPolicy.min_value_tier` and who shows defection signals
+(`defection_reasons`) whose rule score reaches `AlertPolicy.min_score`. Severity comes
+from the value at risk (`stream_app.domain.severity`). A per-customer `AlertMemory`
+gives the cooldown, the deduplication and the reference for "a fall in P(alive)". Like
+the ledger, the memory must change exactly once per event: the shell applies it in the
+same atomic write as the customer's record. The message of the contract is built at the
+edge (`stream_app.messages`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
-from types import MappingProxyType
-from typing import Any, Final
+from typing import Final
 
-from stream_app.domain.events import MS_PER_DAY, CampaignTouch, Event, Purchase, format_time
+from stream_app.domain.events import MS_PER_DAY
 from stream_app.domain.ledger import FAST_PREFIX, FAST_TAU_MS, RECENT_TAU_MS, CustomerState
+from stream_app.domain.rules import (
+    ALERT_CODES,
+    DEFAULT_WEIGHTS,
+    Reason,
+    Signal,
+    check_positive,
+    check_share,
+    day_stamp,
+    digest,
+    shares,
+    weighted,
+)
+from stream_app.domain.severity import SEVERITIES, rank, severity, value_at_risk
 from stream_app.domain.valuation import Valuation
 
 __all__ = [
-    "ALERT_CODES",
-    "DEFAULT_WEIGHTS",
-    "MIN_BAND_POPULATION",
-    "SEVERITIES",
-    "WINBACK_CODES",
     "Alert",
     "AlertMemory",
     "AlertPolicy",
-    "ChannelCounts",
-    "Reason",
-    "Trigger",
-    "WinbackMemory",
-    "WinbackOutcome",
-    "WinbackPolicy",
     "alert_id",
     "decide_alert",
-    "decide_winback",
     "defection_reasons",
-    "in_control_group",
-    "observe_event",
-    "open_outcome",
-    "percentile_index",
-    "population_bands",
-    "recommended_channel",
-    "record_touch",
-    "severity",
-    "to_message",
-    "to_winback_message",
-    "trigger_id",
-    "value_at_risk",
-    "winback_results",
 ]
 
-#: Severities from least to most urgent (the alert contract's enum).
-SEVERITIES: Final = ("low", "medium", "high", "critical")
-#: Reason codes of `defection_reasons`, in a fixed order (ties sort by this order).
-ALERT_CODES: Final = (
-    "cancellation_request",
-    "churn_risk",
-    "p_alive_drop",
-    "complaints",
-    "recency_gap",
-    "unresolved_contacts",
-    "negative_sentiment",
-    "unsubscribed",
-    "spend_drop",
-    "engagement_drop",
-)
-#: Reason codes of a win-back trigger.
-WINBACK_CODES: Final = ("p_alive_low", "long_silence")
-#: Relative weight of each signal in the rule score (see `defection_reasons`).
-#: A cancellation request is the most direct statement of intent; the churn model
-#: and a fall in P(alive) summarise many signals; complaints are the strongest
-#: service signal in the churn literature; the rest count once.
-DEFAULT_WEIGHTS: Final[Mapping[str, float]] = MappingProxyType(
-    {
-        "cancellation_request": 3.0,
-        "churn_risk": 2.0,
-        "p_alive_drop": 1.5,
-        "complaints": 1.5,
-        "recency_gap": 1.0,
-        "unresolved_contacts": 1.0,
-        "negative_sentiment": 1.0,
-        "unsubscribed": 1.0,
-        "spend_drop": 1.0,
-        "engagement_drop": 1.0,
-        "p_alive_low": 1.0,
-        "long_silence": 1.0,
-    }
-)
-
 _TAU_DAYS: Final = RECENT_TAU_MS / MS_PER_DAY
+
+
 _FAST_DAYS: Final = FAST_TAU_MS / MS_PER_DAY
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
-_RESPONSES: Final = ("clicked", "converted")
-_BLOCKS: Final = ("unsubscribed", "bounced")
 
-
-def _rank(name: str) -> int:
-    return SEVERITIES.index(name)
-
-
-def _check_positive(owner: str, **values: float) -> None:
-    for name, value in values.items():
-        if not (value > 0 and math.isfinite(value)):
-            raise ValueError(f"{owner}.{name}={value!r} must be a positive finite number")
-
-
-def _check_share(owner: str, **values: float) -> None:
-    for name, value in values.items():
-        if not 0.0 <= value <= 1.0:
-            raise ValueError(f"{owner}.{name}={value!r} must be within [0, 1]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,7 +166,7 @@ class AlertPolicy:
 
     def __post_init__(self) -> None:
         owner = "AlertPolicy"
-        _check_positive(
+        check_positive(
             owner,
             churn_threshold=self.churn_threshold,
             p_alive_drop=self.p_alive_drop,
@@ -261,7 +179,7 @@ class AlertPolicy:
             engagement_drop=self.engagement_drop,
             max_strength=self.max_strength,
         )
-        _check_share(owner, churn_threshold=self.churn_threshold, spend_drop=self.spend_drop,
+        check_share(owner, churn_threshold=self.churn_threshold, spend_drop=self.spend_drop,
                      engagement_drop=self.engagement_drop)
         if not self.sentiment < 0:
             raise ValueError(f"{owner}.sentiment={self.sentiment!r} must be negative")
@@ -286,23 +204,6 @@ class AlertPolicy:
     @property
     def cooldown_ms(self) -> int:
         return round(self.cooldown_days * MS_PER_DAY)
-
-
-@dataclass(frozen=True, slots=True)
-class Reason:
-    """One reason behind an alert or trigger: a stable code, the figures, a share of the score."""
-
-    code: str
-    detail: str
-    contribution: float
-
-    def to_message(self) -> dict[str, Any]:
-        """The reason as the contract's ``{"code", "detail", "contribution"}`` object."""
-        return {
-            "code": self.code,
-            "detail": self.detail[:1024],
-            "contribution": round(self.contribution, 4),
-        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -340,107 +241,9 @@ class Alert:
     model_version: str
 
 
-def _ymd(ms: int) -> str:
-    return (_EPOCH + timedelta(days=ms // MS_PER_DAY)).strftime("%Y%m%d")
-
-
-def _digest(*parts: str) -> bytes:
-    return hashlib.sha256("\x1f".join(parts).encode()).digest()
-
-
 def _churn(valuation: Valuation, churn_probability: float | None) -> float:
     p = 1.0 - valuation.p_alive if churn_probability is None else churn_probability
     return min(max(p, 0.0), 1.0)
-
-
-def value_at_risk(valuation: Valuation, churn_probability: float | None = None) -> float:
-    """Value the customer would bring if alive, times the probability they defect.
-
-    This is `Valuation.value_at_risk` (the ``value_at_risk`` ranking) with the
-    churn model's probability in place of ``1 - p_alive`` when there is one. CLV
-    is already weighted by P(alive), so it is first divided by it: multiplying
-    CLV itself by the churn probability would count the chance of being gone
-    twice and rank nearly-lost customers too low.
-
-    >>> v = Valuation(0, 365.0, 0.5, 1.0, 50.0, 1000.0, 0.3, 0.0, 1)
-    >>> value_at_risk(v), value_at_risk(v, 0.8)
-    (1000.0, 1600.0)
-    """
-    if churn_probability is None:
-        return valuation.value_at_risk
-    if valuation.clv <= 0:
-        return 0.0
-    return valuation.clv / max(valuation.p_alive, 1e-3) * min(max(churn_probability, 0.0), 1.0)
-
-
-def severity(amount: float, bands: tuple[float, float, float] = (250.0, 1_000.0, 5_000.0)) -> str:
-    """Severity of a value at risk: low below the first band, critical from the last.
-
-    >>> [severity(x) for x in (0, 250, 999.99, 1000, 5000)]
-    ['low', 'medium', 'medium', 'high', 'critical']
-    """
-    level = sum(1 for b in bands if amount >= b)
-    return SEVERITIES[level]
-
-
-#: Fewer customers with a value at risk than this, and the percentiles are noise.
-MIN_BAND_POPULATION: Final = 100
-
-
-def percentile_index(n: int, percentile: float) -> int:
-    """0-based index of the nearest-rank `percentile` (0..100) among `n` sorted values.
-
-    >>> [percentile_index(1000, p) for p in (80, 95, 99, 100)]
-    [799, 949, 989, 999]
-    >>> percentile_index(1, 50)
-    0
-    """
-    return min(max(math.ceil(percentile / 100 * n) - 1, 0), n - 1)
-
-
-def population_bands(
-    amounts: Sequence[float], population: int, fallback: tuple[float, float, float]
-) -> tuple[float, float, float]:
-    """Severity bands from the values at risk found at three percentiles of the population.
-
-    `amounts` are the values at risk at the medium, high and critical
-    percentiles (e.g. the 80th, 95th and 99th: medium is the top fifth of all
-    customers by value at risk, critical the top 1 %). With fewer than
-    `MIN_BAND_POPULATION` customers, or no value at risk at the critical
-    percentile, the `fallback` bands stay. Bands are made ascending.
-
-    >>> population_bands([120.0, 900.0, 4000.0], 5000, (250.0, 1000.0, 5000.0))
-    (120.0, 900.0, 4000.0)
-    >>> population_bands([120.0, 900.0, 4000.0], 50, (250.0, 1000.0, 5000.0))
-    (250.0, 1000.0, 5000.0)
-    """
-    if population < MIN_BAND_POPULATION or len(amounts) != 3 or not amounts[2] > 0:
-        return fallback
-    low = max(amounts[0], 0.0)
-    mid = max(amounts[1], low)
-    return low, mid, max(amounts[2], mid)
-
-
-Signal = tuple[str, float, str]  # (code, strength, detail)
-
-
-def _weighted(signals: list[Signal], weights: Mapping[str, float], cap: float) -> list[float]:
-    return [weights.get(code, 1.0) * min(strength, cap) for code, strength, _ in signals]
-
-
-def _shares(
-    signals: list[Signal], weights: Mapping[str, float], cap: float
-) -> list[Reason]:
-    """Turn (code, strength, detail) into reasons whose contributions sum to 1."""
-    raw = _weighted(signals, weights, cap)
-    total = sum(raw)
-    out = [
-        Reason(code, detail, r / total if total > 0 else 1.0 / len(signals))
-        for (code, _, detail), r in zip(signals, raw, strict=True)
-    ]
-    order = {code: i for i, code in enumerate(ALERT_CODES + WINBACK_CODES)}
-    out.sort(key=lambda r: (-r.contribution, order.get(r.code, len(order)), r.code))
-    return out
 
 
 def defection_reasons(
@@ -478,7 +281,7 @@ def defection_reasons(
     signals = _signals(state, valuation, churn_probability, previous, as_of, policy)
     if not signals:
         return []
-    return _shares(signals, policy.weights, policy.max_strength)
+    return shares(signals, policy.weights, policy.max_strength)
 
 
 def _signals(
@@ -691,9 +494,9 @@ def alert_id(
     >>> a[:12], len(a)
     ('al-19700101-', 36)
     """
-    key = _digest("alert", customer_id, kind, str(as_of // MS_PER_DAY), severity,
+    key = digest("alert", customer_id, kind, str(as_of // MS_PER_DAY), severity,
                   ",".join(sorted(set(codes))))
-    return f"al-{_ymd(as_of)}-{key.hex()[:24]}"
+    return f"al-{day_stamp(as_of)}-{key.hex()[:24]}"
 
 
 def _remember_p_alive(memory: AlertMemory, p_alive: float) -> AlertMemory:
@@ -738,19 +541,19 @@ def decide_alert(
     signals = _signals(state, valuation, churn_probability, before, as_of, policy)
     if not signals or len(signals) < policy.min_signals:
         return None, after
-    if sum(_weighted(signals, policy.weights, policy.max_strength)) < policy.min_score:
+    if sum(weighted(signals, policy.weights, policy.max_strength)) < policy.min_score:
         return None, after
-    reasons = _shares(signals, policy.weights, policy.max_strength)
+    reasons = shares(signals, policy.weights, policy.max_strength)
     risk = value_at_risk(valuation, churn_probability)
     level = severity(risk, policy.severity_bands)
-    if _rank(level) < _rank(policy.min_severity):
+    if rank(level) < rank(policy.min_severity):
         return None, after
     codes = tuple(r.code for r in reasons)
     new_id = alert_id(customer_id, policy.kind, as_of, level, codes)
     if new_id == before.last_alert_id:
         return None, after
     if before.last_alert_at is not None and as_of - before.last_alert_at < policy.cooldown_ms:
-        escalates = before.last_severity is None or _rank(level) > _rank(before.last_severity)
+        escalates = before.last_severity is None or rank(level) > rank(before.last_severity)
         urgent = any(c in policy.escalate_on and c not in before.last_codes for c in codes)
         if not (escalates or urgent):
             return None, after
@@ -776,481 +579,3 @@ def decide_alert(
     )
     return alert, remembered
 
-
-def to_message(alert: Alert, raised_at: str) -> dict[str, Any]:
-    """The alert as a ``cvm.alerts`` message (schemas/alert.v1.json).
-
-    ``raised_at`` is the wall-clock time, RFC 3339 with an offset or Z, which the
-    shell reads when it publishes; everything else is event time.
-    """
-    return {
-        "alert_id": alert.alert_id,
-        "customer_id": alert.customer_id,
-        "kind": alert.kind,
-        "severity": alert.severity,
-        "raised_at": raised_at,
-        "as_of": format_time(alert.as_of),
-        "clv": round(alert.clv, 2),
-        "churn_probability": round(min(max(alert.churn_probability, 0.0), 1.0), 4),
-        "value_tier": min(max(float(alert.value_tier), 0.0), 100.0),
-        "reasons": [r.to_message() for r in alert.reasons],
-        "model_version": alert.model_version,
-        "schema_version": 1,
-    }
-
-
-# --------------------------------------------------------------------------- win-back
-
-
-@dataclass(frozen=True, slots=True)
-class WinbackPolicy:
-    """Thresholds of the win-back trigger; every one is configuration.
-
-    Parameters
-    ----------
-    p_alive_threshold
-        A customer is lapsed when P(alive) falls below this (0.25: three chances
-        in four that they are gone) ...
-    silence_days
-        ... or when their last order is more than this many days old (90, the
-        horizon H: a quarter without an order).
-    min_value_tier
-        Only customers whose value tier was at least this when they were last
-        active (``value_tier_when_valuable``) are worth winning back (80).
-    min_value_to_regain
-        No trigger when the value to regain is at most this (base currency).
-    control_share
-        Share of triggers held out as a control group (0.10): large enough to
-        measure the uplift within a few hundred triggers, small enough to forgo
-        little.
-    offer_share, offer_cap
-        The offer budget is ``offer_share`` of the value to regain, at most
-        ``offer_cap`` (base currency). The offer pays off in expectation while the
-        share stays below the measured uplift (`winback_results`), so start low
-        (0.10) and revise with the results.
-    response_window_days
-        A purchase or converted touch this many days after the trigger counts as
-        a return (60).
-    channels
-        Channels a recommendation may fall back on, in order of preference, when
-        the customer has no usable response history.
-    prior_responses, prior_touches
-        Beta prior of a channel's response rate (1 response in 10 touches), so a
-        single lucky click does not beat a long, steady record.
-    """
-
-    p_alive_threshold: float = 0.25
-    silence_days: float = 90.0
-    min_value_tier: float = 80.0
-    min_value_to_regain: float = 0.0
-    control_share: float = 0.10
-    offer_share: float = 0.10
-    offer_cap: float = 100.0
-    response_window_days: float = 60.0
-    channels: tuple[str, ...] = ("email", "sms", "push", "mail", "call")
-    prior_responses: float = 1.0
-    prior_touches: float = 10.0
-    weights: Mapping[str, float] = field(default_factory=lambda: DEFAULT_WEIGHTS, hash=False)
-    max_strength: float = 3.0
-
-    def __post_init__(self) -> None:
-        owner = "WinbackPolicy"
-        _check_positive(
-            owner,
-            p_alive_threshold=self.p_alive_threshold,
-            silence_days=self.silence_days,
-            response_window_days=self.response_window_days,
-            prior_touches=self.prior_touches,
-            max_strength=self.max_strength,
-        )
-        _check_share(
-            owner,
-            p_alive_threshold=self.p_alive_threshold,
-            control_share=self.control_share,
-            offer_share=self.offer_share,
-        )
-        if self.offer_cap < 0 or self.prior_responses < 0:
-            raise ValueError(f"{owner}: offer_cap and prior_responses must be >= 0")
-        if not 0 <= self.prior_responses <= self.prior_touches:
-            raise ValueError(f"{owner}: prior_responses must be within [0, prior_touches]")
-        if not self.channels:
-            raise ValueError(f"{owner}.channels must name at least one channel")
-
-
-@dataclass(frozen=True, slots=True)
-class ChannelCounts:
-    """One customer's campaign history on one channel.
-
-    ``touches`` counts ``sent`` touches, ``responses`` clicks and conversions
-    (opens are left out: mail clients open by themselves), ``blocked``
-    unsubscribes and bounces; a blocked channel is never recommended.
-    """
-
-    touches: int = 0
-    responses: int = 0
-    blocked: int = 0
-
-
-def record_touch(
-    channels: Mapping[str, ChannelCounts], touch: CampaignTouch
-) -> Mapping[str, ChannelCounts]:
-    """The per-channel counts with `touch` added (the same mapping if it does not count).
-
-    >>> c = record_touch({}, CampaignTouch("t1", "C1", 0, "K1", "sms", "sent", 0))
-    >>> c = record_touch(c, CampaignTouch("t2", "C1", 1, "K1", "sms", "clicked", 0))
-    >>> c["sms"]
-    ChannelCounts(touches=1, responses=1, blocked=0)
-    """
-    old = channels.get(touch.channel, ChannelCounts())
-    if touch.action == "sent":
-        new = replace(old, touches=old.touches + 1)
-    elif touch.action in _RESPONSES:
-        new = replace(old, responses=old.responses + 1)
-    elif touch.action in _BLOCKS:
-        new = replace(old, blocked=old.blocked + 1)
-    else:
-        return channels
-    out = dict(channels)
-    out[touch.channel] = new
-    return MappingProxyType(out)
-
-
-def recommended_channel(
-    channels: Mapping[str, ChannelCounts] | None, policy: WinbackPolicy | None = None
-) -> str:
-    """The channel this customer responded to best, by smoothed response rate.
-
-    The rate is ``(responses + a) / (touches + n)`` with the policy's Beta prior
-    (``a`` responses in ``n`` touches); ties go to the policy's channel order.
-    Blocked channels are skipped; with no usable history the first unblocked
-    channel of the policy is chosen (the first one if every channel is blocked).
-
-    >>> recommended_channel({"email": ChannelCounts(50, 2), "sms": ChannelCounts(10, 4)})
-    'sms'
-    >>> recommended_channel({"sms": ChannelCounts(10, 4, blocked=1)})
-    'email'
-    """
-    policy = policy or WinbackPolicy()
-    channels = channels or {}
-    order = {name: i for i, name in enumerate(policy.channels)}
-
-    def rate(counts: ChannelCounts) -> float:
-        touches = max(counts.touches, counts.responses)
-        return (counts.responses + policy.prior_responses) / (touches + policy.prior_touches)
-
-    usable = [
-        (name, counts) for name, counts in channels.items()
-        if counts.blocked == 0 and (counts.touches > 0 or counts.responses > 0)
-    ]
-    if usable:
-        best = min(usable, key=lambda nc: (-rate(nc[1]), order.get(nc[0], len(order)), nc[0]))
-        return best[0]
-    for name in policy.channels:
-        if channels.get(name, ChannelCounts()).blocked == 0:
-            return name
-    return policy.channels[0]
-
-
-def in_control_group(customer_id: str, trigger_id: str, seed: int | str, share: float) -> bool:
-    """Whether a trigger is held out as control: a hash of its ids and the seed below `share`.
-
-    Deterministic, so a replay makes the same split; independent across
-    triggers, so the control share is `share` over many customers.
-
-    >>> in_control_group("C1", "wb-x", 7, 0.1) == in_control_group("C1", "wb-x", 7, 0.1)
-    True
-    >>> in_control_group("C1", "wb-x", 7, 0.0), in_control_group("C1", "wb-x", 7, 1.0)
-    (False, True)
-    """
-    u = int.from_bytes(_digest("control", str(seed), customer_id, trigger_id)[:8], "big") / 2**64
-    return u < share
-
-
-def trigger_id(customer_id: str, episode: int) -> str:
-    """Deterministic id of the win-back trigger of a lapse episode.
-
-    An episode is named by the last purchase before the lapse (epoch ms), so the
-    id does not depend on which event revealed the lapse.
-
-    >>> trigger_id("C1", 86_400_000)[:12], trigger_id("C1", 1) == trigger_id("C1", 1)
-    ('wb-19700102-', True)
-    """
-    key = _digest("winback", customer_id, str(episode))
-    return f"wb-{_ymd(episode)}-{key.hex()[:24]}"
-
-
-@dataclass(frozen=True, slots=True)
-class WinbackMemory:
-    """What `decide_winback` remembers: the lapse episode already triggered.
-
-    ``episode`` is the customer's last purchase time (ms) when the trigger was
-    raised; a later purchase starts a new episode.
-    """
-
-    episode: int | None = None
-    trigger_id: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Trigger:
-    """A win-back trigger, without its wall-clock ``raised_at`` (see `to_winback_message`)."""
-
-    trigger_id: str
-    customer_id: str
-    as_of: int
-    episode: int
-    clv_lost: float
-    p_alive: float
-    recommended_channel: str
-    offer_budget: float
-    control_group: bool
-    reasons: tuple[Reason, ...]
-    model_version: str
-
-
-def decide_winback(
-    customer_id: str,
-    state: CustomerState,
-    valuation: Valuation,
-    value_tier_when_valuable: float,
-    memory: WinbackMemory | None,
-    as_of: int,
-    policy: WinbackPolicy | None = None,
-    model_version: str = "0",
-    seed: int | str = 0,
-    *,
-    channels: Mapping[str, ChannelCounts] | None = None,
-) -> tuple[Trigger | None, WinbackMemory]:
-    """Whether to trigger a win-back for this customer now, and the memory to keep.
-
-    A trigger is raised once per lapse episode (`WinbackMemory.episode`) for a
-    customer who
-
-    1. was valuable: ``value_tier_when_valuable >= policy.min_value_tier`` (the
-       shell passes the value tier at the customer's latest purchase);
-    2. is lapsed: P(alive) below ``policy.p_alive_threshold`` or no order for
-       more than ``policy.silence_days``;
-    3. has value to regain: ``clv_lost`` (CLV if alive minus CLV, i.e.
-       `Valuation.value_at_risk`) above ``policy.min_value_to_regain``.
-
-    ``channels`` is the customer's per-channel history (`record_touch`), which
-    `CustomerState` does not keep. ``seed`` fixes the control-group split.
-    """
-    policy = policy or WinbackPolicy()
-    before = memory or WinbackMemory()
-    episode = state.last_purchase
-    if episode is None or before.episode == episode:
-        return None, before
-    if value_tier_when_valuable < policy.min_value_tier:
-        return None, before
-    signals: list[tuple[str, float, str]] = []
-    p_alive = min(max(valuation.p_alive, 0.0), 1.0)
-    if p_alive < policy.p_alive_threshold:
-        signals.append((
-            "p_alive_low",
-            policy.p_alive_threshold / max(p_alive, 1e-3),
-            "probability alive {}, below {}".format(*_distinct(p_alive, policy.p_alive_threshold)),
-        ))
-    silence = (as_of - episode) / MS_PER_DAY
-    if silence > policy.silence_days:
-        signals.append((
-            "long_silence",
-            silence / policy.silence_days,
-            f"no order for {silence:.0f} days, beyond {policy.silence_days:.0f}",
-        ))
-    if not signals:
-        return None, before
-    clv_lost = valuation.value_at_risk
-    if clv_lost <= policy.min_value_to_regain:
-        return None, before
-    new_id = trigger_id(customer_id, episode)
-    trigger = Trigger(
-        trigger_id=new_id,
-        customer_id=customer_id,
-        as_of=as_of,
-        episode=episode,
-        clv_lost=clv_lost,
-        p_alive=p_alive,
-        recommended_channel=recommended_channel(channels, policy),
-        offer_budget=round(min(policy.offer_share * clv_lost, policy.offer_cap), 2),
-        control_group=in_control_group(customer_id, new_id, seed, policy.control_share),
-        reasons=tuple(_shares(signals, policy.weights, policy.max_strength)),
-        model_version=model_version,
-    )
-    return trigger, WinbackMemory(episode=episode, trigger_id=new_id)
-
-
-def to_winback_message(trigger: Trigger, raised_at: str) -> dict[str, Any]:
-    """The trigger as a ``cvm.winback`` message (schemas/winback.v1.json).
-
-    A control-group trigger is published too, marked ``control_group: true``:
-    readers record it and send nothing.
-    """
-    return {
-        "trigger_id": trigger.trigger_id,
-        "customer_id": trigger.customer_id,
-        "raised_at": raised_at,
-        "as_of": format_time(trigger.as_of),
-        "clv_lost": round(trigger.clv_lost, 2),
-        "p_alive": round(trigger.p_alive, 4),
-        "recommended_channel": trigger.recommended_channel,
-        "offer_budget": max(round(trigger.offer_budget, 2), 0.0),
-        "control_group": trigger.control_group,
-        "reasons": [r.to_message() for r in trigger.reasons],
-        "model_version": trigger.model_version,
-        "schema_version": 1,
-    }
-
-
-@dataclass(frozen=True, slots=True)
-class WinbackOutcome:
-    """What became of one trigger: did the customer return within the window, for how much.
-
-    ``regained_value`` is the gross value of the customer's orders within the
-    response window (base currency); a converted touch marks the return without
-    adding value.
-    """
-
-    trigger_id: str
-    customer_id: str
-    control_group: bool
-    triggered_at: int
-    closes_at: int
-    clv_lost: float
-    offer_budget: float
-    returned_at: int | None = None
-    returned_via: str | None = None
-    regained_value: float = 0.0
-
-    @property
-    def returned(self) -> bool:
-        return self.returned_at is not None
-
-    def is_final(self, as_of: int) -> bool:
-        """Whether the return is decided: the customer returned or the window closed."""
-        return self.returned or as_of > self.closes_at
-
-
-def open_outcome(trigger: Trigger, policy: WinbackPolicy | None = None) -> WinbackOutcome:
-    """The outcome of a fresh trigger: not returned, window open from its as-of."""
-    policy = policy or WinbackPolicy()
-    return WinbackOutcome(
-        trigger_id=trigger.trigger_id,
-        customer_id=trigger.customer_id,
-        control_group=trigger.control_group,
-        triggered_at=trigger.as_of,
-        closes_at=trigger.as_of + round(policy.response_window_days * MS_PER_DAY),
-        clv_lost=trigger.clv_lost,
-        offer_budget=0.0 if trigger.control_group else trigger.offer_budget,
-    )
-
-
-def observe_event(outcome: WinbackOutcome, event: Event) -> WinbackOutcome:
-    """The outcome with a later event of the customer taken into account.
-
-    An order, or a converted campaign touch, after the trigger and within the
-    response window marks the customer returned (at the earliest such event,
-    whatever the arrival order); orders add their amount to the regained value.
-    Other events, and events outside the window, change nothing. The shell must
-    observe each event once (under the ledger's applied-offset check).
-
-    >>> o = WinbackOutcome("wb-1", "C1", False, 0, 10 * MS_PER_DAY, 500.0, 50.0)
-    >>> o = observe_event(o, Purchase("e1", "C1", MS_PER_DAY, "order", 12_000, None, "web"))
-    >>> o.returned, o.returned_via, o.regained_value
-    (True, 'purchase', 120.0)
-    """
-    if event.customer_id != outcome.customer_id:
-        raise ValueError(
-            f"customer {event.customer_id}: event {event.event_id} observed on the win-back "
-            f"outcome {outcome.trigger_id} of customer {outcome.customer_id}"
-        )
-    if not outcome.triggered_at < event.occurred_at <= outcome.closes_at:
-        return outcome
-    if isinstance(event, Purchase) and event.kind == "order":
-        via, value = "purchase", event.amount_c / 100
-    elif isinstance(event, CampaignTouch) and event.action == "converted":
-        via, value = "converted_touch", 0.0
-    else:
-        return outcome
-    new = replace(outcome, regained_value=outcome.regained_value + value)
-    if outcome.returned_at is None or event.occurred_at < outcome.returned_at:
-        new = replace(new, returned_at=event.occurred_at, returned_via=via)
-    return new
-
-
-@dataclass(slots=True)
-class _Tally:
-    triggers: int = 0
-    returned: int = 0
-    value: float = 0.0
-    budget: float = 0.0
-
-    def summary(self) -> dict[str, Any]:
-        n = self.triggers
-        return {
-            "triggers": n,
-            "returned": self.returned,
-            "return_rate": self.returned / n if n else None,
-            "regained_value": round(self.value, 2),
-            "regained_per_trigger": round(self.value / n, 2) if n else None,
-            "offer_budget": round(self.budget, 2),
-        }
-
-
-def winback_results(
-    outcomes: Iterable[WinbackOutcome], as_of: int | None = None
-) -> dict[str, Any]:
-    """Treatment against control: return rates, regained value and the uplift.
-
-    With ``as_of``, outcomes not yet decided (not returned, window still open)
-    are counted as ``pending`` and left out of the rates. ``uplift`` is the
-    treatment return rate minus the control one; ``incremental_value`` is the
-    regained value per treated trigger above the control's, times the treated
-    triggers (what the offers brought beyond what would have come anyway). Both
-    are None while a group is empty.
-
-    >>> o = [WinbackOutcome(f"t{i}", f"C{i}", i >= 2, 0, 1, 100.0, 10.0,
-    ...                     returned_at=1 if i in (0, 2) else None,
-    ...                     regained_value=50.0 if i in (0, 2) else 0.0) for i in range(4)]
-    >>> r = winback_results(o)
-    >>> r["treatment"]["return_rate"], r["control"]["return_rate"], r["uplift"]
-    (0.5, 0.5, 0.0)
-    """
-    groups = {"treatment": _Tally(), "control": _Tally()}
-    pending = 0
-    for o in outcomes:
-        if as_of is not None and not o.is_final(as_of):
-            pending += 1
-            continue
-        g = groups["control" if o.control_group else "treatment"]
-        g.triggers += 1
-        g.returned += 1 if o.returned else 0
-        g.value += o.regained_value
-        g.budget += o.offer_budget
-
-    t, c = groups["treatment"], groups["control"]
-    uplift: float | None = None
-    incremental: float | None = None
-    if t.triggers and c.triggers:
-        uplift = t.returned / t.triggers - c.returned / c.triggers
-        incremental = round((t.value / t.triggers - c.value / c.triggers) * t.triggers, 2)
-    return {
-        "treatment": t.summary(),
-        "control": c.summary(),
-        "pending": pending,
-        "uplift": uplift,
-        "incremental_value": incremental,
-    }
-
-
-def _distinct(value: float, limit: float) -> tuple[str, str]:
-    """`value` and `limit` with as few decimals (2 to 6) as show them apart.
-
-    >>> _distinct(0.2496, 0.25), _distinct(0.1, 0.25)
-    (('0.2496', '0.2500'), ('0.10', '0.25'))
-    """
-    for places in range(2, 7):
-        a, b = f"{value:.{places}f}", f"{limit:.{places}f}"
-        if a != b:
-            return a, b
-    return a, b

@@ -16,24 +16,19 @@ from types import MappingProxyType
 from typing import Final
 
 from stream_app.domain import churn
-from stream_app.domain.alerts import (
-    Alert,
-    AlertMemory,
-    AlertPolicy,
+from stream_app.domain.alerts import Alert, AlertMemory, AlertPolicy, decide_alert
+from stream_app.domain.events import MS_PER_DAY, CampaignTouch, Event, Purchase
+from stream_app.domain.ledger import CustomerState
+from stream_app.domain.outcomes import WinbackOutcome, observe_event, open_outcome
+from stream_app.domain.valuation import Valuation
+from stream_app.domain.winback import (
     ChannelCounts,
     Trigger,
     WinbackMemory,
-    WinbackOutcome,
     WinbackPolicy,
-    decide_alert,
     decide_winback,
-    observe_event,
-    open_outcome,
     record_touch,
 )
-from stream_app.domain.events import MS_PER_DAY, CampaignTouch, Event, Purchase
-from stream_app.domain.ledger import CustomerState
-from stream_app.domain.valuation import Valuation
 
 Scorer = Callable[[Mapping[str, float]], float]
 

@@ -23,11 +23,13 @@ from typing import Any
 
 import orjson
 
-from stream_app.domain.alerts import AlertMemory, ChannelCounts, WinbackMemory, WinbackOutcome
+from stream_app.domain.alerts import AlertMemory
 from stream_app.domain.churn import FEATURE_NAMES, Snapshot
 from stream_app.domain.events import format_time
 from stream_app.domain.ledger import CONTACT_REASONS, TOUCH_ACTIONS, CustomerState
+from stream_app.domain.outcomes import WinbackOutcome
 from stream_app.domain.retention import Retention
+from stream_app.domain.winback import ChannelCounts, WinbackMemory
 
 VERSION = "_v"
 #: The applied offsets per topic partition (`pack_offsets`).

@@ -9,28 +9,11 @@ import pytest
 
 from stream_app.contract import Contract
 from stream_app.domain.alerts import (
-    ALERT_CODES,
     Alert,
     AlertMemory,
     AlertPolicy,
-    ChannelCounts,
-    Trigger,
-    WinbackMemory,
-    WinbackOutcome,
-    WinbackPolicy,
     decide_alert,
-    decide_winback,
     defection_reasons,
-    in_control_group,
-    observe_event,
-    open_outcome,
-    recommended_channel,
-    record_touch,
-    to_message,
-    to_winback_message,
-    trigger_id,
-    value_at_risk,
-    winback_results,
 )
 from stream_app.domain.events import (
     MS_PER_DAY,
@@ -40,7 +23,22 @@ from stream_app.domain.events import (
     ServiceContact,
 )
 from stream_app.domain.ledger import CustomerState
+from stream_app.domain.outcomes import WinbackOutcome, observe_event, open_outcome, winback_results
+from stream_app.domain.rules import ALERT_CODES
+from stream_app.domain.severity import value_at_risk
 from stream_app.domain.valuation import Valuation, ValueModel, value_one
+from stream_app.domain.winback import (
+    ChannelCounts,
+    Trigger,
+    WinbackMemory,
+    WinbackPolicy,
+    decide_winback,
+    in_control_group,
+    recommended_channel,
+    record_touch,
+    trigger_id,
+)
+from stream_app.messages import alert_message, winback_message
 from tests.unit.folding import fold
 
 D = MS_PER_DAY
@@ -174,7 +172,7 @@ def test_every_rule_fires_alone_with_the_whole_contribution(
     assert [(r.code, r.contribution) for r in reasons] == [(code, 1.0)]
     alert, _ = decide(state, day, memory, policy=ANY_SIGNAL, **val)
     assert alert is not None
-    CONTRACT.validate_output("alert", to_message(alert, RAISED_AT))
+    CONTRACT.validate_output("alert", alert_message(alert, RAISED_AT))
     # by default one signal alone is not enough, except a recent cancellation request
     alone, _ = decide(state, day, memory, **val)
     assert (alone is not None) == (code == "cancellation_request")
@@ -313,7 +311,7 @@ def test_the_alert_id_is_stable_on_replay_and_new_for_a_later_episode() -> None:
 def test_the_alert_message_matches_the_contract() -> None:
     alert, _ = decide(troubled(), 215, churn=0.8, p_alive=0.7)
     assert alert is not None
-    message = to_message(alert, RAISED_AT)
+    message = alert_message(alert, RAISED_AT)
     CONTRACT.validate_output("alert", message)
     assert message["as_of"] == "2025-05-07T12:00:00.000Z"
     assert message["raised_at"] == RAISED_AT
@@ -436,7 +434,7 @@ def test_the_recommended_channel_is_the_best_responding_one() -> None:
 def test_the_winback_message_matches_the_contract() -> None:
     trigger, _ = winback(lapsed(), 280, channels={"sms": ChannelCounts(5, 2)})
     assert trigger is not None
-    message = to_winback_message(trigger, RAISED_AT)
+    message = winback_message(trigger, RAISED_AT)
     CONTRACT.validate_output("winback", message)
     assert message["recommended_channel"] == "sms"
     assert message["control_group"] is trigger.control_group
@@ -538,12 +536,12 @@ def test_rules_run_on_the_value_model_output() -> None:
     alert, _ = decide_alert("C1", state, alert_val, None, 95, None, at(206), AlertPolicy(), "m")
     assert alert is not None
     assert {"complaints", "unresolved_contacts"} <= {r.code for r in alert.reasons}
-    CONTRACT.validate_output("alert", to_message(alert, RAISED_AT))
+    CONTRACT.validate_output("alert", alert_message(alert, RAISED_AT))
     late = value_one(model, state, at(400), 365.0)
     assert late is not None and late.p_alive < alert_val.p_alive
     trigger, _ = decide_winback("C1", state, late, 95, None, at(400), WinbackPolicy(), "m", 1)
     assert trigger is not None and "long_silence" in {r.code for r in trigger.reasons}
-    CONTRACT.validate_output("winback", to_winback_message(trigger, RAISED_AT))
+    CONTRACT.validate_output("winback", winback_message(trigger, RAISED_AT))
 
 
 def test_sentiment_warns_while_it_is_still_mild() -> None:

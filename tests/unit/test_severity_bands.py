@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from stream_app.domain.alerts import AlertPolicy, percentile_index, population_bands, severity
+from stream_app.domain.alerts import AlertPolicy
+from stream_app.domain.severity import percentile_index, population_bands, severity
 from stream_app.pipeline import Ingestor, LiveModel
 from stream_app.settings import Settings, SettingsError
 
