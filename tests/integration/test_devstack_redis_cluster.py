@@ -18,7 +18,7 @@ import pytest
 from stream_app.connections import sync_redis
 from stream_app.settings import Settings
 from tests.conftest import ROOT, read_env_file
-from tests.private_cluster import _free
+from tests.private_cluster import free
 
 pytestmark = pytest.mark.integration
 
@@ -29,7 +29,7 @@ def _base_port() -> int:
     rng = random.Random()
     while True:
         base = rng.randrange(21_000, 29_000)
-        if all(_free(p) and _free(p + 10_000) for p in range(base, base + 3)):
+        if all(free(p) and free(p + 10_000) for p in range(base, base + 3)):
             return base
 
 
