@@ -21,7 +21,7 @@ from redis.exceptions import RedisClusterException
 from stream_app import connections, lookup
 from stream_app.pipeline import Ingestor, RawRecord
 from stream_app.settings import Settings
-from stream_app.store import acl
+from stream_app.store import acl, shards
 from stream_app.store.customers import CustomerStore
 from stream_app.store.keys import Keys
 from tests.private_cluster import PrivateCluster
@@ -81,6 +81,13 @@ def test_batches_commit_and_read_back_on_a_cluster(cluster: PrivateCluster) -> N
             records = [await lookup.customer(client, settings, cid, keys=keys) for cid in ids]
             top = await lookup.top(client, "net_contribution", 5, keys)
             channels = await lookup.rollups(client, "channel", keys)
+            paged: list[str] = []  # the rescoring timer's walk over every partition
+            for shard in keys.shards():
+                cursor = -1
+                while cursor != 0:
+                    cursor, found = await shards.customer_page(client, shard, max(cursor, 0), 7)
+                    paged += [keys.customer_id(k) for k in found]
+            assert sorted(paged) == sorted(ids)
             return records, top, channels, await store.applied_offsets()
         finally:
             await client.aclose()
