@@ -70,10 +70,29 @@ class PrivateCluster:
             check=True, capture_output=True, timeout=60)
         client = redis.Redis(port=self.ports[0])
         try:
-            if not wait_until(lambda: client.cluster("info").get("cluster_state") == "ok", 30):
+            if not wait_until(lambda: client.cluster("info").get("cluster_state") == "ok"
+                              and self._replicas_linked(), 60, every=0.2):
                 raise RuntimeError("the cluster did not come up")
         finally:
             client.close()
+
+    def _replicas_linked(self) -> bool:
+        """Every node sees every replica as one, and each replica's link is up."""
+        want = len(self.ports) - len(self.ports) // (1 + self.replicas)
+        for port in self.ports:
+            node = redis.Redis(port=port, decode_responses=True)
+            try:
+                nodes = node.cluster("nodes")
+                if sum("slave" in info["flags"] for info in nodes.values()) != want:
+                    return False
+                info = node.info("replication")
+                if info["role"] == "slave" and info.get("master_link_status") != "up":
+                    return False
+            except redis.RedisError:
+                return False
+            finally:
+                node.close()
+        return True
 
     def stop(self) -> None:
         procs, self.procs = self.procs, []
