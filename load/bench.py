@@ -36,7 +36,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -350,8 +350,13 @@ def quix_ledger(ns: Namespace, total: int, outdir: Path, timeout_s: float = 600)
 
 
 def run_ingest(stack: Settings, cfg: Config, events: list[SimEvent], n_workers: int,
-               outdir: Path, extras: bool) -> dict[str, Any]:
-    """Pre-publish, (raw consumer,) start `n_workers`, measure the steady applied rate."""
+               outdir: Path, extras: bool,
+               redis_pids: Mapping[str, int] | None = None) -> dict[str, Any]:
+    """Pre-publish, (raw consumer,) start `n_workers`, measure the steady applied rate.
+
+    `redis_pids` (name -> pid) replace the dev stack's Redis in the CPU readings: the
+    nodes of a Redis Cluster, one per shard.
+    """
     ns = Namespace.create(stack, "t" if n_workers == 1 else "s")
     ns.settings = replace(ns.settings, batch_size=cfg.batch_size)
     result: dict[str, Any] = {"workers": n_workers, "namespace": ns.run,
@@ -378,6 +383,8 @@ def run_ingest(stack: Settings, cfg: Config, events: list[SimEvent], n_workers: 
             else:
                 log("ingest: Quix Streams is not installed (the bench extra): no peer row")
         servers = find_server_pids(stack)
+        if redis_pids:
+            servers = {k: v for k, v in servers.items() if k != "redis"} | dict(redis_pids)
         # Each worker its own web port; the first one keeps the namespace's.
         workers = [WorkerProcess(replace(ns.settings, web_port=ns.settings.web_port if i == 0
                                          else free_port()),
@@ -587,10 +594,15 @@ def run_memory(cfg: Config) -> dict[str, Any]:
 
 def run_scale(stack: Settings, cfg: Config, events: list[SimEvent],
               outdir: Path) -> dict[str, Any]:
-    """Events per worker CPU-second with 1, 2 and 4 workers (`load.bench_scale`)."""
-    from load.bench_scale import measure
+    """Events per worker CPU-second with 1, 2 and 4 workers (`load.bench_scale`), on the
+    dev stack's Redis and on a Redis Cluster of three masters."""
+    from load.bench_scale import measure, measure_cluster
 
-    return measure(stack, events, run_ingest, cfg, outdir)
+    single = measure(stack, events, run_ingest, cfg, outdir)
+    if "scale_cluster" not in cfg.skip:
+        log("scale_cpu: the same runs with the state on a private 3-master Redis Cluster")
+        single["cluster"] = measure_cluster(stack, events, run_ingest, cfg, outdir)
+    return single
 
 
 def run_backfill(stack: Settings, cfg: Config, results: dict[str, Any],
@@ -620,7 +632,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--memory-scales", help="customers, comma separated (e.g. 100000,1000000)")
     parser.add_argument("--batch-size", type=int, help="CVM_BATCH_SIZE of the workers")
     parser.add_argument("--skip", default="", help="comma separated: throughput,freshness,"
-                        "memory,profile,scaling,products,scale_cpu,backfill")
+                        "memory,profile,scaling,products,scale_cpu,scale_cluster,backfill")
     parser.add_argument("--out", type=Path, default=ROOT / "reports" / "bench")
     args = parser.parse_args(argv)
     cfg = Config.quick() if args.quick else Config()

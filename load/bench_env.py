@@ -120,7 +120,8 @@ class Namespace:
     def create(cls, stack: Settings, label: str, partitions: int = 4) -> Namespace:
         run = f"{label}{uuid.uuid4().hex[:6]}"
         base = stack.redis_url.rsplit("/", 1)[0]
-        db = _claim_db(base, run)
+        # A Redis Cluster has only database 0: the benchmark's cluster is its own.
+        db = 0 if stack.redis_cluster else _claim_db(base, run)
         settings = replace(
             stack,
             redis_url=f"{base}/{db}",

@@ -8,21 +8,29 @@ partitions, and reads the workers' and Redis's CPU from /proc over the steady wi
 within 10 % of one worker's. Redis time per event is the Redis server's CPU over the
 same window divided by the events applied.
 
-Cluster rows: `measure` takes a `label`; run it with REDIS_URL and
-KAFKA_BOOTSTRAP_SERVERS of a cluster stack (``scripts/devstack up --brokers 3``, and a
-Redis Cluster once the store shards by partition) and `redis_pids` naming one server
-per shard, to get one Redis time per event per shard.
+Cluster rows (`measure_cluster`): the same runs with the state on a Redis Cluster of
+three masters started for them (`load.redis_cluster`, ``CVM_REDIS_CLUSTER=true``), each
+master's CPU read on its own: Redis time per event per shard. The 4 input partitions'
+hash tags fall on the masters unevenly (slots ``{p0}``..``{p3}``), so one master may
+hold two partitions and another none; the per-shard columns show it.
 """
 
 from __future__ import annotations
 
 import math
+import shutil
+import tempfile
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+from load.redis_cluster import PrivateCluster
 from load.simulator import SimEvent
+from stream_app.connections import sync_redis
 from stream_app.settings import Settings
+from stream_app.store.keys import Keys
 
 #: Within this share of one worker's events per CPU-second: the target.
 EFFICIENCY_TARGET = 0.9
@@ -48,6 +56,42 @@ def row(n_workers: int, result: Mapping[str, Any], redis_names: Sequence[str]) -
     return out
 
 
+def measure_cluster(
+    stack: Settings,
+    events: list[SimEvent],
+    run_ingest: Callable[..., dict[str, Any]],
+    cfg: Any,
+    outdir: Path,
+    counts: Sequence[int] = WORKER_COUNTS,
+    masters: int = 3,
+) -> dict[str, Any]:
+    """`measure` with the state on a private Redis Cluster of `masters` masters."""
+    cluster = PrivateCluster(Path(tempfile.mkdtemp(prefix="cvm-bench-cluster-")), masters)
+    try:
+        cluster.start()
+        names = {f"redis_node{i + 1}": pid for i, pid in enumerate(cluster.pids().values())}
+        on_cluster = replace(stack, redis_url=cluster.url, redis_cluster=True)
+        keys = Keys(partitions=on_cluster.partitions)
+        client = sync_redis(on_cluster)
+        try:
+            owners = [client.get_node_from_key(keys.shard(p).tag).port
+                      for p in range(on_cluster.partitions)]
+        finally:
+            client.close()
+        ports = list(cluster.pids())
+        result = measure(on_cluster, events, partial(run_ingest, redis_pids=names), cfg, outdir,
+                         counts, label=f"Redis Cluster, {masters} masters",
+                         redis_names=tuple(names))
+        result["partitions_by_node"] = {
+            name: [p for p, port in enumerate(owners) if port == ports[i]]
+            for i, name in enumerate(names)
+        }
+        return result
+    finally:
+        cluster.stop()
+        shutil.rmtree(cluster.workdir, ignore_errors=True)
+
+
 def measure(
     stack: Settings,
     events: list[SimEvent],
@@ -68,7 +112,7 @@ def measure(
         per_cpu = r.get("events_per_worker_cpu_s")
         r["efficiency"] = round(per_cpu / base, 3) if base and per_cpu else None
     return {"label": label, "events": len(events), "rows": rows,
-            "target": EFFICIENCY_TARGET}
+            "target": EFFICIENCY_TARGET, "redis_names": list(redis_names)}
 
 
 def _f(value: Any, digits: int = 0) -> str:
@@ -78,22 +122,31 @@ def _f(value: Any, digits: int = 0) -> str:
 
 
 def section(result: Mapping[str, Any] | None) -> list[str]:
-    """The report's section (Markdown lines)."""
+    """The report's section (Markdown lines), and the cluster's after it if it was run."""
     if not result:
         return []
+    names = result.get("redis_names") or ["redis"]
+    shards = len(names) > 1
+    redis_head = (" | ".join(f"{n.removeprefix('redis_')} Redis CPU per event (µs)"
+                             for n in names) if shards else "Redis CPU per event (µs)")
     lines = [
         f"## Scaling per CPU ({result['label']}; {result['events']:,} events per run, "
         "4 partitions)",
         "",
         "| workers | events/s (wall) | events per worker CPU-second | vs one worker "
-        f"(target >= {result['target']}) | worker CPU per event (µs) | Redis CPU per event "
-        "(µs) |",
-        "|---|---|---|---|---|---|",
+        f"(target >= {result['target']}) | worker CPU per event (µs) | {redis_head} |",
+        "|---|---|---|---|---|" + "---|" * len(names),
     ]
     for r in result["rows"]:
+        redis_cells = " | ".join(_f(r.get(f"{n}_us_per_event"), 1) for n in names)
         lines.append(
             f"| {r['workers']} | {_f(r['events_per_s'])} | {_f(r['events_per_worker_cpu_s'])} "
             f"| {_f(r['efficiency'], 3)} | {_f(r['worker_cpu_us_per_event'], 1)} | "
-            f"{_f(r.get('redis_us_per_event'), 1)} |"
+            f"{redis_cells} |"
         )
-    return [*lines, ""]
+    lines.append("")
+    if result.get("partitions_by_node"):
+        lines += ["Input partitions per master: " + ", ".join(
+            f"{n.removeprefix('redis_')} {parts or 'none'}"
+            for n, parts in result["partitions_by_node"].items()), ""]
+    return [*lines, *section(result.get("cluster"))]

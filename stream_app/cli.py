@@ -73,7 +73,8 @@ EXIT_CODES = (
 )
 
 #: Variables every command that talks to Redis reads.
-REDIS_ENV = ("REDIS_URL", "REDIS_SSL_CA_CERTS", "REDIS_SSL_CERTFILE", "REDIS_SSL_KEYFILE")
+REDIS_ENV = ("REDIS_URL", "REDIS_SSL_CA_CERTS", "REDIS_SSL_CERTFILE", "REDIS_SSL_KEYFILE",
+             "CVM_REDIS_CLUSTER")
 #: Variables every command that talks to Kafka reads.
 KAFKA_ENV = (
     "KAFKA_BOOTSTRAP_SERVERS", "KAFKA_SECURITY_PROTOCOL", "KAFKA_SSL_*", "KAFKA_SASL_*",

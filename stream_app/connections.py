@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 import redis.asyncio
+import redis.asyncio.cluster
+import redis.cluster
 
 from stream_app.settings import KafkaSecurity, Settings, redis_address
 
@@ -28,6 +30,7 @@ __all__ = [
     "check_kafka",
     "check_redis",
     "first_readable_offset",
+    "is_cluster",
     "quiet_logger",
     "redis_address",
     "redis_refusal",
@@ -73,15 +76,33 @@ def broker_credentials(security: KafkaSecurity) -> CredentialsT | None:
 
 
 def sync_redis(settings: Settings, **kwargs: Any) -> redis.Redis:
-    """A blocking redis-py client for REDIS_URL and the REDIS_SSL_* files."""
-    return redis.Redis.from_url(settings.redis_url, **{**settings.redis_options(), **kwargs})
+    """A blocking redis-py client for REDIS_URL and the REDIS_SSL_* files.
+
+    With CVM_REDIS_CLUSTER it is a `redis.cluster.RedisCluster` that learns every node
+    from the one REDIS_URL names (it has the same commands; each is sent to the node
+    that owns its keys' slot).
+    """
+    options = {**settings.redis_options(), **kwargs}
+    if settings.redis_cluster:
+        return redis.cluster.RedisCluster.from_url(settings.redis_url, **options)  # type: ignore[return-value]
+    return redis.Redis.from_url(settings.redis_url, **options)
 
 
 def async_redis(settings: Settings, **kwargs: Any) -> redis.asyncio.Redis:
-    """An asyncio redis-py client for REDIS_URL and the REDIS_SSL_* files."""
-    return redis.asyncio.Redis.from_url(
-        settings.redis_url, **{**settings.redis_options(), **kwargs}
-    )
+    """An asyncio redis-py client for REDIS_URL and the REDIS_SSL_* files.
+
+    With CVM_REDIS_CLUSTER it is a `redis.asyncio.cluster.RedisCluster`.
+    """
+    options = {**settings.redis_options(), **kwargs}
+    if settings.redis_cluster:
+        return redis.asyncio.cluster.RedisCluster.from_url(  # type: ignore[return-value]
+            settings.redis_url, **options)
+    return redis.asyncio.Redis.from_url(settings.redis_url, **options)
+
+
+def is_cluster(client: Any) -> bool:
+    """Whether `client` (blocking or asyncio) talks to a Redis Cluster."""
+    return isinstance(client, (redis.cluster.RedisCluster, redis.asyncio.cluster.RedisCluster))
 
 
 def redis_refusal(settings: Settings, exc: BaseException) -> ConnectionRefused | None:

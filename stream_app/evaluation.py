@@ -1032,6 +1032,12 @@ class _Run:
         import redis
 
         assert self.settings is not None
+        if self.base.redis_cluster:
+            raise EvaluationError(
+                "cvm evaluate runs in a Redis database of its own (--redis-db), which a Redis "
+                "Cluster does not have: point REDIS_URL at a single Redis and unset "
+                "CVM_REDIS_CLUSTER"
+            )
         db = self.args.redis_db
         if db == redis_db_of(self.base.redis_url):
             raise EvaluationError(

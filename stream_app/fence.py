@@ -13,6 +13,12 @@ every start of ``redis-server``) as it connects. A connection to a server the
 worker has not accepted yet is refused with `RedisRestarted`; the worker first
 stops applying input, accepts the new server, and rejoins its consumer group so
 that the assignment resumes each partition from what the new server holds.
+
+On a Redis Cluster (CVM_REDIS_CLUSTER) the server is the set of primaries: its
+identity is their run ids, sorted and joined by commas. A primary that restarts,
+or a replica promoted when its primary fails (it may lack the writes it had not
+received yet), has a run id outside the accepted set and is refused the same way,
+until the worker has accepted the new set and resumed every partition from it.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import logging
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import AbstractConnection, Connection
 from redis.exceptions import BusyLoadingError, RedisError
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -33,6 +40,7 @@ __all__ = [
     "RedisRestarted",
     "ServerFence",
     "backoff",
+    "cluster_id",
     "run_id",
 ]
 
@@ -77,8 +85,22 @@ def parse_run_id(info: Any) -> str:
     return ""
 
 
+def cluster_id(run_ids: Any) -> str:
+    """The identity of a cluster: its primaries' run ids, sorted, joined by commas.
+
+    >>> cluster_id(["b2", "a1", "c3"])
+    'a1,b2,c3'
+    """
+    return ",".join(sorted(str(r) for r in run_ids if r))
+
+
 async def run_id(redis: Redis) -> str:
-    """The run id of the server `redis` talks to."""
+    """The run id of the server `redis` talks to (of a cluster client: `cluster_id`)."""
+    if isinstance(redis, RedisCluster):
+        replies = await redis.info("server", target_nodes=RedisCluster.PRIMARIES)
+        if len(redis.get_primaries()) == 1:  # a single node's reply is not keyed by node
+            replies = {"": replies}
+        return cluster_id(parse_run_id(reply) for reply in replies.values())
     return parse_run_id(await redis.info("server"))
 
 
@@ -88,16 +110,28 @@ class ServerFence:
     The first server seen is accepted. A later one is refused on every new
     connection until `accept` is called with its run id; `restarted` tells the
     watchdog that this happened.
+
+    For a cluster (`cluster`), the accepted server is a `cluster_id`: every primary
+    seen is added to it until the first `accept` confirms the set the worker resumes
+    from (`confirmed`); after that a node outside the set is refused.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, cluster: bool = False) -> None:
         self.accepted: str | None = None
         self.seen: str | None = None
+        self.cluster = cluster
+        self.confirmed = False
+
+    def _known(self, server: str | None) -> bool:
+        if self.cluster:
+            return server is not None and set(server.split(",")) <= set(
+                (self.accepted or "").split(","))
+        return server == self.accepted
 
     @property
     def restarted(self) -> bool:
         """A server other than the accepted one answered and is not accepted yet."""
-        return self.seen is not None and self.seen != self.accepted
+        return self.seen is not None and not self._known(self.seen)
 
     def admit(self, server: str) -> None:
         """Let a connection to `server` be used, or raise `RedisRestarted`."""
@@ -105,7 +139,9 @@ class ServerFence:
             return
         if self.accepted is None:
             self.accepted = server
-        if server != self.accepted:
+        if self.cluster and not self.confirmed and not self._known(server):
+            self.accepted = cluster_id([*self.accepted.split(","), server])
+        if not self._known(server):
             if self.seen != server:
                 log.warning("Redis answers with a new run id %s (was %s): it restarted",
                             server, self.accepted, extra=ALWAYS)
@@ -116,6 +152,7 @@ class ServerFence:
         """Use `server` from now on."""
         self.accepted = server
         self.seen = server
+        self.confirmed = True
 
     def connection_class(self, base: type[AbstractConnection] = Connection) -> type[Any]:
         """`base` (TCP, TLS or Unix socket) with every new connection checked by `admit`."""
@@ -134,7 +171,16 @@ class ServerFence:
 
 
 def fenced_client(url: str, fence: ServerFence, **kwargs: Any) -> Redis:
-    """A client for `url` whose connections go through `fence`."""
+    """A client for `url` whose connections go through `fence` (a cluster client, whose
+    connections to every node do, if the fence is a cluster's)."""
+    if fence.cluster:
+        cluster = RedisCluster.from_url(url, **kwargs)
+        # Every node the client learns of is made with these arguments.
+        fenced = fence.connection_class(cluster.connection_kwargs["connection_class"])
+        cluster.connection_kwargs["connection_class"] = fenced
+        for node in cluster.nodes_manager.startup_nodes.values():
+            node.connection_class = fenced
+        return cluster  # type: ignore[return-value]
     client = Redis.from_url(url, **kwargs)
     pool = client.connection_pool
     # The URL's scheme picked the class (TCP, TLS, Unix socket); fence that one.

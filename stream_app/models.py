@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
+from stream_app.connections import is_cluster
 from stream_app.domain.clv import BgNbdParams, GammaGammaParams
 from stream_app.domain.events import MS_PER_DAY
 from stream_app.domain.rfm import RfmCuts, percentile_cuts, quintile_cuts
@@ -197,10 +198,19 @@ async def store_fit(
         "time_unit": "days",
     }
     payload = orjson.dumps(doc)
-    async with redis.pipeline(transaction=True) as pipe:
-        pipe.set(keys.model, payload)
-        pipe.lpush(keys.model_history, payload)
-        pipe.ltrim(keys.model_history, 0, 99)
-        await pipe.execute()
+    if is_cluster(redis):
+        # The model and its history live in different slots of a cluster: the history
+        # entry follows the model, each write atomic on its own key.
+        await redis.set(keys.model, payload)
+        async with redis.pipeline(transaction=True) as pipe:
+            pipe.lpush(keys.model_history, payload)
+            pipe.ltrim(keys.model_history, 0, 99)
+            await pipe.execute()
+    else:
+        async with redis.pipeline(transaction=True) as pipe:
+            pipe.set(keys.model, payload)
+            pipe.lpush(keys.model_history, payload)
+            pipe.ltrim(keys.model_history, 0, 99)
+            await pipe.execute()
     log.info("fitted value model v%d on %d customers as of %s", version, n, doc["as_of"])
     return doc

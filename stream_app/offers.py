@@ -2,7 +2,7 @@
 
 The worker adds the affinity counters of each purchase in the same commit as
 the customer's record (`counter_increments`): one hash per (scope, decay
-period, input partition), listed in `Keys.affinity_index`. `load_tables`
+period, input partition), listed in its partition's `Shard.affinity_index`. `load_tables`
 merges them into one decayed `Table` per scope; the worker keeps the result
 and refreshes it every CVM_REFRESH_INTERVAL_S, a lookup reads it afresh.
 """
@@ -68,7 +68,7 @@ def counter_increments(
     for scope in (affinity.ALL, *((segment,) if segment else ())):
         key = keys.affinity(scope, period, partition)
         out += [(key, name, delta) for name, delta in deltas]
-        out.append((keys.affinity_index, key, 1))
+        out.append((keys.shard(partition).affinity_index, key, 1))
     return out
 
 
@@ -90,7 +90,10 @@ def _split(key: str) -> tuple[str, int, int] | None:
 async def load_tables(redis: Redis, settings: Settings, keys: Keys | None = None) -> Tables:
     """Merge the affinity counters of the last CVM_AFFINITY_PERIODS periods, decayed."""
     keys = keys or Keys(partitions=settings.partitions)
-    names = list(text(await redis.hgetall(keys.affinity_index)))
+    async with redis.pipeline(transaction=False) as pipe:
+        for index in index_keys(keys):
+            pipe.hgetall(index)
+        names = list(dict.fromkeys(name for raw in await pipe.execute() for name in text(raw)))
     parsed = [(name, _split(name)) for name in names]
     located = [(name, where) for name, where in parsed if where is not None]
     if not located:
@@ -127,7 +130,15 @@ async def drop(redis: Redis, keys: Keys, names: Sequence[str]) -> None:
         fields = list(text(await redis.hgetall(name)))
         if fields:
             await redis.hdel(name, *fields)
+        where = _split(name)
+        if where is not None:
+            await redis.hdel(keys.shard(where[2]).affinity_index, name)
         await redis.hdel(keys.affinity_index, name)
+
+
+def index_keys(keys: Keys) -> list[str]:
+    """Every partition's index of affinity keys, and the global one of older data."""
+    return [*(shard.affinity_index for shard in keys.shards()), keys.affinity_index]
 
 
 def rank(

@@ -7,6 +7,7 @@ import logging
 from collections.abc import Callable
 
 from stream_app.pipeline import Ingestor
+from stream_app.store import shards
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ async def rescore_all(
     done = 0
     for shard in store.keys.shards():
         while True:
-            cursor, raw_keys = await redis.scan(cursor, match=shard.customer_pattern, count=page)
+            cursor, raw_keys = await shards.customer_page(redis, shard, cursor, page)
             ids = [store.keys.customer_id(key) for key in raw_keys]
             if ids:
                 done += await ingestor.revisit(ids, watermark)

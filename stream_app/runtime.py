@@ -73,7 +73,7 @@ class Runtime:
         self._redis: Redis | None = None
         self._probe: Redis | None = None
         self._ingestor: Ingestor | None = None
-        self.fence = ServerFence()
+        self.fence = ServerFence(cluster=settings.redis_cluster)
         self.timers = Timers()
         self.keys = Keys(partitions=settings.partitions)
         self.live = LiveModel(model=ValueModel(annual_discount_rate=settings.annual_discount_rate))

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from urllib.parse import urlsplit
 
 
 class SettingsError(ValueError):
@@ -402,6 +403,9 @@ class Settings:
     kafka_security: KafkaSecurity = field(default_factory=KafkaSecurity)
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_tls: RedisTLS = field(default_factory=RedisTLS)
+    #: REDIS_URL names one node of a Redis Cluster (CVM_REDIS_CLUSTER): every client is a
+    #: cluster client that learns the other nodes from it.
+    redis_cluster: bool = False
     app_id: str = "cvm"
     topics: Topics = field(default_factory=Topics)
     partitions: int = 4
@@ -510,6 +514,7 @@ class Settings:
             **self.kafka_security.env,
             "REDIS_URL": self.redis_url,
             **self.redis_tls.env,
+            "CVM_REDIS_CLUSTER": "true" if self.redis_cluster else "false",
             "CVM_APP_ID": self.app_id,
             "CVM_PARTITIONS": str(self.partitions),
             "CVM_WEB_HOST": self.web_host,
@@ -556,6 +561,9 @@ class Settings:
             "rediss://"
         ):
             raise SettingsError("REDIS_SSL_* files are set but REDIS_URL is not rediss://")
+        if self.redis_cluster and urlsplit(self.redis_url).path.strip("/") not in ("", "0"):
+            raise SettingsError("CVM_REDIS_CLUSTER is true but REDIS_URL names a database "
+                                "other than 0 (a Redis Cluster has only database 0)")
         if self.model_signing_key and len(self.model_signing_key) < MIN_SECRET_LENGTH:
             raise SettingsError(
                 f"CVM_MODEL_SIGNING_KEY is shorter than {MIN_SECRET_LENGTH} characters"

@@ -103,6 +103,7 @@ class RedisEnv(_Group):
     ca_certs: str = Field("", alias="REDIS_SSL_CA_CERTS")
     certfile: str = Field("", alias="REDIS_SSL_CERTFILE")
     keyfile: str = Field("", alias="REDIS_SSL_KEYFILE")
+    redis_cluster: bool = Field(_DEFAULTS.redis_cluster, alias="CVM_REDIS_CLUSTER")
 
 
 class WebEnv(_Group):

@@ -39,8 +39,8 @@ from confluent_kafka import (
     TopicPartition,
 )
 from confluent_kafka.admin import AdminClient
-from redis import Redis
 
+from stream_app.connections import sync_redis
 from stream_app.pipeline import RawRecord, dead_letter_key, dead_letter_message, utc_now_iso
 from stream_app.settings import Settings
 from stream_app.store.keys import Keys
@@ -221,7 +221,7 @@ def skip(
     if offset >= high:
         raise SkipError(f"{topic}/{partition} has no offset {offset} (its end is {high})")
 
-    redis = Redis.from_url(settings.redis_url)
+    redis = sync_redis(settings)
     applied_key = Keys(partitions=settings.partitions).shard(partition).applied
     field_name = f"{topic}/{partition}"
     try:

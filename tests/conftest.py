@@ -14,6 +14,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -88,13 +89,23 @@ def secure_kafka(
 @pytest.fixture
 def settings(stack: Settings, tmp_path: Path) -> Iterator[Settings]:
     """Fresh topics, consumer group and Redis database for one test."""
-    run = uuid.uuid4().hex[:8]
     base = stack.redis_url.rsplit("/", 1)[0]
+    with fresh_settings(stack, tmp_path, f"{base}/{TEST_REDIS_DB}") as s:
+        yield s
+
+
+@contextmanager
+def fresh_settings(
+    stack: Settings, tmp_path: Path, redis_url: str, redis_cluster: bool = False
+) -> Iterator[Settings]:
+    """Settings with fresh topics and consumer group, on `redis_url` emptied before and after."""
+    run = uuid.uuid4().hex[:8]
     s = Settings(
         kafka_bootstrap_servers=stack.kafka_bootstrap_servers,
         kafka_security=stack.kafka_security,
-        redis_url=f"{base}/{TEST_REDIS_DB}",
+        redis_url=redis_url,
         redis_tls=stack.redis_tls,
+        redis_cluster=redis_cluster,
         app_id=f"cvm-test-{run}",
         topics=Topics.namespaced(f"t{run}"),
         partitions=4,

@@ -1,99 +1,20 @@
-"""A Redis Cluster of a test's own: Debian's ``redis-server`` in cluster mode on free ports."""
+"""A Redis Cluster of a test's own (`load.redis_cluster`); skips where Redis is not installed."""
 
 from __future__ import annotations
 
-import random
-import shutil
-import socket
-import subprocess
-from pathlib import Path
-
 import pytest
-import redis
 
-from stream_app.worker_process import wait_until
+from load import redis_cluster
+from load.redis_cluster import free
+
+__all__ = ["PrivateCluster", "free"]
 
 
-class PrivateCluster:
+class PrivateCluster(redis_cluster.PrivateCluster):
     """`masters` masters (and `replicas` replicas each), no persistence, loopback only."""
 
-    def __init__(self, workdir: Path, masters: int = 3, replicas: int = 0) -> None:
-        self.workdir = workdir
-        self.ports = _cluster_ports(masters * (1 + replicas))
-        self.replicas = replicas
-        self.procs: list[subprocess.Popen[bytes]] = []
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.ports[0]}/0"
-
     def start(self) -> None:
-        exe, cli = shutil.which("redis-server"), shutil.which("redis-cli")
-        if exe is None or cli is None:
-            pytest.skip("redis-server and redis-cli are not installed")
-        for port in self.ports:
-            folder = self.workdir / str(port)
-            folder.mkdir(parents=True, exist_ok=True)
-            with open(folder / "redis.log", "ab") as log:
-                self.procs.append(subprocess.Popen(
-                    [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                     "--appendonly", "no", "--dir", str(folder), "--cluster-enabled", "yes",
-                     "--cluster-config-file", str(folder / "nodes.conf"),
-                     "--cluster-node-timeout", "2000", "--hash-max-listpack-value", "8192"],
-                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL))
-        for port in self.ports:
-            client = redis.Redis(port=port)
-            try:
-                assert wait_until(lambda c=client: _pings(c), 30), f"no redis-server on {port}"
-            finally:
-                client.close()
-        subprocess.run(
-            [cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in self.ports),
-             "--cluster-replicas", str(self.replicas), "--cluster-yes"],
-            check=True, capture_output=True, timeout=60)
-        client = redis.Redis(port=self.ports[0])
         try:
-            assert wait_until(
-                lambda: client.cluster("info").get("cluster_state") == "ok", 30
-            ), "the cluster did not come up"
-        finally:
-            client.close()
-
-    def stop(self) -> None:
-        procs, self.procs = self.procs, []
-        for proc in procs:
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=30)
-
-
-def _pings(client: redis.Redis) -> bool:
-    try:
-        return bool(client.ping())
-    except redis.RedisError:
-        return False
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def _cluster_ports(n: int) -> list[int]:
-    """`n` free ports whose cluster bus ports (+10000) are free too (both below 65536)."""
-    rng = random.Random()
-    ports: list[int] = []
-    while len(ports) < n:
-        port = rng.randrange(20_000, 30_000)
-        if port not in ports and _free(port) and _free(port + 10_000):
-            ports.append(port)
-    return ports
+            super().start()
+        except redis_cluster.RedisMissing as exc:
+            pytest.skip(str(exc))

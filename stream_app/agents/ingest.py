@@ -207,6 +207,11 @@ def register(app: faust.App, channels: Channels, runtime: Runtime) -> Resync:
             current = await run_id(runtime.probe)
         except TRANSIENT_REDIS_ERRORS:
             return
+        if fence.cluster and not fence.confirmed and current:
+            # The primaries that answer as the worker starts, before anything is applied.
+            async with resync.lock:
+                fence.accept(current)
+            return
         if fence.accepted is not None and current and current != fence.accepted:
             log.warning(
                 "Redis restarted (run id %s, was %s); it may lack recent writes: input "

@@ -14,7 +14,7 @@ purpose: the worker's start check of ``hash-max-listpack-value`` treats a refusa
 
 from __future__ import annotations
 
-__all__ = ["LOOKUP_RULES", "WORKER_RULES", "lookup_user", "worker_user"]
+__all__ = ["CLUSTER_RULES", "LOOKUP_RULES", "WORKER_RULES", "lookup_user", "worker_user"]
 
 #: What the worker needs: the keys under ``cvm:``, the commands of the store, the
 #: timers and the ops page, and the Lua commit (EVALSHA, SCRIPT LOAD after a restart);
@@ -38,15 +38,22 @@ LOOKUP_RULES = (
 )
 
 
-def _setuser(name: str, password: str, rules: str) -> str:
-    return f"ACL SETUSER {name} reset on >{password} {rules}"
+#: What a cluster client (CVM_REDIS_CLUSTER) adds, for both kinds of user: the slot map
+#: (CLUSTER SLOTS) and the command table it routes by (COMMAND). Set the users on every node.
+CLUSTER_RULES = "+cluster|slots +cluster|shards +command"
 
 
-def worker_user(name: str, password: str) -> str:
-    """The ``ACL SETUSER`` command of a worker user (redis.conf: ``user <name> <the rest>``)."""
-    return _setuser(name, password, WORKER_RULES)
+def _setuser(name: str, password: str, rules: str, cluster: bool) -> str:
+    return f"ACL SETUSER {name} reset on >{password} {rules}" + (
+        f" {CLUSTER_RULES}" if cluster else "")
 
 
-def lookup_user(name: str, password: str) -> str:
+def worker_user(name: str, password: str, cluster: bool = False) -> str:
+    """The ``ACL SETUSER`` command of a worker user (redis.conf: ``user <name> <the rest>``);
+    with `cluster`, for the nodes of a Redis Cluster."""
+    return _setuser(name, password, WORKER_RULES, cluster)
+
+
+def lookup_user(name: str, password: str, cluster: bool = False) -> str:
     """The ``ACL SETUSER`` command of a read-only lookup user."""
-    return _setuser(name, password, LOOKUP_RULES)
+    return _setuser(name, password, LOOKUP_RULES, cluster)

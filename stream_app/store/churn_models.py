@@ -30,6 +30,7 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
+from stream_app.connections import is_cluster
 from stream_app.domain import churn_state
 from stream_app.domain.churn import ProgressiveMetrics
 from stream_app.store.keys import Keys
@@ -198,12 +199,18 @@ async def save(
     version = int(await redis.hincrby(keys.churn_model, "next_version", 1))
     fields = encode(model, progress, kind, version, offset, examples, signing_key)
     metrics = {**metrics, "model_version": f"churn-{kind}-v{version}", "examples": examples}
+    # On a cluster the snapshot and its metrics live in different slots: the snapshot
+    # is written atomically, its metrics right after.
+    cluster = is_cluster(redis)
     async with redis.pipeline(transaction=True) as pipe:
         if not signing_key:
             pipe.hdel(keys.churn_model, "mac")
         pipe.hset(keys.churn_model, mapping=fields)
-        pipe.set(keys.churn_metrics, orjson.dumps(metrics))
+        if not cluster:
+            pipe.set(keys.churn_metrics, orjson.dumps(metrics))
         await pipe.execute()
+    if cluster:
+        await redis.set(keys.churn_metrics, orjson.dumps(metrics))
     return version
 
 

@@ -164,6 +164,11 @@ class Shard:
         """Product affinity counters of one scope and decay period, this partition's share."""
         return f"{self.tag}:affinity:{scope}:{period}"
 
+    @property
+    def affinity_index(self) -> str:
+        """Hash of every product affinity key of this partition written (key -> writes)."""
+        return f"{self.tag}:affinity:index"
+
 
 @dataclass(frozen=True, slots=True)
 class Keys:
@@ -219,7 +224,8 @@ class Keys:
 
     @property
     def affinity_index(self) -> str:
-        """Hash of every product affinity key written (key -> writes)."""
+        """The one global index of affinity keys that data written before the per-partition
+        indexes (`Shard.affinity_index`) has: read and emptied, never written."""
         return f"{self.prefix}:affinity:index"
 
     @property

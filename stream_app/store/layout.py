@@ -19,6 +19,12 @@ such data into v2 once:
 Then ``cvm:layout`` records the version and the partition count. A worker whose
 CVM_PARTITIONS differs from the recorded count refuses to start: its customers
 would be looked for under other keys.
+
+Within v2, the product affinity keys were first listed in one global
+``cvm:affinity:index`` and now in each partition's ``cvm:{p<n>}:affinity:index``
+(so that a commit writes one Redis Cluster slot only); nothing is moved: readers
+union both (`stream_app.offers.index_keys`) and the global one empties as its
+periods are dropped. Run this version on the single Redis before moving to a cluster.
 """
 
 from __future__ import annotations

@@ -15,11 +15,13 @@ from typing import Any
 
 import orjson
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
 from stream_app.store.keys import Keys, Shard
 
 __all__ = [
     "applied_offsets",
+    "customer_page",
     "feed",
     "histogram",
     "merged_hash",
@@ -49,6 +51,23 @@ async def _union(redis: Redis, keys: Keys, key: Callable[[Shard], str]) -> dict[
     for raw in await _each(redis, keys, lambda pipe, s: pipe.hgetall(key(s))):
         out.update({_text(k): _text(v) for k, v in raw.items()})
     return out
+
+
+async def customer_page(
+    redis: Redis, shard: Shard, cursor: int, count: int
+) -> tuple[int, list[Any]]:
+    """One SCAN page of a partition's customer keys: (next cursor, 0 at the end; keys).
+
+    On a cluster the page is asked of the primary that owns the partition's slot (a
+    cluster client would send a bare SCAN to any node).
+    """
+    if isinstance(redis, RedisCluster):
+        node = redis.get_node_from_key(shard.tag)
+        cursors, found = await redis.scan(cursor, match=shard.customer_pattern, count=count,
+                                          target_nodes=node)
+        return int(next(iter(cursors.values()), 0)), list(found)
+    cursor, found = await redis.scan(cursor, match=shard.customer_pattern, count=count)
+    return int(cursor), list(found)
 
 
 def by_partition(raw: dict[str, str]) -> dict[tuple[str, int], int]:

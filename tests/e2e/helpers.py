@@ -13,7 +13,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
@@ -26,6 +26,7 @@ from confluent_kafka.admin import AdminClient
 from load.generator import PublishReport
 from load.generator import publish as publish_events
 from load.simulator import SimEvent
+from stream_app.connections import sync_redis
 from stream_app.settings import Settings
 from stream_app.store.keys import Keys, Shard
 
@@ -198,6 +199,13 @@ def own_redis_db(settings: Settings, first: int = 10, last: int = 15) -> Iterato
     This claims the first empty database in ``first..last`` with ``SET NX`` (one key, left
     there until the end) and hands back settings that point the worker at it.
     """
+    if settings.redis_cluster:  # a cluster of the session's own, with only database 0
+        try:
+            yield settings
+        finally:
+            with closing(sync_redis(settings)) as cluster:
+                cluster.flushdb()
+        return
     base = settings.redis_url.rsplit("/", 1)[0]
     for db in range(first, last + 1):
         client = redis.Redis.from_url(f"{base}/{db}")

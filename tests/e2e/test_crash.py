@@ -22,6 +22,7 @@ import pytest
 import redis
 
 from load.simulator import SimConfig, SimEvent, simulate
+from stream_app.connections import sync_redis
 from stream_app.settings import Settings
 from stream_app.worker_process import wait_until
 from tests.conftest import WorkerProcess
@@ -225,7 +226,7 @@ def test_sigkill_at_random_moments_leaves_every_record_exact(
     log_path = tmp_path / "worker.log"
 
     with own_redis_db(settings) as s:
-        client = redis.Redis.from_url(s.redis_url, decode_responses=True)
+        client = sync_redis(s, decode_responses=True)
         worker = WorkerProcess(s, log_path)
         publisher = BackgroundPublisher(events, s, rate=PUBLISH_RATE)
         stops: list[Stop] = []
@@ -276,7 +277,7 @@ def test_sigterm_mid_stream_then_restart_leaves_every_record_exact(
     log_path = tmp_path / "worker.log"
 
     with own_redis_db(settings) as s:
-        client = redis.Redis.from_url(s.redis_url, decode_responses=True)
+        client = sync_redis(s, decode_responses=True)
         worker = WorkerProcess(s, log_path)
         publisher = BackgroundPublisher(events, s, rate=2_500.0)
         stops: list[Stop] = []

@@ -38,6 +38,7 @@ import redis
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from load.simulator import SimConfig, SimEvent, simulate
+from stream_app.connections import sync_redis
 from stream_app.contract import ERROR_CODES, Contract, InvalidEvent, load_schema
 from stream_app.settings import Settings
 from tests.conftest import WorkerProcess
@@ -506,7 +507,7 @@ def test_hostile_messages_are_dead_lettered_and_records_stay_exact(
     log_path = tmp_path / "worker.log"
 
     with own_redis_db(settings) as s:
-        client = redis.Redis.from_url(s.redis_url, decode_responses=True)
+        client = sync_redis(s, decode_responses=True)
         worker = WorkerProcess(s, log_path)
         try:
             worker.start()

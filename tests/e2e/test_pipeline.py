@@ -12,6 +12,7 @@ import orjson
 import pytest
 import redis
 
+from stream_app.connections import sync_redis
 from stream_app.settings import Settings
 from stream_app.store.keys import Keys
 from stream_app.worker_process import wait_until
@@ -123,7 +124,7 @@ def test_every_record_equals_totals_from_the_published_events(
         for kind, m in events
     ))
     totals = expected_totals(events, settings.default_margin_rate)
-    client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    client = sync_redis(settings, decode_responses=True)
     assert wait_until(lambda: records_match(client, totals)), worker.log_tail()
 
     cid = next(iter(totals))
@@ -179,5 +180,5 @@ def test_malformed_events_go_to_the_dead_letter_topic_and_valid_ones_flow(
         assert letter["source_topic"] == topic_of(settings, kind)
         assert letter["source_offset"] >= 0
     totals = expected_totals(good, settings.default_margin_rate)
-    client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    client = sync_redis(settings, decode_responses=True)
     assert wait_until(lambda: records_match(client, totals)), worker.log_tail()

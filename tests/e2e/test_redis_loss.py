@@ -7,6 +7,7 @@ import pytest
 import redis
 from confluent_kafka import Consumer, TopicPartition
 
+from stream_app.connections import sync_redis
 from stream_app.settings import Settings
 from stream_app.worker_process import wait_until
 from tests.conftest import WorkerProcess, publish
@@ -49,8 +50,8 @@ def _applied(client: redis.Redis) -> dict[tuple[str, int], int]:
 def test_lost_writes_and_a_wiped_redis_are_rebuilt_from_kafka(
     settings: Settings, worker: WorkerProcess
 ) -> None:
-    client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
-    raw = redis.Redis.from_url(settings.redis_url)
+    client = sync_redis(settings, decode_responses=True)
+    raw = sync_redis(settings)
     first = make_events(300, customers=20, seed=21)
     _publish(settings, first)
     assert wait_until(lambda: records_match(client, expected_totals(first, 0.3))), (

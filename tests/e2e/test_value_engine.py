@@ -14,6 +14,7 @@ import redis
 
 from load.generator import publish as publish_events
 from load.simulator import SimConfig, simulate
+from stream_app.connections import sync_redis
 from stream_app.domain.rfm import SEGMENTS
 from stream_app.settings import Settings
 from stream_app.store.records import format_time
@@ -45,7 +46,7 @@ def populated(settings: Settings, worker: WorkerProcess) -> redis.Redis:
     events = list(simulate(SimConfig(n_customers=300, days=240, acquisition_days=120, seed=5)))
     report = publish_events(events, settings)
     assert report.failed == 0
-    client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    client = sync_redis(settings, decode_responses=True)
     assert wait_until(lambda: _applied_total(client) >= len(events), deadline_s=180), (
         worker.log_tail())
     return client
@@ -133,7 +134,7 @@ def test_a_late_purchase_counts_as_if_it_came_in_order(
         return settings.topics.purchases, b"L1", orjson.dumps(msg)
 
     publish(settings, [order("2026-03-10", "web", 1), order("2026-03-20", "web", 2)])
-    client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    client = sync_redis(settings, decode_responses=True)
     assert wait_until(lambda: client.hget(KEYS.customer("L1"), "orders") == "2")
     publish(settings, [order("2026-03-05", "store", 3), order("2026-03-10", "web", 4)])
     assert wait_until(lambda: client.hget(KEYS.customer("L1"), "orders") == "4")

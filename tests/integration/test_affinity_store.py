@@ -83,7 +83,8 @@ def test_counters_are_summed_once_merged_with_decay_and_old_periods_dropped(
             await ingestor.process(first)
             await ingestor.process(first)  # a replay after a crash: applied already
             seen.append(await product_offers.load_tables(r, settings))
-            index = sorted(client.hkeys(KEYS.affinity_index))
+            index = sorted(k for i in product_offers.index_keys(KEYS) for k in client.hkeys(i))
+            assert not client.exists(KEYS.affinity_index)  # each partition has its own
             await ingestor.process(later)
             seen.append(await product_offers.load_tables(r, settings))
             await ingestor.process(much_later)
@@ -117,5 +118,6 @@ def test_counters_are_summed_once_merged_with_decay_and_old_periods_dropped(
                       for r in later}]
     assert not client.exists(*gone)
     newest = KEYS.affinity("all", 686, KEYS.partition_of("L0"))
-    assert client.hkeys(KEYS.affinity_index) == [newest]
+    assert [k for i in product_offers.index_keys(KEYS) for k in client.hkeys(i)] == [newest]
+    assert client.hkeys(KEYS.shard_of("L0").affinity_index) == [newest]
     client.close()

@@ -8,16 +8,20 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+import redis
 from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import RedisClusterException
 
-from stream_app import lookup
+from stream_app import connections, lookup
 from stream_app.pipeline import Ingestor, RawRecord
 from stream_app.settings import Settings
+from stream_app.store import acl, shards
 from stream_app.store.customers import CustomerStore
 from stream_app.store.keys import Keys
 from tests.private_cluster import PrivateCluster
@@ -77,6 +81,13 @@ def test_batches_commit_and_read_back_on_a_cluster(cluster: PrivateCluster) -> N
             records = [await lookup.customer(client, settings, cid, keys=keys) for cid in ids]
             top = await lookup.top(client, "net_contribution", 5, keys)
             channels = await lookup.rollups(client, "channel", keys)
+            paged: list[str] = []  # the rescoring timer's walk over every partition
+            for shard in keys.shards():
+                cursor = -1
+                while cursor != 0:
+                    cursor, found = await shards.customer_page(client, shard, max(cursor, 0), 7)
+                    paged += [keys.customer_id(k) for k in found]
+            assert sorted(paged) == sorted(ids)
             return records, top, channels, await store.applied_offsets()
         finally:
             await client.aclose()
@@ -93,3 +104,53 @@ def test_batches_commit_and_read_back_on_a_cluster(cluster: PrivateCluster) -> N
     topic = settings.topics.purchases
     assert applied[(topic, stray.partition)] == 999
     assert max(o for (t, _), o in applied.items() if t == topic) == 999
+
+
+def _set_users(cluster: PrivateCluster, *commands: str) -> None:
+    for port in cluster.ports:
+        node = redis.Redis(port=port)
+        try:
+            for command in commands:
+                node.execute_command(*command.split())
+        finally:
+            node.close()
+
+
+def test_the_acl_users_work_on_every_node_with_the_cluster_rules(cluster: PrivateCluster) -> None:
+    _set_users(cluster, acl.worker_user("w-plain", "pw-plain-123"),
+               acl.worker_user("w-cluster", "pw-cluster-123", cluster=True),
+               acl.lookup_user("l-cluster", "pw-lookup-123", cluster=True))
+    port = cluster.ports[0]
+
+    def url(user: str, password: str) -> str:
+        return f"redis://{user}:{password}@127.0.0.1:{port}/0"
+
+    settings = Settings(redis_url=url("w-cluster", "pw-cluster-123"), redis_cluster=True)
+    keys = Keys(partitions=settings.partitions)
+    batch = [_record(settings, keys, i, f"A{i}", 5, 12.5) for i in range(12)]
+
+    async def main() -> tuple[Any, ...]:
+        plain = RedisCluster.from_url(url("w-plain", "pw-plain-123"))
+        try:
+            # Without CLUSTER SLOTS the client cannot learn the slot map.
+            with pytest.raises(RedisClusterException, match="cannot be connected"):
+                await plain.ping()
+        finally:
+            await plain.aclose()
+        worker = connections.async_redis(settings)
+        reader = connections.async_redis(replace(
+            settings, redis_url=url("l-cluster", "pw-lookup-123")))
+        try:
+            await Ingestor(settings, CustomerStore(worker, keys), Sink()).process(batch)
+            record = await lookup.customer(reader, settings, "A3", keys=keys)
+            top = await lookup.top(reader, "net_contribution", 3, keys)
+            with pytest.raises(redis.RedisError, match="no permissions"):
+                await reader.set(keys.customer("A3"), "x")
+            return record, top
+        finally:
+            await worker.aclose()
+            await reader.aclose()
+
+    record, top = asyncio.run(main())
+    assert record is not None and record["orders"] == 1 and record["revenue"] == 12.5
+    assert len(top) == 3

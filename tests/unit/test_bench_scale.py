@@ -38,3 +38,28 @@ def test_backfill_table_shows_both_ratios() -> None:
     }
     text = bench_backfill.table(result)
     assert "| csv | 1,000,000 | 50,000 | 0.05x | 125.0x | 0.04x | 90.0x |" in text
+
+
+def fake_cluster_ingest(stack: Any, cfg: Any, events: list[Any], n: int, outdir: Any,
+                        extras: bool) -> dict[str, Any]:
+    out = fake_ingest(stack, cfg, events, n, outdir, extras)
+    out["cpu"] = {**out["cpu"], "redis_node1_cores": 0.02, "redis_node2_cores": 0.04,
+                  "redis_node3_cores": 0.0}
+    return out
+
+
+def test_cluster_rows_give_redis_cpu_per_event_of_every_shard() -> None:
+    names = ("redis_node1", "redis_node2", "redis_node3")
+    single = bench_scale.measure(None, [None] * 10, fake_ingest, None, None)  # type: ignore[arg-type]
+    cluster = bench_scale.measure(None, [None] * 10, fake_cluster_ingest, None, None,  # type: ignore[arg-type]
+                                  label="Redis Cluster, 3 masters", redis_names=names)
+    cluster["partitions_by_node"] = {"redis_node1": [0], "redis_node2": [1, 3],
+                                     "redis_node3": []}
+    rows = {r["workers"]: r for r in cluster["rows"]}
+    assert [rows[2][f"{n}_us_per_event"] for n in names] == [20.0, 40.0, 0.0]
+    text = "\n".join(bench_scale.section({**single, "cluster": cluster}))
+    assert "## Scaling per CPU (single node;" in text
+    assert "## Scaling per CPU (Redis Cluster, 3 masters;" in text
+    assert "| node1 Redis CPU per event (µs) | node2 Redis CPU per event (µs) |" in text
+    assert "| 4 | 800 | 1,814 | 0.907 | 551.2 | 20.0 | 40.0 | 0.0 |" in text
+    assert "node2 [1, 3], node3 none" in text

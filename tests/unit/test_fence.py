@@ -28,3 +28,20 @@ def test_a_server_without_a_run_id_is_let_through() -> None:
     fence = ServerFence()
     fence.admit("")
     assert fence.accepted is None
+
+
+def test_a_cluster_fence_takes_the_primaries_seen_until_the_set_is_confirmed() -> None:
+    fence = ServerFence(cluster=True)
+    for node in ("m2", "m1", "m3", "m1"):  # the worker connects to each primary as it starts
+        fence.admit(node)
+    assert fence.accepted == "m1,m2,m3" and not fence.restarted
+    fence.accept("m1,m2,m3")  # the resume from Redis confirms the set
+    fence.admit("m2")
+    with pytest.raises(RedisRestarted):  # a replica promoted in m3's place
+        fence.admit("r3")
+    assert fence.restarted and fence.seen == "r3"
+    fence.accept("m1,m2,r3")
+    fence.admit("r3")
+    assert not fence.restarted
+    with pytest.raises(RedisRestarted):  # the failed master, back: not a primary accepted
+        fence.admit("m3")
