@@ -51,17 +51,12 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
-import orjson
 from redis.asyncio import Redis
 
 from stream_app.domain.ledger import CustomerState
 from stream_app.store import feed, shards
 from stream_app.store.keys import Keys, Shard
 from stream_app.store.records import VERSION, from_fields
-
-#: Field values longer than this go to the commit as arguments of their own, not inside the
-#: customer's JSON (the script's JSON decoding costs per byte).
-BLOB_BYTES = 100
 
 #: The largest magnitude a roll-up or histogram sum may reach: every value stays an
 #: integer that Lua (and JavaScript) hold exactly.
@@ -93,6 +88,8 @@ class Change:
     #: (kind, id, JSON): "alert", "winback", "training" go to the outbox, "outcome" to
     #: the win-back outcomes; written only if the compare-and-set succeeds.
     messages: Sequence[tuple[str, str, bytes]] = ()
+    #: Fields to delete (those of an older record layout), in the same atomic write.
+    removed: Sequence[str] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,7 +222,7 @@ class CustomerStore:
             return at
 
         args: list[str | int | float | bytes] = [
-            int(time.time() * 1000), feed.FEED_LENGTH, len(changes), 0, len(applied)
+            int(time.time() * 1000), feed.FEED_LENGTH, len(changes), len(applied)
         ]
         for (topic, partition), offset in applied.items():
             args += [f"{topic}/{partition}", offset]
@@ -233,27 +230,20 @@ class CustomerStore:
         for (topic, partition), ms in watermarks.items():
             args += [f"{topic}/{partition}", ms]
         messages: list[str | int | float | bytes] = []
-        blobs: list[str] = []
         with_messages = 0
         for index, change in enumerate(changes, 1):
-            fields = dict(change.fields)
-            fields[VERSION] = str(int(change.version or "0") + 1)
-            ranks = [part for key, score in change.ranks.items()
-                     for part in (ref(key), _score(score))]
-            increments = [part for key, name, delta in change.increments
-                          for part in (ref(key), name, str(int(delta)))]
-            # One argument per customer: redis-py encodes each argument in Python, orjson
-            # encodes the whole change in C. Other keys go by their index in KEYS.
-            flat: list[str | int] = []
-            for name, value in fields.items():
-                if len(value) > BLOB_BYTES:
-                    blobs.append(value)
-                    flat += [name, len(blobs)]
-                else:
-                    flat += [name, value]
-            args.append(orjson.dumps(
-                [change.version, flat, ranks, increments, change.customer_id]
-            ))
+            # Plain arguments, counted: the script reads them in place, with no JSON to
+            # decode. Other keys go by their index in KEYS.
+            args += [change.version, change.customer_id, len(change.fields) + 1]
+            for name, value in change.fields.items():
+                args += [name, value]
+            args += [VERSION, str(int(change.version or "0") + 1), len(change.removed),
+                     *change.removed, len(change.ranks)]
+            for key, score in change.ranks.items():
+                args += [ref(key), _score(score)]
+            args.append(len(change.increments))
+            for key, name, delta in change.increments:
+                args += [ref(key), name, int(delta)]
             if change.messages:
                 with_messages += 1
                 messages += [index, len(change.messages)]
@@ -261,9 +251,6 @@ class CustomerStore:
                     messages += [kind, ident, body]
         args.append(with_messages)
         args += messages
-        if blobs:
-            args[3] = len(args)
-            args += blobs
         script_keys += list(others)
         conflicts, overflow, enqueued = await self._commit(keys=script_keys, args=args)
         return conflicts, overflow, enqueued

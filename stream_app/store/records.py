@@ -15,8 +15,11 @@ created any more.
 from __future__ import annotations
 
 import base64
+import functools
+import math
+import struct
 from collections.abc import Mapping
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
@@ -50,8 +53,6 @@ _COUNTS = (
     ("returns", "returns"),
     ("cost_of_goods_estimated", "cogs_estimated"),
     ("unresolved_contacts", "unresolved"),
-    ("_sentiment_sum_m", "sentiment_sum_m"),
-    ("_sentiment_n", "sentiment_n"),
 )
 _FLOATS = frozenset(
     {"p_alive", "expected_purchases", "expected_spend", "clv", "value_at_risk",
@@ -194,8 +195,12 @@ def unpack_event_ids(text: str) -> tuple[int, ...]:
     return tuple(int.from_bytes(raw[i : i + 8], "big") for i in range(0, len(raw), 8))
 
 
-def to_fields(state: CustomerState) -> dict[str, str]:
-    """Every hash field of a customer's state (bookkeeping fields included)."""
+def to_fields(state: CustomerState, book: Book | None = None) -> dict[str, str]:
+    """Every hash field of a customer's state: the public ones and `BOOK`.
+
+    `book` is the bookkeeping to write (`state_book` of the state by default: no marker,
+    no due times, no churn memory). Old per-topic offsets are written back as they were.
+    """
     fields: dict[str, str] = {"customer_id": state.customer_id}
     for name, attr in _MONEY:
         fields[name] = format_money(getattr(state, attr))
@@ -218,16 +223,18 @@ def to_fields(state: CustomerState) -> dict[str, str]:
         fields["last_click_campaign"] = state.last_click_campaign
         fields["last_click_at"] = format_time(state.last_click_at)
     fields["repeat_purchases"] = str(state.repeat_purchases)
-    fields["_days"] = pack_days(state.purchase_days)
-    if state.recent_at is not None:
-        fields["_recent"] = pack_recent(state.recent, state.recent_at)
-    if state.offsets:
-        fields[OFFSETS] = pack_offsets(state.offsets)
-    if state.event_ids:
-        fields[EVENT_IDS] = pack_event_ids(state.event_ids)
     for topic, offset in state.legacy_offsets.items():
         fields[f"{OFFSET_PREFIX}{topic}"] = str(offset)
+    fields[BOOK] = pack_book(state_book(state) if book is None else book)
     return fields
+
+
+def state_book(state: CustomerState, marker: str = "", label_due_at: int | None = None,
+               rescore_at: int | None = None, retention: bytes = b"") -> Book:
+    """The bookkeeping of a state; the rest of the `Book` as given."""
+    return Book(state.purchase_days, state.recent, state.recent_at, state.offsets,
+                state.event_ids, state.sentiment_sum_m, state.sentiment_n, marker,
+                label_due_at, rescore_at, retention)
 
 
 def from_fields(customer_id: str, fields: Mapping[str, str]) -> CustomerState:
@@ -246,10 +253,12 @@ def from_fields(customer_id: str, fields: Mapping[str, str]) -> CustomerState:
     values["last_click_campaign"] = fields.get("last_click_campaign")
     click = fields.get("last_click_at")
     values["last_click_at"] = None if click is None else parse_time(click)
-    values["purchase_days"] = unpack_days(fields.get("_days", ""))
-    values["recent"], values["recent_at"] = unpack_recent(fields.get("_recent", ""))
-    values["offsets"] = unpack_offsets(fields.get(OFFSETS, ""))
-    values["event_ids"] = unpack_event_ids(fields.get(EVENT_IDS, ""))
+    book = book_of(fields)
+    values["purchase_days"] = book.days
+    values["recent"], values["recent_at"] = MappingProxyType(dict(book.recent)), book.recent_at
+    values["offsets"] = MappingProxyType(dict(book.offsets))
+    values["event_ids"] = book.event_ids
+    values["sentiment_sum_m"], values["sentiment_n"] = book.sentiment_sum_m, book.sentiment_n
     contacts: dict[str, int] = {}
     touches: dict[str, int] = {}
     offsets: dict[str, int] = {}
@@ -373,3 +382,357 @@ def unpack_retention(customer_id: str, text: str) -> Retention:
         churn_probability=doc.get("cp"),
         scored_at=doc.get("sa"),
     )
+
+
+# --------------------------------------------------------------------------- bookkeeping
+
+#: The engine's bookkeeping in one field (`pack_book`): base64 text of a binary layout whose
+#: first byte is `BOOK_FORMAT`.
+BOOK = "_b"
+#: Version of the binary layout of `BOOK`; a record of another version is refused.
+BOOK_FORMAT = 1
+#: Fields of the layout before `BOOK` (read, and removed at the record's next write).
+LEGACY_FIELDS = ("_days", "_recent", OFFSETS, EVENT_IDS, "_sentiment_sum_m", "_sentiment_n",
+                 "_ret", "_h", "_z")
+_F64 = struct.Struct("<d")
+#: The decayed counters a `BOOK` holds by bit (bit i: the i-th name), frozen with
+#: `BOOK_FORMAT`: a counter not named here is stored with its name.
+_RECENT_CODES = (
+    "orders", "spend", "contacts", "complaints", "cancellation_requests", "unresolved",
+    "sentiment", "opened", "clicked", "converted", "unsubscribed", "bounced", "delivered",
+    "f_orders", "f_spend", "f_contacts", "f_complaints", "f_cancellation_requests",
+    "f_unresolved", "f_sentiment", "f_delivered", "f_opened", "f_clicked", "f_unsubscribed",
+)
+_RECENT_BITS = {key: 1 << i for i, key in enumerate(_RECENT_CODES)}
+#: Slots of the exponent in a packed feature value: 0..62 are 10**(slot - 40), 63 a raw double.
+_EXP_BIAS, _RAW = 40, 63
+
+
+class BookError(ValueError):
+    """A bookkeeping field of an unknown layout version or cut short."""
+
+
+@dataclass(frozen=True, slots=True)
+class Book:
+    """What the engine keeps per customer beside the public fields.
+
+    `retention` is the churn memory as packed (`retention_of` decodes it), so a change
+    that does not touch it writes it back as it was read.
+    """
+
+    days: tuple[int, ...] = ()
+    recent: Mapping[str, float] = field(default_factory=dict)
+    recent_at: int | None = None
+    offsets: Mapping[tuple[str, int], int] = field(default_factory=dict)
+    event_ids: tuple[int, ...] = ()
+    sentiment_sum_m: int = 0
+    sentiment_n: int = 0
+    marker: str = ""
+    label_due_at: int | None = None
+    rescore_at: int | None = None
+    retention: bytes = b""
+
+
+class _Writer:
+    __slots__ = ("out",)
+
+    def __init__(self) -> None:
+        self.out = bytearray()
+
+    def uint(self, n: int) -> None:
+        out = self.out
+        while n > 0x7F:
+            out.append((n & 0x7F) | 0x80)
+            n >>= 7
+        out.append(n)
+
+    def int(self, n: int) -> None:
+        self.uint(n << 1 if n >= 0 else (-n << 1) - 1)
+
+    def opt(self, n: int | None) -> None:
+        """An optional integer: 0 is None."""
+        if n is None:
+            self.out.append(0)
+        else:
+            self.uint(1 + (n << 1 if n >= 0 else (-n << 1) - 1))
+
+    def text(self, s: str | bytes) -> None:
+        raw = s.encode() if isinstance(s, str) else s
+        self.uint(len(raw))
+        self.out += raw
+
+    def feature(self, v: float) -> None:
+        """A 4-significant-digit decimal as one varint (zigzag mantissa, exponent slot)."""
+        if v == 0.0 and math.copysign(1.0, v) > 0:
+            self.out.append(_EXP_BIAS)
+            return
+        mantissa, exponent = _decimal(v)
+        if mantissa is None or not 0 <= exponent + _EXP_BIAS < _RAW:
+            self.uint(_RAW)
+            self.out += _F64.pack(v)
+            return
+        z = mantissa << 1 if mantissa >= 0 else (-mantissa << 1) - 1
+        self.uint((z << 6) | (exponent + _EXP_BIAS))
+
+
+def _decimal(v: float) -> tuple[int | None, int]:
+    """(m, e) with float(f"{m}e{e}") == v and |m| < 10**4, or (None, 0) if there is none."""
+    if not math.isfinite(v):
+        return None, 0
+    digits = f"{v:.3e}"  # d.ddde+XX: four significant digits
+    mantissa = int(digits[:-4].replace(".", ""))
+    exponent = int(digits[-3:]) - 3
+    while mantissa and mantissa % 10 == 0:
+        mantissa //= 10
+        exponent += 1
+    if float(f"{mantissa}e{exponent}") != v:
+        return None, 0
+    return mantissa, exponent
+
+
+class _Reader:
+    __slots__ = ("at", "raw")
+
+    def __init__(self, raw: bytes) -> None:
+        self.raw, self.at = raw, 0
+
+    def uint(self) -> int:
+        raw, at = self.raw, self.at
+        n = shift = 0
+        while True:
+            b = raw[at]
+            at += 1
+            n |= (b & 0x7F) << shift
+            if b < 0x80:
+                self.at = at
+                return n
+            shift += 7
+
+    def int(self) -> int:
+        z = self.uint()
+        return (z >> 1) if not z & 1 else -((z + 1) >> 1)
+
+    def opt(self) -> int | None:
+        z = self.uint()
+        if z == 0:
+            return None
+        z -= 1
+        return (z >> 1) if not z & 1 else -((z + 1) >> 1)
+
+    def bytes(self, n: int) -> bytes:
+        out = self.raw[self.at : self.at + n]
+        if len(out) != n:
+            raise BookError("bookkeeping field cut short")
+        self.at += n
+        return bytes(out)
+
+    def text(self) -> str:
+        return self.bytes(self.uint()).decode()
+
+    def feature(self) -> float:
+        code = self.uint()
+        slot = code & 0x3F
+        if slot == _RAW:
+            return float(_F64.unpack(self.bytes(8))[0])
+        z = code >> 6
+        mantissa = (z >> 1) if not z & 1 else -((z + 1) >> 1)
+        if mantissa == 0:
+            return 0.0
+        return float(f"{mantissa}e{slot - _EXP_BIAS}")
+
+
+def pack_book(book: Book) -> str:
+    """The bookkeeping as base64 text of its binary layout (version `BOOK_FORMAT`).
+
+    Base64 keeps the field valid UTF-8 for readers that decode every field of a hash.
+    Integers are varints (signed ones zigzag), the decayed counters exact doubles, the
+    event id hashes 8 bytes each; the churn memory is `pack_retention_bytes`.
+
+    >>> b = Book(days=(20000, 20003), recent={"orders": 1.5}, recent_at=7,
+    ...          offsets={("t", 0): 41}, event_ids=(2**64 - 1,), marker="3|1", rescore_at=9)
+    >>> unpack_book(pack_book(b)) == b
+    True
+    """
+    w = _Writer()
+    w.out.append(BOOK_FORMAT)
+    w.uint(len(book.days))
+    prev = 0
+    for day in book.days:
+        w.int(day - prev)
+        prev = day
+    w.opt(book.recent_at)
+    if book.recent_at is not None:
+        present = zero = 0
+        extra = []
+        for key, value in book.recent.items():
+            bit = _RECENT_BITS.get(key)
+            if bit is None:
+                extra.append((key, value))
+            else:
+                present |= bit
+                if value == 0.0 and math.copysign(1.0, value) > 0:
+                    zero |= bit
+        w.uint(present)
+        w.uint(zero)
+        for key in _RECENT_CODES:
+            bit = _RECENT_BITS[key]
+            if present & bit and not zero & bit:
+                w.out += _F64.pack(book.recent[key])
+        w.uint(len(extra))
+        for key, value in extra:
+            w.text(key)
+            w.out += _F64.pack(value)
+    topics: dict[str, list[tuple[int, int]]] = {}
+    for (topic, partition), offset in sorted(book.offsets.items()):
+        topics.setdefault(topic, []).append((partition, offset))
+    w.uint(len(topics))
+    for topic, parts in topics.items():
+        w.text(topic)
+        w.uint(len(parts))
+        for partition, offset in parts:
+            w.uint(partition)
+            w.uint(offset)
+    w.uint(len(book.event_ids))
+    for h in book.event_ids:
+        w.out += h.to_bytes(8, "big")
+    w.int(book.sentiment_sum_m)
+    w.uint(book.sentiment_n)
+    w.text(book.marker)
+    w.opt(book.label_due_at)
+    w.opt(book.rescore_at)
+    w.out += book.retention
+    return base64.b64encode(w.out).decode("ascii")
+
+
+@functools.lru_cache(maxsize=4096)
+def unpack_book(text: str) -> Book:
+    """Inverse of `pack_book`; empty text is an empty book.
+
+    Cached: a batch reads the book of each record it loads more than once.
+    """
+    if not text:
+        return Book()
+    raw = base64.b64decode(text)
+    if not raw or raw[0] != BOOK_FORMAT:
+        raise BookError(f"bookkeeping format {raw[:1].hex() or 'empty'} is not {BOOK_FORMAT}")
+    r = _Reader(raw)
+    r.at = 1
+    try:
+        days: list[int] = []
+        day = 0
+        for _ in range(r.uint()):
+            day += r.int()
+            days.append(day)
+        recent_at = r.opt()
+        recent: dict[str, float] = {}
+        if recent_at is not None:
+            present, zero = r.uint(), r.uint()
+            for key in _RECENT_CODES:
+                bit = _RECENT_BITS[key]
+                if present & bit:
+                    recent[key] = 0.0 if zero & bit else _F64.unpack(r.bytes(8))[0]
+            for _ in range(r.uint()):
+                key = r.text()
+                recent[key] = _F64.unpack(r.bytes(8))[0]
+        offsets: dict[tuple[str, int], int] = {}
+        for _ in range(r.uint()):
+            topic = r.text()
+            for _ in range(r.uint()):
+                partition = r.uint()
+                offsets[(topic, partition)] = r.uint()
+        ids = r.bytes(8 * r.uint())
+        event_ids = tuple(int.from_bytes(ids[i : i + 8], "big") for i in range(0, len(ids), 8))
+        sentiment_sum_m, sentiment_n = r.int(), r.uint()
+        marker = r.text()
+        label_due_at, rescore_at = r.opt(), r.opt()
+    except IndexError:
+        raise BookError("bookkeeping field cut short") from None
+    return Book(tuple(days), MappingProxyType(recent), recent_at, MappingProxyType(offsets),
+                event_ids, sentiment_sum_m,
+                sentiment_n, marker, label_due_at, rescore_at, bytes(raw[r.at :]))
+
+
+def book_of(fields: Mapping[str, str]) -> Book:
+    """The bookkeeping of a record in either layout (`BOOK`, or the fields before it)."""
+    if BOOK in fields:
+        return unpack_book(fields[BOOK])
+    recent, recent_at = unpack_recent(fields.get("_recent", ""))
+    due = fields.get("_z", ",").split(",")
+    ret = fields.get("_ret", "")
+    return Book(
+        days=unpack_days(fields.get("_days", "")),
+        recent=recent,
+        recent_at=recent_at,
+        offsets=unpack_offsets(fields.get(OFFSETS, "")),
+        event_ids=unpack_event_ids(fields.get(EVENT_IDS, "")),
+        sentiment_sum_m=int(fields.get("_sentiment_sum_m", "0")),
+        sentiment_n=int(fields.get("_sentiment_n", "0")),
+        marker=fields.get("_h", ""),
+        label_due_at=int(due[0]) if due[0] else None,
+        rescore_at=int(due[1]) if len(due) > 1 and due[1] else None,
+        retention=pack_retention_bytes(unpack_retention("", ret), exact=True) if ret else b"",
+    )
+
+
+def _pack_snapshot(w: _Writer, s: Snapshot, rounded: bool) -> None:
+    w.int(s.taken_at)
+    w.opt(s.last_order_at)
+    w.uint(len(FEATURE_NAMES))
+    get = s.features.get
+    for name in FEATURE_NAMES:
+        value = get(name, 0.0)
+        w.feature(float(f"{value:.4g}") if rounded else value)
+
+
+def _unpack_snapshot(r: _Reader, customer_id: str) -> Snapshot:
+    taken_at, last_order_at = r.int(), r.opt()
+    values = [r.feature() for _ in range(r.uint())]
+    return Snapshot(customer_id, taken_at, dict(zip(FEATURE_NAMES, values, strict=False)),
+                    last_order_at)
+
+
+def pack_retention_bytes(r: Retention, exact: bool = False) -> bytes:
+    """The churn memory in the binary layout of `Book.retention`.
+
+    Each snapshot's features are decimals of four significant digits, one varint each,
+    as `pack_retention` rounds them: the newest snapshot (taken by this decision) is
+    rounded, every other one was rounded when it was taken and is written as read
+    (`exact`: none is rounded). The rest of the memory is compact JSON.
+    """
+    w = _Writer()
+    newest = None if exact else r.last_snapshot_at
+    w.uint(len(r.pending))
+    for s in r.pending:
+        _pack_snapshot(w, s, s.taken_at == newest)
+    w.uint(len(r.waiting))
+    for s, y in r.waiting:
+        _pack_snapshot(w, s, s.taken_at == newest)
+        w.uint(y)
+    doc = orjson.loads(pack_retention(replace(r, pending=(), waiting=())))
+    w.text(orjson.dumps(doc) if doc else b"")
+    return bytes(w.out)
+
+
+def unpack_retention_bytes(customer_id: str, raw: bytes) -> Retention:
+    """Inverse of `pack_retention_bytes`; no bytes is a fresh memory."""
+    if not raw:
+        return Retention()
+    r = _Reader(raw)
+    try:
+        pending = tuple(_unpack_snapshot(r, customer_id) for _ in range(r.uint()))
+        waiting = []
+        for _ in range(r.uint()):
+            s = _unpack_snapshot(r, customer_id)
+            waiting.append((s, r.uint()))
+        rest = r.bytes(r.uint())
+    except IndexError:
+        raise BookError(f"customer {customer_id}: churn memory cut short") from None
+    base = unpack_retention(customer_id, rest.decode()) if rest else Retention()
+    return replace(base, pending=pending, waiting=tuple(waiting))
+
+
+def retention_of(customer_id: str, fields: Mapping[str, str]) -> Retention:
+    """The churn memory of a record in either layout."""
+    if BOOK in fields:
+        return unpack_retention_bytes(customer_id, unpack_book(fields[BOOK]).retention)
+    return unpack_retention(customer_id, fields.get(RETENTION, ""))
