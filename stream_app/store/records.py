@@ -479,9 +479,9 @@ def _decimal(v: float) -> tuple[int | None, int]:
     """(m, e) with float(f"{m}e{e}") == v and |m| < 10**4, or (None, 0) if there is none."""
     if not math.isfinite(v):
         return None, 0
-    digits = f"{v:.3e}"  # d.ddde+XX: four significant digits
-    mantissa = int(digits[:-4].replace(".", ""))
-    exponent = int(digits[-3:]) - 3
+    digits, _, power = f"{v:.3e}".partition("e")  # d.ddde+XX: four significant digits
+    mantissa = int(digits.replace(".", ""))
+    exponent = int(power) - 3
     while mantissa and mantissa % 10 == 0:
         mantissa //= 10
         exponent += 1
