@@ -18,7 +18,7 @@ import base64
 import functools
 import math
 import struct
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from types import MappingProxyType
@@ -405,8 +405,6 @@ _RECENT_CODES = (
     "f_unresolved", "f_sentiment", "f_delivered", "f_opened", "f_clicked", "f_unsubscribed",
 )
 _RECENT_BITS = {key: 1 << i for i, key in enumerate(_RECENT_CODES)}
-#: Slots of the exponent in a packed feature value: 0..62 are 10**(slot - 40), 63 a raw double.
-_EXP_BIAS, _RAW = 40, 63
 
 
 class BookError(ValueError):
@@ -462,31 +460,6 @@ class _Writer:
         self.uint(len(raw))
         self.out += raw
 
-    def feature(self, v: float) -> None:
-        """A 4-significant-digit decimal as one varint (zigzag mantissa, exponent slot)."""
-        mantissa, exponent = _decimal(v)
-        if mantissa is None or not 0 <= exponent + _EXP_BIAS < _RAW:
-            self.uint(_RAW)
-            self.out += _F64.pack(v)
-            return
-        z = mantissa << 1 if mantissa >= 0 else (-mantissa << 1) - 1
-        self.uint((z << 6) | (exponent + _EXP_BIAS))
-
-
-def _decimal(v: float) -> tuple[int | None, int]:
-    """(m, e) with float(f"{m}e{e}") == v and |m| < 10**4, or (None, 0) if there is none."""
-    if not math.isfinite(v) or v == 0.0:  # -0.0 (+0.0 is not stored): its sign is kept raw
-        return None, 0
-    digits, _, power = f"{v:.3e}".partition("e")  # d.ddde+XX: four significant digits
-    mantissa = int(digits.replace(".", ""))
-    exponent = int(power) - 3
-    while mantissa and mantissa % 10 == 0:
-        mantissa //= 10
-        exponent += 1
-    if float(f"{mantissa}e{exponent}") != v:
-        return None, 0
-    return mantissa, exponent
-
 
 class _Reader:
     __slots__ = ("at", "raw")
@@ -526,15 +499,6 @@ class _Reader:
 
     def text(self) -> str:
         return self.bytes(self.uint()).decode()
-
-    def feature(self) -> float:
-        code = self.uint()
-        slot = code & 0x3F
-        if slot == _RAW:
-            return float(_F64.unpack(self.bytes(8))[0])
-        z = code >> 6
-        mantissa = (z >> 1) if not z & 1 else -((z + 1) >> 1)
-        return float(f"{mantissa}e{slot - _EXP_BIAS}")
 
 
 def pack_book(book: Book) -> str:
@@ -647,6 +611,10 @@ def unpack_book(text: str) -> Book:
                 sentiment_n, marker, label_due_at, rescore_at, bytes(raw[r.at :]))
 
 
+#: Where each of the 8 characters of a 7-byte chunk takes its 7 bits from.
+_SHIFTS = np.array([49, 42, 35, 28, 21, 14, 7, 0], dtype=np.uint64)
+
+
 def to_ascii(raw: bytes) -> str:
     """`raw` as ASCII text, 7 of its bits per character (8/7 of its length).
 
@@ -656,17 +624,21 @@ def to_ascii(raw: bytes) -> str:
     >>> from_ascii(to_ascii(bytes(range(256)))) == bytes(range(256))
     True
     """
-    bits = np.unpackbits(np.frombuffer(raw, dtype=np.uint8))
-    bits = np.concatenate([bits, np.zeros(-len(bits) % 7, dtype=np.uint8)]).reshape(-1, 7)
-    padded = np.concatenate([np.zeros((len(bits), 1), dtype=np.uint8), bits], axis=1)
-    return np.packbits(padded, axis=1).tobytes().decode("ascii")
+    n = len(raw)
+    chunks = np.frombuffer(raw + bytes(-n % 7), dtype=np.uint8).reshape(-1, 7)
+    words = np.zeros((len(chunks), 8), dtype=np.uint8)
+    words[:, 1:] = chunks  # 7 bytes in the low 56 bits of a big-endian word
+    groups = (words.view(">u8") >> _SHIFTS) & np.uint64(0x7F)
+    return groups.astype(np.uint8).tobytes()[: -(-8 * n // 7)].decode("ascii")
 
 
 def from_ascii(text: str) -> bytes:
-    """Inverse of `to_ascii` (the padding bits, fewer than 8, are dropped)."""
-    codes = np.frombuffer(text.encode("ascii"), dtype=np.uint8)
-    bits = np.unpackbits(codes).reshape(-1, 8)[:, 1:].ravel()
-    return np.packbits(bits[: len(bits) // 8 * 8]).tobytes()
+    """Inverse of `to_ascii`."""
+    n = len(text)
+    codes = np.frombuffer(text.encode("ascii") + bytes(-n % 8), dtype=np.uint8)
+    words = (codes.reshape(-1, 8).astype(np.uint64) << _SHIFTS).sum(axis=1, dtype=np.uint64)
+    chunks = words.astype(">u8").view(np.uint8).reshape(-1, 8)[:, 1:]
+    return chunks.tobytes()[: 7 * n // 8]
 
 
 def book_of(fields: Mapping[str, str]) -> Book:
@@ -691,72 +663,155 @@ def book_of(fields: Mapping[str, str]) -> Book:
     )
 
 
-def _pack_snapshot(w: _Writer, s: Snapshot, rounded: bool) -> None:
-    """Taken at, last order at, the feature count, a mask of the features that are not
-    +0.0 (bit i: the i-th of `FEATURE_NAMES`), then those features."""
-    w.int(s.taken_at)
-    w.opt(s.last_order_at)
-    get = s.features.get
-    values = [get(name, 0.0) for name in FEATURE_NAMES]
+#: Powers of ten a double holds exactly: a decimal m * 10**k (|k| <= 22, m an integer of
+#: at most 15 digits) is then one correctly rounded multiplication or division, as exact
+#: as `float` of its text.
+_POW10 = np.array([float(10**i) for i in range(23)])
+#: The exponent that marks a feature kept as a raw double instead.
+_RAW_EXP = -128
+
+
+def _decimals(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(mantissa int16, exponent int8, raw doubles): each value as m * 10**k exactly, or,
+    where there is no such pair (NaN, infinities, -0.0, more than four digits, out of
+    range), exponent `_RAW_EXP` and the value in the raw doubles, in order."""
+    n = len(values)
+    mantissa = np.zeros(n, dtype=np.int16)
+    exponent = np.full(n, _RAW_EXP, dtype=np.int8)
+    with np.errstate(all="ignore"):
+        finite = np.isfinite(values) & (values != 0.0)
+        scale = np.where(finite, np.floor(np.log10(np.abs(np.where(finite, values, 1.0)))),
+                         0).astype(np.int64) - 3
+        todo = finite.copy()
+        for shift in (0, 1, -1):
+            k = scale + shift
+            usable = todo & (np.abs(k) <= 22)
+            power = _POW10[np.clip(np.abs(k), 0, 22)]
+            m = np.rint(np.where(k < 0, values * power, values / power))
+            m = np.where(usable & (np.abs(m) <= 9999), m, 0.0)
+            back = np.where(k < 0, m / power, m * power)
+            ok = usable & (m != 0.0) & (back == values)
+            mantissa[ok] = m[ok]
+            exponent[ok] = k[ok]
+            todo &= ~ok
+    return mantissa, exponent, values[exponent == _RAW_EXP]
+
+
+def _values(mantissa: np.ndarray, exponent: np.ndarray, raw: np.ndarray) -> np.ndarray:
+    """Inverse of `_decimals`."""
+    k = exponent.astype(np.int64)
+    power = _POW10[np.clip(np.abs(k), 0, 22)]
+    m = mantissa.astype(np.float64)
+    out = np.where(k < 0, m / power, m * power)
+    out[k == _RAW_EXP] = raw
+    return out
+
+
+class _Features(Mapping[str, float]):
+    """A stored snapshot's features, decoded at the first read (most snapshots are only
+    carried from one write of the record to the next), and written back as they were read.
+    """
+
+    __slots__ = ("_body", "_values")
+
+    def __init__(self, body: bytes) -> None:
+        self._body = body
+        self._values: dict[str, float] | None = None
+
+    def _decoded(self) -> dict[str, float]:
+        if self._values is None:
+            r = _Reader(self._body)
+            n, mask = r.uint(), r.uint()
+            count = mask.bit_count()
+            mantissa = np.frombuffer(r.bytes(2 * count), dtype="<i2")
+            exponent = np.frombuffer(r.bytes(count), dtype=np.int8)
+            raw = np.frombuffer(r.bytes(8 * int((exponent == _RAW_EXP).sum())), dtype="<f8")
+            kept = iter(_values(mantissa, exponent, raw).tolist())
+            self._values = dict(zip(
+                FEATURE_NAMES, [next(kept) if mask >> i & 1 else 0.0 for i in range(n)],
+                strict=False))
+        return self._values
+
+    def __getitem__(self, key: str) -> float:
+        return self._decoded()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._decoded())
+
+    def __len__(self) -> int:
+        return len(self._decoded())
+
+    def __repr__(self) -> str:
+        return repr(self._decoded())
+
+
+def _features_body(features: Mapping[str, float], rounded: bool) -> bytes:
+    """The feature count, a mask of the features that are not +0.0 (bit i: the i-th of
+    `FEATURE_NAMES`), then those as int16 mantissas, int8 exponents and raw doubles."""
+    if isinstance(features, _Features):
+        return features._body  # as read: rounded already if it had to be
+    get = features.get
+    row = [get(name, 0.0) for name in FEATURE_NAMES]
     if rounded:
-        values = [float(f"{v:.4g}") for v in values]
-    mask = 0
-    for i, v in enumerate(values):
-        if v != 0.0 or math.copysign(1.0, v) < 0:
-            mask |= 1 << i
-    w.uint(len(values))
-    w.uint(mask)
-    for i, v in enumerate(values):
-        if mask >> i & 1:
-            w.feature(v)
-
-
-def _unpack_snapshot(r: _Reader, customer_id: str) -> Snapshot:
-    taken_at, last_order_at = r.int(), r.opt()
-    n, mask = r.uint(), r.uint()
-    values = [r.feature() if mask >> i & 1 else 0.0 for i in range(n)]
-    return Snapshot(customer_id, taken_at, dict(zip(FEATURE_NAMES, values, strict=False)),
-                    last_order_at)
+        row = [float(f"{v:.4g}") for v in row]
+    values = np.array(row, dtype=np.float64)
+    kept = (values != 0.0) | np.signbit(values)
+    w = _Writer()
+    w.uint(len(row))
+    w.uint(int.from_bytes(np.packbits(kept, bitorder="little").tobytes(), "little"))
+    mantissa, exponent, raw = _decimals(values[kept])
+    w.out += mantissa.astype("<i2").tobytes()
+    w.out += exponent.tobytes()
+    w.out += raw.astype("<f8").tobytes()
+    return bytes(w.out)
 
 
 def pack_retention_bytes(r: Retention, exact: bool = False) -> bytes:
     """The churn memory in the binary layout of `Book.retention`.
 
-    Each snapshot's features are decimals of four significant digits (a mask says which are
-    not zero, then one varint each), as `pack_retention` rounds them: the newest snapshot
-    (taken by this decision) is rounded, every other one was rounded when it was taken and
-    is written as read (`exact`: none is rounded). The rest of the memory is compact JSON.
+    Per snapshot: taken at, last order at, the label if waiting, then the features
+    (`_features_body`, its length first) as decimals of four significant digits, rounded
+    as `pack_retention` rounds them: the newest snapshot (taken by this decision) is
+    rounded, every other one was rounded when it was taken and is written as read
+    (`exact`: none is rounded). Then the rest of the memory as compact JSON.
     """
     w = _Writer()
     newest = None if exact else r.last_snapshot_at
     w.uint(len(r.pending))
-    for s in r.pending:
-        _pack_snapshot(w, s, s.taken_at == newest)
     w.uint(len(r.waiting))
-    for s, y in r.waiting:
-        _pack_snapshot(w, s, s.taken_at == newest)
-        w.uint(y)
-    doc = orjson.loads(pack_retention(replace(r, pending=(), waiting=())))
-    w.text(orjson.dumps(doc) if doc else b"")
+    for s, y in [(s, None) for s in r.pending] + list(r.waiting):
+        w.int(s.taken_at)
+        w.opt(s.last_order_at)
+        if y is not None:
+            w.uint(y)
+        w.text(_features_body(s.features, s.taken_at == newest))
+    doc = pack_retention(replace(r, pending=(), waiting=()))
+    w.text(doc if doc != "{}" else b"")
     return bytes(w.out)
 
 
 def unpack_retention_bytes(customer_id: str, raw: bytes) -> Retention:
-    """Inverse of `pack_retention_bytes`; no bytes is a fresh memory."""
+    """Inverse of `pack_retention_bytes`; no bytes is a fresh memory.
+
+    The features are decoded when first read (`_Features`).
+    """
     if not raw:
         return Retention()
     r = _Reader(raw)
     try:
-        pending = tuple(_unpack_snapshot(r, customer_id) for _ in range(r.uint()))
-        waiting = []
-        for _ in range(r.uint()):
-            s = _unpack_snapshot(r, customer_id)
-            waiting.append((s, r.uint()))
+        pending, waiting = r.uint(), r.uint()
+        snaps = []
+        for i in range(pending + waiting):
+            taken_at, last_order_at = r.int(), r.opt()
+            y = r.uint() if i >= pending else 0
+            body = r.bytes(r.uint())
+            snaps.append((Snapshot(customer_id, taken_at, _Features(body), last_order_at), y))
         rest = r.bytes(r.uint())
     except IndexError:
         raise BookError(f"customer {customer_id}: churn memory cut short") from None
     base = unpack_retention(customer_id, rest.decode()) if rest else Retention()
-    return replace(base, pending=pending, waiting=tuple(waiting))
+    return replace(base, pending=tuple(s for s, _ in snaps[:pending]),
+                   waiting=tuple(snaps[pending:]))
 
 
 def retention_of(customer_id: str, fields: Mapping[str, str]) -> Retention:
