@@ -28,8 +28,10 @@ import redis
 from load.bench_profile import profile_pipeline, raw_records
 from load.simulator import SimConfig, simulate
 from stream_app.history_plan import HISTORY
+from stream_app.offers import PRODUCTS
 from stream_app.settings import Settings
 from stream_app.store.keys import Keys
+from stream_app.store.records import BOOK, from_ascii, unpack_book
 
 __all__ = ["measure_dedup", "measure_memory"]
 
@@ -253,6 +255,36 @@ def _load_templates(client: redis.Redis, keys: Keys) -> list[Template]:
     return sorted(templates, key=lambda t: t.customer_id)
 
 
+def record_parts(templates: Sequence[Template]) -> dict[str, float]:
+    """Mean bytes of text per record, by part: public field names and values, the product
+    profile, the value history and the bookkeeping field `records.BOOK` (its parts as
+    stored: the binary layout's share of its text)."""
+    totals: Counter[str] = Counter()
+    for t in templates:
+        for name, value in t.fields.items():
+            if name == BOOK:
+                raw = len(value)
+                book = unpack_book(value)
+                parts = {
+                    "churn snapshots and memory": len(book.retention),
+                    "recent counters": 8 * sum(1 for v in book.recent.values() if v),
+                    "event ids": 8 * len(book.event_ids),
+                }
+                binary = len(from_ascii(value))
+                for part, n in parts.items():
+                    totals[f"{BOOK}: {part}"] += n * raw / binary
+                totals[f"{BOOK}: the rest (days, offsets, marker, due times, sentiment)"] += (
+                    raw - sum(parts.values()) * raw / binary)
+            elif name in (HISTORY, PRODUCTS):
+                totals[name] += len(value)
+            elif name.startswith("_"):
+                totals[f"{name} (other bookkeeping)"] += len(value)
+            else:
+                totals["public field names"] += len(name)
+                totals["public field values"] += len(value)
+    return {k: round(v / len(templates), 1) for k, v in sorted(totals.items())}
+
+
 def measure_memory(
     url: str,
     scales: Sequence[int] = (100_000, 1_000_000),
@@ -287,6 +319,7 @@ def measure_memory(
         if kind in ("hist", "rollup", "trends"):
             population[name] = int(client.memory_usage(key, samples=0) or 0)
     out: dict[str, Any] = {
+        "template_parts_bytes_avg": record_parts(templates),
         "template_customers": len(templates),
         "template_events": len(events),
         "template_record_bytes_avg": round(sum(tmpl_usage) / len(tmpl_usage), 1),
