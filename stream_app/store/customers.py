@@ -209,7 +209,26 @@ class CustomerStore:
         applied: Mapping[tuple[str, int], int],
         watermarks: Mapping[tuple[str, int], int],
     ) -> tuple[list[Any], list[Any], list[Any]]:
-        """One call of `commit.lua` on one partition's keys (see the script for the layout)."""
+        """One call of `commit.lua` on one partition's keys (see the script for the layout).
+
+        The call first goes with the sums merged over its customers (mode "m"); the script
+        asks for it again with each customer's sums (mode "c") only when a customer lost
+        the compare-and-set or a sum could leave its range, having written nothing.
+        """
+        result = await self._call(shard, changes, applied, watermarks, merged=True)
+        if len(result) > 3:
+            result = await self._call(shard, changes, applied, watermarks, merged=False)
+        conflicts, overflow, enqueued = result
+        return conflicts, overflow, enqueued
+
+    async def _call(
+        self,
+        shard: Shard,
+        changes: Sequence[Change],
+        applied: Mapping[tuple[str, int], int],
+        watermarks: Mapping[tuple[str, int], int],
+        merged: bool,
+    ) -> list[Any]:
         script_keys = [shard.applied, shard.watermarks, shard.outbox, shard.outbox_queue,
                        shard.alert_feed, shard.published, shard.winback_outcomes]
         script_keys += [shard.customer(change.customer_id) for change in changes]
@@ -222,7 +241,8 @@ class CustomerStore:
             return at
 
         args: list[str | int | float | bytes] = [
-            int(time.time() * 1000), feed.FEED_LENGTH, len(changes), len(applied)
+            int(time.time() * 1000), feed.FEED_LENGTH, len(changes), "m" if merged else "c",
+            len(applied)
         ]
         for (topic, partition), offset in applied.items():
             args += [f"{topic}/{partition}", offset]
@@ -230,6 +250,7 @@ class CustomerStore:
         for (topic, partition), ms in watermarks.items():
             args += [f"{topic}/{partition}", ms]
         messages: list[str | int | float | bytes] = []
+        sums: dict[int, dict[str, list[int]]] = {}  # key index -> field -> [total, sum of |delta|]
         with_messages = 0
         for index, change in enumerate(changes, 1):
             # Plain arguments, counted: the script reads them in place, with no JSON to
@@ -241,19 +262,32 @@ class CustomerStore:
                      *change.removed, len(change.ranks)]
             for key, score in change.ranks.items():
                 args += [ref(key), _score(score)]
-            args.append(len(change.increments))
-            for key, name, delta in change.increments:
-                args += [ref(key), name, int(delta)]
+            if merged:
+                args.append(0)
+                for key, name, delta in change.increments:
+                    total = sums.setdefault(ref(key), {}).setdefault(name, [0, 0])
+                    total[0] += int(delta)
+                    total[1] += abs(int(delta))
+            else:
+                args.append(len(change.increments))
+                for key, name, delta in change.increments:
+                    args += [ref(key), name, int(delta)]
             if change.messages:
                 with_messages += 1
                 messages += [index, len(change.messages)]
                 for kind, ident, body in change.messages:
                     messages += [kind, ident, body]
+        if merged:
+            args.append(len(sums))
+            for at, fields in sums.items():
+                args += [at, len(fields)]
+                for name, (total, size) in fields.items():
+                    args += [name, total, size]
         args.append(with_messages)
         args += messages
         script_keys += list(others)
-        conflicts, overflow, enqueued = await self._commit(keys=script_keys, args=args)
-        return conflicts, overflow, enqueued
+        result: list[Any] = await self._commit(keys=script_keys, args=args)
+        return result
 
     async def applied_offsets(self) -> dict[tuple[str, int], int]:
         """The last applied offset of every (topic, partition) seen so far."""
