@@ -440,6 +440,9 @@ class _Writer:
 
     def uint(self, n: int) -> None:
         out = self.out
+        if n < 0x80:
+            out.append(n)
+            return
         while n > 0x7F:
             out.append((n & 0x7F) | 0x80)
             n >>= 7
@@ -469,6 +472,10 @@ class _Reader:
 
     def uint(self) -> int:
         raw, at = self.raw, self.at
+        b = raw[at]
+        if b < 0x80:
+            self.at = at + 1
+            return b
         n = shift = 0
         while True:
             b = raw[at]
@@ -533,10 +540,9 @@ def pack_book(book: Book) -> str:
                     zero |= bit
         w.uint(present)
         w.uint(zero)
-        for key in _RECENT_CODES:
-            bit = _RECENT_BITS[key]
-            if present & bit and not zero & bit:
-                w.out += _F64.pack(book.recent[key])
+        stored = present & ~zero
+        values = [book.recent[key] for key in _RECENT_CODES if stored & _RECENT_BITS[key]]
+        w.out += struct.pack(f"<{len(values)}d", *values)
         w.uint(len(extra))
         for key, value in extra:
             w.text(key)
@@ -552,8 +558,7 @@ def pack_book(book: Book) -> str:
             w.uint(partition)
             w.uint(offset)
     w.uint(len(book.event_ids))
-    for h in book.event_ids:
-        w.out += h.to_bytes(8, "big")
+    w.out += struct.pack(f">{len(book.event_ids)}Q", *book.event_ids)
     w.int(book.sentiment_sum_m)
     w.uint(book.sentiment_n)
     w.text(book.marker)
@@ -586,10 +591,13 @@ def unpack_book(text: str) -> Book:
         recent: dict[str, float] = {}
         if recent_at is not None:
             present, zero = r.uint(), r.uint()
+            stored = present & ~zero
+            keys = [key for key in _RECENT_CODES if stored & _RECENT_BITS[key]]
+            values = iter(struct.unpack(f"<{len(keys)}d", r.bytes(8 * len(keys))))
             for key in _RECENT_CODES:
                 bit = _RECENT_BITS[key]
                 if present & bit:
-                    recent[key] = 0.0 if zero & bit else _F64.unpack(r.bytes(8))[0]
+                    recent[key] = 0.0 if zero & bit else next(values)
             for _ in range(r.uint()):
                 key = r.text()
                 recent[key] = _F64.unpack(r.bytes(8))[0]
@@ -599,8 +607,8 @@ def unpack_book(text: str) -> Book:
             for _ in range(r.uint()):
                 partition = r.uint()
                 offsets[(topic, partition)] = r.uint()
-        ids = r.bytes(8 * r.uint())
-        event_ids = tuple(int.from_bytes(ids[i : i + 8], "big") for i in range(0, len(ids), 8))
+        count = r.uint()
+        event_ids = struct.unpack(f">{count}Q", r.bytes(8 * count))
         sentiment_sum_m, sentiment_n = r.int(), r.uint()
         marker = r.text()
         label_due_at, rescore_at = r.opt(), r.opt()
