@@ -2,14 +2,18 @@
 
 Public fields are plain strings a reader can use as they are: money as decimal
 strings in the base currency, counts as integers, times as RFC 3339 UTC with
-milliseconds. Fields starting with ``_`` are the engine's bookkeeping (applied
-offsets, recent event ids, the version used for compare-and-set, packed purchase
-days) and are not part of the stable interface.
+milliseconds. Fields starting with ``_`` are the engine's bookkeeping and are not
+part of the stable interface: ``_v``, the version used for compare-and-set, and
+`BOOK` (``_b``), one versioned binary field (`Book`, `pack_book`) with the purchase
+days, decayed counters, applied offsets per topic partition, recent event ids,
+sentiment sums, histogram marker, due times and churn memory.
 
-Applied offsets are one field, ``_a`` (`pack_offsets`), per topic partition.
-Records written before that kept one ``_o:<topic>`` field per topic; they are
-read into `CustomerState.legacy_offsets`, written back unchanged, and never
-created any more.
+Records written before `BOOK` kept these in fields of their own (`LEGACY_FIELDS`:
+``_a`` by `pack_offsets`, ``_e``, ``_days``, ``_recent``, ``_ret`` ...); `book_of`
+and `retention_of` read either layout, and the next write of such a record moves it
+to `BOOK` and deletes them. Records written before ``_a`` kept one ``_o:<topic>``
+field per topic; they are read into `CustomerState.legacy_offsets`, written back
+unchanged, and never created any more.
 """
 
 from __future__ import annotations
