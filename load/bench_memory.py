@@ -17,6 +17,7 @@ Redis's default of 64 bytes stores them (hashtables).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -28,8 +29,10 @@ import redis
 from load.bench_profile import profile_pipeline, raw_records
 from load.simulator import SimConfig, simulate
 from stream_app.history_plan import HISTORY
+from stream_app.offers import PRODUCTS
 from stream_app.settings import Settings
 from stream_app.store.keys import Keys
+from stream_app.store.records import BOOK, from_ascii, pack_book, unpack_book
 
 __all__ = ["measure_dedup", "measure_memory"]
 
@@ -65,11 +68,25 @@ return count
 #: Fields a reader can derive from others (or from settings) at lookup time.
 DERIVABLE = ("gross_margin", "net_contribution", "repeat_purchases", "contacts", "horizon_days",
              "recency_days", "model_version", "value_at_risk", "customer_id")
-BOOKKEEPING = ("_v", "_h", "_days", "_a", "_e")
+BOOKKEEPING = ("_v", BOOK)
 #: The deduplication state: applied offsets per topic partition and recent event id hashes.
-DEDUP = ("_a", "_e")
+DEDUP = ("offsets", "event_ids")
 #: The churn model's per-customer memory (decayed counters, pending snapshots, alert state).
-CHURN = ("_ret", "_recent")
+CHURN = ("retention", "recent")
+
+
+def without(fields: Mapping[str, str], parts: Sequence[str]) -> dict[str, str]:
+    """The record with `parts` of its bookkeeping (`records.Book` attributes) left empty."""
+    out = dict(fields)
+    if BOOK in out:
+        book = unpack_book(out[BOOK])
+        empty = {"offsets": {}, "event_ids": (), "retention": b"", "recent": {},
+                 "recent_at": None}
+        changes = {k: empty[k] for k in parts}
+        if "recent" in parts:
+            changes["recent_at"] = None
+        out[BOOK] = pack_book(dataclasses.replace(book, **changes))
+    return out
 
 
 @dataclass
@@ -96,14 +113,10 @@ def _short_names(templates: Sequence[Template]) -> dict[str, str]:
 def _pack_bookkeeping(fields: Mapping[str, str]) -> dict[str, str]:
     out = {k: v for k, v in fields.items() if k not in BOOKKEEPING}
     # The applied offsets last, as ``topic/partition=offset,...`` for `pack` below.
-    offsets = ",".join(
-        f"{topic}/{part}"
-        for group in filter(None, fields.get("_a", "").split(";"))
-        for topic, _, parts in [group.rpartition(":")]
-        for part in parts.split(",")
-    )
-    out["_"] = "|".join([fields.get("_v", ""), fields.get("_h", ""), fields.get("_days", ""),
-                         fields.get("_e", ""), offsets])
+    book = unpack_book(fields.get(BOOK, ""))
+    offsets = ",".join(f"{topic}/{part}={o}" for (topic, part), o in sorted(book.offsets.items()))
+    fields = {**fields, BOOK: pack_book(dataclasses.replace(book, offsets={}))}
+    out["_"] = "|".join([fields.get("_v", ""), fields.get(BOOK, ""), offsets])
     return out
 
 
@@ -145,7 +158,7 @@ def _alternatives(templates: Sequence[Template]) -> dict[str, tuple[Callable[[Te
     cid = short["customer_id"]
 
     def lean(fields: Mapping[str, str]) -> dict[str, str]:
-        return {k: v for k, v in fields.items() if k not in CHURN}
+        return without(fields, CHURN)
 
     def positional_lean(t: Template) -> str:
         f = pack(drop(lean(t.fields)))
@@ -156,8 +169,8 @@ def _alternatives(templates: Sequence[Template]) -> dict[str, tuple[Callable[[Te
             lambda t: t.fields, RANKS, "customer_id", "64"),
         "as written, listpack 8192 (the engine's setting)": (
             lambda t: t.fields, RANKS, "customer_id", "8192"),
-        "as written without the deduplication state (_a, _e), listpack 8192": (
-            lambda t: {k: v for k, v in t.fields.items() if k not in DEDUP}, RANKS,
+        "as written without the deduplication state (offsets, event ids), listpack 8192": (
+            lambda t: without(t.fields, DEDUP), RANKS,
             "customer_id", "8192"),
         "as written without the churn fields, listpack 512": (
             lambda t: lean(t.fields), RANKS, "customer_id", "512"),
@@ -253,6 +266,36 @@ def _load_templates(client: redis.Redis, keys: Keys) -> list[Template]:
     return sorted(templates, key=lambda t: t.customer_id)
 
 
+def record_parts(templates: Sequence[Template]) -> dict[str, float]:
+    """Mean bytes of text per record, by part: public field names and values, the product
+    profile, the value history and the bookkeeping field `records.BOOK` (its parts as
+    stored: the binary layout's share of its text)."""
+    totals: Counter[str] = Counter()
+    for t in templates:
+        for name, value in t.fields.items():
+            if name == BOOK:
+                raw = len(value)
+                book = unpack_book(value)
+                parts = {
+                    "churn snapshots and memory": len(book.retention),
+                    "recent counters": 8 * sum(1 for v in book.recent.values() if v),
+                    "event ids": 8 * len(book.event_ids),
+                }
+                binary = len(from_ascii(value))
+                for part, n in parts.items():
+                    totals[f"{BOOK}: {part}"] += n * raw / binary
+                totals[f"{BOOK}: the rest (days, offsets, marker, due times, sentiment)"] += (
+                    raw - sum(parts.values()) * raw / binary)
+            elif name in (HISTORY, PRODUCTS):
+                totals[name] += len(value)
+            elif name.startswith("_"):
+                totals[f"{name} (other bookkeeping)"] += len(value)
+            else:
+                totals["public field names"] += len(name)
+                totals["public field values"] += len(value)
+    return {k: round(v / len(templates), 1) for k, v in sorted(totals.items())}
+
+
 def measure_memory(
     url: str,
     scales: Sequence[int] = (100_000, 1_000_000),
@@ -287,6 +330,7 @@ def measure_memory(
         if kind in ("hist", "rollup", "trends"):
             population[name] = int(client.memory_usage(key, samples=0) or 0)
     out: dict[str, Any] = {
+        "template_parts_bytes_avg": record_parts(templates),
         "template_customers": len(templates),
         "template_events": len(events),
         "template_record_bytes_avg": round(sum(tmpl_usage) / len(tmpl_usage), 1),
@@ -342,10 +386,10 @@ def measure_dedup(
     seed: int = 11,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Redis memory per customer of the deduplication state (``_a`` and ``_e``).
+    """Redis memory per customer of the deduplication state (offsets and event ids in ``_b``).
 
     The records of a simulated year written by `Ingestor.process` are cloned `clones` times
-    as written and again without the two fields; the difference of ``used_memory`` per
+    as written and again without them; the difference of ``used_memory`` per
     customer is what the state costs.
     """
     settings = Settings(redis_url=url)
@@ -360,17 +404,13 @@ def measure_dedup(
     out: dict[str, Any] = {
         "template_customers": n,
         "event_id_window": settings.event_id_window,
-        "offsets_field_bytes_avg": round(
-            sum(len(t.fields.get("_a", "")) for t in templates) / n, 1),
-        "event_ids_field_bytes_avg": round(
-            sum(len(t.fields.get("_e", "")) for t in templates) / n, 1),
-        "event_ids_avg": round(sum(len(t.fields.get("_e", "")) * 3 // 32 for t in templates) / n,
-                               1),
+        "event_ids_avg": round(sum(len(unpack_book(t.fields.get(BOOK, "")).event_ids)
+                                   for t in templates) / n, 1),
         "clones": clones,
     }
     builds: dict[str, Callable[[Template], Any]] = {
         "with": lambda t: t.fields,
-        "without": lambda t: {k: v for k, v in t.fields.items() if k not in DEDUP},
+        "without": lambda t: without(t.fields, DEDUP),
     }
     for name, build in builds.items():
         client.flushall()

@@ -211,7 +211,7 @@ def _finish(item: Item, prep: _Prepared | None, values: Sequence[Valuation | Non
     key = keys.trends(keys.partition_of(change.customer_id))
     increments = [*change.increments, *((key, n, d) for n, d in sums.items() if d)]
     return Change(change.customer_id, change.version, fields, change.ranks, increments,
-                  change.messages)
+                  change.messages, change.removed)
 
 
 def extend_many(

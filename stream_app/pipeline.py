@@ -59,7 +59,7 @@ from stream_app.planner import Cuts, plan, value_tier
 from stream_app.settings import Settings
 from stream_app.store import feed, shards
 from stream_app.store.customers import Change, Committed, CustomerStore, Loaded, StoreError
-from stream_app.store.records import RETENTION, unpack_retention
+from stream_app.store.records import retention_of
 
 log = logging.getLogger(__name__)
 
@@ -678,7 +678,7 @@ class Ingestor:
         await self.drain(before)
 
     def _retention(self, entry: Loaded) -> Retention:
-        return unpack_retention(entry.state.customer_id, entry.fields.get(RETENTION, ""))
+        return retention_of(entry.state.customer_id, entry.fields)
 
     def _apply(
         self,

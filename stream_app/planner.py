@@ -1,8 +1,9 @@
 """Turns a customer's new state into one store `Change`: fields, ranks, increments.
 
 The record keeps a marker of the histogram buckets and statistics rows it is
-counted in (field ``_h``), so a change moves the customer's counts from the
-old buckets to the new ones exactly, whatever the model did in between.
+counted in (`Book.marker` of its bookkeeping field), so a change moves the
+customer's counts from the old buckets to the new ones exactly, whatever the
+model did in between.
 """
 
 from __future__ import annotations
@@ -25,12 +26,15 @@ from stream_app.domain.severity import value_at_risk
 from stream_app.domain.valuation import Valuation
 from stream_app.store.customers import Change, Loaded
 from stream_app.store.keys import Keys
-from stream_app.store.records import RETENTION, format_time, pack_retention, to_fields
+from stream_app.store.records import (
+    LEGACY_FIELDS,
+    book_of,
+    format_time,
+    pack_retention_bytes,
+    state_book,
+    to_fields,
+)
 
-MARKER = "_h"
-#: The event times the customer is due a churn label and a rescore (``label,rescore``, ms,
-#: empty: not due), as the two sorted sets of the rescoring timer hold them.
-DUE = "_z"
 #: Rank set -> the record field whose value its score is derived from.
 _RANKED = (("net_contribution", "net_contribution"), ("clv", "clv"),
            ("value_at_risk", "value_at_risk"))
@@ -140,19 +144,22 @@ def plan(
     `label_due_at` and `rescore_at` (event time, ms; None: not due) place the
     customer in the sorted sets the rescoring timer reads.
     """
-    fields = to_fields(after)
-    fields.update(extra)
     shard = keys.shard_of(after.customer_id)
+    stored = loaded.fields
+    before = book_of(stored)
+    new_marks = markers(after, valuation)
+    # The bookkeeping: the histogram marker, the event times the customer is due a churn
+    # label and a rescore (as the two sorted sets of the rescoring timer hold them), and
+    # the churn memory (kept as stored when there is no new one).
+    fields = to_fields(after, state_book(
+        after, "|".join(new_marks), label_due_at, rescore_at,
+        before.retention if retention is None else pack_retention_bytes(retention)))
+    fields.update(extra)
     risk = 0.0 if valuation is None else value_at_risk(valuation, churn_probability)
     if valuation is not None:
         fields.update(valuation_fields(valuation, cuts, churn_probability, tier, risk))
         fields.update(rfm_fields(after, cuts, valuation.as_of))
-    if retention is not None:
-        fields[RETENTION] = pack_retention(retention)
-    new_marks = markers(after, valuation)
-    fields[MARKER] = "|".join(new_marks)
-    old_raw = loaded.fields.get(MARKER, "")
-    old_marks = tuple(old_raw.split("|")) if old_raw else ("",) * len(HISTOGRAMS)
+    old_marks = tuple(before.marker.split("|")) if before.marker else ("",) * len(HISTOGRAMS)
     increments: list[tuple[str, str, int]] = []
     for name, old, new in zip(HISTOGRAMS, old_marks, new_marks, strict=True):
         if old != new:
@@ -165,8 +172,6 @@ def plan(
         increments.append((shard.rollup(scope, name), fld, delta))
         if fld == "customers" or fld.startswith("touches."):
             increments.append((shard.rollup_index(scope), name, delta))
-    fields[DUE] = f"{'' if label_due_at is None else label_due_at}," + (
-        "" if rescore_at is None else str(rescore_at))
     ranks: dict[str, float | None] = {
         shard.rank("net_contribution"): after.net_contribution_c / 100,
     }
@@ -175,7 +180,6 @@ def plan(
         ranks[shard.rank("value_at_risk")] = round(risk, 2)
     # Only the fields that differ from the stored hash: the commit's version check
     # guarantees that hash is the one being updated.
-    stored = loaded.fields
     changed = {k: v for k, v in fields.items() if stored.get(k) != v}
     # Only the rankings whose score changed: the stored field that the score is written
     # with (atomically, in every commit) says what the rank set holds.
@@ -183,7 +187,11 @@ def plan(
         for name, source in _RANKED:
             if source not in changed and stored.get(source) is not None:
                 ranks.pop(shard.rank(name), None)
-    if not loaded.version or DUE in changed:
+    if not loaded.version or (before.label_due_at, before.rescore_at) != (label_due_at,
+                                                                          rescore_at):
         ranks[shard.churn_deadlines] = label_due_at
         ranks[shard.rescore_due] = rescore_at
-    return Change(after.customer_id, loaded.version, changed, ranks, increments)
+    # A record of the layout before `BOOK` moves to it at its first write.
+    removed = tuple(name for name in LEGACY_FIELDS if name in stored)
+    return Change(after.customer_id, loaded.version, changed, ranks, increments,
+                  removed=removed)

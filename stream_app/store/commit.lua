@@ -12,18 +12,19 @@
 -- KEYS[7]       win-back outcomes hash (trigger id -> outcome JSON)
 -- KEYS[8..7+n]  customer hashes, one per change
 -- KEYS[8+n..]   the rank sets, roll-ups and histograms the changes name (by index)
--- ARGV[1]       now (ms), ARGV[2] feed length, ARGV[3] n, ARGV[4] blob base (below)
+-- ARGV[1]       now (ms), ARGV[2] feed length, ARGV[3] n, ARGV[4] mode: "c" (each customer's
+--               sums, below) or "m" (the sums merged over the call's customers)
 -- then          m, then m pairs (field, offset)      -- only ever move forward
 -- then          w, then w pairs (field, event ms)    -- only ever move forward
--- then, per customer key in order, one JSON array of strings (one argument per customer
--- keeps the client's encoding of the call cheap):
---   [expected version ("" for a new customer),
---    [field, value, ...],                            -- HSET on the customer hash
---    [sorted-set key index, score, ...],             -- ZADD of the customer id ("rem": ZREM)
---    [hash key index, field, delta, ...],            -- integer sums, e.g. roll-ups, histograms
---    customer id]                                    -- the rank sets' member
---   A long field value is not in the JSON (decoding it would cost more than the rest):
---   the number j stands for it, and the value is ARGV[blob base + j], after everything.
+-- then, per customer key in order, plain arguments (no JSON to decode):
+--   expected version ("" for a new customer), customer id (the rank sets' member),
+--   f, then f pairs (field, value)                   -- HSET on the customer hash
+--   d, then d fields                                 -- HDEL (fields of an older layout)
+--   r, then r pairs (sorted-set key index, score)    -- ZADD of the customer id ("rem": ZREM)
+--   s, then s triples (hash key index, field, delta) -- integer sums, e.g. roll-ups
+--                                                    -- (mode "m": s is 0)
+-- then, in mode "m" only: g, then g groups, one per hash the sums add to:
+--               key index, k, then k triples (field, total delta, sum of |delta|)
 -- then          e, then e groups of the customers with messages, each:
 --               customer index (1-based), n, then n triples (kind, id, message JSON)
 --               kind "outcome": a closed win-back outcome, written to KEYS[7];
@@ -43,13 +44,18 @@
 --   range, or a stored value that is not such an integer, aborts the whole call
 --   before any write: it returns the customer's index, the key and the field.
 --
+-- Mode "m" is the common case made cheap (a third of the sums' arguments, no work per
+-- customer): it applies only if no customer lost the compare-and-set and no sum can leave
+-- the range (|stored| + the sum of |delta| within it). Otherwise nothing is written and
+-- {conflicts, {}, {}, 1} asks for the call again in mode "c", which decides as above.
+--
 -- Returns {conflicts, overflow, enqueued}: overflow is {} or {index, key, field};
 -- enqueued lists the outbox fields written.
 local LIMIT = 9007199254740991  -- 2^53 - 1
 local now = ARGV[1]
 local feed_length = tonumber(ARGV[2])
 local n = tonumber(ARGV[3])
-local blobs = tonumber(ARGV[4])
+local merged = ARGV[4] == 'm'
 local pos = 5
 local m = tonumber(ARGV[pos])
 local offsets_at = pos + 1
@@ -59,6 +65,8 @@ local marks_at = pos + 1
 pos = pos + 1 + 2 * w
 
 -- Phase 1: read and check everything; nothing is written.
+-- changes[i] = {position of its field count, its fields' count, position of its rank
+-- count, of its sums' count}: the arguments are read in place, never copied.
 local changes = {}
 local conflicts = {}
 local lost = {}
@@ -66,16 +74,20 @@ local sums = {}       -- key -> {field -> new value}
 local order = {}      -- keys in first-seen order
 local wanted = {}     -- key -> {field, ...}: the stored sums to read, once each
 for i = 1, n do
-  local change = cjson.decode(ARGV[pos])
-  pos = pos + 1
-  changes[i] = change
-  if (redis.call('HGET', KEYS[i + 7], '_v') or '') ~= change[1] then
+  local expected = ARGV[pos]
+  local fields_at = pos + 2
+  local deletes_at = fields_at + 1 + 2 * tonumber(ARGV[fields_at])
+  local ranks_at = deletes_at + 1 + tonumber(ARGV[deletes_at])
+  local sums_at = ranks_at + 1 + 2 * tonumber(ARGV[ranks_at])
+  local count = tonumber(ARGV[sums_at])
+  changes[i] = {pos + 1, fields_at, deletes_at, ranks_at, sums_at}
+  pos = sums_at + 1 + 3 * count
+  if (redis.call('HGET', KEYS[i + 7], '_v') or '') ~= expected then
     conflicts[#conflicts + 1] = i
     lost[i] = true
   else
-    local incrs = change[4]
-    for k = 1, #incrs, 3 do
-      local hash, field = KEYS[incrs[k]], incrs[k + 1]
+    for k = sums_at + 1, sums_at + 3 * count, 3 do
+      local hash, field = KEYS[tonumber(ARGV[k])], ARGV[k + 1]
       local values = sums[hash]
       if values == nil then
         values = {}
@@ -91,23 +103,52 @@ for i = 1, n do
     end
   end
 end
--- One HMGET per hash for every stored sum the batch adds to.
-for _, hash in ipairs(order) do
-  local fields = wanted[hash]
-  local stored = redis.call('HMGET', hash, unpack(fields))
-  local values = sums[hash]
-  for k = 1, #fields do
-    values[fields[k]] = tonumber(stored[k] or '0')
+if merged then
+  if #conflicts > 0 then
+    return {conflicts, {}, {}, 1}
+  end
+  local g = tonumber(ARGV[pos])
+  pos = pos + 1
+  for _ = 1, g do
+    local hash, k = KEYS[tonumber(ARGV[pos])], tonumber(ARGV[pos + 1])
+    local fields = {}
+    for j = 1, k do
+      fields[j] = ARGV[pos + 2 + 3 * (j - 1)]
+    end
+    local stored = redis.call('HMGET', hash, unpack(fields))
+    local values = {}
+    for j = 1, k do
+      local at = pos + 2 + 3 * (j - 1)
+      local value = tonumber(stored[j] or '0')
+      if not value or value % 1 ~= 0 or math.abs(value) + tonumber(ARGV[at + 2]) > LIMIT then
+        return {conflicts, {}, {}, 1}
+      end
+      values[fields[j]] = value + tonumber(ARGV[at + 1])
+    end
+    sums[hash] = values
+    order[#order + 1] = hash
+    pos = pos + 2 + 3 * k
+  end
+end
+-- Mode "c": one HMGET per hash for every stored sum the batch adds to.
+if not merged then
+  for _, hash in ipairs(order) do
+    local fields = wanted[hash]
+    local stored = redis.call('HMGET', hash, unpack(fields))
+    local values = sums[hash]
+    for k = 1, #fields do
+      values[fields[k]] = tonumber(stored[k] or '0')
+    end
   end
 end
 for i = 1, n do
   if not lost[i] then
-    local incrs = changes[i][4]
-    for k = 1, #incrs, 3 do
-      local hash, field = KEYS[incrs[k]], incrs[k + 1]
+    local sums_at = changes[i][5]
+    for k = sums_at + 1, sums_at + 3 * tonumber(ARGV[sums_at]), 3 do
+      local hash, field = KEYS[tonumber(ARGV[k])], ARGV[k + 1]
       local values = sums[hash]
       local value = values[field]
-      local delta = tonumber(incrs[k + 2])
+      local delta = tonumber(ARGV[k + 2])
       local total = (value and delta) and value + delta
       if not total or value % 1 ~= 0 or delta % 1 ~= 0 or math.abs(value) > LIMIT
           or math.abs(delta) > LIMIT or math.abs(total) > LIMIT then
@@ -122,23 +163,22 @@ end
 for i = 1, n do
   if not lost[i] then
     local key = KEYS[i + 7]
-    local fields, ranks = changes[i][2], changes[i][3]
-    for k = 2, #fields, 2 do
-      if type(fields[k]) == 'number' then
-        fields[k] = ARGV[blobs + fields[k]]
-      end
+    local change = changes[i]
+    local member, fields_at, deletes_at, ranks_at = ARGV[change[1]], change[2], change[3],
+      change[4]
+    local f = tonumber(ARGV[fields_at])
+    if f > 0 then
+      redis.call('HSET', key, unpack(ARGV, fields_at + 1, fields_at + 2 * f))
     end
-    if #fields > 0 then
-      redis.call('HSET', key, unpack(fields))
+    local d = tonumber(ARGV[deletes_at])
+    if d > 0 then
+      redis.call('HDEL', key, unpack(ARGV, deletes_at + 1, deletes_at + d))
     end
-    if #ranks > 0 then
-      local member = changes[i][5]
-      for k = 1, #ranks, 2 do
-        if ranks[k + 1] == 'rem' then
-          redis.call('ZREM', KEYS[ranks[k]], member)
-        else
-          redis.call('ZADD', KEYS[ranks[k]], ranks[k + 1], member)
-        end
+    for k = ranks_at + 1, ranks_at + 2 * tonumber(ARGV[ranks_at]), 2 do
+      if ARGV[k + 1] == 'rem' then
+        redis.call('ZREM', KEYS[tonumber(ARGV[k])], member)
+      else
+        redis.call('ZADD', KEYS[tonumber(ARGV[k])], ARGV[k + 1], member)
       end
     end
   end

@@ -51,17 +51,12 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
-import orjson
 from redis.asyncio import Redis
 
 from stream_app.domain.ledger import CustomerState
 from stream_app.store import feed, shards
 from stream_app.store.keys import Keys, Shard
 from stream_app.store.records import VERSION, from_fields
-
-#: Field values longer than this go to the commit as arguments of their own, not inside the
-#: customer's JSON (the script's JSON decoding costs per byte).
-BLOB_BYTES = 100
 
 #: The largest magnitude a roll-up or histogram sum may reach: every value stays an
 #: integer that Lua (and JavaScript) hold exactly.
@@ -93,6 +88,8 @@ class Change:
     #: (kind, id, JSON): "alert", "winback", "training" go to the outbox, "outcome" to
     #: the win-back outcomes; written only if the compare-and-set succeeds.
     messages: Sequence[tuple[str, str, bytes]] = ()
+    #: Fields to delete (those of an older record layout), in the same atomic write.
+    removed: Sequence[str] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,7 +209,26 @@ class CustomerStore:
         applied: Mapping[tuple[str, int], int],
         watermarks: Mapping[tuple[str, int], int],
     ) -> tuple[list[Any], list[Any], list[Any]]:
-        """One call of `commit.lua` on one partition's keys (see the script for the layout)."""
+        """One call of `commit.lua` on one partition's keys (see the script for the layout).
+
+        The call first goes with the sums merged over its customers (mode "m"); the script
+        asks for it again with each customer's sums (mode "c") only when a customer lost
+        the compare-and-set or a sum could leave its range, having written nothing.
+        """
+        result = await self._call(shard, changes, applied, watermarks, merged=True)
+        if len(result) > 3:
+            result = await self._call(shard, changes, applied, watermarks, merged=False)
+        conflicts, overflow, enqueued = result
+        return conflicts, overflow, enqueued
+
+    async def _call(
+        self,
+        shard: Shard,
+        changes: Sequence[Change],
+        applied: Mapping[tuple[str, int], int],
+        watermarks: Mapping[tuple[str, int], int],
+        merged: bool,
+    ) -> list[Any]:
         script_keys = [shard.applied, shard.watermarks, shard.outbox, shard.outbox_queue,
                        shard.alert_feed, shard.published, shard.winback_outcomes]
         script_keys += [shard.customer(change.customer_id) for change in changes]
@@ -225,7 +241,8 @@ class CustomerStore:
             return at
 
         args: list[str | int | float | bytes] = [
-            int(time.time() * 1000), feed.FEED_LENGTH, len(changes), 0, len(applied)
+            int(time.time() * 1000), feed.FEED_LENGTH, len(changes), "m" if merged else "c",
+            len(applied)
         ]
         for (topic, partition), offset in applied.items():
             args += [f"{topic}/{partition}", offset]
@@ -233,40 +250,44 @@ class CustomerStore:
         for (topic, partition), ms in watermarks.items():
             args += [f"{topic}/{partition}", ms]
         messages: list[str | int | float | bytes] = []
-        blobs: list[str] = []
+        sums: dict[int, dict[str, list[int]]] = {}  # key index -> field -> [total, sum of |delta|]
         with_messages = 0
         for index, change in enumerate(changes, 1):
-            fields = dict(change.fields)
-            fields[VERSION] = str(int(change.version or "0") + 1)
-            ranks = [part for key, score in change.ranks.items()
-                     for part in (ref(key), _score(score))]
-            increments = [part for key, name, delta in change.increments
-                          for part in (ref(key), name, str(int(delta)))]
-            # One argument per customer: redis-py encodes each argument in Python, orjson
-            # encodes the whole change in C. Other keys go by their index in KEYS.
-            flat: list[str | int] = []
-            for name, value in fields.items():
-                if len(value) > BLOB_BYTES:
-                    blobs.append(value)
-                    flat += [name, len(blobs)]
-                else:
-                    flat += [name, value]
-            args.append(orjson.dumps(
-                [change.version, flat, ranks, increments, change.customer_id]
-            ))
+            # Plain arguments, counted: the script reads them in place, with no JSON to
+            # decode. Other keys go by their index in KEYS.
+            args += [change.version, change.customer_id, len(change.fields) + 1]
+            for name, value in change.fields.items():
+                args += [name, value]
+            args += [VERSION, str(int(change.version or "0") + 1), len(change.removed),
+                     *change.removed, len(change.ranks)]
+            for key, score in change.ranks.items():
+                args += [ref(key), _score(score)]
+            if merged:
+                args.append(0)
+                for key, name, delta in change.increments:
+                    total = sums.setdefault(ref(key), {}).setdefault(name, [0, 0])
+                    total[0] += int(delta)
+                    total[1] += abs(int(delta))
+            else:
+                args.append(len(change.increments))
+                for key, name, delta in change.increments:
+                    args += [ref(key), name, int(delta)]
             if change.messages:
                 with_messages += 1
                 messages += [index, len(change.messages)]
                 for kind, ident, body in change.messages:
                     messages += [kind, ident, body]
+        if merged:
+            args.append(len(sums))
+            for at, fields in sums.items():
+                args += [at, len(fields)]
+                for name, (total, size) in fields.items():
+                    args += [name, total, size]
         args.append(with_messages)
         args += messages
-        if blobs:
-            args[3] = len(args)
-            args += blobs
         script_keys += list(others)
-        conflicts, overflow, enqueued = await self._commit(keys=script_keys, args=args)
-        return conflicts, overflow, enqueued
+        result: list[Any] = await self._commit(keys=script_keys, args=args)
+        return result
 
     async def applied_offsets(self) -> dict[tuple[str, int], int]:
         """The last applied offset of every (topic, partition) seen so far."""

@@ -2,25 +2,33 @@
 
 Public fields are plain strings a reader can use as they are: money as decimal
 strings in the base currency, counts as integers, times as RFC 3339 UTC with
-milliseconds. Fields starting with ``_`` are the engine's bookkeeping (applied
-offsets, recent event ids, the version used for compare-and-set, packed purchase
-days) and are not part of the stable interface.
+milliseconds. Fields starting with ``_`` are the engine's bookkeeping and are not
+part of the stable interface: ``_v``, the version used for compare-and-set, and
+`BOOK` (``_b``), one versioned binary field (`Book`, `pack_book`) with the purchase
+days, decayed counters, applied offsets per topic partition, recent event ids,
+sentiment sums, histogram marker, due times and churn memory.
 
-Applied offsets are one field, ``_a`` (`pack_offsets`), per topic partition.
-Records written before that kept one ``_o:<topic>`` field per topic; they are
-read into `CustomerState.legacy_offsets`, written back unchanged, and never
-created any more.
+Records written before `BOOK` kept these in fields of their own (`LEGACY_FIELDS`:
+``_a`` by `pack_offsets`, ``_e``, ``_days``, ``_recent``, ``_ret`` ...); `book_of`
+and `retention_of` read either layout, and the next write of such a record moves it
+to `BOOK` and deletes them. Records written before ``_a`` kept one ``_o:<topic>``
+field per topic; they are read into `CustomerState.legacy_offsets`, written back
+unchanged, and never created any more.
 """
 
 from __future__ import annotations
 
 import base64
-from collections.abc import Mapping
-from dataclasses import asdict
+import functools
+import math
+import struct
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
 
+import numpy as np
 import orjson
 
 from stream_app.domain.alerts import AlertMemory
@@ -52,8 +60,6 @@ _COUNTS = (
     ("returns", "returns"),
     ("cost_of_goods_estimated", "cogs_estimated"),
     ("unresolved_contacts", "unresolved"),
-    ("_sentiment_sum_m", "sentiment_sum_m"),
-    ("_sentiment_n", "sentiment_n"),
 )
 _FLOATS = frozenset(
     {"p_alive", "expected_purchases", "expected_spend", "clv", "value_at_risk",
@@ -196,8 +202,12 @@ def unpack_event_ids(text: str) -> tuple[int, ...]:
     return tuple(int.from_bytes(raw[i : i + 8], "big") for i in range(0, len(raw), 8))
 
 
-def to_fields(state: CustomerState) -> dict[str, str]:
-    """Every hash field of a customer's state (bookkeeping fields included)."""
+def to_fields(state: CustomerState, book: Book | None = None) -> dict[str, str]:
+    """Every hash field of a customer's state: the public ones and `BOOK`.
+
+    `book` is the bookkeeping to write (`state_book` of the state by default: no marker,
+    no due times, no churn memory). Old per-topic offsets are written back as they were.
+    """
     fields: dict[str, str] = {"customer_id": state.customer_id}
     for name, attr in _MONEY:
         fields[name] = format_money(getattr(state, attr))
@@ -220,16 +230,18 @@ def to_fields(state: CustomerState) -> dict[str, str]:
         fields["last_click_campaign"] = state.last_click_campaign
         fields["last_click_at"] = format_time(state.last_click_at)
     fields["repeat_purchases"] = str(state.repeat_purchases)
-    fields["_days"] = pack_days(state.purchase_days)
-    if state.recent_at is not None:
-        fields["_recent"] = pack_recent(state.recent, state.recent_at)
-    if state.offsets:
-        fields[OFFSETS] = pack_offsets(state.offsets)
-    if state.event_ids:
-        fields[EVENT_IDS] = pack_event_ids(state.event_ids)
     for topic, offset in state.legacy_offsets.items():
         fields[f"{OFFSET_PREFIX}{topic}"] = str(offset)
+    fields[BOOK] = pack_book(state_book(state) if book is None else book)
     return fields
+
+
+def state_book(state: CustomerState, marker: str = "", label_due_at: int | None = None,
+               rescore_at: int | None = None, retention: bytes = b"") -> Book:
+    """The bookkeeping of a state; the rest of the `Book` as given."""
+    return Book(state.purchase_days, state.recent, state.recent_at, state.offsets,
+                state.event_ids, state.sentiment_sum_m, state.sentiment_n, marker,
+                label_due_at, rescore_at, retention)
 
 
 def from_fields(customer_id: str, fields: Mapping[str, str]) -> CustomerState:
@@ -248,10 +260,12 @@ def from_fields(customer_id: str, fields: Mapping[str, str]) -> CustomerState:
     values["last_click_campaign"] = fields.get("last_click_campaign")
     click = fields.get("last_click_at")
     values["last_click_at"] = None if click is None else parse_time(click)
-    values["purchase_days"] = unpack_days(fields.get("_days", ""))
-    values["recent"], values["recent_at"] = unpack_recent(fields.get("_recent", ""))
-    values["offsets"] = unpack_offsets(fields.get(OFFSETS, ""))
-    values["event_ids"] = unpack_event_ids(fields.get(EVENT_IDS, ""))
+    book = book_of(fields)
+    values["purchase_days"] = book.days
+    values["recent"], values["recent_at"] = MappingProxyType(dict(book.recent)), book.recent_at
+    values["offsets"] = MappingProxyType(dict(book.offsets))
+    values["event_ids"] = book.event_ids
+    values["sentiment_sum_m"], values["sentiment_n"] = book.sentiment_sum_m, book.sentiment_n
     contacts: dict[str, int] = {}
     touches: dict[str, int] = {}
     offsets: dict[str, int] = {}
@@ -375,3 +389,447 @@ def unpack_retention(customer_id: str, text: str) -> Retention:
         churn_probability=doc.get("cp"),
         scored_at=doc.get("sa"),
     )
+
+
+# --------------------------------------------------------------------------- bookkeeping
+
+#: The engine's bookkeeping in one field (`pack_book`): ASCII text, 7 bits a character, of a
+#: binary layout whose first byte is `BOOK_FORMAT`.
+BOOK = "_b"
+#: Version of the binary layout of `BOOK`; a record of another version is refused.
+BOOK_FORMAT = 1
+#: Fields of the layout before `BOOK` (read, and removed at the record's next write).
+LEGACY_FIELDS = ("_days", "_recent", OFFSETS, EVENT_IDS, "_sentiment_sum_m", "_sentiment_n",
+                 "_ret", "_h", "_z")
+_F64 = struct.Struct("<d")
+#: The decayed counters a `BOOK` holds by bit (bit i: the i-th name), frozen with
+#: `BOOK_FORMAT`: a counter not named here is stored with its name.
+_RECENT_CODES = (
+    "orders", "spend", "contacts", "complaints", "cancellation_requests", "unresolved",
+    "sentiment", "opened", "clicked", "converted", "unsubscribed", "bounced", "delivered",
+    "f_orders", "f_spend", "f_contacts", "f_complaints", "f_cancellation_requests",
+    "f_unresolved", "f_sentiment", "f_delivered", "f_opened", "f_clicked", "f_unsubscribed",
+)
+_RECENT_BITS = {key: 1 << i for i, key in enumerate(_RECENT_CODES)}
+
+
+class BookError(ValueError):
+    """A bookkeeping field of an unknown layout version or cut short."""
+
+
+@dataclass(frozen=True, slots=True)
+class Book:
+    """What the engine keeps per customer beside the public fields.
+
+    `retention` is the churn memory as packed (`retention_of` decodes it), so a change
+    that does not touch it writes it back as it was read.
+    """
+
+    days: tuple[int, ...] = ()
+    recent: Mapping[str, float] = field(default_factory=dict)
+    recent_at: int | None = None
+    offsets: Mapping[tuple[str, int], int] = field(default_factory=dict)
+    event_ids: tuple[int, ...] = ()
+    sentiment_sum_m: int = 0
+    sentiment_n: int = 0
+    marker: str = ""
+    label_due_at: int | None = None
+    rescore_at: int | None = None
+    retention: bytes = b""
+
+
+class _Writer:
+    __slots__ = ("out",)
+
+    def __init__(self) -> None:
+        self.out = bytearray()
+
+    def uint(self, n: int) -> None:
+        out = self.out
+        if n < 0x80:
+            out.append(n)
+            return
+        while n > 0x7F:
+            out.append((n & 0x7F) | 0x80)
+            n >>= 7
+        out.append(n)
+
+    def int(self, n: int) -> None:
+        self.uint(n << 1 if n >= 0 else (-n << 1) - 1)
+
+    def opt(self, n: int | None) -> None:
+        """An optional integer: 0 is None."""
+        if n is None:
+            self.out.append(0)
+        else:
+            self.uint(1 + (n << 1 if n >= 0 else (-n << 1) - 1))
+
+    def text(self, s: str | bytes) -> None:
+        raw = s.encode() if isinstance(s, str) else s
+        self.uint(len(raw))
+        self.out += raw
+
+
+class _Reader:
+    __slots__ = ("at", "raw")
+
+    def __init__(self, raw: bytes) -> None:
+        self.raw, self.at = raw, 0
+
+    def uint(self) -> int:
+        raw, at = self.raw, self.at
+        b = raw[at]
+        if b < 0x80:
+            self.at = at + 1
+            return b
+        n = shift = 0
+        while True:
+            b = raw[at]
+            at += 1
+            n |= (b & 0x7F) << shift
+            if b < 0x80:
+                self.at = at
+                return n
+            shift += 7
+
+    def int(self) -> int:
+        z = self.uint()
+        return (z >> 1) if not z & 1 else -((z + 1) >> 1)
+
+    def opt(self) -> int | None:
+        z = self.uint()
+        if z == 0:
+            return None
+        z -= 1
+        return (z >> 1) if not z & 1 else -((z + 1) >> 1)
+
+    def bytes(self, n: int) -> bytes:
+        out = self.raw[self.at : self.at + n]
+        if len(out) != n:
+            raise BookError("bookkeeping field cut short")
+        self.at += n
+        return bytes(out)
+
+    def text(self) -> str:
+        return self.bytes(self.uint()).decode()
+
+
+def pack_book(book: Book) -> str:
+    """The bookkeeping as ASCII text (`to_ascii`) of its binary layout (`BOOK_FORMAT`).
+
+    Integers are varints (signed ones zigzag), the decayed counters exact doubles, the
+    event id hashes 8 bytes each; the churn memory is `pack_retention_bytes`.
+
+    >>> b = Book(days=(20000, 20003), recent={"orders": 1.5}, recent_at=7,
+    ...          offsets={("t", 0): 41}, event_ids=(2**64 - 1,), marker="3|1", rescore_at=9)
+    >>> unpack_book(pack_book(b)) == b
+    True
+    """
+    w = _Writer()
+    w.out.append(BOOK_FORMAT)
+    w.uint(len(book.days))
+    prev = 0
+    for day in book.days:
+        w.int(day - prev)
+        prev = day
+    w.opt(book.recent_at)
+    if book.recent_at is not None:
+        present = zero = 0
+        extra = []
+        for key, value in book.recent.items():
+            bit = _RECENT_BITS.get(key)
+            if bit is None:
+                extra.append((key, value))
+            else:
+                present |= bit
+                if value == 0.0 and math.copysign(1.0, value) > 0:
+                    zero |= bit
+        w.uint(present)
+        w.uint(zero)
+        stored = present & ~zero
+        values = [book.recent[key] for key in _RECENT_CODES if stored & _RECENT_BITS[key]]
+        w.out += struct.pack(f"<{len(values)}d", *values)
+        w.uint(len(extra))
+        for key, value in extra:
+            w.text(key)
+            w.out += _F64.pack(value)
+    topics: dict[str, list[tuple[int, int]]] = {}
+    for (topic, partition), offset in sorted(book.offsets.items()):
+        topics.setdefault(topic, []).append((partition, offset))
+    w.uint(len(topics))
+    for topic, parts in topics.items():
+        w.text(topic)
+        w.uint(len(parts))
+        for partition, offset in parts:
+            w.uint(partition)
+            w.uint(offset)
+    w.uint(len(book.event_ids))
+    w.out += struct.pack(f">{len(book.event_ids)}Q", *book.event_ids)
+    w.int(book.sentiment_sum_m)
+    w.uint(book.sentiment_n)
+    w.text(book.marker)
+    w.opt(book.label_due_at)
+    w.opt(book.rescore_at)
+    w.out += book.retention
+    return to_ascii(bytes(w.out))
+
+
+@functools.lru_cache(maxsize=4096)
+def unpack_book(text: str) -> Book:
+    """Inverse of `pack_book`; empty text is an empty book.
+
+    Cached: a batch reads the book of each record it loads more than once.
+    """
+    if not text:
+        return Book()
+    raw = from_ascii(text)
+    if not raw or raw[0] != BOOK_FORMAT:
+        raise BookError(f"bookkeeping format {raw[:1].hex() or 'empty'} is not {BOOK_FORMAT}")
+    r = _Reader(raw)
+    r.at = 1
+    try:
+        days: list[int] = []
+        day = 0
+        for _ in range(r.uint()):
+            day += r.int()
+            days.append(day)
+        recent_at = r.opt()
+        recent: dict[str, float] = {}
+        if recent_at is not None:
+            present, zero = r.uint(), r.uint()
+            stored = present & ~zero
+            keys = [key for key in _RECENT_CODES if stored & _RECENT_BITS[key]]
+            values = iter(struct.unpack(f"<{len(keys)}d", r.bytes(8 * len(keys))))
+            for key in _RECENT_CODES:
+                bit = _RECENT_BITS[key]
+                if present & bit:
+                    recent[key] = 0.0 if zero & bit else next(values)
+            for _ in range(r.uint()):
+                key = r.text()
+                recent[key] = _F64.unpack(r.bytes(8))[0]
+        offsets: dict[tuple[str, int], int] = {}
+        for _ in range(r.uint()):
+            topic = r.text()
+            for _ in range(r.uint()):
+                partition = r.uint()
+                offsets[(topic, partition)] = r.uint()
+        count = r.uint()
+        event_ids = struct.unpack(f">{count}Q", r.bytes(8 * count))
+        sentiment_sum_m, sentiment_n = r.int(), r.uint()
+        marker = r.text()
+        label_due_at, rescore_at = r.opt(), r.opt()
+    except IndexError:
+        raise BookError("bookkeeping field cut short") from None
+    return Book(tuple(days), MappingProxyType(recent), recent_at, MappingProxyType(offsets),
+                event_ids, sentiment_sum_m,
+                sentiment_n, marker, label_due_at, rescore_at, bytes(raw[r.at :]))
+
+
+#: Where each of the 8 characters of a 7-byte chunk takes its 7 bits from.
+_SHIFTS = np.array([49, 42, 35, 28, 21, 14, 7, 0], dtype=np.uint64)
+
+
+def to_ascii(raw: bytes) -> str:
+    """`raw` as ASCII text, 7 of its bits per character (8/7 of its length).
+
+    ASCII keeps the field readable by clients that decode every field of a hash as UTF-8,
+    at a lower cost than base64 (4/3).
+
+    >>> from_ascii(to_ascii(bytes(range(256)))) == bytes(range(256))
+    True
+    """
+    n = len(raw)
+    chunks = np.frombuffer(raw + bytes(-n % 7), dtype=np.uint8).reshape(-1, 7)
+    words = np.zeros((len(chunks), 8), dtype=np.uint8)
+    words[:, 1:] = chunks  # 7 bytes in the low 56 bits of a big-endian word
+    groups = (words.view(">u8") >> _SHIFTS) & np.uint64(0x7F)
+    return groups.astype(np.uint8).tobytes()[: -(-8 * n // 7)].decode("ascii")
+
+
+def from_ascii(text: str) -> bytes:
+    """Inverse of `to_ascii`."""
+    n = len(text)
+    codes = np.frombuffer(text.encode("ascii") + bytes(-n % 8), dtype=np.uint8)
+    words = (codes.reshape(-1, 8).astype(np.uint64) << _SHIFTS).sum(axis=1, dtype=np.uint64)
+    chunks = words.astype(">u8").view(np.uint8).reshape(-1, 8)[:, 1:]
+    return chunks.tobytes()[: 7 * n // 8]
+
+
+def book_of(fields: Mapping[str, str]) -> Book:
+    """The bookkeeping of a record in either layout (`BOOK`, or the fields before it)."""
+    if BOOK in fields:
+        return unpack_book(fields[BOOK])
+    recent, recent_at = unpack_recent(fields.get("_recent", ""))
+    due = fields.get("_z", ",").split(",")
+    ret = fields.get("_ret", "")
+    return Book(
+        days=unpack_days(fields.get("_days", "")),
+        recent=recent,
+        recent_at=recent_at,
+        offsets=unpack_offsets(fields.get(OFFSETS, "")),
+        event_ids=unpack_event_ids(fields.get(EVENT_IDS, "")),
+        sentiment_sum_m=int(fields.get("_sentiment_sum_m", "0")),
+        sentiment_n=int(fields.get("_sentiment_n", "0")),
+        marker=fields.get("_h", ""),
+        label_due_at=int(due[0]) if due[0] else None,
+        rescore_at=int(due[1]) if len(due) > 1 and due[1] else None,
+        retention=pack_retention_bytes(unpack_retention("", ret), exact=True) if ret else b"",
+    )
+
+
+#: Powers of ten a double holds exactly: a decimal m * 10**k (|k| <= 22, m an integer of
+#: at most 15 digits) is then one correctly rounded multiplication or division, as exact
+#: as `float` of its text.
+_POW10 = np.array([float(10**i) for i in range(23)])
+#: The exponent that marks a feature kept as a raw double instead.
+_RAW_EXP = -128
+
+
+def _decimals(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(mantissa int16, exponent int8, raw doubles): each value as m * 10**k exactly, or,
+    where there is no such pair (NaN, infinities, -0.0, more than four digits, out of
+    range), exponent `_RAW_EXP` and the value in the raw doubles, in order."""
+    n = len(values)
+    mantissa = np.zeros(n, dtype=np.int16)
+    exponent = np.full(n, _RAW_EXP, dtype=np.int8)
+    with np.errstate(all="ignore"):
+        finite = np.isfinite(values) & (values != 0.0)
+        scale = np.where(finite, np.floor(np.log10(np.abs(np.where(finite, values, 1.0)))),
+                         0).astype(np.int64) - 3
+        todo = finite.copy()
+        for shift in (0, 1, -1):
+            k = scale + shift
+            usable = todo & (np.abs(k) <= 22)
+            power = _POW10[np.clip(np.abs(k), 0, 22)]
+            m = np.rint(np.where(k < 0, values * power, values / power))
+            m = np.where(usable & (np.abs(m) <= 9999), m, 0.0)
+            back = np.where(k < 0, m / power, m * power)
+            ok = usable & (m != 0.0) & (back == values)
+            mantissa[ok] = m[ok]
+            exponent[ok] = k[ok]
+            todo &= ~ok
+    return mantissa, exponent, values[exponent == _RAW_EXP]
+
+
+def _values(mantissa: np.ndarray, exponent: np.ndarray, raw: np.ndarray) -> np.ndarray:
+    """Inverse of `_decimals`."""
+    k = exponent.astype(np.int64)
+    power = _POW10[np.clip(np.abs(k), 0, 22)]
+    m = mantissa.astype(np.float64)
+    out = np.where(k < 0, m / power, m * power)
+    out[k == _RAW_EXP] = raw
+    return out
+
+
+class _Features(Mapping[str, float]):
+    """A stored snapshot's features, decoded at the first read (most snapshots are only
+    carried from one write of the record to the next), and written back as they were read.
+    """
+
+    __slots__ = ("_body", "_values")
+
+    def __init__(self, body: bytes) -> None:
+        self._body = body
+        self._values: dict[str, float] | None = None
+
+    def _decoded(self) -> dict[str, float]:
+        if self._values is None:
+            r = _Reader(self._body)
+            n, mask = r.uint(), r.uint()
+            count = mask.bit_count()
+            mantissa = np.frombuffer(r.bytes(2 * count), dtype="<i2")
+            exponent = np.frombuffer(r.bytes(count), dtype=np.int8)
+            raw = np.frombuffer(r.bytes(8 * int((exponent == _RAW_EXP).sum())), dtype="<f8")
+            kept = iter(_values(mantissa, exponent, raw).tolist())
+            self._values = dict(zip(
+                FEATURE_NAMES, [next(kept) if mask >> i & 1 else 0.0 for i in range(n)],
+                strict=False))
+        return self._values
+
+    def __getitem__(self, key: str) -> float:
+        return self._decoded()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._decoded())
+
+    def __len__(self) -> int:
+        return len(self._decoded())
+
+    def __repr__(self) -> str:
+        return repr(self._decoded())
+
+
+def _features_body(features: Mapping[str, float], rounded: bool) -> bytes:
+    """The feature count, a mask of the features that are not +0.0 (bit i: the i-th of
+    `FEATURE_NAMES`), then those as int16 mantissas, int8 exponents and raw doubles."""
+    if isinstance(features, _Features):
+        return features._body  # as read: rounded already if it had to be
+    get = features.get
+    row = [get(name, 0.0) for name in FEATURE_NAMES]
+    if rounded:
+        row = [float(f"{v:.4g}") for v in row]
+    values = np.array(row, dtype=np.float64)
+    kept = (values != 0.0) | np.signbit(values)
+    w = _Writer()
+    w.uint(len(row))
+    w.uint(int.from_bytes(np.packbits(kept, bitorder="little").tobytes(), "little"))
+    mantissa, exponent, raw = _decimals(values[kept])
+    w.out += mantissa.astype("<i2").tobytes()
+    w.out += exponent.tobytes()
+    w.out += raw.astype("<f8").tobytes()
+    return bytes(w.out)
+
+
+def pack_retention_bytes(r: Retention, exact: bool = False) -> bytes:
+    """The churn memory in the binary layout of `Book.retention`.
+
+    Per snapshot: taken at, last order at, the label if waiting, then the features
+    (`_features_body`, its length first) as decimals of four significant digits, rounded
+    as `pack_retention` rounds them: the newest snapshot (taken by this decision) is
+    rounded, every other one was rounded when it was taken and is written as read
+    (`exact`: none is rounded). Then the rest of the memory as compact JSON.
+    """
+    w = _Writer()
+    newest = None if exact else r.last_snapshot_at
+    w.uint(len(r.pending))
+    w.uint(len(r.waiting))
+    for s, y in [(s, None) for s in r.pending] + list(r.waiting):
+        w.int(s.taken_at)
+        w.opt(s.last_order_at)
+        if y is not None:
+            w.uint(y)
+        w.text(_features_body(s.features, s.taken_at == newest))
+    doc = pack_retention(replace(r, pending=(), waiting=()))
+    w.text(doc if doc != "{}" else b"")
+    return bytes(w.out)
+
+
+def unpack_retention_bytes(customer_id: str, raw: bytes) -> Retention:
+    """Inverse of `pack_retention_bytes`; no bytes is a fresh memory.
+
+    The features are decoded when first read (`_Features`).
+    """
+    if not raw:
+        return Retention()
+    r = _Reader(raw)
+    try:
+        pending, waiting = r.uint(), r.uint()
+        snaps = []
+        for i in range(pending + waiting):
+            taken_at, last_order_at = r.int(), r.opt()
+            y = r.uint() if i >= pending else 0
+            body = r.bytes(r.uint())
+            snaps.append((Snapshot(customer_id, taken_at, _Features(body), last_order_at), y))
+        rest = r.bytes(r.uint())
+    except IndexError:
+        raise BookError(f"customer {customer_id}: churn memory cut short") from None
+    base = unpack_retention(customer_id, rest.decode()) if rest else Retention()
+    return replace(base, pending=tuple(s for s, _ in snaps[:pending]),
+                   waiting=tuple(snaps[pending:]))
+
+
+def retention_of(customer_id: str, fields: Mapping[str, str]) -> Retention:
+    """The churn memory of a record in either layout."""
+    if BOOK in fields:
+        return unpack_retention_bytes(customer_id, unpack_book(fields[BOOK]).retention)
+    return unpack_retention(customer_id, fields.get(RETENTION, ""))

@@ -20,7 +20,7 @@ from stream_app.settings import Settings
 from stream_app.store import layout
 from stream_app.store.customers import CustomerStore
 from stream_app.store.keys import Keys
-from stream_app.store.records import to_fields
+from stream_app.store.records import from_fields, to_fields
 from tests.e2e.helpers import own_redis_db
 
 pytestmark = pytest.mark.integration
@@ -85,5 +85,5 @@ def test_old_topic_offsets_skip_only_events_the_engine_already_processed(
     assert record["orders"] == "3", record
     assert record["revenue"] == "30.00"
     topic = redis_settings.topics.purchases
-    assert record[OFFSETS] == f"{topic}:1=11"
+    assert from_fields("L1", record).offsets == {(topic, 1): 11}
     assert record[f"_o:{topic}"] == "50"  # left as it was

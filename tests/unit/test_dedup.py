@@ -10,8 +10,8 @@ import pytest
 from stream_app.domain.events import MS_PER_DAY, Purchase, ServiceContact, Source
 from stream_app.domain.ledger import CustomerState, apply_event, event_hash, ingest
 from stream_app.store.records import (
-    EVENT_IDS,
     OFFSETS,
+    book_of,
     from_fields,
     pack_event_ids,
     to_fields,
@@ -113,8 +113,9 @@ def test_offsets_and_event_ids_round_trip_through_the_record() -> None:
     s = apply_event(s, order("c"), Source("cvm.campaign-touches", 2, 8), window=16)
     s = replace(s, legacy_offsets=MappingProxyType({"cvm.service-contacts": 12}))
     fields = to_fields(s)
-    assert fields[OFFSETS] == "cvm.campaign-touches:2=8;cvm.purchases:0=4,1=0,3=900"
-    assert len(fields[EVENT_IDS]) == 44  # 4 ids: 32 bytes in base64
+    book = book_of(fields)
+    assert book.offsets == {("cvm.campaign-touches", 2): 8, (T, 0): 4, (T, 1): 0, (T, 3): 900}
+    assert len(book.event_ids) == 4
     assert fields["_o:cvm.service-contacts"] == "12"
     assert from_fields("C1", fields) == s
 

@@ -21,10 +21,10 @@ from stream_app.domain.rfm import (
 )
 from stream_app.domain.rollups import campaign_increments, channel_totals
 from stream_app.domain.valuation import ValueModel, history, value_many, value_one
-from stream_app.planner import HISTOGRAMS, MARKER, Cuts, plan
+from stream_app.planner import HISTOGRAMS, Cuts, plan
 from stream_app.store.customers import Loaded
 from stream_app.store.keys import Keys
-from stream_app.store.records import VERSION, from_fields
+from stream_app.store.records import VERSION, book_of, from_fields
 
 KEYS = Keys()
 
@@ -95,7 +95,7 @@ def test_histograms_and_rollups_equal_a_recount_of_the_final_records() -> None:
     for position, name in enumerate(HISTOGRAMS):
         recount: Counter[str] = Counter()
         for f in finals:
-            mark = f.fields[MARKER].split("|")[position]
+            mark = book_of(f.fields).marker.split("|")[position]
             if mark:
                 recount[mark] += 1
         live = Counter({k: v for k, v in store.merged(lambda s, n=name: s.histogram(n)).items()

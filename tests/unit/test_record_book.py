@@ -1,0 +1,187 @@
+"""The bookkeeping field `_b` of a customer record: exact round trips, the older layout read."""
+
+from __future__ import annotations
+
+import math
+import random
+from types import MappingProxyType
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from stream_app.domain.alerts import AlertMemory, ChannelCounts, WinbackMemory
+from stream_app.domain.churn import FEATURE_NAMES, Snapshot
+from stream_app.domain.ledger import RECENT_KEYS, CustomerState
+from stream_app.domain.retention import Retention
+from stream_app.store.records import (
+    BOOK,
+    BOOK_FORMAT,
+    LEGACY_FIELDS,
+    Book,
+    BookError,
+    book_of,
+    from_ascii,
+    from_fields,
+    pack_book,
+    pack_days,
+    pack_event_ids,
+    pack_offsets,
+    pack_recent,
+    pack_retention,
+    pack_retention_bytes,
+    retention_of,
+    to_ascii,
+    to_fields,
+    unpack_book,
+    unpack_retention,
+    unpack_retention_bytes,
+)
+
+ints = st.integers(min_value=-(2**62), max_value=2**62)
+
+
+def _features(rng: random.Random) -> dict[str, float]:
+    """Feature values of every kind a snapshot holds: zeros, counts, rates, tiny and large."""
+    out = {}
+    for name in FEATURE_NAMES:
+        kind = rng.randrange(6)
+        if kind == 0:
+            out[name] = 0.0
+        elif kind == 1:
+            out[name] = float(rng.randrange(0, 400))
+        elif kind == 2:
+            out[name] = rng.uniform(-50, 50)
+        elif kind == 3:
+            out[name] = rng.uniform(0, 1) * 10 ** rng.randrange(-12, 9)
+        elif kind == 4:
+            out[name] = -rng.expovariate(1e-3)
+        else:
+            out[name] = rng.random()
+    return out
+
+
+def _retention(rng: random.Random, n: int) -> Retention:
+    times = sorted(rng.sample(range(1_600_000_000_000, 1_800_000_000_000), n + 1))
+    snaps = [Snapshot("C1", t, _features(rng)) for t in times[:n]]
+    cut = rng.randrange(n + 1)
+    return Retention(
+        pending=tuple(snaps[:cut]),
+        waiting=tuple((s, rng.randrange(2)) for s in snaps[cut:]),
+        last_snapshot_at=times[n - 1] if n else None,
+        alert=AlertMemory(times[-1], "high", "al-1", ("recency",), rng.random()),
+        winback=WinbackMemory(2, "wb-1"),
+        channels=MappingProxyType({"email": ChannelCounts(3, 1, 0)}),
+        tier_at_purchase=42.0,
+        churn_probability=rng.random(),
+        scored_at=times[-1],
+    )
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_the_churn_memory_reads_back_as_the_json_layout_gives_it(seed: int) -> None:
+    """Features are kept at four significant digits, exactly as the JSON of `_ret` kept them:
+    the newest snapshot is rounded when written, the others are written as read."""
+    rng = random.Random(seed)
+    r = _retention(rng, rng.randrange(0, 15))
+    json_read = unpack_retention("C1", pack_retention(r))
+    binary_read = unpack_retention_bytes("C1", pack_retention_bytes(r))
+    assert binary_read == json_read
+    # Read and written again, nothing moves: the older snapshots are not rounded twice.
+    assert unpack_retention_bytes("C1", pack_retention_bytes(binary_read)) == binary_read
+    assert pack_retention_bytes(binary_read) == pack_retention_bytes(r)
+
+
+def test_a_value_without_four_digit_form_is_kept_as_a_double() -> None:
+    odd = [1 / 3, math.pi * 1e-30, 1.0e300, -2.5e-320, 123456.0, float("inf"), -0.0]
+    s = Snapshot("C1", 5, dict(zip(FEATURE_NAMES, odd + [0.0] * len(FEATURE_NAMES),
+                                   strict=False)))
+    r = Retention(pending=(s,), last_snapshot_at=None)  # not the newest: written as read
+    read = unpack_retention_bytes("C1", pack_retention_bytes(r)).pending[0]
+    assert read == s
+    assert math.copysign(1.0, read.features[FEATURE_NAMES[6]]) == -1.0
+
+
+def test_a_lead_window_order_time_is_kept() -> None:
+    s = Snapshot("C1", 5, {FEATURE_NAMES[0]: 1.0}, last_order_at=99)
+    read = unpack_retention_bytes("C1", pack_retention_bytes(Retention(pending=(s,))))
+    assert read.pending[0].last_order_at == 99
+
+
+@given(
+    days=st.lists(st.integers(min_value=-1000, max_value=40_000), max_size=30),
+    recent=st.dictionaries(st.sampled_from([*RECENT_KEYS, "a_new_counter"]),
+                           st.floats(allow_nan=False, allow_infinity=False), max_size=30),
+    recent_at=st.none() | ints,
+    offsets=st.dictionaries(
+        st.tuples(st.sampled_from(["cvm.purchases", "t.x-1"]), st.integers(0, 1000)),
+        st.integers(0, 2**62), max_size=6),
+    ids=st.lists(st.integers(0, 2**64 - 1), max_size=20),
+    sentiment=st.tuples(ints, st.integers(0, 2**40)),
+    marker=st.text(max_size=50),
+    due=st.tuples(st.none() | ints, st.none() | ints),
+    retention=st.binary(max_size=50),
+)
+def test_the_book_round_trips(days: list[int], recent: dict[str, float], recent_at: int | None,
+                              offsets: dict[tuple[str, int], int], ids: list[int],
+                              sentiment: tuple[int, int], marker: str,
+                              due: tuple[int | None, int | None], retention: bytes) -> None:
+    book = Book(tuple(sorted(days)), recent if recent_at is not None else {}, recent_at,
+                offsets, tuple(ids), *sentiment, marker, *due, retention)
+    text = pack_book(book)
+    assert text.isascii()  # readers that decode every field of a hash can read the record
+    read = unpack_book(text)
+    assert read == book
+    # Signed zeros and the exact bits of every counter survive.
+    assert {k: math.copysign(1, v) for k, v in read.recent.items()} == {
+        k: math.copysign(1, v) for k, v in book.recent.items()}
+
+
+def test_another_format_version_is_refused() -> None:
+    raw = bytearray(from_ascii(pack_book(Book(days=(1, 2)))))
+    assert raw[0] == BOOK_FORMAT
+    raw[0] = BOOK_FORMAT + 1
+    with pytest.raises(BookError, match="format"):
+        unpack_book(to_ascii(bytes(raw)))
+    with pytest.raises(BookError):
+        unpack_book(pack_book(Book(days=(1, 2, 3)))[:4])
+
+
+def _legacy(state: CustomerState, r: Retention, marker: str, due: str) -> dict[str, str]:
+    """A record as the layout before `_b` wrote it (its bookkeeping fields)."""
+    fields = {k: v for k, v in to_fields(state).items() if k != BOOK}
+    fields.update({"_days": pack_days(state.purchase_days), "_h": marker, "_z": due,
+                   "_sentiment_sum_m": str(state.sentiment_sum_m),
+                   "_sentiment_n": str(state.sentiment_n), "_ret": pack_retention(r)})
+    if state.recent_at is not None:
+        fields["_recent"] = pack_recent(state.recent, state.recent_at)
+    if state.offsets:
+        fields["_a"] = pack_offsets(state.offsets)
+    if state.event_ids:
+        fields["_e"] = pack_event_ids(state.event_ids)
+    return fields
+
+
+def test_a_record_of_the_older_layout_is_read_as_the_same_state() -> None:
+    rng = random.Random(3)
+    state = CustomerState(
+        "C1", orders=3, revenue_c=12_345, purchase_days=(20_000, 20_031, 20_090),
+        recent=MappingProxyType({"orders": 1.25, "spend": 0.1 + 0.2, "f_orders": 0.0}),
+        recent_at=1_767_000_000_000,
+        offsets=MappingProxyType({("cvm.purchases", 2): 91, ("cvm.service-contacts", 0): 4}),
+        event_ids=(1, 2**63, 2**64 - 1), sentiment_sum_m=-1300, sentiment_n=4,
+    )
+    r = _retention(rng, 5)
+    old = _legacy(state, r, "36|437|20447|169|4:225:20222|5:1680", "1756306797497,")
+    assert from_fields("C1", old) == state
+    assert retention_of("C1", old) == unpack_retention("C1", pack_retention(r))
+    book = book_of(old)
+    assert (book.marker, book.label_due_at, book.rescore_at) == (
+        "36|437|20447|169|4:225:20222|5:1680", 1756306797497, None)
+    # Written in the new layout, the same state, churn memory and bookkeeping.
+    new = {k: v for k, v in old.items() if k not in LEGACY_FIELDS}
+    new[BOOK] = pack_book(book)
+    assert from_fields("C1", new) == state
+    assert retention_of("C1", new) == retention_of("C1", old)
+    assert book_of(new) == book
+    assert len(new[BOOK]) < sum(len(old[k]) for k in LEGACY_FIELDS if k in old) * 2 // 3
