@@ -10,10 +10,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stream_app.domain.alerts import AlertMemory, ChannelCounts, WinbackMemory
+from stream_app.domain.alerts import AlertMemory
 from stream_app.domain.churn import FEATURE_NAMES, Snapshot
 from stream_app.domain.ledger import RECENT_KEYS, CustomerState
 from stream_app.domain.retention import Retention
+from stream_app.domain.winback import ChannelCounts, WinbackMemory
 from stream_app.store.records import (
     BOOK,
     BOOK_FORMAT,
