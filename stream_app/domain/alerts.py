@@ -408,14 +408,22 @@ def _order_pace(state: CustomerState, recent: Mapping[str, float]) -> str:
     gap = max((days[-1] - days[0]) / (len(days) - 1), 1.0)
     slow = recent.get("orders", 0.0) * gap / _TAU_DAYS
     fast = recent.get(FAST_PREFIX + "orders", 0.0) * gap / _FAST_DAYS
-    if fast < 0.75 * slow:
-        change = "falling"
-    elif fast > 1.25 * slow:
-        change = "rising"
-    else:
-        change = "steady"
+    change = _direction(fast, slow, 0.25)
     return (f"orders at {slow:.0%} of their usual pace over the last {3 * _TAU_DAYS / 4:.0f} "
             f"days, {fast:.0%} over the last {_FAST_DAYS:.0f}: {change}")
+
+
+def _direction(value: float, reference: float, tolerance: float) -> str:
+    """Falling, steady or rising: `value` against `reference`, within a relative tolerance.
+
+    >>> _direction(0.7, 1.0, 0.25), _direction(1.2, 1.0, 0.25), _direction(1.3, 1.0, 0.25)
+    ('falling', 'steady', 'rising')
+    """
+    if value < (1.0 - tolerance) * reference:
+        return "falling"
+    if value > (1.0 + tolerance) * reference:
+        return "rising"
+    return "steady"
 
 
 def _basket_trend(recent: Mapping[str, float], basket: float) -> str:
@@ -430,12 +438,7 @@ def _basket_trend(recent: Mapping[str, float], basket: float) -> str:
     if orders < 0.1:
         return f"no order in the last {_FAST_DAYS:.0f} days"
     fast = recent.get(FAST_PREFIX + "spend", 0.0) / orders
-    if fast < 0.9 * basket:
-        change = "falling"
-    elif fast > 1.1 * basket:
-        change = "rising"
-    else:
-        change = "steady"
+    change = _direction(fast, basket, 0.1)
     return f"{fast:.2f} in the last {_FAST_DAYS:.0f} days: {change}"
 
 
