@@ -22,6 +22,7 @@ import orjson
 from redis.asyncio import Redis
 
 from stream_app import offers as product_offers
+from stream_app.domain import outcomes
 from stream_app.domain.events import format_time, parse_time
 from stream_app.domain.ledger import CustomerState
 from stream_app.domain.outcomes import WinbackOutcome
@@ -350,6 +351,6 @@ async def winback_results(
     """
     keys = keys or Keys(partitions=settings.partitions)
     raw = await shards.winback_outcomes(redis, keys)
-    outcomes = [WinbackOutcome(**orjson.loads(v)) for v in raw.values()]
+    closed = [WinbackOutcome(**orjson.loads(v)) for v in raw.values()]
     watermark = watermark_of(await shards.watermarks(redis, keys), settings)
-    return {"outcomes": len(outcomes), **outcomes.winback_results(outcomes, as_of=watermark)}
+    return {"outcomes": len(closed), **outcomes.winback_results(closed, as_of=watermark)}
