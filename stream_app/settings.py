@@ -568,10 +568,11 @@ class Settings:
             raise SettingsError(
                 f"CVM_MODEL_SIGNING_KEY is shorter than {MIN_SECRET_LENGTH} characters"
             )
-        if self.churn_model != "logreg" and not self.model_signing_key:
+        if self.churn_model != "logreg":
             raise SettingsError(
-                f"CVM_CHURN_MODEL={self.churn_model} is stored as a pickle, which needs "
-                "CVM_MODEL_SIGNING_KEY to sign and check it"
+                f"CVM_CHURN_MODEL={self.churn_model} has no data form, and workers share only "
+                "models stored as data (never a pickle): use logreg; the tree models are "
+                "compared offline by python -m load.churn_study"
             )
         if self.partitions < 1:
             raise SettingsError(f"CVM_PARTITIONS={self.partitions} must be at least 1")

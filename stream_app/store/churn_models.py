@@ -3,10 +3,10 @@
 One learner publishes a snapshot at an interval, a hash at `Keys.churn_model`:
 
 * ``version``, ``kind``, ``offset`` (the training offset learned up to), ``examples``;
-* ``format``: ``json`` for the logistic model, its state as plain data
-  (`stream_app.domain.churn_state`): reading it can never run code;
-  ``pickle`` for the tree models, which have no such form: stored only when
-  ``CVM_MODEL_SIGNING_KEY`` is set, and read only after its MAC checks;
+* ``format``: ``json``, the logistic model's state as plain data
+  (`stream_app.domain.churn_state`): reading it can never run code. The tree
+  models have no such form and are never stored; a snapshot in any other format
+  (a pickle) is refused unread, whatever its signature;
 * ``model`` and ``progress`` (the progressive-validation metrics, always JSON);
 * ``sha256`` of model and progress, which tells a corrupt snapshot;
 * ``mac``: with a signing key, HMAC-SHA256 over every field above. The key is a
@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import pickle
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,18 +96,15 @@ def encode(
 ) -> dict[str, bytes]:
     """The hash fields of a snapshot.
 
-    The model is stored as data when it has a data form; otherwise as a pickle,
-    and only under a signing key (`churn_state.NotExportable` without one).
+    Only a model with a data form is stored (`churn_state.NotExportable` otherwise):
+    a snapshot never holds code.
     """
     try:
         blob, fmt = orjson.dumps(churn_state.export_model(model)), b"json"
-    except churn_state.NotExportable:
-        if not signing_key:
-            raise churn_state.NotExportable(
-                f"the {kind} churn model has no data form; it is stored only as a pickle "
-                "signed with CVM_MODEL_SIGNING_KEY, which is not set"
-            ) from None
-        blob, fmt = pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL), b"pickle"
+    except churn_state.NotExportable as exc:
+        raise churn_state.NotExportable(
+            f"the {kind} churn model has no data form and is not stored ({exc})"
+        ) from None
     fields = {
         "version": _bytes(version),
         "kind": _bytes(kind),
@@ -139,16 +135,17 @@ def verify(raw: dict[Any, Any], signing_key: bytes | None = None) -> dict[str, b
         )
     if fields.get("sha256", b"").decode(errors="replace") != _digest(fields):
         raise SnapshotRefused(f"churn model v{version} fails its checksum (corrupt)")
-    if signing_key:
-        if not hmac.compare_digest(fields.get("mac", b""), _mac(signing_key, fields).encode()):
-            raise SnapshotRefused(
-                f"churn model v{version} fails its signature under CVM_MODEL_SIGNING_KEY "
-                "(forged, or signed with another key)"
-            )
-    elif fmt != b"json":
+    if signing_key and not hmac.compare_digest(
+        fields.get("mac", b""), _mac(signing_key, fields).encode()
+    ):
         raise SnapshotRefused(
-            f"churn model v{version} is a {fmt.decode(errors='replace')!r} snapshot and "
-            "CVM_MODEL_SIGNING_KEY is not set to check it; not loaded"
+            f"churn model v{version} fails its signature under CVM_MODEL_SIGNING_KEY "
+            "(forged, or signed with another key)"
+        )
+    if fmt != b"json":
+        raise SnapshotRefused(
+            f"churn model v{version} is a {fmt.decode(errors='replace')!r} snapshot; only data "
+            "snapshots are loaded, never unpickled"
         )
     return fields
 
@@ -157,15 +154,8 @@ def decode(raw: dict[Any, Any], signing_key: bytes | None = None) -> ModelSnapsh
     """The snapshot held in the hash `raw`; `SnapshotRefused` says why it is not loaded."""
     fields = verify(raw, signing_key)
     version = fields.get("version", b"?").decode(errors="replace")
-    fmt = fields["format"]
     try:
-        if fmt == b"json":
-            model = churn_state.import_model(orjson.loads(fields["model"]))
-        elif fmt == b"pickle":
-            # Reached only with a valid MAC under a key Redis does not hold.
-            model = pickle.loads(fields["model"])  # noqa: S301
-        else:
-            raise SnapshotRefused(f"churn model v{version} has unknown format {fmt!r}")
+        model = churn_state.import_model(orjson.loads(fields["model"]))
         progress = churn_state.import_progress(orjson.loads(fields["progress"]))
         return ModelSnapshot(
             version=int(fields["version"]),

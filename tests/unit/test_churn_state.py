@@ -129,14 +129,18 @@ def test_signed_snapshots_check_every_field() -> None:
         churn_models.decode(unsigned, KEY)
 
 
-def test_tree_models_are_pickled_only_under_a_key() -> None:
+def test_tree_models_are_never_stored_and_a_signed_pickle_is_never_unpickled(
+    monkeypatch: Any,
+) -> None:
     model = churn.make_model("hoeffding")
     model.learn_one({"a": 1.0}, 1)
-    with pytest.raises(churn_state.NotExportable, match="CVM_MODEL_SIGNING_KEY"):
-        churn_models.encode(model, churn.ProgressiveMetrics(), "hoeffding", 1, 0, 1)
-    fields = churn_models.encode(model, churn.ProgressiveMetrics(), "hoeffding", 1, 0, 1, KEY)
-    assert fields["format"] == b"pickle"
-    loaded = churn_models.decode(fields, KEY).model
-    assert loaded.predict_proba_one({"a": 1.0}) == model.predict_proba_one({"a": 1.0})
-    with pytest.raises(churn_models.SnapshotRefused, match="not set"):
-        churn_models.decode(fields, None)
+    for key in (None, KEY):
+        with pytest.raises(churn_state.NotExportable, match="no data form"):
+            churn_models.encode(model, churn.ProgressiveMetrics(), "hoeffding", 1, 0, 1, key)
+    # A pickle signed with the right key (a leaked key) is still refused, unread.
+    fields = churn_models.encode(*_trained(50), "logreg", 3, 10, 50, KEY)
+    signed = _forged(fields)
+    signed["mac"] = churn_models._mac(KEY, signed).encode()
+    monkeypatch.setattr(pickle, "loads", lambda *_a, **_k: pytest.fail("unpickled"))
+    with pytest.raises(churn_models.SnapshotRefused, match="never unpickled"):
+        churn_models.decode(signed, KEY)
