@@ -20,7 +20,7 @@ or due: `eligible`) in every model's list and in the holdout; the report adds ev
 bought and cross-sells only, and the engine's offers ranked by probability besides expected
 margin. ``--tastes clusters`` runs the simulator's first, weakly personal taste model.
 
-Run: ``cvm evaluate-offers --out reports/offers`` (or ``python -m load.offer_study``);
+Run: ``python -m load.offer_study --out reports/offers`` from a checkout;
 it writes ``offers.json``, ``offers.md`` and the chart ``offers.png``.
 """
 
@@ -285,7 +285,7 @@ def _markdown(report: dict[str, Any]) -> str:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The options of ``cvm evaluate-offers``."""
+    """The options of ``python -m load.offer_study``."""
     p.add_argument("--customers", type=int, default=6000)
     p.add_argument("--seed", type=int, default=11)
     p.add_argument("--categories", type=int, default=40)

@@ -49,7 +49,6 @@ import argparse
 import os
 import sys
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
@@ -573,30 +572,6 @@ def fit(
     emit(doc, as_json=as_json, title="Value model")
 
 
-@app.command(epilog=env_help(KAFKA_ENV, REDIS_ENV, ("CVM_WEB_PORT", "CVM_DATA_DIR",
-                                                    "CVM_FIT_INTERVAL_S")))
-def demo(
-    customers: Annotated[int, typer.Option(min=1, help="simulated customers")] = 2000,
-    rate: Annotated[float, typer.Option(min=0.1, help="events per second")] = 500.0,
-    seed: Annotated[int, typer.Option(help="seed of the simulation (same seed, same stream)")
-                    ] = 7,
-    duration: Annotated[
-        float | None, typer.Option(help="stop after this many seconds (default: Ctrl-C)")
-    ] = None,
-    save_svg: Annotated[
-        Path | None, typer.Option(help="save the last frame of the live view to this SVG file")
-    ] = None,
-) -> None:
-    """A worker, a synthetic event stream and a live view of customer values."""
-    from stream_app import demo as live
-
-    settings = load_settings()
-    code = live.run(settings, customers=customers, rate=rate, seed=seed, duration=duration,
-                    record=save_svg)
-    if code:
-        raise typer.Exit(code)
-
-
 @app.command(epilog="Secrets (passwords, tokens, keys) are shown as ***.")
 def config(as_json: JsonOption = False) -> None:
     """The effective settings, grouped, with the variable each one comes from."""
@@ -708,25 +683,6 @@ def unprofitable(limit: LimitOption = 20, as_json: JsonOption = False) -> None:
                "channels and segments)")
 
 
-@app.command("evaluate-offers", epilog=env_help(("none: the study runs in process",)))
-def evaluate_offers(
-    customers: Annotated[int, typer.Option(min=100, help="simulated customers")] = 6000,
-    seed: Annotated[int, typer.Option(help="simulation seed")] = 11,
-    categories: Annotated[int, typer.Option(min=2, help="product categories")] = 40,
-    out: Annotated[str, typer.Option(help="folder for the report and chart")] = "reports/offers",
-) -> None:
-    """Score the next best offers against most-popular, item-kNN and the true tastes."""
-    try:
-        from load import offer_study
-    except ImportError:
-        fail("the offer study is part of a checkout, not of the installed package",
-             "run it from a clone of the repository", code=EXIT_UNUSABLE)
-    code = offer_study.run(argparse.Namespace(customers=customers, seed=seed,
-                                              categories=categories, out=out))
-    if code:
-        raise typer.Exit(code)
-
-
 # The commands whose flags live with their modules (argparse): the arguments are handed on.
 PASSTHROUGH = {
     "replay": ("Publish a transaction log to the purchases topic in event-time order.",
@@ -764,8 +720,8 @@ for _name, (_summary, _epilog) in PASSTHROUGH.items():
     _passthrough(_name, _summary, _epilog)
 
 #: Every subcommand, in the order of ``cvm --help`` (and of the README's table).
-COMMANDS = ("worker", "lookup", "key", "top", "rollups", "winback", "fit", "demo", "config",
-            "offers", "history", "trends", "unprofitable", "evaluate-offers", *PASSTHROUGH)
+COMMANDS = ("worker", "lookup", "key", "top", "rollups", "winback", "fit", "config",
+            "offers", "history", "trends", "unprofitable", *PASSTHROUGH)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -29,10 +29,6 @@ def test_the_engine_never_imports_the_load_tools() -> None:
     for path in sorted((ROOT / "stream_app").rglob("*.py")):
         for module, line, _top in _imports_of(path):
             if module == "load" or module.startswith("load."):
-                # `cvm demo` and `cvm evaluate-offers` alone run the simulator, from a
-                # source checkout; they say so in one line when load/ is not there.
-                if path.name in ("demo.py", "cli.py") and not _top:
-                    continue
                 offenders.append(f"{path.relative_to(ROOT)}:{line}: {module}")
     assert offenders == [], offenders
 

@@ -1,4 +1,7 @@
-"""``cvm demo``: a worker, a synthetic event stream and a live view of values.
+"""``make demo``: a worker, a synthetic event stream and a live view of values.
+
+A tool of the source checkout, like the simulator it feeds from: ``python -m load.demo``
+(``--help`` for its options) with the dev stack up; ``make demo`` starts the stack too.
 
 Runs until Ctrl-C (or `duration` seconds), then stops the stream and the worker
 it started and leaves no process behind.
@@ -6,6 +9,7 @@ it started and leaves no process behind.
 
 from __future__ import annotations
 
+import argparse
 import io
 import os
 import signal
@@ -13,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,6 +25,8 @@ from typing import Any
 import orjson
 import redis
 
+from load.generator import publish
+from load.simulator import SimConfig, simulate
 from stream_app.connections import sync_redis
 from stream_app.settings import Settings
 from stream_app.store.keys import Keys
@@ -150,13 +157,6 @@ def run(
     record: Path | None = None,
 ) -> int:
     """Run the demo (`record`: save the last frame there as SVG); returns a process exit code."""
-    try:
-        from load.generator import publish
-        from load.simulator import SimConfig, simulate
-    except ImportError:
-        print("cvm demo: the simulator (load/) comes with the source repository, not the "
-              "installed package: run make demo in a checkout", file=sys.stderr)
-        return 2
     from rich.console import Console
     from rich.live import Live
 
@@ -183,7 +183,7 @@ def run(
         with live:
             while duration is None or time.monotonic() - started < duration:
                 if worker.poll() is not None:
-                    print(f"cvm demo: the worker exited with {worker.returncode}; see "
+                    print(f"demo: the worker exited with {worker.returncode}; see "
                           f"{log_path}", file=sys.stderr)
                     return 1
                 last[0] = view(client, published[0], started, keys=keys)
@@ -201,3 +201,24 @@ def run(
         frame.save_svg(str(record), title="cvm demo")
     print("demo stopped", file=sys.stderr)
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m load.demo", description=__doc__.splitlines()[0])
+    p.add_argument("--customers", type=int, default=2000, help="simulated customers")
+    p.add_argument("--rate", type=float, default=500.0, help="events per second")
+    p.add_argument("--seed", type=int, default=7,
+                   help="seed of the simulation (same seed, same stream)")
+    p.add_argument("--duration", type=float, default=None,
+                   help="stop after this many seconds (default: Ctrl-C)")
+    p.add_argument("--save-svg", type=Path, default=None,
+                   help="save the last frame of the live view to this SVG file")
+    args = p.parse_args(argv)
+    from stream_app.cli import load_settings
+
+    return run(load_settings(), customers=args.customers, rate=args.rate, seed=args.seed,
+               duration=args.duration, record=args.save_svg)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
