@@ -14,13 +14,21 @@ import os
 import signal
 import socket
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient, ConfigResource
 
 from load.generator import producer_config
@@ -81,17 +89,44 @@ def node_pid(env: dict[str, str], node: int) -> int:
     return int(json.loads((record / "devstack.pid").read_text())["pid"])
 
 
+def _metadata_with(admin: AdminClient, topic: str, timeout_s: float = 30.0) -> Any:
+    """The cluster metadata once the broker that answers knows `topic` (see `_topic_config`)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        metadata = admin.list_topics(timeout=15)
+        if topic in metadata.topics or time.monotonic() > deadline:
+            return metadata
+        time.sleep(0.5)
+
+
+def _topic_config(admin: AdminClient, topic: str, timeout_s: float = 30.0) -> dict[str, Any]:
+    """The topic's configuration, once the broker asked knows the topic.
+
+    A topic just created is in the metadata of one broker before the others: a
+    describe sent to another broker meanwhile answers "unknown topic or partition".
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        (described,) = admin.describe_configs([ConfigResource("topic", topic)]).values()
+        try:
+            return dict(described.result())
+        except KafkaException as exc:
+            if (exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART
+                    or time.monotonic() > deadline):
+                raise
+        time.sleep(0.5)
+
+
 def test_acks_all_survives_a_broker_killed(three_brokers: dict[str, str]) -> None:
     bootstrap = three_brokers["KAFKA_BOOTSTRAP_SERVERS"]
     assert len(bootstrap.split(",")) == 3
     settings = Settings.from_env({"KAFKA_BOOTSTRAP_SERVERS": bootstrap})
     admin = AdminClient(settings.kafka_config())
-    metadata = admin.list_topics(timeout=15)
-    assert len(metadata.brokers) == 3
     topic = settings.topics.purchases
+    metadata = _metadata_with(admin, topic)
+    assert len(metadata.brokers) == 3
     assert all(len(p.replicas) == 3 for p in metadata.topics[topic].partitions.values())
-    (described,) = admin.describe_configs([ConfigResource("topic", topic)]).values()
-    assert described.result()["min.insync.replicas"].value == "2"
+    assert _topic_config(admin, topic)["min.insync.replicas"].value == "2"
 
     config = producer_config(settings, delivery_report_only_error=False, linger_ms=5)
     assert config["acks"] == "all" and config["enable.idempotence"] is True
