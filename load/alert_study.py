@@ -6,14 +6,13 @@ writes ``reports/alerts/study.md``, ``reports/alerts/precision_recall.png`` and
 
 1. **Replay at the live engine's semantics.** The simulated events (`churn_study.domain_events`)
    go through the pure domain in event-time order, in batches of ``--tick-hours`` of event time
-   (the worker's batches). Per batch, like `pipeline.Ingestor.plan`: every event is applied
-   (`ledger.apply_event`) and observed (`retention.observe`); each changed customer is valued at
-   their own latest event (`valuation.value_many`), given a value tier from the population's CLV
-   percentiles (`planner.value_tier` on cut points refreshed after every batch from the stored
-   CLVs, as the worker refreshes them from the CLV histogram) and decided on (`retention.decide`,
-   with the churn scorer of the newest model). Then, like the rescoring timer
-   (`pipeline.Ingestor.revisit`), customers whose churn snapshots reached their horizon or whose
-   value is at stake and whose score is a day old (`retention.rescore_due`) are labelled
+   (the worker's batches). Per batch, with the worker's own step (`domain.step`): the events
+   are applied (`step.apply_events`) and each changed customer is valued at their own latest
+   event, given a value tier from the population's CLV percentiles (cut points refreshed after
+   every batch from the stored CLVs, as the worker refreshes them from the CLV histogram), scored
+   and decided on (`step.decide_batch`, with the churn scorer of the newest model). Then, like
+   the rescoring timer (`pipeline.Ingestor.revisit`), customers whose churn snapshots reached
+   their horizon or whose value is at stake and whose score is a day old are labelled
    (`retention.label_due`) and rescored at the watermark. The released examples are learned by
    one river model in label order, as the learner does (`churn.make_model`, predict then learn).
    The value model is refitted from the population's statistics every ``--fit-days``
@@ -56,23 +55,19 @@ from typing import Any
 
 from load.churn_study import day_text, domain_events, fmt
 from load.simulator import SimConfig, ground_truth
-from stream_app.domain import churn
+from stream_app.domain import churn, step
 from stream_app.domain.alerts import AlertMemory, AlertPolicy, decide_alert
-from stream_app.domain.events import MS_PER_DAY, CampaignTouch, Event, ServiceContact
-from stream_app.domain.ledger import CustomerState, apply_event
+from stream_app.domain.events import MS_PER_DAY, CampaignTouch, Event, ServiceContact, Source
+from stream_app.domain.ledger import CustomerState
 from stream_app.domain.retention import (
     Retention,
     RetentionPolicy,
-    decide,
-    label_due,
-    observe,
-    rescore_due,
 )
 from stream_app.domain.rfm import log_bucket, percentile_cuts
 from stream_app.domain.rules import DEFAULT_WEIGHTS
 from stream_app.domain.valuation import Valuation, ValueModel, fit_population, value_states
 from stream_app.models import MIN_FIT_CUSTOMERS
-from stream_app.planner import CLV_BASE, Cuts, markers, spend_bucket_value, value_tier
+from stream_app.planner import CLV_BASE, Cuts, markers, spend_bucket_value
 from stream_app.settings import Settings
 
 #: Candidates whose F1 is within this of the best are tied; a tie goes to the lower load.
@@ -623,21 +618,19 @@ class _Engine:
 
     def decide(self, cids: Sequence[str], as_of: Mapping[str, int],
                watermark: int | None = None) -> None:
-        """Value, label (with a `watermark`), score and decide, like `Ingestor.plan`."""
-        run, policy = self.run, self.policy
-        by_id = dict(zip(cids, value_states(
-            self.model, [(self.states[c], as_of[c]) for c in cids], VALUATION_HORIZON_DAYS
-        ), strict=True))
+        """The worker's step (`step.decide_batch`), then every candidate policy's alerts."""
+        run = self.run
         version = f"churn-{run.examples}"
-        for cid in cids:
-            state, r, t = self.states[cid], self.retention[cid], as_of[cid]
-            if watermark is not None:
-                r, due = label_due(r, watermark, policy)
-                self.examples += [(watermark, s.taken_at, s, y) for s, y in due]
-            v = by_id.get(cid)
-            tier = 0 if v is None else value_tier(v, self.cuts)
-            d = decide(r, state, v, tier, t, policy, self.scorer, version)
-            self.retention[cid] = d.retention
+        outcomes = step.decide_batch(
+            [step.Customer(self.states[c], self.retention[c], as_of[c]) for c in cids],
+            step.Models(self.model, self.cuts, self.scorer, version),
+            self.policy, VALUATION_HORIZON_DAYS, watermark,
+        )
+        for o in outcomes:
+            cid, state, v, t, tier = (o.customer_id, o.customer.state, o.valuation,
+                                      o.customer.as_of, o.tier)
+            self.examples += [(at, s.taken_at, s, y) for s, y, at in o.labelled]
+            self.retention[cid] = o.decision.retention
             self.tier[cid] = tier
             run.decisions += 1
             if v is not None:
@@ -648,20 +641,17 @@ class _Engine:
                         run.valuable_at[floor].setdefault(cid, []).append(t)
                 for c in run.candidates:
                     alert, c.memory[cid] = decide_alert(
-                        cid, state, v, d.churn_probability, tier, c.memory.get(cid), t,
+                        cid, state, v, o.decision.churn_probability, tier, c.memory.get(cid), t,
                         c.policy, version,
                     )
                     if alert is not None:
                         codes = tuple(x.code for x in alert.reasons)
                         c.alerts.setdefault(cid, []).append(t)
                         c.events.append((cid, t, codes))
-            self._schedule(cid, d.retention, tier, t)
+            self._schedule(cid, o.label_at, o.rescore_at)
 
-    def _schedule(self, cid: str, r: Retention, tier: float, t: int) -> None:
-        times = [rescore_due(r, tier, t, self.policy)]
-        if r.label_due is not None:
-            times.append(r.label_due + self.policy.horizon_ms)
-        when = min((x for x in times if x is not None), default=None)
+    def _schedule(self, cid: str, label_at: int | None, rescore_at: int | None) -> None:
+        when = min((x for x in (rescore_at, label_at) if x is not None), default=None)
         if when is None:
             self.due_at.pop(cid, None)
             return
@@ -780,6 +770,8 @@ def replay(
 
     def close_tick(until: int) -> None:
         nonlocal watermark
+        if pending:
+            apply_pending()
         if changed:
             engine.decide(list(changed), changed)
             changed.clear()
@@ -793,21 +785,30 @@ def replay(
                 run.valuable_days[floor] += engine.valuable_count(floor) * (hi - lo) / MS_PER_DAY
 
     margin = Settings.default_margin_rate
+    pending: list[tuple[Event, Source]] = []
+
+    def apply_pending() -> None:
+        """The tick's events through the worker's `step.apply_events`."""
+        states = engine.states
+        applied = step.apply_events(
+            {e.customer_id: states.get(e.customer_id) or CustomerState(e.customer_id)
+             for e, _ in pending},
+            lambda cid: engine.retention.get(cid) or Retention(), pending, engine.policy,
+            margin,
+        )
+        pending.clear()
+        for cid in applied.changed:
+            after = states[cid] = applied.states[cid]
+            engine.retention[cid] = applied.retentions[cid]
+            changed[cid] = after.last_event or 0
+
     for event, source in domain_events(config):
         run.events += 1
         while event.occurred_at >= tick_end:
             close_tick(tick_end)
             tick_end += tick
-        cid = event.customer_id
-        before = engine.states.get(cid) or CustomerState(cid)
-        after = apply_event(before, event, source, margin)
+        pending.append((event, source))
         watermark = max(watermark, event.occurred_at)
-        if after is before:
-            continue
-        engine.states[cid] = after
-        r, _ = observe(engine.retention.get(cid) or Retention(), event, engine.policy)
-        engine.retention[cid] = r
-        changed[cid] = after.last_event or event.occurred_at
     while tick_end <= end_ms:
         close_tick(tick_end)
         tick_end += tick

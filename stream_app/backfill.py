@@ -76,6 +76,7 @@ from stream_app.domain.ledger import (
 )
 from stream_app.domain.retention import Retention, rescore_due
 from stream_app.domain.rollups import ATTRIBUTION_WINDOW_MS
+from stream_app.domain.tiers import Cuts, value_tier
 from stream_app.domain.valuation import Valuation, ValueModel, fit_population, value_states
 from stream_app.models import (
     CUT_HISTOGRAMS,
@@ -87,7 +88,7 @@ from stream_app.models import (
     statistics_rows,
     store_fit,
 )
-from stream_app.planner import HISTOGRAMS, Cuts, markers, plan, value_tier
+from stream_app.planner import HISTOGRAMS, markers, plan
 from stream_app.settings import Settings
 from stream_app.store.customers import Change, CustomerStore, Loaded
 from stream_app.store.keys import Keys

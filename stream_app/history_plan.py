@@ -38,9 +38,10 @@ from stream_app.domain.history import (
 )
 from stream_app.domain.ledger import CustomerState
 from stream_app.domain.rollups import Increment
+from stream_app.domain.tiers import Cuts, value_tier
 from stream_app.domain.trends import event_flows, history_increments
 from stream_app.domain.valuation import Valuation
-from stream_app.planner import Cuts, rfm_fields, value_tier
+from stream_app.planner import rfm_fields
 from stream_app.settings import Settings
 from stream_app.store.customers import Change, Loaded
 from stream_app.store.keys import Keys

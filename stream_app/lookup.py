@@ -26,9 +26,10 @@ from stream_app.domain import outcomes
 from stream_app.domain.events import format_time, parse_time
 from stream_app.domain.ledger import CustomerState
 from stream_app.domain.outcomes import WinbackOutcome
+from stream_app.domain.tiers import Cuts
 from stream_app.domain.valuation import Valuation, ValueModel, value_states
 from stream_app.models import load_cuts, model_from_json, watermark_of
-from stream_app.planner import Cuts, rfm_fields, valuation_fields
+from stream_app.planner import rfm_fields, valuation_fields
 from stream_app.settings import Settings
 from stream_app.store import shards
 from stream_app.store.customers import text

@@ -23,8 +23,9 @@ from stream_app.domain.clv import BgNbdParams, GammaGammaParams
 from stream_app.domain.events import MS_PER_DAY
 from stream_app.domain.rfm import RfmCuts, percentile_cuts, quintile_cuts
 from stream_app.domain.severity import percentile_index, population_bands
+from stream_app.domain.tiers import Cuts
 from stream_app.domain.valuation import PopulationFit, ValueModel, fit_population
-from stream_app.planner import Cuts, spend_bucket_value
+from stream_app.planner import spend_bucket_value
 from stream_app.settings import Settings
 from stream_app.store import shards
 from stream_app.store.keys import Keys

@@ -25,7 +25,7 @@ import orjson
 from stream_app import history_plan, metrics
 from stream_app import offers as product_offers
 from stream_app.contract import DUPLICATE_EVENT, Contract, InvalidEvent
-from stream_app.domain import products
+from stream_app.domain import products, step
 from stream_app.domain.alerts import AlertPolicy
 from stream_app.domain.churn import Snapshot
 from stream_app.domain.events import (
@@ -39,23 +39,19 @@ from stream_app.domain.events import (
     from_message,
     parse_time,
 )
-from stream_app.domain.ledger import CustomerState, ingest
+from stream_app.domain.ledger import CustomerState
 from stream_app.domain.outcomes import WinbackOutcome
 from stream_app.domain.retention import (
     Retention,
     RetentionPolicy,
     Scorer,
-    decide,
-    label_due,
-    observe,
-    rescore_due,
-    score_batch,
 )
-from stream_app.domain.rollups import Increment, campaign_increments
+from stream_app.domain.rollups import Increment
+from stream_app.domain.tiers import Cuts
 from stream_app.domain.valuation import ValueModel, value_states
 from stream_app.domain.winback import WinbackPolicy
 from stream_app.messages import alert_message, winback_message
-from stream_app.planner import Cuts, plan, value_tier
+from stream_app.planner import plan
 from stream_app.settings import Settings
 from stream_app.store import feed, shards
 from stream_app.store.customers import Change, Committed, CustomerStore, Loaded, StoreError
@@ -689,63 +685,37 @@ class Ingestor:
     ) -> tuple[list[Change], dict[str, tuple[int, int]], Effects]:
         """Apply events in order; return the changes, (applied, replayed) counts, effects.
 
-        Duplicate event ids come back in `Effects.duplicates`; their customers
-        are written too, so that their offsets are recorded. `processed` is the
-        engine's applied offset of every partition, needed only for records in
-        the old offset layout (`CustomerState.has_applied`).
+        The domain step (`step.apply_events`) applies them; this adds what the store
+        keeps beside the ledger: the product profiles and affinity counters, and the
+        value history's trail. Duplicate event ids come back in `Effects.duplicates`;
+        their customers are written too, so that their offsets are recorded.
+        `processed` is the engine's applied offset of every partition, needed only
+        for records in the old offset layout (`CustomerState.has_applied`).
         """
-        states = {cid: entry.state for cid, entry in loaded.items()}
-        retentions: dict[str, Retention] = {}
-        labelled: dict[str, list[tuple[Snapshot, int, int]]] = {}
-        counts: dict[str, tuple[int, int]] = {}
-        increments: dict[str, list[Increment]] = {}
+        applied = step.apply_events(
+            {cid: entry.state for cid, entry in loaded.items()},
+            lambda cid: self._retention(loaded[cid]),
+            events, self.policy, self.settings.default_margin_rate,
+            self.settings.event_id_window, processed,
+        )
         profiles: dict[str, products.Profile] = {}
         counters: dict[str, list[tuple[str, str, int]]] = {}
-        margin = self.settings.default_margin_rate
-        window = self.settings.event_id_window
-        duplicated: set[str] = set()
-        rejected: list[tuple[Event, Source]] = []
         trail = history_plan.Trail(self.history.unit)
-        for event, source in events:
-            cid = event.customer_id
-            before = states[cid]
-            try:
-                after, outcome = ingest(before, event, source, margin, window, processed)
-            except Exception as exc:
-                exc.add_note(f"while applying {source.topic}/{source.partition} "
-                             f"offset {source.offset}")
-                raise
-            applied_n, duplicates = counts.get(cid, (0, 0))
-            if outcome == "replayed":
-                counts[cid] = (applied_n, duplicates + 1)
-                continue
-            if outcome == "duplicate":
-                states[cid] = after
-                duplicated.add(cid)
-                rejected.append((event, source))
-                counts[cid] = (applied_n, duplicates)
-                continue
-            campaign = campaign_increments(before, event, margin)
-            increments.setdefault(cid, []).extend(campaign)
-            trail.observe(before, after, event, campaign)
-            if isinstance(event, Purchase) and event.items:
-                self._apply_products(loaded[cid], event, source, profiles, counters)
-            r = retentions.get(cid) or self._retention(loaded[cid])
-            retentions[cid], new = observe(r, event, self.policy)
-            labelled.setdefault(cid, []).extend((s, y, event.occurred_at) for s, y in new)
-            states[cid] = after
-            counts[cid] = (applied_n + 1, duplicates)
-        changed = [states[cid] for cid, (n, _) in counts.items() if n > 0 or cid in duplicated]
+        for e in applied.events:
+            trail.observe(e.before, e.after, e.event, e.campaign)
+            if isinstance(e.event, Purchase) and e.event.items:
+                self._apply_products(loaded[e.after.customer_id], e.event, e.source, profiles,
+                                     counters)
         changes, effects = self.plan(
-            loaded, changed, increments, now, retentions=retentions, labelled=labelled,
-            trail=trail,
+            loaded, [applied.states[cid] for cid in applied.changed], applied.increments, now,
+            retentions=applied.retentions, labelled=applied.labelled, trail=trail,
             profiles=profiles,
         )
         if profiles:
             changes = [_with_products(c, profiles.get(c.customer_id), loaded[c.customer_id],
                                       counters.get(c.customer_id, ())) for c in changes]
-        effects.duplicates = rejected
-        return changes, counts, effects
+        effects.duplicates = applied.duplicates
+        return changes, applied.counts, effects
 
     def _apply_products(
         self,
@@ -799,49 +769,34 @@ class Ingestor:
         stored values do not depend on how events were batched.
         """
         live = self.live
-        policy = self.decision_policy()
         horizon = float(self.settings.horizon_days)
         as_of = as_of or {}
         retentions = retentions or {}
         labelled = labelled or {}
-        when = {s.customer_id: as_of.get(s.customer_id, s.last_event or 0) for s in changed}
-        by_id = dict(zip(
-            (s.customer_id for s in changed),
-            value_states(live.model, [(s, when[s.customer_id]) for s in changed], horizon),
-            strict=True,
-        ))
+        outcomes = step.decide_batch(
+            [step.Customer(s, retentions.get(s.customer_id) or self._retention(
+                loaded[s.customer_id]), as_of.get(s.customer_id, s.last_event or 0))
+             for s in changed],
+            step.Models(live.model, live.cuts, live.scorer, live.churn_version),
+            self.decision_policy(), horizon, label_watermark,
+        )
         extra = {"updated_at": now}
         effects = Effects()
         changes: list[history_plan.Item] = []
-        # Features and P(churn) of the whole batch at once: one matrix-vector product
-        # for the linear model.
-        scored = score_batch(
-            [(s, by_id.get(s.customer_id), when[s.customer_id]) for s in changed], live.scorer
-        )
-        for state, x_p in zip(changed, scored, strict=True):
-            cid = state.customer_id
-            valuation = by_id.get(cid)
-            t = when[cid]
-            r = retentions.get(cid) or self._retention(loaded[cid])
-            new_labels = list(labelled.get(cid, ()))
-            if label_watermark is not None:
-                r, due = label_due(r, label_watermark, self.policy)
-                new_labels += [(snap, y, label_watermark) for snap, y in due]
-            tier = 0 if valuation is None else value_tier(valuation, live.cuts)
-            d = decide(r, state, valuation, tier, t, policy, live.scorer, live.churn_version,
-                       scored=x_p)
-            effects.examples += [example_message(s, y, at) for s, y, at in new_labels]
+        for o in outcomes:
+            cid, state, valuation, d = o.customer_id, o.customer.state, o.valuation, o.decision
+            effects.examples += [example_message(s, y, at)
+                                 for s, y, at in (*labelled.get(cid, ()), *o.labelled)]
             if d.alert is not None:
                 effects.alerts.append(alert_message(d.alert, now))
             if d.trigger is not None:
                 trigger = winback_message(d.trigger, now)
                 trigger["offers"] = self.trigger_offers(
-                    loaded[cid], (profiles or {}).get(cid), d.trigger.p_alive, t
+                    loaded[cid], (profiles or {}).get(cid), d.trigger.p_alive, o.customer.as_of
                 )
                 effects.triggers.append(trigger)
             if d.closed is not None:
                 effects.closed.append(d.closed)
-            due_at = d.retention.label_due
             change = plan(
                 self.store.keys,
                 loaded[cid],
@@ -852,9 +807,9 @@ class Ingestor:
                 extra,
                 retention=d.retention,
                 churn_probability=d.churn_probability,
-                tier=tier,
-                label_due_at=None if due_at is None else due_at + self.policy.horizon_ms,
-                rescore_at=rescore_due(d.retention, tier, t, self.policy),
+                tier=o.tier,
+                label_due_at=o.label_at,
+                rescore_at=o.rescore_at,
             )
             changes.append(history_plan.Item(change, loaded[cid], state, valuation))
         # The value history and the population trends, in the same commit.

@@ -10,19 +10,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 
 from stream_app.domain.ledger import CustomerState
 from stream_app.domain.retention import Retention
-from stream_app.domain.rfm import (
-    RfmCuts,
-    log_bucket,
-    percentile,
-    rfm_score,
-    rfm_values,
-)
+from stream_app.domain.rfm import log_bucket, rfm_score, rfm_values
 from stream_app.domain.rollups import Increment, channel_increments
 from stream_app.domain.severity import value_at_risk
+from stream_app.domain.tiers import CLV_BASE, Cuts, value_tier
 from stream_app.domain.valuation import Valuation
 from stream_app.store.customers import Change, Loaded
 from stream_app.store.keys import Keys
@@ -40,16 +34,7 @@ _RANKED = (("net_contribution", "net_contribution"), ("clv", "clv"),
            ("value_at_risk", "value_at_risk"))
 #: Histograms a customer is counted in, in the order of the marker's parts.
 HISTOGRAMS = ("frequency", "monetary", "last_purchase_day", "clv", "bgnbd", "spend")
-CLV_BASE = 1.02
 SPEND_BASE = 1.005
-
-
-@dataclass(frozen=True, slots=True)
-class Cuts:
-    """Population cut points, refreshed from the histograms every few seconds."""
-
-    rfm: RfmCuts = field(default_factory=RfmCuts)
-    clv: tuple[int, ...] = ()
 
 
 def spend_bucket_value(bucket: int) -> float:
@@ -108,11 +93,6 @@ def valuation_fields(
     if churn_probability is not None:
         fields["churn_probability"] = _num(churn_probability, 4)
     return fields
-
-
-def value_tier(v: Valuation, cuts: Cuts) -> int:
-    """CLV percentile of the population (0..99)."""
-    return percentile(log_bucket(v.clv, CLV_BASE), cuts.clv)
 
 
 def rfm_fields(state: CustomerState, cuts: Cuts, as_of: int) -> dict[str, str]:

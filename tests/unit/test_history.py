@@ -23,10 +23,10 @@ from stream_app.domain.history import (
 )
 from stream_app.domain.ledger import CustomerState, ingest
 from stream_app.domain.rollups import campaign_increments
+from stream_app.domain.tiers import Cuts, value_tier
 from stream_app.domain.trends import summarize
 from stream_app.domain.valuation import ValueModel, value_one, value_states
 from stream_app.history_plan import HISTORY, HistoryConfig, Trail, extend
-from stream_app.planner import Cuts, value_tier
 from stream_app.store.customers import Change, Loaded
 from stream_app.store.keys import Keys
 

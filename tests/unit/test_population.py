@@ -20,8 +20,9 @@ from stream_app.domain.rfm import (
     score,
 )
 from stream_app.domain.rollups import campaign_increments, channel_totals
+from stream_app.domain.tiers import Cuts
 from stream_app.domain.valuation import ValueModel, history, value_many, value_one
-from stream_app.planner import HISTOGRAMS, Cuts, plan
+from stream_app.planner import HISTOGRAMS, plan
 from stream_app.store.customers import Loaded
 from stream_app.store.keys import Keys
 from stream_app.store.records import VERSION, book_of, from_fields
