@@ -2,10 +2,10 @@
 
 The bench's own simulated events are replayed through the pure steps the worker
 runs for a purchase with order lines (`products.apply`, `offers.line_margins`,
-`affinity.increments`, `products.encode`) and through `offers.rank` once per
+`affinity.increments`, `stream_app.store.profiles.encode`) and through `offers.rank` once per
 customer with the merged affinity; the clock is `time.perf_counter` around each
 step over all events, in this one process. The bytes are those of the record's
-``products`` field (`products.encode`) at the end of the stream.
+``products`` field (`stream_app.store.profiles.encode`) at the end of the stream.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from stream_app.domain import affinity, offers, products
 from stream_app.domain.events import MS_PER_DAY, Purchase, from_message
 from stream_app.offers import line_margins
 from stream_app.settings import Settings
+from stream_app.store import profiles as profile_codec
 
 __all__ = ["measure_products"]
 
@@ -40,7 +41,7 @@ def measure_products(events: Sequence[SimEvent], settings: Settings | None = Non
         for name, delta in affinity.increments(
                 before, after, line_margins(p, settings.default_margin_rate), p.kind == "order"):
             counters[name] = counters.get(name, 0) + delta
-        products.encode(after)
+        profile_codec.encode(after)
         profiles[p.customer_id] = after
     per_event = (time.perf_counter() - started) / max(len(purchases), 1)
     table = affinity.merge([(0, counters)], 0, settings.affinity_half_life_days)
@@ -49,7 +50,7 @@ def measure_products(events: Sequence[SimEvent], settings: Settings | None = Non
     for profile in profiles.values():
         offers.rank(profile, table, None, "", 0.5, last_day, settings.offers_k)
     per_rank = (time.perf_counter() - started) / max(len(profiles), 1)
-    sizes = sorted(len(products.encode(p).encode()) for p in profiles.values())
+    sizes = sorted(len(profile_codec.encode(p).encode()) for p in profiles.values())
     return {
         "purchases_with_items": len(purchases),
         "customers": len(profiles),

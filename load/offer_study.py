@@ -41,6 +41,7 @@ import orjson
 from load.simulator import CATEGORY_TASTES, CategoryModel, SimConfig, category_model, simulate
 from stream_app.domain import affinity, offers, products
 from stream_app.domain.events import MS_PER_DAY, Purchase, from_message
+from stream_app.store import profiles as profile_codec
 
 MODELS = ("engine offers", "engine offers by probability", "most popular", "item-kNN (implicit)",
           "ALS (implicit)", "true preferences")
@@ -184,7 +185,7 @@ def study(n_customers: int = 6000, seed: int = 11, categories: int = 40, days: i
         }
 
     figures = table_of(sums["eligible"], counts["eligible"])
-    sizes = sorted(len(products.encode(p).encode()) for p in profiles.values())
+    sizes = sorted(len(profile_codec.encode(p).encode()) for p in profiles.values())
     engine, pop, batch = (figures[m]["hit_rate@5"] for m in
                           ("engine offers", "most popular", "item-kNN (implicit)"))
     tastes = model.preferences

@@ -1,4 +1,4 @@
-"""The alert and win-back messages of the contract, built from the domain's decisions.
+"""The alert, win-back and offer messages of the contract, built from the domain's decisions.
 
 The domain decides (`stream_app.domain.alerts`, `stream_app.domain.winback`); this edge
 turns a decision into the JSON object published on ``cvm.alerts`` or ``cvm.winback``
@@ -12,10 +12,26 @@ from typing import Any
 
 from stream_app.domain.alerts import Alert
 from stream_app.domain.events import format_time
+from stream_app.domain.offers import Offer
 from stream_app.domain.rules import Reason
 from stream_app.domain.winback import Trigger
 
-__all__ = ["alert_message", "reason_message", "winback_message"]
+__all__ = ["alert_message", "offer_message", "reason_message", "winback_message"]
+
+
+def offer_message(offer: Offer) -> dict[str, Any]:
+    """An offer as win-back triggers and lookups carry it (schemas/winback.v1.json)."""
+    out: dict[str, Any] = {
+        "category": offer.category,
+        "kind": offer.kind,
+        "probability": offer.probability,
+        "margin": offer.margin,
+        "expected_margin": offer.expected_margin,
+        "reason": offer.reason,
+    }
+    if offer.because_of is not None:
+        out["because_of"] = offer.because_of
+    return out
 
 
 def reason_message(reason: Reason) -> dict[str, Any]:

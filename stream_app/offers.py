@@ -18,11 +18,14 @@ from redis.asyncio import Redis
 from stream_app.domain import affinity, offers, products
 from stream_app.domain.events import MS_PER_DAY, Purchase
 from stream_app.domain.ledger import estimated_cost
+from stream_app.messages import offer_message
 from stream_app.settings import Settings
+from stream_app.store import profiles as profile_codec
 from stream_app.store.customers import text
 from stream_app.store.keys import Keys
 
-#: The customer record's field that holds the product profile (`products.encode`).
+#: The customer record's field that holds the product profile
+#: (`stream_app.store.profiles.encode`).
 PRODUCTS = "products"
 
 
@@ -166,7 +169,7 @@ def rank(
 
 def to_messages(offer_list: Sequence[offers.Offer]) -> list[dict[str, Any]]:
     """Offers as JSON."""
-    return [o.to_message() for o in offer_list]
+    return [offer_message(o) for o in offer_list]
 
 
 def view(
@@ -178,7 +181,7 @@ def view(
     k: int | None = None,
 ) -> dict[str, Any]:
     """The ``products`` and ``offers`` parts of a customer lookup, from its record fields."""
-    profile = products.decode(fields.get(PRODUCTS))
+    profile = profile_codec.decode(fields.get(PRODUCTS))
     day = None if as_of_ms is None else as_of_ms // MS_PER_DAY
     p = float(fields.get("p_alive", "1")) if p_alive is None else p_alive
     chosen = rank(tables, settings, profile, fields.get("rfm_segment"), p,

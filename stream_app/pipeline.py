@@ -54,6 +54,7 @@ from stream_app.messages import alert_message, winback_message
 from stream_app.planner import plan
 from stream_app.settings import Settings
 from stream_app.store import feed, shards
+from stream_app.store import profiles as profile_codec
 from stream_app.store.customers import Change, Committed, CustomerStore, Loaded, StoreError
 from stream_app.store.records import retention_of
 
@@ -729,7 +730,7 @@ class Ingestor:
         cid = event.customer_id
         before = profiles.get(cid)
         if before is None:
-            before = products.decode(entry.fields.get(product_offers.PRODUCTS))
+            before = profile_codec.decode(entry.fields.get(product_offers.PRODUCTS))
         s = self.settings
         after = products.apply(before, event, s.profile_max_categories, s.profile_max_skus)
         profiles[cid] = after
@@ -743,7 +744,7 @@ class Ingestor:
     ) -> list[dict[str, Any]]:
         """The offers a win-back trigger carries: the customer's top CVM_OFFERS_K."""
         if profile is None:
-            profile = products.decode(entry.fields.get(product_offers.PRODUCTS))
+            profile = profile_codec.decode(entry.fields.get(product_offers.PRODUCTS))
         return product_offers.to_messages(product_offers.rank(
             self.affinity, self.settings, profile, entry.fields.get("rfm_segment"), p_alive,
             t // MS_PER_DAY,
@@ -828,7 +829,7 @@ def _with_products(
     """The change plus the customer's new product profile and the affinity counters."""
     if profile is None:
         return change
-    packed = products.encode(profile)
+    packed = profile_codec.encode(profile)
     fields = dict(change.fields)
     if entry.fields.get(product_offers.PRODUCTS, "") != packed:
         fields[product_offers.PRODUCTS] = packed

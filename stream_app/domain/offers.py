@@ -42,7 +42,6 @@ Examples
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from stream_app.domain.affinity import Table
 from stream_app.domain.products import Profile, days_since, interval
@@ -61,20 +60,6 @@ class Offer:
     expected_margin: float  # probability x margin x P(alive)
     reason: str
     because_of: str | None = None  # the category behind a cross-sell
-
-    def to_message(self) -> dict[str, Any]:
-        """The offer as JSON (win-back triggers, lookups)."""
-        out: dict[str, Any] = {
-            "category": self.category,
-            "kind": self.kind,
-            "probability": self.probability,
-            "margin": self.margin,
-            "expected_margin": self.expected_margin,
-            "reason": self.reason,
-        }
-        if self.because_of is not None:
-            out["because_of"] = self.because_of
-        return out
 
 
 def _pct(p: float) -> str:

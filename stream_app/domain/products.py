@@ -6,7 +6,8 @@ number of orders, the first and last purchase day and the gaps between
 purchase days, from which it derives the share of wallet and the typical
 repurchase interval. Per sku it keeps revenue and units of the `max_skus`
 largest skus only, so the record is bounded whatever the catalogue: at most
-`max_categories` categories and `max_skus` skus (`encode` states the bytes).
+`max_categories` categories and `max_skus` skus (`stream_app.store.profiles.encode`
+states the bytes).
 
 Days are whole days since the Unix epoch (event time); money is integer cents.
 
@@ -24,8 +25,6 @@ Examples
 (4000, 4, 2, 40, 30.0)
 >>> share_of_wallet(prof)
 {'coffee': 0.8, 'mugs': 0.2}
->>> decode(encode(prof)) == prof
-True
 """
 
 from __future__ import annotations
@@ -34,8 +33,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
-
-import orjson
 
 from stream_app.domain.events import MS_PER_DAY, Purchase
 
@@ -47,8 +44,6 @@ __all__ = [
     "SkuStats",
     "apply",
     "days_since",
-    "decode",
-    "encode",
     "interval",
     "line_revenues",
     "share_of_wallet",
@@ -204,30 +199,6 @@ def share_of_wallet(profile: Profile) -> dict[str, float]:
         return {}
     ranked = sorted(profile.categories.items(), key=lambda kv: (-kv[1].revenue_c, kv[0]))
     return {k: round(c.revenue_c / total, 4) for k, c in ranked}
-
-
-def encode(profile: Profile) -> str:
-    """The compact JSON kept in the customer's record (``products`` field); "" when empty.
-
-    About 40 bytes per category plus the name, and 25 per sku plus the names.
-    """
-    if not profile.categories and not profile.skus:
-        return ""
-    return orjson.dumps({
-        "c": [[k, c.revenue_c, c.units, c.orders, c.first_day, c.last_day, c.gap_days, c.gaps]
-              for k, c in sorted(profile.categories.items())],
-        "s": [[k, s.category, s.revenue_c, s.units] for k, s in sorted(profile.skus.items())],
-    }).decode()
-
-
-def decode(raw: str | None) -> Profile:
-    """The inverse of `encode` ("" or None: an empty profile)."""
-    if not raw:
-        return Profile()
-    doc = orjson.loads(raw)
-    cats = {row[0]: CategoryStats(*row[1:]) for row in doc.get("c", ())}
-    skus = {row[0]: SkuStats(*row[1:]) for row in doc.get("s", ())}
-    return Profile(MappingProxyType(cats), MappingProxyType(skus))
 
 
 def summary(profile: Profile, day: int | None = None) -> dict[str, Any]:

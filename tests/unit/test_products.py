@@ -9,6 +9,8 @@ import pytest
 from stream_app.domain import affinity, offers, products
 from stream_app.domain.events import MS_PER_DAY, Line, Purchase
 from stream_app.domain.products import CategoryStats, Profile
+from stream_app.messages import offer_message
+from stream_app.store import profiles as profile_codec
 
 SEP = affinity.SEP
 
@@ -51,10 +53,10 @@ def test_profile_is_bounded_and_round_trips() -> None:
                            max_categories=5, max_skus=3)
     assert sorted(p.categories) == [f"cat{i}" for i in range(35, 40)]
     assert sorted(p.skus) == ["S37", "S38", "S39"]
-    raw = products.encode(p)
-    assert products.decode(raw) == p
+    raw = profile_codec.encode(p)
+    assert profile_codec.decode(raw) == p
     assert len(raw.encode()) < 400  # 5 categories and 3 skus in under 400 bytes
-    assert products.encode(Profile()) == "" and products.decode("") == Profile()
+    assert profile_codec.encode(Profile()) == "" and profile_codec.decode("") == Profile()
 
 
 def test_summary_of_a_profile() -> None:
@@ -126,7 +128,7 @@ def test_offers_rank_by_expected_margin_with_reasons() -> None:
     ]
     assert best[1].reason == ("due: bought every 10 days, last 9 days ago; "
                               "50 % of its buyers buy it again")
-    assert best[0].to_message()["because_of"] == "coffee"
+    assert offer_message(best[0])["because_of"] == "coffee"
     # Not yet due on day 27 (7 days < 8): no repurchase offer.
     early = offers.rank(prof, _table(), None, "", 0.5, 27, k=4)
     assert "coffee" not in [o.category for o in early]
@@ -200,7 +202,7 @@ def test_huge_lines_are_bounded() -> None:
     for _ in range(100):
         p = products.apply(p, huge)
     assert p.categories["gold"].revenue_c == products.LIMIT
-    assert products.decode(products.encode(p)) == p
+    assert profile_codec.decode(profile_codec.encode(p)) == p
     deltas = dict(affinity.increments(Profile(), p, [("gold", 10**14, -(10**14))], True))
     assert deltas[f"r{SEP}gold"] == affinity.LINE_CAP_C
     assert deltas[f"m{SEP}gold"] == -affinity.LINE_CAP_C
