@@ -1,0 +1,56 @@
+"""Commands packed by hiredis are byte for byte what redis-py's asyncio packer writes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection
+from redis.exceptions import DataError
+
+from stream_app.resp import PackedConnection, packed_pool
+
+argument = st.one_of(
+    st.text(max_size=40),
+    st.binary(max_size=40),
+    st.integers(-(2**80), 2**80),
+    st.floats(allow_nan=False),
+    st.binary(min_size=7000, max_size=9000),  # beyond redis-py's buffer cutoff
+)
+command = st.sampled_from(["EVALSHA", "CONFIG GET", b"HSET", b"CLIENT SETNAME", "hmget"])
+
+
+def _redis_py(*args: Any) -> bytes:
+    return b"".join(bytes(chunk) for chunk in Connection().pack_command(*args))
+
+
+def _packed(*args: Any) -> bytes:
+    return b"".join(PackedConnection().pack_command(*args))
+
+
+@settings(max_examples=300, deadline=None)
+@given(command, st.lists(argument, max_size=60))
+def test_the_same_bytes_as_redis_py(name: str | bytes, args: list[Any]) -> None:
+    assert _packed(name, *args) == _redis_py(name, *args)
+
+
+def test_what_hiredis_does_not_take_is_packed_or_refused_as_redis_py_does() -> None:
+    assert _packed("SET", "k", bytearray(b"v")) == _redis_py("SET", "k", bytearray(b"v"))
+    assert _packed("SET", "k", memoryview(b"v")) == _redis_py("SET", "k", memoryview(b"v"))
+    for bad in (None, True):
+        with pytest.raises(DataError):
+            PackedConnection().pack_command("SET", "k", bad)
+
+
+@pytest.mark.parametrize(("url", "base"), [
+    ("redis://127.0.0.1:6379/0", Connection),
+    ("rediss://127.0.0.1:6380/0", SSLConnection),
+    ("unix:///tmp/redis.sock", UnixDomainSocketConnection),
+])
+def test_every_url_scheme_gets_its_packed_twin(url: str, base: type) -> None:
+    pool = packed_pool(url, max_connections=3)
+    assert issubclass(pool.connection_class, base)
+    assert pool.connection_class.pack_command is not base.pack_command
+    assert pool.max_connections == 3
