@@ -15,8 +15,8 @@ from __future__ import annotations
 import asyncio
 import time
 import weakref
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 import orjson
 from redis.asyncio import Redis
@@ -138,8 +138,29 @@ def revaluations() -> Revaluations:
     return found
 
 
-#: The cut points a reader without a worker read last, per Redis client.
+#: What a reader without a worker read last, per Redis client: (when, keys, value).
 _cuts: weakref.WeakKeyDictionary[Redis, tuple[float, Keys, Cuts]] = weakref.WeakKeyDictionary()
+_tables: weakref.WeakKeyDictionary[Redis, tuple[float, Keys, product_offers.Tables]] = (
+    weakref.WeakKeyDictionary())
+
+T = TypeVar("T")
+
+
+async def _kept(
+    cache: weakref.WeakKeyDictionary[Redis, tuple[float, Keys, T]],
+    redis: Redis,
+    keys: Keys,
+    settings: Settings,
+    load: Callable[[], Awaitable[T]],
+) -> T:
+    """`load()`, or what it gave this client less than CVM_REFRESH_INTERVAL_S ago."""
+    now = time.monotonic()
+    cached = cache.get(redis)
+    if cached is not None and cached[1] == keys and now - cached[0] < settings.refresh_interval_s:
+        return cached[2]
+    value = await load()
+    cache[redis] = (now, keys, value)
+    return value
 
 
 async def shared_cuts(redis: Redis, keys: Keys, settings: Settings) -> Cuts:
@@ -149,13 +170,18 @@ async def shared_cuts(redis: Redis, keys: Keys, settings: Settings) -> Cuts:
     CLI, a read-only service) keeps them as long, rather than reading four histograms
     again for every lookup.
     """
-    now = time.monotonic()
-    cached = _cuts.get(redis)
-    if cached is not None and cached[1] == keys and now - cached[0] < settings.refresh_interval_s:
-        return cached[2]
-    cuts = await load_cuts(redis, keys)
-    _cuts[redis] = (now, keys, cuts)
-    return cuts
+    return await _kept(_cuts, redis, keys, settings, lambda: load_cuts(redis, keys))
+
+
+async def shared_tables(redis: Redis, keys: Keys, settings: Settings) -> product_offers.Tables:
+    """The merged affinity tables, read at most every CVM_REFRESH_INTERVAL_S per client.
+
+    As the cut points: a worker refreshes its tables at that interval, and a reader
+    without one keeps them as long, rather than reading and merging every affinity
+    counter again for every lookup.
+    """
+    return await _kept(_tables, redis, keys, settings,
+                       lambda: product_offers.load_tables(redis, settings, keys))
 
 
 async def customer(
@@ -246,7 +272,7 @@ async def _with_offers(
     if not offers:
         return view
     if affinity is None:
-        affinity = await product_offers.load_tables(redis, settings, keys)
+        affinity = await shared_tables(redis, keys, settings)
     view.update(product_offers.view(affinity, settings, fields, p_alive, as_of, offers_k))
     return view
 

@@ -121,3 +121,43 @@ def test_counters_are_summed_once_merged_with_decay_and_old_periods_dropped(
     assert [k for i in product_offers.index_keys(KEYS) for k in client.hkeys(i)] == [newest]
     assert client.hkeys(KEYS.shard_of("L0").affinity_index) == [newest]
     client.close()
+
+
+def test_a_reader_without_a_worker_keeps_the_tables_for_the_refresh_interval(
+    redis_url: str,
+) -> None:
+    """`lookup.customer` without a worker's tables merges the counters once per
+    CVM_REFRESH_INTERVAL_S: an order committed in between shows only after it."""
+    from stream_app import lookup
+
+    keeping = Settings(redis_url=redis_url, refresh_interval_s=3600.0)
+    fresh = Settings(redis_url=redis_url, refresh_interval_s=0.0)
+    coffee = [_order(keeping, i, f"M{i}", "01-10", [COFFEE, MUG], 0) for i in range(10)]
+    tea = [_order(keeping, 10 + i, f"T{i}", "01-11", [COFFEE, TEA], 0) for i in range(10)]
+
+    async def main() -> tuple[dict[str, Any], ...]:
+        r = Redis.from_url(redis_url)
+        other = Redis.from_url(redis_url)
+        try:
+            ingestor = Ingestor(keeping, CustomerStore(r), Recorder())
+            await ingestor.process(coffee)
+            before = await lookup.customer(r, keeping, "M1")
+            await ingestor.process(tea)
+            kept = await lookup.customer(r, keeping, "M1")
+            reread = await lookup.customer(r, fresh, "M1")
+            other_client = await lookup.customer(other, keeping, "M1")
+            assert before and kept and reread and other_client
+            return before, kept, reread, other_client
+        finally:
+            await r.aclose()
+            await other.aclose()
+
+    before, kept, reread, other_client = asyncio.run(main())
+
+    def offered(view: dict[str, Any]) -> set[str]:
+        return {o["category"] for o in view["offers"]}
+
+    assert "tea" not in offered(before)
+    assert offered(kept) == offered(before)  # the tables read for `before`, kept
+    assert "tea" in offered(reread)  # an interval of 0 reads them again
+    assert "tea" in offered(other_client)  # kept per client
