@@ -204,6 +204,8 @@ def _cell(x: float | None, digits: int) -> str:
     """
     if x is None:
         return "\u2014"
+    if x == 0:
+        x = 0.0  # toFixed prints a negative zero without its sign
     return str(Decimal(x).quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_UP))
 
 
