@@ -6,11 +6,12 @@ server's ``usec`` of EVALSHA (the Lua commit) and of HGETALL (the loads) by the 
 the time of each command the script ran (EVALSHA's time less theirs is the Lua work). Time
 depends on how busy the machine is; the commands the script runs per event (counted by
 ``commandstats`` too) do not, and say the same more steadily.
-``--hash-max-listpack-entries N`` sets the server's limit before the run: the population
-histograms grow to hundreds of fields, and in a listpack every sum the commit reads or
-writes there is found by a linear scan.
+``--config NAME=VALUE`` (repeatable) sets a server setting before the run, e.g.
+``hash-max-listpack-entries=128``: the population histograms grow to hundreds of fields,
+and in a listpack every sum the commit reads or writes there is found by a linear scan
+(as is every rank set member in a sorted set of at most ``zset-max-listpack-entries``).
 Run: ``python -m load.bench_commit [--customers 2000] [--days 365]
-[--hash-max-listpack-entries 128]``.
+[--config hash-max-listpack-entries=128]``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+from collections.abc import Mapping
 from typing import Any
 
 import redis
@@ -30,19 +32,25 @@ from stream_app.settings import Settings
 __all__ = ["measure_commit"]
 
 
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def measure_commit(url: str, customers: int = 2000, days: int = 365, batch_size: int = 500,
-                   seed: int = 11, hash_entries: int | None = None) -> dict[str, Any]:
+                   seed: int = 11, config: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Server time per event of the commit script and of the loads.
 
-    `hash_entries`: the server's ``hash-max-listpack-entries`` for the run (None: as set).
+    `config`: server settings (``CONFIG SET``) for the run.
     """
     settings = Settings(redis_url=url)
     events = list(simulate(SimConfig(n_customers=customers, days=days, seed=seed)))
     records = raw_records(events, settings, settings.partitions)
     client = redis.Redis.from_url(url)
-    if hash_entries is not None:
-        client.config_set("hash-max-listpack-entries", hash_entries)
-    entries = next(iter(client.config_get("hash-max-listpack-entries").values()))
+    for name, value in (config or {}).items():
+        client.config_set(name, value)
+    server_config = {name: _text(client.config_get(name)[name])
+                     for name in ("hash-max-listpack-entries", "zset-max-listpack-entries",
+                                  *(config or {}))}
     client.config_resetstat()
     prof = asyncio.run(profile_pipeline(settings, records, batch_size=batch_size, timers=False))
     stats = client.info("commandstats")
@@ -57,7 +65,7 @@ def measure_commit(url: str, customers: int = 2000, days: int = 365, batch_size:
     inner_us = {name: round(int(v["usec"]) / len(records), 2) for name, v in called.items()}
     return {"events": len(records), "customers": customers, "batch_size": batch_size,
             "partitions": settings.partitions,
-            "hash_max_listpack_entries": int(entries), **prof.server,
+            "server_config": server_config, **prof.server,
             "script_commands_per_event": round(sum(inner.values()), 2),
             "per_event": inner,
             "script_commands_us_per_event": round(sum(inner_us.values()), 1),
@@ -69,10 +77,11 @@ if __name__ == "__main__":
     parser.add_argument("--customers", type=int, default=2000)
     parser.add_argument("--days", type=int, default=365)
     parser.add_argument("--batch-size", type=int, default=500)
-    parser.add_argument("--hash-max-listpack-entries", type=int, default=None,
-                        help="the private server's limit for the run (default: Redis's)")
+    parser.add_argument("--config", action="append", default=[], metavar="NAME=VALUE",
+                        help="a server setting for the run (repeatable)")
     cli = parser.parse_args()
+    settings = dict(item.split("=", 1) for item in cli.config)
     with PrivateRedis() as server:
         print(json.dumps(measure_commit(server.url, cli.customers, cli.days, cli.batch_size,
-                                        hash_entries=cli.hash_max_listpack_entries),
+                                        config=settings),
                          indent=2))
