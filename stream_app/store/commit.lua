@@ -20,7 +20,8 @@
 --   expected version ("" for a new customer), customer id (the rank sets' member),
 --   f, then f pairs (field, value)                   -- HSET on the customer hash
 --   d, then d fields                                 -- HDEL (fields of an older layout)
---   r, then r pairs (sorted-set key index, score)    -- ZADD of the customer id ("rem": ZREM)
+--   r, then r pairs (sorted-set key index, score)    -- ZADD of the customer id ("rem": ZREM),
+--                                                    -- one ZADD per sorted set for the call
 --   s, then s triples (hash key index, field, delta) -- integer sums, e.g. roll-ups
 --                                                    -- (mode "m": s is 0)
 -- then, in mode "m" only: bound, the largest sum of |delta| of any one field (it
