@@ -6,7 +6,12 @@ server's ``usec`` of EVALSHA (the Lua commit) and of HGETALL (the loads) by the 
 the time of each command the script ran (EVALSHA's time less theirs is the Lua work). Time
 depends on how busy the machine is; the commands the script runs per event (counted by
 ``commandstats`` too) do not, and say the same more steadily.
-Run: ``python -m load.bench_commit [--customers 2000] [--days 365]``.
+``--config NAME=VALUE`` (repeatable) sets a server setting before the run, e.g.
+``hash-max-listpack-entries=128``: the population histograms grow to hundreds of fields,
+and in a listpack every sum the commit reads or writes there is found by a linear scan
+(as is every rank set member in a sorted set of at most ``zset-max-listpack-entries``).
+Run: ``python -m load.bench_commit [--customers 2000] [--days 365]
+[--config hash-max-listpack-entries=128]``.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+from collections.abc import Mapping
 from typing import Any
 
 import redis
@@ -26,13 +32,25 @@ from stream_app.settings import Settings
 __all__ = ["measure_commit"]
 
 
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def measure_commit(url: str, customers: int = 2000, days: int = 365, batch_size: int = 500,
-                   seed: int = 11) -> dict[str, Any]:
-    """Server time per event of the commit script and of the loads."""
+                   seed: int = 11, config: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Server time per event of the commit script and of the loads.
+
+    `config`: server settings (``CONFIG SET``) for the run.
+    """
     settings = Settings(redis_url=url)
     events = list(simulate(SimConfig(n_customers=customers, days=days, seed=seed)))
     records = raw_records(events, settings, settings.partitions)
     client = redis.Redis.from_url(url)
+    for name, value in (config or {}).items():
+        client.config_set(name, value)
+    server_config = {name: _text(client.config_get(name)[name])
+                     for name in ("hash-max-listpack-entries", "zset-max-listpack-entries",
+                                  *(config or {}))}
     client.config_resetstat()
     prof = asyncio.run(profile_pipeline(settings, records, batch_size=batch_size, timers=False))
     stats = client.info("commandstats")
@@ -46,7 +64,8 @@ def measure_commit(url: str, customers: int = 2000, days: int = 365, batch_size:
     # is the script's own (Lua) work.
     inner_us = {name: round(int(v["usec"]) / len(records), 2) for name, v in called.items()}
     return {"events": len(records), "customers": customers, "batch_size": batch_size,
-            "partitions": settings.partitions, **prof.server,
+            "partitions": settings.partitions,
+            "server_config": server_config, **prof.server,
             "script_commands_per_event": round(sum(inner.values()), 2),
             "per_event": inner,
             "script_commands_us_per_event": round(sum(inner_us.values()), 1),
@@ -58,7 +77,11 @@ if __name__ == "__main__":
     parser.add_argument("--customers", type=int, default=2000)
     parser.add_argument("--days", type=int, default=365)
     parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument("--config", action="append", default=[], metavar="NAME=VALUE",
+                        help="a server setting for the run (repeatable)")
     cli = parser.parse_args()
+    settings = dict(item.split("=", 1) for item in cli.config)
     with PrivateRedis() as server:
-        print(json.dumps(measure_commit(server.url, cli.customers, cli.days, cli.batch_size),
+        print(json.dumps(measure_commit(server.url, cli.customers, cli.days, cli.batch_size,
+                                        config=settings),
                          indent=2))

@@ -167,9 +167,11 @@ def plan(
         for name, source in _RANKED:
             if source not in changed and stored.get(source) is not None:
                 ranks.pop(shard.rank(name), None)
-    if not loaded.version or (before.label_due_at, before.rescore_at) != (label_due_at,
-                                                                          rescore_at):
+    # The rescoring timer's sets, each only when its due time moved (the bookkeeping
+    # holds them as the sets do).
+    if not loaded.version or before.label_due_at != label_due_at:
         ranks[shard.churn_deadlines] = label_due_at
+    if not loaded.version or before.rescore_at != rescore_at:
         ranks[shard.rescore_due] = rescore_at
     # A record of the layout before `BOOK` moves to it at its first write.
     removed = tuple(name for name in LEGACY_FIELDS if name in stored)

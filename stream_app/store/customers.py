@@ -250,7 +250,8 @@ class CustomerStore:
         for (topic, partition), ms in watermarks.items():
             args += [f"{topic}/{partition}", ms]
         messages: list[str | int | float | bytes] = []
-        sums: dict[int, dict[str, list[int]]] = {}  # key index -> field -> [total, sum of |delta|]
+        sums: dict[int, dict[str, int]] = {}  # key index -> field -> total delta
+        sizes: dict[tuple[int, str], int] = {}  # (key index, field) -> sum of |delta|
         with_messages = 0
         for index, change in enumerate(changes, 1):
             # Plain arguments, counted: the script reads them in place, with no JSON to
@@ -265,9 +266,10 @@ class CustomerStore:
             if merged:
                 args.append(0)
                 for key, name, delta in change.increments:
-                    total = sums.setdefault(ref(key), {}).setdefault(name, [0, 0])
-                    total[0] += int(delta)
-                    total[1] += abs(int(delta))
+                    at, delta = ref(key), int(delta)
+                    totals = sums.setdefault(at, {})
+                    totals[name] = totals.get(name, 0) + delta
+                    sizes[at, name] = sizes.get((at, name), 0) + abs(delta)
             else:
                 args.append(len(change.increments))
                 for key, name, delta in change.increments:
@@ -278,11 +280,13 @@ class CustomerStore:
                 for kind, ident, body in change.messages:
                     messages += [kind, ident, body]
         if merged:
-            args.append(len(sums))
+            # One bound for every field: the script falls back to each customer's sums
+            # only if some stored value is within the bound of the limit.
+            args += [max(sizes.values(), default=0), len(sums)]
             for at, fields in sums.items():
                 args += [at, len(fields)]
-                for name, (total, size) in fields.items():
-                    args += [name, total, size]
+                for name, total in fields.items():
+                    args += [name, total]
         args.append(with_messages)
         args += messages
         script_keys += list(others)
