@@ -34,7 +34,11 @@ writes ``reports/alerts/study.md``, ``reports/alerts/precision_recall.png`` and
    within `F1_TIE` of the best is tied, and a tie goes to the lower operator load.
 
 ``--simulator precursors`` (default) or ``classic`` chooses how the simulated customers defect
-(`SimConfig.precursors`); ``--lead-days`` the lead window of the churn label.
+(`SimConfig.precursors`); ``--lead-days`` the lead window of the churn label; ``--candidates``
+replays only the named candidates (each candidate's figures do not depend on the others).
+``--ceiling`` replays nothing: it counts the true dropouts with a precursor 14 to 60 days before
+them, discrete events (`precursors_of`) and trends against the customer's own history
+(`trend_precursors`), and how often calm customers show those trends (`ceiling`).
 """
 
 from __future__ import annotations
@@ -1235,8 +1239,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="lead: the most valuable dropouts alerted 14 days ahead at "
                              "precision >= 0.5; f1: the highest F1 (default: %(default)s)")
     parser.add_argument("--ceiling", action="store_true",
-                        help="only print the share of true dropouts with a precursor event 14 to "
-                             "60 days before them (no replay)")
+                        help="only print the share of true dropouts with a precursor event or "
+                             "trend 14 to 60 days before them, and how often calm customers "
+                             "show the trends (no replay)")
     parser.add_argument("--decline-days", type=float, default=None,
                         help="the simulator's decline_days (default: the simulator's)")
     parser.add_argument("--candidates", default=None,
