@@ -57,10 +57,10 @@ WINBACK_CODES: Final = ("p_alive_low", "long_silence")
 #: Relative weight of each signal in the rule score (see `defection_reasons`).
 #: A cancellation request is the most direct statement of intent; the churn model
 #: summarises many signals; negative sentiment and unsubscribes are rare but, in the alert
-#: study (``python -m load.alert_study``), right most often and early, and smaller baskets
-#: nearly as often; complaints are the strongest service signal in the churn literature; a
-#: fall in P(alive) or in the open rate is right less than half the time, so counts half; the
-#: rest count once.
+#: study (``python -m load.alert_study``), right most often (0.90 and 0.76 of the alerts that
+#: carry them) and early, smaller baskets more often than not (0.58); complaints are the
+#: strongest service signal in the churn literature; a fall in P(alive) or in the open rate is
+#: right less than half the time (0.42, 0.39), so counts half; the rest count once.
 DEFAULT_WEIGHTS: Final[Mapping[str, float]] = MappingProxyType(
     {
         "cancellation_request": 3.0,
