@@ -33,7 +33,11 @@ writes ``reports/alerts/study.md``, ``reports/alerts/precision_recall.png`` and
    within `F1_TIE` of the best is tied, and a tie goes to the lower operator load.
 
 ``--simulator precursors`` (default) or ``classic`` chooses how the simulated customers defect
-(`SimConfig.precursors`); ``--lead-days`` the lead window of the churn label.
+(`SimConfig.precursors`); ``--lead-days`` the lead window of the churn label; ``--candidates``
+replays only the named candidates (each candidate's figures do not depend on the others).
+``--ceiling`` replays nothing: it counts the true dropouts with a precursor 14 to 60 days before
+them, discrete events (`precursors_of`) and trends against the customer's own history
+(`trend_precursors`), and how often calm customers show those trends (`ceiling`).
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from itertools import pairwise
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -57,14 +62,20 @@ from load.churn_study import day_text, domain_events, fmt
 from load.simulator import SimConfig, ground_truth
 from stream_app.domain import churn, step
 from stream_app.domain.alerts import AlertMemory, AlertPolicy, decide_alert
-from stream_app.domain.events import MS_PER_DAY, CampaignTouch, Event, ServiceContact, Source
+from stream_app.domain.events import (
+    MS_PER_DAY,
+    CampaignTouch,
+    Event,
+    Purchase,
+    ServiceContact,
+    Source,
+)
 from stream_app.domain.ledger import CustomerState
 from stream_app.domain.retention import (
     Retention,
     RetentionPolicy,
 )
 from stream_app.domain.rfm import log_bucket, percentile_cuts
-from stream_app.domain.rules import DEFAULT_WEIGHTS
 from stream_app.domain.valuation import Valuation, ValueModel, fit_population, value_states
 from stream_app.models import MIN_FIT_CUSTOMERS
 from stream_app.planner import CLV_BASE, Cuts, markers, spend_bucket_value
@@ -81,14 +92,36 @@ VALUATION_HORIZON_DAYS = 365.0
 #: A dropout time for a customer alive past everything the simulator knows.
 NEVER = sys.maxsize
 
-#: The signal weights before this study (`rules.DEFAULT_WEIGHTS`).
-PRE_STUDY_WEIGHTS: Mapping[str, float] = MappingProxyType(dict(DEFAULT_WEIGHTS))
+#: The signal weights before this study (`rules.DEFAULT_WEIGHTS` then; ``contact_surge`` came
+#: later, at weight 1).
+PRE_STUDY_WEIGHTS: Mapping[str, float] = MappingProxyType({
+    "cancellation_request": 3.0, "churn_risk": 2.0, "p_alive_drop": 1.5, "complaints": 1.5,
+    "recency_gap": 1.0, "unresolved_contacts": 1.0, "negative_sentiment": 1.0,
+    "unsubscribed": 1.0, "spend_drop": 1.0, "engagement_drop": 1.0, "contact_surge": 1.0,
+    "p_alive_low": 1.0, "long_silence": 1.0,
+})
 #: Negative sentiment at twice the weight (the most precise signal in the study).
 SENTIMENT_X2: Mapping[str, float] = MappingProxyType(
     {**PRE_STUDY_WEIGHTS, "negative_sentiment": 2.0}
 )
 #: Negative sentiment that fires earlier: a decayed sum of -0.2 (`AlertPolicy.sentiment`).
 _EARLY_SENTIMENT: Mapping[str, Any] = {"sentiment": -0.2}
+#: The signals re-weighed by how often they are right: the precise ones that come early
+#: (negative sentiment, unsubscribes, smaller baskets) up, the imprecise ones (a fall in
+#: P(alive), in the open rate) down.
+REWEIGHED: Mapping[str, float] = MappingProxyType({
+    **PRE_STUDY_WEIGHTS, "negative_sentiment": 2.0, "unsubscribed": 2.0, "spend_drop": 1.5,
+    "p_alive_drop": 0.5, "engagement_drop": 0.5,
+})
+#: Further: the service signals by their precision, recency a little up.
+REWEIGHED_MORE: Mapping[str, float] = MappingProxyType({
+    **REWEIGHED, "negative_sentiment": 2.5, "unsubscribed": 2.5, "p_alive_drop": 0.25,
+    "engagement_drop": 0.25, "recency_gap": 1.25, "unresolved_contacts": 0.75, "complaints": 1.25,
+})
+#: The default before the re-weighing, and what the candidates after it start from.
+_CHURN_04: Mapping[str, Any] = {"churn_threshold": 0.4, **_EARLY_SENTIMENT}
+#: A surge of contacts at twice the customer's usual rate (`AlertPolicy.contact_surge`).
+_SURGE: Mapping[str, Any] = {"contact_surge": 2.0}
 
 #: The candidate policies, by name: what differs from `AlertPolicy()`'s defaults before this study
 #: (any one signal, churn threshold 0.5, negative sentiment at -0.5 with weight 1). The chosen one
@@ -136,6 +169,24 @@ CANDIDATES: Mapping[str, Mapping[str, Any]] = {
                                             **_EARLY_SENTIMENT},
     "score 3.5, churn 0.4, early sentiment x2": {"min_score": 3.5, "churn_threshold": 0.4,
                                                  **_EARLY_SENTIMENT, "weights": SENTIMENT_X2},
+    "score 3.5, contact surge": {"min_score": 3.5, **_CHURN_04, **_SURGE},
+    "score 3.5, contact surge from 1": {"min_score": 3.5, **_CHURN_04, **_SURGE,
+                                        "contact_surge_min": 1.0},
+    "score 3.5, contact surge, 30-day opens": {"min_score": 3.5, **_CHURN_04, **_SURGE,
+                                               "engagement_slow_min_delivered": 1.5},
+    "score 4, weak signals from 0.75": {"min_score": 4.0, **_CHURN_04, "min_strength": 0.75},
+    "reweighed, score 2.75, contact surge": {"min_score": 2.75, **_CHURN_04, **_SURGE,
+                                             "weights": REWEIGHED},
+    "reweighed, score 2.9, contact surge": {"min_score": 2.9, **_CHURN_04, **_SURGE,
+                                            "weights": REWEIGHED},
+    "reweighed, score 3, contact surge": {"min_score": 3.0, **_CHURN_04, **_SURGE,
+                                          "weights": REWEIGHED},
+    "reweighed, score 3.5, contact surge": {"min_score": 3.5, **_CHURN_04, **_SURGE,
+                                            "weights": REWEIGHED},
+    "reweighed, score 2.9": {"min_score": 2.9, **_CHURN_04, "weights": REWEIGHED},
+    "reweighed, score 3": {"min_score": 3.0, **_CHURN_04, "weights": REWEIGHED},
+    "reweighed more, score 2.75, contact surge": {"min_score": 2.75, **_CHURN_04, **_SURGE,
+                                                  "weights": REWEIGHED_MORE},
 }
 #: The simulated populations: defection with precursors, or the classic process (see
 #: `load.simulator.SimConfig.precursors`).
@@ -155,7 +206,8 @@ def policy_of(changes: Mapping[str, Any]) -> AlertPolicy:
     """
     base: dict[str, Any] = {
         "churn_threshold": 0.5, "min_signals": 1, "min_score": 0.0, "cooldown_days": 14.0,
-        "sentiment": -0.5, "weights": PRE_STUDY_WEIGHTS,
+        "sentiment": -0.5, "weights": PRE_STUDY_WEIGHTS, "contact_surge": None,
+        "contact_surge_min": 1.5, "engagement_slow_min_delivered": None, "min_strength": 1.0,
     }
     return AlertPolicy(**{**base, **changes})
 
@@ -539,21 +591,125 @@ def warned_share(
     return _ratio(hit, len(dropouts))
 
 
+#: The trends the data can show ahead of a dropout (`trend_precursors`), by name.
+TREND_PRECURSORS = ("fewer_opens", "longer_gaps", "smaller_baskets")
+
+
+@dataclass
+class Activity:
+    """One customer's orders (event time, amount in cents) and mailings (delivered, opened)."""
+
+    orders: list[tuple[int, int]] = field(default_factory=list)
+    delivered: list[int] = field(default_factory=list)
+    opened: list[int] = field(default_factory=list)
+
+    def add(self, event: Event) -> None:
+        if isinstance(event, Purchase) and event.kind == "order":
+            self.orders.append((event.occurred_at, event.amount_c))
+        elif isinstance(event, CampaignTouch) and event.action == "delivered":
+            self.delivered.append(event.occurred_at)
+        elif isinstance(event, CampaignTouch) and event.action == "opened":
+            self.opened.append(event.occurred_at)
+
+
+def _between(times: Sequence[int], lo: int, hi: int) -> int:
+    """How many of the sorted `times` lie in ``[lo, hi]``."""
+    return bisect.bisect_right(times, hi) - bisect.bisect_left(times, lo)
+
+
+def trend_precursors(
+    activity: Activity, lo: int, hi: int, gap_factor: float = 1.5, basket_fall: float = 0.3,
+    open_fall: float = 0.5,
+) -> tuple[str, ...]:
+    """The `TREND_PRECURSORS` a customer's activity shows in the span ``[lo, hi]`` against
+    their own history before `lo`, at the engine's default thresholds
+    (`AlertPolicy.overdue_factor`, ``spend_drop``, ``engagement_drop``).
+
+    * ``longer_gaps``: a gap between orders ending in the span, or the silence at `hi`, at
+      least `gap_factor` times the mean gap between the orders before `lo` (at least three);
+    * ``smaller_baskets``: the mean order in the span at least `basket_fall` below the mean of
+      the orders before `lo` (at least three);
+    * ``fewer_opens``: the share of the span's mailings opened (at least two delivered) at least
+      `open_fall` below the share before `lo` (at least three delivered, at least 10 % opened).
+
+    >>> D = MS_PER_DAY
+    >>> a = Activity(orders=[(0, 100), (10 * D, 100), (20 * D, 100), (60 * D, 50)])
+    >>> trend_precursors(a, 40 * D, 80 * D)
+    ('longer_gaps', 'smaller_baskets')
+    >>> a = Activity(delivered=[0, D, 2 * D, 50 * D, 60 * D], opened=[0, D, 2 * D])
+    >>> trend_precursors(a, 40 * D, 80 * D)
+    ('fewer_opens',)
+    """
+    kinds: list[str] = []
+    before = [(t, c) for t, c in activity.orders if t < lo]
+    inside = [(t, c) for t, c in activity.orders if lo <= t <= hi]
+    n_opened = _between(activity.opened, lo, hi)
+    sent_before = _between(activity.delivered, -NEVER, lo - 1)
+    sent_inside = _between(activity.delivered, lo, hi)
+    if sent_before >= 3 and sent_inside >= 2:
+        usual = _between(activity.opened, -NEVER, lo - 1) / sent_before
+        if usual >= 0.1 and n_opened / sent_inside <= (1 - open_fall) * usual:
+            kinds.append("fewer_opens")
+    if len(before) >= 3:
+        mean_gap = (before[-1][0] - before[0][0]) / (len(before) - 1)
+        times = [before[-1][0], *(t for t, _ in inside), hi]
+        if mean_gap > 0 and max(b - a for a, b in pairwise(times)) >= gap_factor * mean_gap:
+            kinds.append("longer_gaps")
+        usual_basket = sum(c for _, c in before) / len(before)
+        if inside and sum(c for _, c in inside) / len(inside) <= (1 - basket_fall) * usual_basket:
+            kinds.append("smaller_baskets")
+    return tuple(kinds)
+
+
 def ceiling(config: SimConfig, horizon_days: int, warmup_days: int,
             span_days: float = 60.0) -> dict[str, float]:
-    """Per precursor kind (and any), `warned_share` at `LEAD_TARGET_DAYS` over the true dropouts
-    in the evaluation window, without a replay: what the data allows at all."""
+    """What the data allows at all, without a replay: per precursor kind (and any),
+    `warned_share` at `LEAD_TARGET_DAYS` over the true dropouts in the evaluation window.
+
+    Besides the discrete events (`PRECURSORS`; ``any``), the trends of `trend_precursors` over
+    the same span (``trend:<kind>``; ``any trend``; ``any, trends included``). A trend is a
+    comparison, not an event, and it also shows by chance: ``calm:<kind>`` is the share of calm
+    points that show it — one per 30 days of each customer alive in the window whose true
+    dropout is more than the horizon away, taken as if a dropout came 14 days after the point —
+    the rate at which an alert resting on it alone would be wrong.
+    """
     start_ms = int(config.start.timestamp() * 1000)
     window = Window(start_ms + warmup_days * MS_PER_DAY,
                     start_ms + (config.days - horizon_days) * MS_PER_DAY)
-    dropouts = [(cid, d) for cid, p in truth_of(config).items() for d in p.ends if d in window]
+    truth = truth_of(config)
+    dropouts = [(cid, d) for cid, p in truth.items() for d in p.ends if d in window]
     warnings: dict[str, list[tuple[int, str]]] = {}
+    activity: dict[str, Activity] = {}
     for event, _ in domain_events(config):
         for kind in precursors_of(event):
             warnings.setdefault(event.customer_id, []).append((event.occurred_at, kind))
+        activity.setdefault(event.customer_id, Activity()).add(event)
     lead, span = round(LEAD_TARGET_DAYS * MS_PER_DAY), round(span_days * MS_PER_DAY)
+    horizon = horizon_days * MS_PER_DAY
+    trends = {cid: list(warnings.get(cid, ())) for cid, _ in dropouts}
+    for cid, d in dropouts:
+        shown = trend_precursors(activity.get(cid, Activity()), d - span, d - lead)
+        trends[cid] += [(d - lead, f"trend:{k}") for k in shown]
     shares = {"any": warned_share(warnings, dropouts, lead, span)}
     shares |= {k: warned_share(warnings, dropouts, lead, span, (k,)) for k in PRECURSORS}
+    named = tuple(f"trend:{k}" for k in TREND_PRECURSORS)
+    shares["any trend"] = warned_share(trends, dropouts, lead, span, named)
+    shares |= {k: warned_share(trends, dropouts, lead, span, (k,)) for k in named}
+    shares["any, trends included"] = warned_share(trends, dropouts, lead, span,
+                                                  PRECURSORS + named)
+    calm: Counter[str] = Counter()
+    points = 0
+    for cid, periods in truth.items():
+        seen = activity.get(cid)
+        if seen is None:
+            continue
+        for t in range(window.first, window.last + 1, 30 * MS_PER_DAY):
+            d = current_dropout(t, periods)
+            if d is None or d - t <= horizon or not seen.orders or seen.orders[0][0] > t:
+                continue
+            points += 1
+            calm.update(trend_precursors(seen, t + lead - span, t))
+    shares |= {f"calm:{k}": _ratio(calm[k], points) for k in TREND_PRECURSORS}
     return {"dropouts": float(len(dropouts)), **shares}
 
 
@@ -917,7 +1073,7 @@ def _changes(changes: Mapping[str, Any]) -> str:
 
 
 def render(run: Run, rows: Mapping[str, Scores], pick: str, why: str,
-           codes: Mapping[str, tuple[int, float]], base: float, command: str,
+           codes: Mapping[str, Mapping[str, tuple[int, float]]], base: float, command: str,
            rule: str = "lead") -> str:
     """The markdown report."""
     h_days = run.horizon_ms // MS_PER_DAY
@@ -1038,13 +1194,17 @@ def render(run: Run, rows: Mapping[str, Scores], pick: str, why: str,
         "still useful when it comes soon: the dropout is latent, the customer has not said "
         "goodbye.",
         "",
-        f"## Reason codes of `{first}`",
+        "## Reason codes",
         "",
-        "Alerts in the window that carry each code, and the precision of those alerts.",
+        "Alerts in the window that carry each code, and the precision of those alerts, for "
+        + " and ".join(f"`{name}`" for name in codes) + ".",
         "",
-        "| code | alerts | precision |",
-        "|---|---|---|",
-        *[f"| {code} | {n:,} | {p:.3f} |" for code, (n, p) in codes.items()],
+        "| code | " + " | ".join(f"alerts ({name}) | precision ({name})" for name in codes) + " |",
+        "|---|" + "---|---|" * len(codes),
+        *[f"| {code} | " + " | ".join(
+            f"{by[code][0]:,} | {by[code][1]:.3f}" if code in by else "0 | –"
+            for by in codes.values()) + " |"
+          for code in dict.fromkeys(c for by in codes.values() for c in by)],
         "",
         "## The churn model",
         "",
@@ -1081,10 +1241,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="lead: the most valuable dropouts alerted 14 days ahead at "
                              "precision >= 0.5; f1: the highest F1 (default: %(default)s)")
     parser.add_argument("--ceiling", action="store_true",
-                        help="only print the share of true dropouts with a precursor event 14 to "
-                             "60 days before them (no replay)")
+                        help="only print the share of true dropouts with a precursor event or "
+                             "trend 14 to 60 days before them, and how often calm customers "
+                             "show the trends (no replay)")
     parser.add_argument("--decline-days", type=float, default=None,
                         help="the simulator's decline_days (default: the simulator's)")
+    parser.add_argument("--candidates", default=None,
+                        help="replay only these candidates (names separated by ';'; default: all)")
     parser.add_argument("--out", default="reports/alerts")
     args = parser.parse_args(argv)
     if args.days <= args.warmup_days + args.horizon_days:
@@ -1099,7 +1262,13 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"event {LEAD_TARGET_DAYS:.0f} to 60 days before: "
               + ", ".join(f"{k} {v:.3f}" for k, v in shares.items()))
         return 0
-    policies = {name: policy_of(changes) for name, changes in CANDIDATES.items()}
+    names = list(CANDIDATES)
+    if args.candidates:
+        names = [n.strip() for n in args.candidates.split(";") if n.strip()]
+        unknown = [n for n in names if n not in CANDIDATES]
+        if unknown:
+            parser.error(f"unknown candidates: {', '.join(unknown)}")
+    policies = {name: policy_of(CANDIDATES[name]) for name in names}
     run = replay(config, policies, args.horizon_days, args.warmup_days, args.tick_hours,
                  args.fit_days, args.lead_days)
     truth = truth_of(config)
@@ -1108,7 +1277,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         pick, why = choose_for_lead(rows)
     else:
         pick, why = choose(rows, args.max_load)
-    codes = code_precision(run.candidates[0], truth, run.window, run.horizon_ms)
+    chosen = next(c for c in run.candidates if c.name == pick)
+    codes = {c.name: code_precision(c, truth, run.window, run.horizon_ms)
+             for c in (run.candidates[0], chosen)}
     floor = run.candidates[0].policy.min_value_tier
     base = base_rate(run.valuable_at[floor], truth, run.window, run.horizon_ms)
     out = Path(args.out)
@@ -1117,6 +1288,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = (f"python -m load.alert_study --customers {args.customers} --days {args.days} "
                f"--seed {args.seed} --simulator {args.simulator} --rule {args.rule} "
                f"--lead-days {args.lead_days}")
+    if args.candidates:
+        command += f" --candidates '{args.candidates}'"
     (out / "study.md").write_text(render(run, rows, pick, why, codes, base, command, args.rule))
     for name, s in rows.items():
         print(f"{name:34} alerts {s.alerts:5} precision {fmt(s.precision)} recall "

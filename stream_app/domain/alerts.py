@@ -102,7 +102,15 @@ class AlertPolicy:
         counters) is at least this share below the customer's lifetime open rate
         (0.5: opening half as often), for customers who opened at least
         ``engagement_min_rate`` of their mailings and had mailings delivered
-        weighing at least ``engagement_min_delivered`` in the last ten days.
+        weighing at least ``engagement_min_delivered`` in the last ten days. With
+        ``engagement_slow_min_delivered`` set, the open rate of the last weeks (30-day
+        counters, mailings weighing at least that) counts too, and the window whose rate
+        fell the most decides: ten days often hold no mailing at all.
+    contact_surge, contact_surge_min
+        ``contact_surge`` fires when the customer's contacts of the last weeks (30-day
+        decayed count, whatever they were about) reach ``contact_surge`` times their usual
+        rate (lifetime contacts over tenure) and at least ``contact_surge_min``: a customer
+        who calls far more often than they used to has something to sort out. None: off.
     cooldown_days
         After an alert no other one for the customer within this many days of event
         time (14: two weekly operator cycles), unless severity escalates or a code
@@ -122,18 +130,23 @@ class AlertPolicy:
     min_signals, min_score
         An alert needs at least ``min_signals`` defection signals at once and a rule
         score (``sum(weight * capped strength)``, see `defection_reasons`) of at least
-        ``min_score``; 1 and 0 let any one signal through. 3.5, with the default
-        weights: a single signal reaches it only when strong (a recent cancellation
-        request, a churn probability of 0.7 or more, a complaint streak at 7/3 times
-        its threshold), otherwise it takes two or more. Chosen by ``python -m
+        ``min_score``; 1 and 0 let any one signal through. 2.9, with the default
+        weights: a single signal reaches it only when strong (a cancellation request, a
+        churn probability of 0.58 or more, a decayed sentiment sum of -0.29 or less, an
+        unsubscribe in the last ten days, a basket 58 % below the usual, a complaint in the
+        last days, no order for 4.35 times the usual gap), otherwise it takes two or more;
+        a fall in P(alive) or in the open rate never alone. Chosen by ``python -m
         load.alert_study`` on simulated data where defection has precursors, with
-        `churn_threshold` 0.4 and `sentiment` -0.2: of the candidates with a
-        precision of at least 0.5 against the true dropouts, the one that alerts the
-        largest share of valuable dropouts at least 14 days ahead (see the README's
-        alert study).
+        `churn_threshold` 0.4, `sentiment` -0.2 and the default weights: of the candidates
+        with a precision of at least 0.5 against the true dropouts, the one that alerts the
+        largest share of valuable dropouts at least 14 days ahead (see the README's alert
+        study).
     weights, max_strength
         Signal weights and the cap on a signal's strength in the rule score (see
         `defection_reasons`).
+    min_strength
+        The strength (observed / threshold) from which a signal counts: 1, at its
+        threshold; below 1, weak signals near their thresholds add to the rule score too.
     kind
         The alert's ``kind`` in the contract.
     """
@@ -154,14 +167,18 @@ class AlertPolicy:
     engagement_drop: float = 0.5
     engagement_min_rate: float = 0.1
     engagement_min_delivered: float = 1.0
+    engagement_slow_min_delivered: float | None = None
+    contact_surge: float | None = None
+    contact_surge_min: float = 1.5
     cooldown_days: float = 14.0
     escalate_on: tuple[str, ...] = ("cancellation_request",)
     severity_bands: tuple[float, float, float] = (250.0, 1_000.0, 5_000.0)
     min_severity: str = "low"
     min_signals: int = 1
-    min_score: float = 3.5
+    min_score: float = 2.9
     weights: Mapping[str, float] = field(default_factory=lambda: DEFAULT_WEIGHTS, hash=False)
     max_strength: float = 3.0
+    min_strength: float = 1.0
     kind: str = "defection_risk"
 
     def __post_init__(self) -> None:
@@ -183,6 +200,13 @@ class AlertPolicy:
                      engagement_drop=self.engagement_drop)
         if not self.sentiment < 0:
             raise ValueError(f"{owner}.sentiment={self.sentiment!r} must be negative")
+        if not 0 < self.min_strength <= 1:
+            raise ValueError(f"{owner}.min_strength={self.min_strength!r} must be in (0, 1]")
+        if self.contact_surge is not None:
+            check_positive(owner, contact_surge=self.contact_surge,
+                           contact_surge_min=self.contact_surge_min)
+        if self.engagement_slow_min_delivered is not None:
+            check_positive(owner, engagement_slow_min_delivered=self.engagement_slow_min_delivered)
         if not 0 <= self.min_value_tier <= 100:
             raise ValueError(f"{owner}.min_value_tier={self.min_value_tier!r} must be 0..100")
         if self.cooldown_days < 0:
@@ -295,16 +319,19 @@ def _signals(
     signals: list[Signal] = []
     recent = state.recent_at_time(as_of)
     churn = _churn(valuation, churn_probability)
-    if churn >= policy.churn_threshold:
+    weak = policy.min_strength
+    if churn >= policy.churn_threshold * weak:
         signals.append((
             "churn_risk",
             churn / policy.churn_threshold,
-            f"churn probability {churn:.2f}, at or above {policy.churn_threshold:.2f}; "
+            f"churn probability {churn:.2f}, "
+            f"{'at or above' if churn >= policy.churn_threshold else 'near'} "
+            f"{policy.churn_threshold:.2f}; "
             f"{_order_pace(state, recent)}",
         ))
     if previous is not None and previous.p_alive_ref is not None:
         drop = previous.p_alive_ref - valuation.p_alive
-        if drop >= policy.p_alive_drop:
+        if drop > 0 and drop >= policy.p_alive_drop * weak:
             signals.append((
                 "p_alive_drop",
                 drop / policy.p_alive_drop,
@@ -316,7 +343,7 @@ def _signals(
         mean_gap = (days[-1] - days[0]) / (len(days) - 1)
         since = (as_of - state.last_purchase) / MS_PER_DAY
         limit = policy.overdue_factor * mean_gap
-        if since > limit:
+        if since > limit * weak:
             signals.append((
                 "recency_gap",
                 since / limit,
@@ -331,7 +358,7 @@ def _signals(
     )
     for code, key, threshold, label in counted:
         weight = recent[key]
-        if weight >= threshold:
+        if weight > 0 and weight >= threshold * weak:
             fast = recent.get(FAST_PREFIX + key, 0.0)
             signals.append((
                 code,
@@ -341,7 +368,7 @@ def _signals(
                 f"(decayed counts {weight:.2f} and {fast:.2f})",
             ))
     mood = recent["sentiment"]
-    if mood <= policy.sentiment:
+    if mood <= policy.sentiment * weak:
         slow_mean = mood / max(recent["contacts"], 1e-9)
         fast_n = recent.get(FAST_PREFIX + "contacts", 0.0)
         fast_mean = recent.get(FAST_PREFIX + "sentiment", 0.0) / max(fast_n, 1e-9)
@@ -357,6 +384,9 @@ def _signals(
             f"contact sentiment {slow_mean:+.2f} on average over the last "
             f"{3 * _TAU_DAYS / 4:.0f} days, {change} (decayed sum {mood:.2f})",
         ))
+    surge = _contact_surge(state, recent, as_of, policy)
+    if surge is not None:
+        signals.append(surge)
     engagement = _engagement(state, recent, policy)
     if engagement is not None:
         signals.append(engagement)
@@ -369,7 +399,7 @@ def _signals(
         usual = state.revenue_c / 100 / state.orders
         basket = recent["spend"] / recent_orders
         fall = 1.0 - basket / usual
-        if fall >= policy.spend_drop:
+        if fall > 0 and fall >= policy.spend_drop * weak:
             signals.append((
                 "spend_drop",
                 fall / policy.spend_drop,
@@ -458,26 +488,91 @@ def _trend(fast: float, slow: float) -> str:
     return "easing"
 
 
+def _contact_surge(
+    state: CustomerState, recent: Mapping[str, float], as_of: int, policy: AlertPolicy
+) -> Signal | None:
+    """``contact_surge``: contacts of the last weeks at a multiple of the customer's usual rate.
+
+    A customer contacting the service every ``g`` days keeps a 30-day decayed contact count of
+    about ``30 / g``; their usual rate is their lifetime contacts over their tenure (at least
+    the 30 days of the counter). The signal fires when the count reaches ``contact_surge``
+    times the usual one and at least ``contact_surge_min``, whatever the contacts were about.
+
+    >>> D = MS_PER_DAY
+    >>> s = CustomerState("C1", contacts={"inquiry": 4}, first_event=0)
+    >>> p = AlertPolicy(contact_surge=2.0)
+    >>> code, strength, _ = _contact_surge(s, {"contacts": 2.4, "f_contacts": 1.5}, 240 * D, p)
+    >>> code, round(strength, 2)
+    ('contact_surge', 1.6)
+    >>> _contact_surge(s, {"contacts": 1.2}, 240 * D, p) is None
+    True
+    """
+    if policy.contact_surge is None:
+        return None
+    weight = recent.get("contacts", 0.0)
+    if weight < policy.contact_surge_min * policy.min_strength:
+        return None
+    first = state.first_event if state.first_event is not None else as_of
+    tenure = max((as_of - first) / MS_PER_DAY, _TAU_DAYS)
+    usual = state.contacts_total / tenure * _TAU_DAYS
+    limit = max(policy.contact_surge * usual, policy.contact_surge_min)
+    if weight < limit * policy.min_strength:
+        return None
+    fast = recent.get(FAST_PREFIX + "contacts", 0.0)
+    return (
+        "contact_surge",
+        weight / limit,
+        f"{_count(weight)} contacts in the last {3 * _TAU_DAYS / 4:.0f} days against a usual "
+        f"{usual:.1f} a month, {_count(fast)} in the last {_FAST_DAYS:.0f}: {_trend(fast, weight)}",
+    )
+
+
 def _engagement(
     state: CustomerState, recent: Mapping[str, float], policy: AlertPolicy
 ) -> Signal | None:
-    """``engagement_drop``: the last ten days' open rate well below the customer's usual one."""
+    """``engagement_drop``: a recent open rate well below the customer's usual one.
+
+    The last ten days' rate (fast counters), and with ``engagement_slow_min_delivered`` set
+    also the last weeks' (30-day counters), which hold two or three mailings where ten days
+    often hold none; the window whose rate fell the most decides.
+
+    >>> s = CustomerState("C1", touches={"delivered": 10, "opened": 6})
+    >>> slow = {"delivered": 2.5, "opened": 0.2, "f_delivered": 0.5, "f_opened": 0.0}
+    >>> _engagement(s, slow, AlertPolicy()) is None
+    True
+    >>> code, strength, detail = _engagement(
+    ...     s, slow, AlertPolicy(engagement_slow_min_delivered=1.5))
+    >>> code, round(strength, 2)
+    ('engagement_drop', 1.73)
+    >>> detail
+    'opened 8% of the mailings of the last 22 days against a usual 60%, no clicks; falling'
+    """
     delivered = state.touches.get("delivered", 0)
     if delivered <= 0:
         return None
     usual = min(state.touches.get("opened", 0) / delivered, 1.0)
-    sent = recent.get(FAST_PREFIX + "delivered", 0.0)
-    if usual < policy.engagement_min_rate or sent < policy.engagement_min_delivered:
+    if usual < policy.engagement_min_rate:
         return None
-    rate = min(recent.get(FAST_PREFIX + "opened", 0.0) / sent, 1.0)
-    fall = 1.0 - rate / usual
-    if fall < policy.engagement_drop:
+    windows = [(FAST_PREFIX, policy.engagement_min_delivered, _FAST_DAYS)]
+    if policy.engagement_slow_min_delivered is not None:
+        windows.append(("", policy.engagement_slow_min_delivered, 3 * _TAU_DAYS / 4))
+    best: tuple[float, float, str, float] | None = None
+    for prefix, min_sent, days in windows:
+        sent = recent.get(prefix + "delivered", 0.0)
+        if sent < min_sent:
+            continue
+        rate = min(recent.get(prefix + "opened", 0.0) / sent, 1.0)
+        fall = 1.0 - rate / usual
+        if best is None or fall > best[0]:
+            best = (fall, rate, prefix, days)
+    if best is None or best[0] < policy.engagement_drop * policy.min_strength or best[0] <= 0:
         return None
-    clicks = recent.get(FAST_PREFIX + "clicked", 0.0)
+    fall, rate, prefix, days = best
+    clicks = recent.get(prefix + "clicked", 0.0)
     return (
         "engagement_drop",
         fall / policy.engagement_drop,
-        f"opened {rate:.0%} of the mailings of the last {_FAST_DAYS:.0f} days against a usual "
+        f"opened {rate:.0%} of the mailings of the last {days:.0f} days against a usual "
         f"{usual:.0%}, {_count(clicks)} clicks; falling",
     )
 

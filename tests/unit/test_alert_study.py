@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 
 from load.alert_study import (
+    CANDIDATES,
     NEVER,
     PRE_STUDY_WEIGHTS,
+    TREND_PRECURSORS,
     Periods,
     Scores,
     Window,
@@ -164,3 +166,32 @@ def test_a_tiny_run_writes_the_report(tmp_path: Path) -> None:
     assert "## Choice" in text and "| candidate |" in text and "precision" in text
     assert (out / "precision_recall.png").stat().st_size > 0
     assert (out / "lead_time.png").stat().st_size > 0
+
+
+def test_the_ceiling_also_counts_trends_and_how_often_calm_customers_show_them() -> None:
+    from load.simulator import SimConfig
+
+    shares = ceiling(SimConfig(n_customers=300, days=200, seed=5, precursors=True),
+                     horizon_days=30, warmup_days=60)
+    assert shares["any, trends included"] >= max(shares["any"], shares["any trend"])
+    assert shares["any trend"] >= max(shares[f"trend:{k}"] for k in TREND_PRECURSORS)
+    assert shares["trend:longer_gaps"] > 0
+    assert all(0 <= shares[f"calm:{k}"] < 1 for k in TREND_PRECURSORS)
+
+
+def test_a_run_replays_only_the_candidates_asked_for(tmp_path: Path) -> None:
+    out = tmp_path / "alerts"
+    names = "score 4, churn 0.4;reweighed, score 2.9"
+    assert main(["--customers", "60", "--days", "280", "--warmup-days", "100",
+                 "--candidates", names, "--out", str(out)]) == 0
+    rows = [line for line in (out / "study.md").read_text().splitlines()
+            if line.startswith("| 1 |") or line.startswith("| 2 |") or line.startswith("| 3 |")]
+    assert len(rows) == 2 and "score 4, churn 0.4" in rows[0] and "reweighed, score 2.9" in rows[1]
+    with pytest.raises(SystemExit):
+        main(["--candidates", "no such policy", "--out", str(out)])
+
+
+def test_the_default_policy_is_a_candidate() -> None:
+    from stream_app.domain.alerts import AlertPolicy
+
+    assert any(policy_of(changes) == AlertPolicy() for changes in CANDIDATES.values())

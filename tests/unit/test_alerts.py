@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from dataclasses import replace
 
 import pytest
 
@@ -48,6 +49,14 @@ RAISED_AT = "2026-01-22T18:30:01.250Z"
 CONTRACT = Contract()
 #: Any one signal raises an alert: the rule before ``load/alert_study.py`` set ``min_score``.
 ANY_SIGNAL = AlertPolicy(min_score=0.0)
+#: The default rule with the contact-surge signal on.
+SURGE = AlertPolicy(contact_surge=2.0)
+#: The single-signal cases (`_single_signal_cases`) strong enough to alert alone by default
+#: (rule score 2.9): a cancellation request (3 * 3), a complaint the day before (1.5 * 1.9),
+#: a contact at -0.9 the day before (2 * 3), an unsubscribe the day before (2 * 1.9), a churn
+#: probability of 0.7 (2 * 1.75) and no order for 6 times the usual gap (1 * 3).
+STRONG_ALONE = frozenset({"cancellation_request", "complaints", "negative_sentiment",
+                          "unsubscribed", "churn_risk", "recency_gap"})
 
 
 def at(day: float) -> int:
@@ -115,7 +124,8 @@ def test_a_valuable_customer_with_complaints_and_overdue_gets_an_alert() -> None
     assert all(0.0 <= c <= 1.0 for c in contributions)
     assert math.isclose(sum(contributions), 1.0)
     assert contributions == sorted(contributions, reverse=True)
-    assert codes[0] == "complaints"  # three complaints in ten days: the strongest signal
+    # three contacts at -0.6 within ten days: sentiment (2 * 3) leads complaints (1.5 * 3)
+    assert codes[0] == "negative_sentiment"
     gap = next(r for r in alert.reasons if r.code == "recency_gap")
     assert gap.detail == "no order for 35 days against a usual gap of 20 days"
     # value at risk = clv / p_alive * (1 - p_alive) = 1500 / 0.7 * 0.3 = 642.86: medium
@@ -155,6 +165,8 @@ def _single_signal_cases() -> list[tuple[str, list[Event], dict[str, float], Ale
         ("recency_gap", regular(5, gap=10), {"as_of": 100}, None),
         ("spend_drop", small, {"as_of": 61}, None),
         ("engagement_drop", base + mailings, {}, None),
+        ("contact_surge", regular(10, gap=10) + [contact(d, "inquiry") for d in (85, 89, 93)],
+         {"as_of": 95, "policy": SURGE}, None),
     ]
 
 
@@ -167,26 +179,29 @@ def test_every_rule_fires_alone_with_the_whole_contribution(
 ) -> None:
     val = dict(val)
     day = val.pop("as_of", 45)
+    policy = val.pop("policy", AlertPolicy())
     state = fold(events)
-    reasons = defection_reasons(state, valuation(day, **val), None, memory, at(day))
+    reasons = defection_reasons(state, valuation(day, **val), None, memory, at(day), policy)
     assert [(r.code, r.contribution) for r in reasons] == [(code, 1.0)]
-    alert, _ = decide(state, day, memory, policy=ANY_SIGNAL, **val)
+    alert, _ = decide(state, day, memory, policy=replace(policy, min_score=0.0), **val)
     assert alert is not None
     CONTRACT.validate_output("alert", alert_message(alert, RAISED_AT))
-    # by default one signal alone is not enough, except a recent cancellation request
-    alone, _ = decide(state, day, memory, **val)
-    assert (alone is not None) == (code == "cancellation_request")
+    # by default one signal alone is not enough unless it is strong: these cases are
+    alone, _ = decide(state, day, memory, policy=policy, **val)
+    assert (alone is not None) == (code in STRONG_ALONE)
 
 
-def test_by_default_it_takes_two_signals_or_a_cancellation_request() -> None:
+def test_by_default_it_takes_two_signals_or_a_strong_one() -> None:
     base = regular(5, gap=10)  # orders on days 0..40
-    overdue = fold(base)  # as of day 100: 60 days since the last order, 6 times the rhythm
-    assert decide(overdue, 100)[0] is None  # recency gap alone: 1 * 3 = 3
-    both, _ = decide(overdue, 100, churn=0.8)  # 2 * 0.8 / 0.4 + 1 * 3 = 7
+    overdue = fold(base)  # as of day 80: 40 days since the last order, 4 times the rhythm
+    assert decide(overdue, 80)[0] is None  # recency gap alone: 1 * 40 / 15 = 2.67 < 2.9
+    both, _ = decide(overdue, 80, churn=0.8)  # 2 * 0.8 / 0.4 + 2.67 = 6.67
     assert both is not None
     assert {r.code for r in both.reasons} == {"churn_risk", "recency_gap"}
-    weak, _ = decide(fold(base), 45, churn=0.6)  # churn risk alone: 2 * 0.6 / 0.4 = 3
+    weak, _ = decide(fold(base), 45, churn=0.55)  # churn risk alone: 2 * 0.55 / 0.4 = 2.75
     assert weak is None
+    assert decide(fold(base), 45, churn=0.6)[0] is not None  # 2 * 0.6 / 0.4 = 3: strong
+    assert decide(overdue, 100)[0] is not None  # 6 times the rhythm: 1 * min(4, 3) = 3
     cancel = fold([*base, contact(44, "cancellation_request")])
     assert decide(cancel, 45)[0] is not None  # 3 * min(1 / 0.25, 3) = 9
 
@@ -582,3 +597,49 @@ def test_churn_risk_names_the_order_pace_and_its_trend() -> None:
                                                              at(45))}
     assert on_rhythm["churn_risk"].endswith("orders at 81% of their usual pace over the last 22 "
                                             "days, 95% over the last 10: steady")
+
+
+def test_a_surge_of_contacts_against_the_customers_usual_rate_is_a_signal() -> None:
+    # orders every 20 days up to day 180; one inquiry on day 40, then four in the last 20 days,
+    # all calm and resolved: no complaint, no sentiment, nothing unresolved
+    calm = [contact(40, "inquiry")]
+    surge = [contact(d, "inquiry") for d in (170, 175, 180, 185)]
+    state = fold(regular() + calm + surge)
+    on = AlertPolicy(contact_surge=2.0)
+    reasons = defection_reasons(state, valuation(190), None, None, at(190), on)
+    assert [r.code for r in reasons] == ["contact_surge"]
+    assert reasons[0].detail.startswith("3 contacts in the last 22 days against a usual 0.8 a "
+                                        "month, 1 in the last 10: steady")
+    off = AlertPolicy(contact_surge=None)
+    assert defection_reasons(state, valuation(190), None, None, at(190), off) == []
+    # the same four contacts from a customer who always calls that often are no surge
+    chatty = fold(regular() + [contact(d, "inquiry") for d in range(5, 186, 5)])
+    assert defection_reasons(chatty, valuation(190), None, None, at(190), on) == []
+
+
+def test_the_open_rate_of_the_last_weeks_warns_where_ten_days_hold_no_mailing() -> None:
+    # a mailing every 14 days, opened up to day 98, then three left unopened; the last one
+    # 16 days before the as-of day, so the last ten days hold none
+    mailings = [touch(d, a) for d in range(0, 99, 14) for a in ("delivered", "opened")]
+    mailings += [touch(d, "delivered") for d in (112, 126, 140)]
+    state = fold(regular(9, gap=18) + mailings)
+    weeks = AlertPolicy(engagement_slow_min_delivered=1.5)
+    reasons = defection_reasons(state, valuation(156), None, None, at(156), weeks)
+    assert [r.code for r in reasons] == ["engagement_drop"]
+    assert "of the mailings of the last 22 days against a usual" in reasons[0].detail
+    ten_days = AlertPolicy(engagement_slow_min_delivered=None)
+    assert defection_reasons(state, valuation(156), None, None, at(156), ten_days) == []
+
+
+def test_weak_signals_count_from_min_strength() -> None:
+    state = fold(regular(5, gap=10))  # on rhythm at day 45
+    assert defection_reasons(state, valuation(45), 0.35, None, at(45),
+                             AlertPolicy(churn_threshold=0.4, min_strength=1.0)) == []
+    weak = defection_reasons(state, valuation(45), 0.35, None, at(45),
+                             AlertPolicy(churn_threshold=0.4, min_strength=0.75))
+    assert [r.code for r in weak] == ["churn_risk"]
+    assert weak[0].detail.startswith("churn probability 0.35, near 0.40")
+    with pytest.raises(ValueError, match="min_strength"):
+        AlertPolicy(min_strength=0.0)
+    with pytest.raises(ValueError, match="contact_surge"):
+        AlertPolicy(contact_surge=-1.0)
