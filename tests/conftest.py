@@ -96,9 +96,14 @@ def settings(stack: Settings, tmp_path: Path) -> Iterator[Settings]:
 
 @contextmanager
 def fresh_settings(
-    stack: Settings, tmp_path: Path, redis_url: str, redis_cluster: bool = False
+    stack: Settings, tmp_path: Path, redis_url: str, redis_cluster: bool = False,
+    replicas: int = 1,
 ) -> Iterator[Settings]:
-    """Settings with fresh topics and consumer group, on `redis_url` emptied before and after."""
+    """Settings with fresh topics and consumer group, on `redis_url` emptied before and after.
+
+    The topics get `replicas` replicas, and with 3 ``min.insync.replicas=2`` as
+    ``scripts/devstack up --brokers 3`` creates them.
+    """
     run = uuid.uuid4().hex[:8]
     s = Settings(
         kafka_bootstrap_servers=stack.kafka_bootstrap_servers,
@@ -115,9 +120,11 @@ def fresh_settings(
     admin = AdminClient(s.kafka_config())
     counts = s.topics.partition_counts
     names = list(counts)
+    config = {"max.message.bytes": str(4 << 20)}
+    if replicas >= 3:
+        config["min.insync.replicas"] = "2"
     futures = admin.create_topics([
-        NewTopic(n, counts[n] or s.partitions, 1, config={"max.message.bytes": str(4 << 20)})
-        for n in names
+        NewTopic(n, counts[n] or s.partitions, replicas, config=config) for n in names
     ])
     for future in futures.values():
         future.result(timeout=30)
