@@ -137,8 +137,15 @@ def _promoted(cluster: PrivateCluster, port: int) -> bool:
 def _coordinator(kafka: ReplicatedKafka, group: str) -> int:
     """The id of the broker that coordinates `group`."""
     admin = kafka.admin()  # kept until the answer: the future dies with its client
-    (future,) = admin.describe_consumer_groups([group]).values()
-    return int(future.result(timeout=30).coordinator.id)
+    deadline = time.monotonic() + 60
+    while True:
+        (future,) = admin.describe_consumer_groups([group]).values()
+        try:
+            return int(future.result(timeout=30).coordinator.id)
+        except KafkaException:  # e.g. sent through a bootstrap connection being replaced
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(0.5)
 
 
 def _leaders(kafka: ReplicatedKafka, topics: list[str]) -> dict[str, int]:

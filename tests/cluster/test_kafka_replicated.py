@@ -53,7 +53,9 @@ def _topic_config(admin: AdminClient, topic: str, timeout_s: float = 30.0) -> di
         try:
             return dict(described.result())
         except KafkaException as exc:
-            if (exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART
+            # _DESTROY_BROKER: sent through a bootstrap connection the client was replacing
+            if (exc.args[0].code() not in (KafkaError.UNKNOWN_TOPIC_OR_PART,
+                                           KafkaError._DESTROY_BROKER)
                     or time.monotonic() > deadline):
                 raise
         time.sleep(0.5)
