@@ -1339,8 +1339,11 @@ def ensure_topics(cfg: Config) -> None:
                 err = exc.args[0]
                 if err.code() == KafkaError.TOPIC_ALREADY_EXISTS:
                     continue
-                # right after start the broker may not be registered yet
-                if err.retriable() or err.code() == KafkaError.INVALID_REPLICATION_FACTOR:
+                # right after start the broker may not be registered yet; and a request
+                # sent through a bootstrap address fails with _DESTROY_BROKER when the client
+                # replaces that connection by the brokers the metadata names
+                if err.retriable() or err.code() in (KafkaError.INVALID_REPLICATION_FACTOR,
+                                                     KafkaError._DESTROY_BROKER):
                     retry = True
                     continue
                 raise DevstackError(f"cannot create topic {name}: {err.str()}") from None

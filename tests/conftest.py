@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 import pytest
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from stream_app import worker_process
@@ -96,9 +96,14 @@ def settings(stack: Settings, tmp_path: Path) -> Iterator[Settings]:
 
 @contextmanager
 def fresh_settings(
-    stack: Settings, tmp_path: Path, redis_url: str, redis_cluster: bool = False
+    stack: Settings, tmp_path: Path, redis_url: str, redis_cluster: bool = False,
+    replicas: int = 1,
 ) -> Iterator[Settings]:
-    """Settings with fresh topics and consumer group, on `redis_url` emptied before and after."""
+    """Settings with fresh topics and consumer group, on `redis_url` emptied before and after.
+
+    The topics get `replicas` replicas, and with 3 ``min.insync.replicas=2`` as
+    ``scripts/devstack up --brokers 3`` creates them.
+    """
     run = uuid.uuid4().hex[:8]
     s = Settings(
         kafka_bootstrap_servers=stack.kafka_bootstrap_servers,
@@ -115,12 +120,12 @@ def fresh_settings(
     admin = AdminClient(s.kafka_config())
     counts = s.topics.partition_counts
     names = list(counts)
-    futures = admin.create_topics([
-        NewTopic(n, counts[n] or s.partitions, 1, config={"max.message.bytes": str(4 << 20)})
-        for n in names
+    config = {"max.message.bytes": str(4 << 20)}
+    if replicas >= 3:
+        config["min.insync.replicas"] = "2"
+    create_topics(admin, [
+        NewTopic(n, counts[n] or s.partitions, replicas, config=config) for n in names
     ])
-    for future in futures.values():
-        future.result(timeout=30)
     client = sync_redis(s)
     client.flushdb()
     yield s
@@ -130,7 +135,38 @@ def fresh_settings(
     existing = admin.list_topics(timeout=10).topics
     doomed = [n for n in [*names, leader] if n in existing]
     for future in admin.delete_topics(doomed, operation_timeout=30).values():
-        future.result(timeout=30)
+        try:
+            future.result(timeout=30)
+        except KafkaException as exc:
+            # With several brokers, the one that answered the listing may not know yet
+            # that a topic (the worker's leader topic, deleted by the test) is gone.
+            if exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
+                raise
+
+
+def create_topics(admin: AdminClient, topics: list[NewTopic]) -> None:
+    """Create `topics`, none of which exists yet.
+
+    With several brokers, a request that went out through a bootstrap connection which the
+    client replaces by the brokers the metadata names fails with _DESTROY_BROKER: it is
+    sent again (a topic it did create then exists already).
+    """
+    pending = {t.topic: t for t in topics}
+    for attempt in range(10):
+        for name, future in admin.create_topics(list(pending.values())).items():
+            try:
+                future.result(timeout=30)
+            except KafkaException as exc:
+                code = exc.args[0].code()
+                if code == KafkaError._DESTROY_BROKER:
+                    continue
+                if not (attempt and code == KafkaError.TOPIC_ALREADY_EXISTS):
+                    raise
+            del pending[name]
+        if not pending:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"topics not created: {sorted(pending)}")
 
 
 def publish(settings: Settings, messages: Iterable[tuple[str, bytes | None, bytes]]) -> int:
