@@ -22,6 +22,7 @@ from typing import Any
 from stream_app.connections import sync_redis
 from stream_app.settings import Settings
 from stream_app.store.keys import Keys
+from stream_app.store.records import BOOK, book_of
 
 __all__ = ["FreshnessTracer", "Sample"]
 
@@ -67,6 +68,24 @@ class _TracingProducer:
 
     def flush(self, timeout: float) -> int:
         return int(self.inner.flush(timeout))
+
+
+def applied_offset(topic: str, book: bytes | str | None, legacy: bytes | str | None) -> int:
+    """The customer's applied offset of `topic` (-1: none) from the record's bookkeeping field
+    (`stream_app.store.records.BOOK`), or from the per-topic field of records written before it.
+    A customer's events of one topic are on one partition, so the highest is that one's.
+
+    >>> from stream_app.store.records import Book, pack_book
+    >>> applied_offset("t", pack_book(Book(offsets={("t", 2): 41, ("u", 0): 7})), None)
+    41
+    >>> applied_offset("t", None, b"12"), applied_offset("t", None, None)
+    (12, -1)
+    """
+    if book:
+        text = book.decode() if isinstance(book, bytes) else book
+        offsets = [o for (t, _), o in book_of({BOOK: text}).offsets.items() if t == topic]
+        return max(offsets, default=-1)
+    return -1 if legacy is None else int(legacy)
 
 
 class FreshnessTracer:
@@ -131,14 +150,14 @@ class FreshnessTracer:
                     continue
                 pipe = client.pipeline(transaction=False)
                 for s in batch:
-                    pipe.hget(self._keys.customer(s.customer_id), f"_o:{s.topic}")
-                values = pipe.execute()
+                    pipe.hmget(self._keys.customer(s.customer_id), BOOK, f"_o:{s.topic}")
+                values = [applied_offset(s.topic, *raw)
+                          for s, raw in zip(batch, pipe.execute(), strict=True)]
                 now = time.monotonic()
                 self.cycles.append(now - last)
                 last = now
                 with self._lock:
-                    for s, raw in zip(batch, values, strict=True):
-                        value = -1 if raw is None else int(raw)
+                    for s, value in zip(batch, values, strict=True):
                         if s.offset is None:
                             if not s.seen or s.seen[-1][1] != value:
                                 s.seen.append((now, value))
