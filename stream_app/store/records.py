@@ -685,30 +685,46 @@ _POW10 = np.array([float(10**i) for i in range(23)])
 _RAW_EXP = -128
 
 
-def _decimals(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(mantissa int16, exponent int8, raw doubles): each value as m * 10**k exactly, or,
-    where there is no such pair (NaN, infinities, -0.0, more than four digits, out of
-    range), exponent `_RAW_EXP` and the value in the raw doubles, in order."""
-    n = len(values)
-    mantissa = np.zeros(n, dtype=np.int16)
-    exponent = np.full(n, _RAW_EXP, dtype=np.int8)
-    with np.errstate(all="ignore"):
-        finite = np.isfinite(values) & (values != 0.0)
-        scale = np.where(finite, np.floor(np.log10(np.abs(np.where(finite, values, 1.0)))),
-                         0).astype(np.int64) - 3
-        todo = finite.copy()
-        for shift in (0, 1, -1):
-            k = scale + shift
-            usable = todo & (np.abs(k) <= 22)
-            power = _POW10[np.clip(np.abs(k), 0, 22)]
-            m = np.rint(np.where(k < 0, values * power, values / power))
-            m = np.where(usable & (np.abs(m) <= 9999), m, 0.0)
-            back = np.where(k < 0, m / power, m * power)
-            ok = usable & (m != 0.0) & (back == values)
-            mantissa[ok] = m[ok]
-            exponent[ok] = k[ok]
-            todo &= ~ok
-    return mantissa, exponent, values[exponent == _RAW_EXP]
+#: The same powers as Python floats, for `_decimals`.
+_POW10_FLOAT = tuple(float(10**i) for i in range(23))
+
+
+def _decimals(values: list[float]) -> tuple[list[int], list[int], list[float]]:
+    """(mantissas, exponents, raw doubles): each value as m * 10**k exactly (|m| <= 9999,
+    |k| <= 22), or, where there is no such pair (NaN, infinities, -0.0, more than four
+    digits, out of range), exponent `_RAW_EXP` and the value in the raw doubles, in order.
+
+    Of the exponents that work, the one for four digits is tried first, then one more and
+    one fewer, so a value has one encoding. Plain Python: a snapshot has a few dozen
+    features, too few for numpy's per-call cost to pay off.
+
+    >>> _decimals([1.5, -0.25, 12340.0, 0.0, 12345.0, float("inf")])
+    ([1500, -2500, 1234, 0, 0, 0], [-3, -4, 1, -128, -128, -128], [0.0, 12345.0, inf])
+    """
+    mantissas: list[int] = []
+    exponents: list[int] = []
+    raw: list[float] = []
+    for v in values:
+        if v != 0.0 and math.isfinite(v):
+            scale = math.floor(math.log10(abs(v))) - 3
+            for k in (scale, scale + 1, scale - 1):
+                if abs(k) > 22:
+                    continue
+                power = _POW10_FLOAT[abs(k)]
+                m = round(v * power) if k < 0 else round(v / power)
+                if m != 0 and abs(m) <= 9999 and (m / power if k < 0 else m * power) == v:
+                    mantissas.append(m)
+                    exponents.append(k)
+                    break
+            else:
+                mantissas.append(0)
+                exponents.append(_RAW_EXP)
+                raw.append(v)
+        else:
+            mantissas.append(0)
+            exponents.append(_RAW_EXP)
+            raw.append(v)
+    return mantissas, exponents, raw
 
 
 def _values(mantissa: np.ndarray, exponent: np.ndarray, raw: np.ndarray) -> np.ndarray:
@@ -765,18 +781,21 @@ def _features_body(features: Mapping[str, float], rounded: bool) -> bytes:
     if isinstance(features, _Features):
         return features._body  # as read: rounded already if it had to be
     get = features.get
-    row = [get(name, 0.0) for name in FEATURE_NAMES]
+    row = [float(get(name, 0.0)) for name in FEATURE_NAMES]
     if rounded:
         row = [float(f"{v:.4g}") for v in row]
-    values = np.array(row, dtype=np.float64)
-    kept = (values != 0.0) | np.signbit(values)
+    mask = 0
+    kept = []
+    for i, v in enumerate(row):
+        if v != 0.0 or math.copysign(1.0, v) < 0:  # every value but +0.0 (NaN included)
+            mask |= 1 << i
+            kept.append(v)
     w = _Writer()
     w.uint(len(row))
-    w.uint(int.from_bytes(np.packbits(kept, bitorder="little").tobytes(), "little"))
-    mantissa, exponent, raw = _decimals(values[kept])
-    w.out += mantissa.astype("<i2").tobytes()
-    w.out += exponent.tobytes()
-    w.out += raw.astype("<f8").tobytes()
+    w.uint(mask)
+    mantissas, exponents, raw = _decimals(kept)
+    n = len(kept)
+    w.out += struct.pack(f"<{n}h{n}b{len(raw)}d", *mantissas, *exponents, *raw)
     return bytes(w.out)
 
 
