@@ -207,48 +207,51 @@ async def customer(
     that only wants the values).
     """
     keys = keys or Keys(partitions=settings.partitions)
-    # The record, every partition's watermarks and the model in one round trip.
+    # The record, every partition's watermarks and (unless given) the model in one round trip.
     shard_list = list(keys.shards())
     async with redis.pipeline(transaction=False) as pipe:
         pipe.hgetall(keys.customer(customer_id))
-        pipe.get(keys.model)
         for shard in shard_list:
             pipe.hgetall(shard.watermarks)
+        if model is None:
+            pipe.get(keys.model)
         replies = await pipe.execute()
     fields = text(replies[0])
     marks = {}
-    for raw in replies[2:]:
+    for raw in replies[1:1 + len(shard_list)]:
         marks.update(by_partition(text(raw)))
     if not fields:
         return None
     horizon = float(settings.horizon_days if horizon_days is None else horizon_days)
     if not 0 < horizon <= 36_500:
         raise LookupError_(f"horizon_days: {horizon:g} is not within 1..36500")
-    state = from_fields(customer_id, fields)
+    stored_last = fields.get("last_event_at")
+    last_event = None if stored_last is None else parse_time(stored_last)
     if as_of is None:
         as_of = watermark_of(marks, settings)
-    if as_of is None or (state.last_event is not None and as_of < state.last_event):
-        as_of = state.last_event
+    if as_of is None or (last_event is not None and as_of < last_event):
+        as_of = last_event
     if model is None:
-        model = model_from_json(replies[1], settings)
+        model = model_from_json(replies[-1], settings)
     valuation = None
     if as_of is not None and answers_as_stored(fields, as_of, horizon, model.version):
         view = public_view(fields)
         view["stored_as_of"] = fields.get("as_of")
         return await _with_offers(view, redis, settings, keys, fields, None, as_of,
                                   affinity, offers_k, offers)
-    if as_of is not None:
-        valuation = await revaluations().value(model, state, as_of, horizon)
     # The revalued fields replace the stored ones, and the record is typed once: typing
     # the parts separately would fill the per-reason and per-action counts with zeros.
     merged = dict(fields)
-    if valuation is not None:
-        if cuts is None:
-            cuts = await shared_cuts(redis, keys, settings)
-        stored_churn = fields.get("churn_probability")
-        churn = None if stored_churn is None else float(stored_churn)
-        merged.update(valuation_fields(valuation, cuts, churn))
-        merged.update(rfm_fields(state, cuts, as_of))
+    if as_of is not None:
+        state = from_fields(customer_id, fields)
+        valuation = await revaluations().value(model, state, as_of, horizon)
+        if valuation is not None:
+            if cuts is None:
+                cuts = await shared_cuts(redis, keys, settings)
+            stored_churn = fields.get("churn_probability")
+            churn = None if stored_churn is None else float(stored_churn)
+            merged.update(valuation_fields(valuation, cuts, churn))
+            merged.update(rfm_fields(state, cuts, as_of))
     view = public_view(merged)
     view["stored_as_of"] = fields.get("as_of")
     return await _with_offers(view, redis, settings, keys, fields,
