@@ -9,7 +9,10 @@
 3. **Backfill**: `stream_app.backfill.backfill` of the same files into an empty Redis
    database of the dev stack (Redis only; the seam needs no Kafka here), with the phase
    timings of its report.
-4. **One worker**: the steady rate of one streaming worker, from the throughput stage of
+4. **Store floor**: the keys the backfill left, read back and written again with pipelined
+   commands into a second empty database, nothing computed: what storing the result costs
+   Redis and a client alone, the least any backfill into one Redis can take.
+5. **One worker**: the steady rate of one streaming worker, from the throughput stage of
    the same ``make bench`` run when there is one, otherwise measured here on a
    pre-published slice of the same population (`load.bench.run_ingest`).
 
@@ -90,11 +93,15 @@ def redis_cpu(client: Any) -> float:
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
-def run_backfill(paths: list[Path], stack: Settings, db: int) -> dict[str, Any]:
-    """One backfill into an emptied Redis database `db`; the report and the rate."""
+def _db_settings(stack: Settings, db: int) -> Settings:
     base = stack.redis_url.rsplit("/", 1)[0]
-    settings = Settings.from_env({"REDIS_URL": f"{base}/{db}"})
+    return Settings.from_env({"REDIS_URL": f"{base}/{db}"})
 
+
+def run_backfill(paths: list[Path], stack: Settings, db: int) -> dict[str, Any]:
+    """One backfill into an emptied Redis database `db`; the report, the rate and the
+    store floor (`store_floor`, into database `db + 1`)."""
+    settings = _db_settings(stack, db)
     client = sync_redis(settings)
     try:
         client.flushdb()
@@ -106,10 +113,66 @@ def run_backfill(paths: list[Path], stack: Settings, db: int) -> dict[str, Any]:
         out["redis_cpu_s"] = round(server, 3)
         out["events_per_cpu_s"] = round(report.events / (cpu + server), 1)
         out["redis_used_memory"] = client.info("memory").get("used_memory")
+        out["store_floor"] = store_floor(client, sync_redis(_db_settings(stack, db + 1)))
         return out
     finally:
         client.flushdb()
         client.close()
+
+
+#: Commands per pipeline round trip of the store floor (the backfill's own writer sends
+#: a few hundred customers per round trip).
+FLOOR_PIPELINE = 500
+
+
+def store_floor(source: Any, target: Any) -> dict[str, Any]:
+    """Every key of `source` (hashes, sorted sets, strings, sets, lists) written again into
+    the emptied database of `target` with pipelined HSET / ZADD / SET / SADD / RPUSH, one
+    command per key, nothing computed; wall time, client CPU and Redis CPU of the writing
+    alone."""
+    commands: list[tuple[str, bytes, Any]] = []
+    for key in source.scan_iter(count=1000):
+        kind = source.type(key).decode()
+        if kind == "hash":
+            commands.append((kind, key, source.hgetall(key)))
+        elif kind == "zset":
+            commands.append((kind, key, dict(source.zrange(key, 0, -1, withscores=True))))
+        elif kind == "string":
+            commands.append((kind, key, source.get(key)))
+        elif kind == "set":
+            commands.append((kind, key, source.smembers(key)))
+        elif kind == "list":
+            commands.append((kind, key, source.lrange(key, 0, -1)))
+        else:
+            raise ValueError(f"store floor: key {key!r} of type {kind} not handled")
+    fields = sum(len(v) if isinstance(v, dict | set | list) else 1 for _, _, v in commands)
+    try:
+        target.flushdb()
+        r0, c0, t0 = redis_cpu(target), time.process_time(), time.perf_counter()
+        pipe = target.pipeline(transaction=False)
+        for i, (kind, key, value) in enumerate(commands, 1):
+            if kind == "hash":
+                pipe.hset(key, mapping=value)
+            elif kind == "zset":
+                pipe.zadd(key, value)
+            elif kind == "string":
+                pipe.set(key, value)
+            elif kind == "list":
+                pipe.rpush(key, *value)
+            else:
+                pipe.sadd(key, *value)
+            if i % FLOOR_PIPELINE == 0:
+                pipe.execute()
+        pipe.execute()
+        wall, cpu, server = (time.perf_counter() - t0, time.process_time() - c0,
+                             redis_cpu(target) - r0)
+        written = target.info("memory").get("used_memory")
+    finally:
+        target.flushdb()
+        target.close()
+    return {"keys": len(commands), "fields": fields, "seconds": round(wall, 3),
+            "client_cpu_s": round(cpu, 3), "redis_cpu_s": round(server, 3),
+            "redis_used_memory": written}
 
 
 def one_worker(stack: Settings, cfg: BackfillConfig, outdir: Path) -> dict[str, Any]:
@@ -153,6 +216,9 @@ def measure(cfg: BackfillConfig, stack: Settings, outdir: Path,
             "vs_read_only": round(rate / read["events_per_s"], 3),
             "vs_one_worker": round(rate / worker_rate, 1) if worker_rate else None,
             "cpu_vs_read_only": round(done["events_per_cpu_s"] / read["events_per_cpu_s"], 3),
+            # The best any backfill into this one Redis could do against reading: storing
+            # the result alone, with nothing computed.
+            "floor_vs_read_only": round(read["seconds"] / done["store_floor"]["seconds"], 3),
         }
         if worker_cpu_us:
             out[fmt]["cpu_vs_one_worker"] = round(
@@ -170,8 +236,9 @@ def table(result: dict[str, Any]) -> str:
         "",
         "| format | read only (events/s) | backfill (events/s) | vs read only "
         f"(target {READ_TARGET}x) | vs one worker (target {WORKER_TARGET:.0f}x) | "
-        "per CPU-second: vs read only | vs one worker | read / aggregate / value / total s |",
-        "|---|---|---|---|---|---|---|---|",
+        "per CPU-second: vs read only | vs one worker | read / aggregate / value / total s | "
+        "store floor s (client CPU / Redis CPU) | store floor vs read only |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for fmt in ("csv", "parquet"):
         if fmt not in result:
@@ -182,9 +249,16 @@ def table(result: dict[str, Any]) -> str:
             f"| {fmt} | {r['read_only']['events_per_s']:,.0f} | {b['events_per_s']:,.0f} | "
             f"{r['vs_read_only']}x | {r['vs_one_worker']}x | {r['cpu_vs_read_only']}x | "
             f"{r.get('cpu_vs_one_worker', '-')}x | {b['read_s']} / {b['aggregate_s']} / "
-            f"{b['value_s']} / {b['seconds']} |"
+            f"{b['value_s']} / {b['seconds']} | {_floor(b)} | {r.get('floor_vs_read_only', '-')}x |"
         )
     return "\n".join(lines)
+
+
+def _floor(backfilled: dict[str, Any]) -> str:
+    floor = backfilled.get("store_floor")
+    if not floor:
+        return "-"
+    return f"{floor['seconds']} ({floor['client_cpu_s']} / {floor['redis_cpu_s']})"
 
 
 def main(argv: list[str] | None = None) -> int:
