@@ -321,11 +321,14 @@ def normalise(df: pl.DataFrame, kind: str, file_no: int, settings: Settings,
 def read_events(
     paths: Sequence[Path], settings: Settings, until: int | None, report: Report
 ) -> pl.DataFrame:
-    """Every valid event of the files before `until`, deduplicated, in application order.
+    """Every valid event of the files before `until`, deduplicated, each customer's events in
+    application order.
 
     Application order, the order a worker reading the topics in event-time order applies
     a customer's events in: event time, then touches before contacts before purchases at
-    the same millisecond, then file and row.
+    the same millisecond, then file and row. The rows are sorted so for all customers at
+    once, not by customer first: restricted to one customer it is the same order, and
+    sorting by numbers alone takes half the time of sorting by customer id first.
     """
     frames = []
     for file_no, path in enumerate(paths):
@@ -342,7 +345,7 @@ def read_events(
     report.until = until
     late = events["t"] >= until
     report.after_seam = int(late.sum())
-    events = events.filter(~late).sort(["customer_id", "t", "rank", "file", "row"])
+    events = events.filter(~late).sort(["t", "rank", "file", "row"])
     before = events.height
     events = events.unique(subset=["customer_id", "type", "event_id"], keep="first",
                            maintain_order=True)
@@ -446,7 +449,9 @@ def aggregate(events: pl.DataFrame, margin_rate: float, window: int) -> pl.DataF
     if window > 0:
         aggs += [pl.col("type").tail(window).alias("id_types"),
                  pl.col("event_id").tail(window).alias("id_values")]
-    return frame.group_by("customer_id", maintain_order=True).agg(aggs)
+    # Within a group the rows keep the frame's order (each customer's application order);
+    # the customers come out sorted by id.
+    return frame.group_by("customer_id", maintain_order=True).agg(aggs).sort("customer_id")
 
 
 def states(customers: pl.DataFrame) -> Iterator[CustomerState]:
