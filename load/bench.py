@@ -74,6 +74,7 @@ from load.bench_profile import (
     throughput_events,
     top_functions,
 )
+from load.bench_report import HALF_CAPACITY_LOOKUPS
 from load.bench_stats import steady_rate, summarize
 from load.generator import publish
 from load.simulator import SimEvent
@@ -470,7 +471,8 @@ def run_freshness(stack: Settings, cfg: Config, outdir: Path,
     result: dict[str, Any] = {"namespace": ns.run, "phases": [], "lookups": []}
     worker = WorkerProcess(ns.settings, outdir / f"worker-{ns.run}.log", CVM_FIT_INTERVAL_S="3600")
     try:
-        total_s = cfg.fresh_warmup_s + sum(d for _, _, d in phases) + 3 * cfg.lookup_s + 10
+        # Lookups under ingest run in two phases: 2 * (2 * lookup_s + 2) more seconds.
+        total_s = cfg.fresh_warmup_s + sum(d for _, _, d in phases) + 5 * cfg.lookup_s + 14
         n_events = int(max(r for _, r, _ in phases) * total_s * 1.2) + 200
         events = throughput_events(n_events, customers=20_000, days=cfg.days, seed=cfg.seed + 1)
         worker.start()
@@ -503,7 +505,10 @@ def run_freshness(stack: Settings, cfg: Config, outdir: Path,
                             f"ms  p99 {row['p99_ms']:.3f} ms  {row['requests_per_s']:.0f}/s")
                         result["lookups"].append({**row, "state": "worker idle"})
             warm = cfg.fresh_warmup_s if i == 0 else 2.0
-            lookup_s = 2 * cfg.lookup_s + 2 if label == "target rate" else 0.0
+            # Lookups under ingest: at half the capacity (the target's condition) and at
+            # the fixed target rate.
+            lookup_s = (2 * cfg.lookup_s + 2 if label in ("target rate", "half capacity")
+                        else 0.0)
             count = int(rate * (warm + seconds + lookup_s))
             chunk = events[pos:pos + count]
             pos += count
@@ -523,7 +528,8 @@ def run_freshness(stack: Settings, cfg: Config, outdir: Path,
             if lookup_s:
                 tracer.phase = f"{label} + lookups"
                 lookup_ids(ns.settings, ids_path)
-                state = f"worker ingesting {rate:,.0f}/s"
+                state = (f"{HALF_CAPACITY_LOOKUPS} ({rate:,.0f}/s)" if label == "half capacity"
+                         else f"worker ingesting {rate:,.0f}/s")
                 for kind in ("http", "hgetall"):
                     lookups_during.append(run_lookup(ns.settings, kind, ids_path,
                                                      cfg.headline_concurrency, cfg.lookup_s,
