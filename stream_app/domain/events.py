@@ -13,6 +13,7 @@ supplies the limits (the domain has no clock).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -126,8 +127,18 @@ def format_time(ms: int) -> str:
     >>> format_time(86_400_123)
     '1970-01-02T00:00:00.123Z'
     """
-    moment = _EPOCH + timedelta(milliseconds=ms)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+    day, rest = divmod(ms, MS_PER_DAY)
+    seconds, millis = divmod(rest, 1000)
+    minutes, s = divmod(seconds, 60)
+    h, m = divmod(minutes, 60)
+    return f"{_day_text(day)}T{h:02d}:{m:02d}:{s:02d}.{millis:03d}Z"
+
+
+@functools.lru_cache(maxsize=4096)
+def _day_text(day: int) -> str:
+    """The calendar date of a day since the epoch, as `format_time` writes it (a record
+    carries several times, mostly of a few recent days: formatting the date once each)."""
+    return (_EPOCH + timedelta(days=day)).strftime("%Y-%m-%d")
 
 
 def to_cents(amount: float | int, rate: Decimal = Decimal(1), name: str = "amount") -> int:

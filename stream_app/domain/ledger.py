@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from decimal import ROUND_HALF_EVEN, Decimal
 from types import MappingProxyType
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 from stream_app.domain.events import (
     MS_PER_DAY,
@@ -256,61 +256,65 @@ def estimated_cost(amount_c: int, margin_rate: float) -> int:
     return int(cost.quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
 
 
-def _apply_purchase(state: CustomerState, p: Purchase, margin_rate: float) -> CustomerState:
+#: What an event changes in a customer's state: field name -> new value. The three
+#: helpers below return it, and `ingest` applies it with the bookkeeping in one `replace`
+#: (a `CustomerState` has some thirty fields; copying it once per event instead of twice is
+#: a measurable share of the batch step).
+Changes = dict[str, Any]
+
+
+def _purchase_changes(state: CustomerState, p: Purchase, margin_rate: float) -> Changes:
     cost_c = p.cost_c if p.cost_c is not None else estimated_cost(p.amount_c, margin_rate)
     estimated = 0 if p.cost_c is not None else 1
     if p.kind == "return":
-        return replace(
-            state,
-            returns=state.returns + 1,
-            returned_c=state.returned_c + p.amount_c,
-            cogs_c=state.cogs_c - cost_c,
-            cogs_estimated=state.cogs_estimated + estimated,
-        )
+        return {
+            "returns": state.returns + 1,
+            "returned_c": state.returned_c + p.amount_c,
+            "cogs_c": state.cogs_c - cost_c,
+            "cogs_estimated": state.cogs_estimated + estimated,
+        }
     day = p.occurred_at // MS_PER_DAY
     days = state.purchase_days
     i = bisect.bisect_left(days, day)
     if i == len(days) or days[i] != day:
         days = days[:i] + (day,) + days[i:]
     earliest = state.first_purchase is None or p.occurred_at < state.first_purchase
-    return replace(
-        state,
-        orders=state.orders + 1,
-        revenue_c=state.revenue_c + p.amount_c,
-        cogs_c=state.cogs_c + cost_c,
-        cogs_estimated=state.cogs_estimated + estimated,
-        first_purchase=p.occurred_at if earliest else state.first_purchase,
-        last_purchase=max(p.occurred_at, state.last_purchase or p.occurred_at),
-        acquisition_channel=p.channel if earliest else state.acquisition_channel,
-        purchase_days=days,
-    )
+    return {
+        "orders": state.orders + 1,
+        "revenue_c": state.revenue_c + p.amount_c,
+        "cogs_c": state.cogs_c + cost_c,
+        "cogs_estimated": state.cogs_estimated + estimated,
+        "first_purchase": p.occurred_at if earliest else state.first_purchase,
+        "last_purchase": max(p.occurred_at, state.last_purchase or p.occurred_at),
+        "acquisition_channel": p.channel if earliest else state.acquisition_channel,
+        "purchase_days": days,
+    }
 
 
-def _apply_contact(state: CustomerState, c: ServiceContact) -> CustomerState:
-    return replace(
-        state,
-        service_cost_c=state.service_cost_c + c.cost_c,
-        contacts=_bump(state.contacts, c.reason),
-        unresolved=state.unresolved + (0 if c.resolved else 1),
-        sentiment_sum_m=state.sentiment_sum_m + (c.sentiment_m or 0),
-        sentiment_n=state.sentiment_n + (0 if c.sentiment_m is None else 1),
-    )
+def _contact_changes(state: CustomerState, c: ServiceContact) -> Changes:
+    return {
+        "service_cost_c": state.service_cost_c + c.cost_c,
+        "contacts": _bump(state.contacts, c.reason),
+        "unresolved": state.unresolved + (0 if c.resolved else 1),
+        "sentiment_sum_m": state.sentiment_sum_m + (c.sentiment_m or 0),
+        "sentiment_n": state.sentiment_n + (0 if c.sentiment_m is None else 1),
+    }
 
 
 CLICK_ACTIONS: Final = ("clicked", "converted")
 
 
-def _apply_touch(state: CustomerState, t: CampaignTouch) -> CustomerState:
-    new = replace(
-        state,
-        marketing_cost_c=state.marketing_cost_c + t.cost_c,
-        touches=_bump(state.touches, t.action),
-    )
+def _touch_changes(state: CustomerState, t: CampaignTouch) -> Changes:
+    changes: Changes = {
+        "marketing_cost_c": state.marketing_cost_c + t.cost_c,
+        "touches": _bump(state.touches, t.action),
+    }
     if t.action in CLICK_ACTIONS and (
         state.last_click_at is None or t.occurred_at >= state.last_click_at
     ):
-        new = replace(new, last_click_campaign=t.campaign_id, last_click_at=t.occurred_at)
-    return new
+        changes["last_click_campaign"] = t.campaign_id
+        changes["last_click_at"] = t.occurred_at
+    return changes
 
 
 Outcome = Literal["applied", "replayed", "duplicate"]
@@ -370,11 +374,11 @@ def ingest(
     if h is not None and h in state.event_ids[-window:]:
         return replace(state, offsets=MappingProxyType(offsets)), "duplicate"
     if isinstance(event, Purchase):
-        new = _apply_purchase(state, event, default_margin_rate)
+        changes = _purchase_changes(state, event, default_margin_rate)
     elif isinstance(event, ServiceContact):
-        new = _apply_contact(state, event)
+        changes = _contact_changes(state, event)
     else:
-        new = _apply_touch(state, event)
+        changes = _touch_changes(state, event)
     first = state.first_event
     last = state.last_event
     recent, recent_at = add_recent(
@@ -382,7 +386,8 @@ def ingest(
     )
     ids = state.event_ids if h is None else (*state.event_ids, h)[-window:]
     return replace(
-        new,
+        state,
+        **changes,
         first_event=event.occurred_at if first is None else min(first, event.occurred_at),
         last_event=event.occurred_at if last is None else max(last, event.occurred_at),
         recent=recent,
