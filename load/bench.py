@@ -36,6 +36,7 @@ import sys
 import threading
 import time
 import traceback
+import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -75,7 +76,7 @@ from load.bench_profile import (
     top_functions,
 )
 from load.bench_report import HALF_CAPACITY_LOOKUPS
-from load.bench_stats import steady_rate, summarize
+from load.bench_stats import Samples, histogram_delta, parse_metrics, steady_rate, summarize
 from load.generator import publish
 from load.simulator import SimEvent
 from stream_app.connections import sync_redis
@@ -456,6 +457,32 @@ def _during_ingest(ns: Namespace, cfg: Config, worker: WorkerProcess, sampler: S
 # --------------------------------------------------------------------------- 2 and 3
 
 
+def worker_metrics(settings: Settings) -> Samples:
+    """The worker's ``GET /metrics``, parsed; empty if it does not answer."""
+    url = f"http://{settings.web_host}:{settings.web_port}/metrics"
+    try:
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return parse_metrics(r.read().decode())
+    except OSError as exc:
+        log(f"cannot scrape {url}: {exc}")
+        return {}
+
+
+def phase_loop(before: Samples, after: Samples) -> dict[str, Any]:
+    """What held the worker's event loop during a phase: its batches, the lag of the
+    loop-lag sampler, and each timer's runs (histogram deltas between two scrapes)."""
+    if not before or not after:
+        return {}
+    timers = sorted({dict(ls)["timer"] for (n, ls) in after if n == "cvm_timer_seconds_count"})
+    return {
+        "batch_seconds": histogram_delta(before, after, "cvm_batch_seconds"),
+        "batch_records": histogram_delta(before, after, "cvm_batch_records"),
+        "loop_lag_seconds": histogram_delta(before, after, "cvm_event_loop_lag_seconds"),
+        "timer_seconds": {t: histogram_delta(before, after, "cvm_timer_seconds", timer=t)
+                          for t in timers},
+    }
+
+
 def run_freshness(stack: Settings, cfg: Config, outdir: Path,
                   capacity: float) -> dict[str, Any]:
     """Freshness at a fixed rate (and at half the capacity if that is lower), then lookups."""
@@ -522,8 +549,10 @@ def run_freshness(stack: Settings, cfg: Config, outdir: Path,
             time.sleep(warm)
             tracer.phase = label
             meter.begin()
+            scraped = worker_metrics(ns.settings)
             time.sleep(seconds)
             cpu = meter.end()
+            loop = phase_loop(scraped, worker_metrics(ns.settings))
             lookups_during = []
             if lookup_s:
                 tracer.phase = f"{label} + lookups"
@@ -544,6 +573,7 @@ def run_freshness(stack: Settings, cfg: Config, outdir: Path,
                 "label": label, "rate": rate, "seconds": seconds,
                 "published": None if published is None else published.summary(),
                 "caught_up": caught, "cpu_cores": cpu, "load_average": load_average(),
+                "worker_loop": loop,
             }
             for name in (label, f"{label} + lookups"):
                 lat = tracer.latencies(name)

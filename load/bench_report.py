@@ -70,6 +70,30 @@ def _half_capacity_lookup(results: dict[str, Any], kind: str, c: int) -> dict[st
     return None
 
 
+def _ms(seconds: Any) -> str:
+    return "n/a" if seconds is None else f"{seconds * 1000:g} ms"
+
+
+def _loop_held(loop: dict[str, Any]) -> str:
+    """What held the worker's event loop in a phase (`load.bench.phase_loop`), as a clause."""
+    if not loop:
+        return ""
+    batches, records = loop.get("batch_seconds", {}), loop.get("batch_records", {})
+    lag = loop.get("loop_lag_seconds", {})
+    text = (f"; in the phase {batches.get('count', 0)} batches of {_f(records.get('mean'), 1)} "
+            f"records on average took {_f((batches.get('mean') or 0) * 1000, 1)} ms on average "
+            f"(p99 <= {_ms(batches.get('p99_le'))}, longest <= {_ms(batches.get('max_le'))}); "
+            f"the loop woke a 0.1 s sleeper late by p50 <= {_ms(lag.get('p50_le'))}, p99 <= "
+            f"{_ms(lag.get('p99_le'))}, at most <= {_ms(lag.get('max_le'))}")
+    timers = [(name, t) for name, t in (loop.get("timer_seconds") or {}).items()
+              if t.get("count")]
+    if timers:
+        text += "; timers: " + ", ".join(
+            f"{name} {t['count']} runs, {_f((t.get('mean') or 0) * 1000, 1)} ms on average, "
+            f"longest <= {_ms(t.get('max_le'))}" for name, t in timers)
+    return text
+
+
 def _p99_target(row: dict[str, Any], name: str, goal_ms: float, bound: str) -> Target:
     """A latency target on a lookup row's p99; `bound` is shown only when it is missed."""
     met = row["p99_ms"] <= goal_ms
@@ -176,6 +200,7 @@ def targets(results: dict[str, Any]) -> list[Target]:
         met = p99 is not None and p99 <= 100 and half_lat.get("unseen", 0) == 0
         low = _phase(results, "low rate")
         trickle = low.get("low rate", {})
+        held = _loop_held(half.get("worker_loop") or {})
         out.append(Target(
             f"freshness p99 at half capacity ({_f(half['rate'])} events/s)", "<= 100 ms",
             f"p50 {_f(half_lat.get('p50_ms'), 1)} / p99 {_f(p99, 1)} ms", bool(met),
@@ -186,7 +211,7 @@ def targets(results: dict[str, Any]) -> list[Target]:
             f"p50/p99 are {_f(trickle.get('p50_ms'), 1)}/"
             f"{_f(trickle.get('p99_ms'), 1)} ms; the worker got "
             f"{_f(half.get('cpu_cores', {}).get('worker'), 2)} cores, the machine "
-            f"{_f(half.get('cpu_cores', {}).get('machine'), 2)} busy"))
+            f"{_f(half.get('cpu_cores', {}).get('machine'), 2)} busy{held}"))
     scale = results.get("scale_cpu")
     for run in ([scale, scale.get("cluster")] if scale else []):
         if not run or not run.get("rows"):

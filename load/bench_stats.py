@@ -18,11 +18,14 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = [
     "Latency",
     "Target",
     "categorize_stack",
+    "histogram_delta",
+    "parse_metrics",
     "markdown_table",
     "percentile",
     "steady_rate",
@@ -225,3 +228,55 @@ def categorize_stack(frames: Sequence[str]) -> str:
     if any(_matches(frame, _LOOP[1]) for frame in frames):
         return _LOOP[0]
     return "other"
+
+
+# --------------------------------------------------------------------------- worker metrics
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def parse_metrics(text: str) -> Samples:
+    """Every sample of a Prometheus text page, keyed by (name, sorted labels)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: Samples = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def histogram_delta(before: Samples, after: Samples, name: str,
+                    **labels: str) -> dict[str, Any]:
+    """What a histogram gained between two scrapes: count, sum, mean, and the upper bounds
+    of the buckets that hold the 50th and 99th percentiles and the largest observation.
+
+    >>> b = {("h_bucket", (("le", "0.1"),)): 1, ("h_bucket", (("le", "1.0"),)): 1,
+    ...      ("h_bucket", (("le", "+Inf"),)): 1, ("h_count", ()): 1, ("h_sum", ()): 0.05}
+    >>> a = {("h_bucket", (("le", "0.1"),)): 99, ("h_bucket", (("le", "1.0"),)): 100,
+    ...      ("h_bucket", (("le", "+Inf"),)): 100, ("h_count", ()): 100, ("h_sum", ()): 3.05}
+    >>> histogram_delta(b, a, "h")
+    {'count': 99, 'sum': 3.0, 'mean': 0.0303, 'p50_le': 0.1, 'p99_le': 1.0, 'max_le': 1.0}
+    """
+    want = set(labels.items())
+
+    def pick(samples: Samples, suffix: str) -> dict[float, float]:
+        out: dict[float, float] = {}
+        for (n, ls), v in samples.items():
+            if n != name + suffix or not want <= set(ls):
+                continue
+            le = dict(ls).get("le")
+            key = float(le) if le is not None else 0.0
+            out[key] = out.get(key, 0.0) + v
+        return out
+
+    count = sum(pick(after, "_count").values()) - sum(pick(before, "_count").values())
+    total = sum(pick(after, "_sum").values()) - sum(pick(before, "_sum").values())
+    b_before, b_after = pick(before, "_bucket"), pick(after, "_bucket")
+    cumulative = sorted((le, b_after[le] - b_before.get(le, 0.0)) for le in b_after)
+    out: dict[str, Any] = {"count": int(count), "sum": round(total, 6),
+                           "mean": round(total / count, 4) if count else None}
+    for label, q in (("p50_le", 0.5), ("p99_le", 0.99), ("max_le", 1.0)):
+        out[label] = next((le for le, c in cumulative if count and c >= q * count - 1e-9),
+                          None)
+    return out

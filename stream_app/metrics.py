@@ -118,6 +118,20 @@ CHURN_AUC = Gauge(
     "(window: stream for the whole stream, rolling for the recent window).", ["window"],
     registry=REGISTRY,
 )
+LOOP_LAG = Histogram(
+    "cvm_event_loop_lag_seconds", "How late the worker's event loop woke a sampler that sleeps "
+    "0.1 s at a time: the time a batch, a timer or a lookup held the loop without "
+    "yielding (lookups and fresh events wait that long).",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0), registry=REGISTRY,
+)
+TIMER_SECONDS = Histogram(
+    "cvm_timer_seconds", "Duration of one run of a worker timer (rescoring, model refresh and "
+    "fit, outbox drain), by timer, waits on Redis and Kafka included.", ["timer"],
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+    registry=REGISTRY,
+)
+#: Seconds the loop-lag sampler sleeps between samples.
+LOOP_LAG_SAMPLE_S = 0.1
 REDIS_SECONDS = Histogram(
     "cvm_redis_roundtrip_seconds", "Round trip of a PING to Redis, sampled.",
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
@@ -381,6 +395,18 @@ class Sampler:
         )
 
 
+async def loop_lag(every_s: float, samples: int | None = None) -> None:
+    """Sleep `every_s` at a time and record in `LOOP_LAG` how much later than asked the
+    event loop woke up; forever, or `samples` times."""
+    loop = asyncio.get_running_loop()
+    n = 0
+    while samples is None or n < samples:
+        asked = loop.time() + every_s
+        await asyncio.sleep(every_s)
+        LOOP_LAG.observe(max(loop.time() - asked, 0.0))
+        n += 1
+
+
 def register(app: faust.App, runtime: Any) -> Sampler:
     """Attach ``GET /metrics``, the sampling timer and the periodic summary line to `app`."""
     sampler = Sampler(app, runtime)
@@ -403,6 +429,10 @@ def register(app: faust.App, runtime: Any) -> Sampler:
     @app.timer(interval=SAMPLE_INTERVAL_S)
     async def sample_metrics() -> None:
         await sampler.sample()
+
+    @app.task
+    async def sample_loop_lag() -> None:
+        await loop_lag(LOOP_LAG_SAMPLE_S)
 
     @app.timer(interval=summary_every)
     async def log_summary() -> None:

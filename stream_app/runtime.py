@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
@@ -16,6 +17,7 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
+from stream_app import metrics
 from stream_app.connections import async_redis
 from stream_app.domain.churn import churn_probability
 from stream_app.domain.scoring import LinearScorer
@@ -196,6 +198,7 @@ class Timers:
         attempt = 0
         while not self.stopping:
             self._enter()
+            started = time.perf_counter()
             try:
                 await fun()
             except asyncio.CancelledError:
@@ -211,6 +214,7 @@ class Timers:
                     log.info("%s succeeded again after %d failed attempts", label, attempt)
                 return True
             finally:
+                metrics.TIMER_SECONDS.labels(timer=label).observe(time.perf_counter() - started)
                 self._leave()
             await asyncio.sleep(delay)
         return False

@@ -107,6 +107,10 @@ def test_metrics_move_with_the_stream(settings: Settings, fast_worker: WorkerPro
         before, "cvm_redis_roundtrip_seconds_count")
     marks = {dict(ls)["topic"] for (n, ls) in after if n == "cvm_watermark_age_seconds"}
     assert marks == set(inputs)
+    # The event loop's lag was sampled all along, and every timer run was timed by name.
+    assert total(after, "cvm_event_loop_lag_seconds_count") > total(
+        before, "cvm_event_loop_lag_seconds_count")
+    assert total(after, "cvm_timer_seconds_count", timer="refresh_model") > 0
     # Alerts and win-back triggers: counted by severity and group exactly as published. The
     # rescoring timer may still publish: compare once two scrapes around the read agree.
     def published() -> tuple[Samples, list[dict[str, Any]], list[dict[str, Any]]]:

@@ -125,7 +125,14 @@ def _results() -> dict:
                  "low rate": {"p50_ms": 20.0, "p99_ms": 40.0, "unseen": 0}},
                 {"label": "half capacity", "rate": 5000.0,
                  "cpu_cores": {"worker": 0.5, "machine": 1.0},
-                 "half capacity": {"p50_ms": 60.0, "p99_ms": 140.0, "unseen": 0}},
+                 "half capacity": {"p50_ms": 60.0, "p99_ms": 140.0, "unseen": 0},
+                 "worker_loop": {
+                     "batch_seconds": {"count": 40, "mean": 0.02, "p99_le": 0.1,
+                                       "max_le": 0.25},
+                     "batch_records": {"count": 40, "mean": 12.5},
+                     "loop_lag_seconds": {"p50_le": 0.001, "p99_le": 0.25, "max_le": 0.5},
+                     "timer_seconds": {"revisit": {"count": 10, "mean": 0.15, "max_le": 0.5}},
+                 }},
             ],
             "lookups": [
                 {"kind": "http", "state": "worker idle", "concurrency": 16, "p50_ms": 2.0,
@@ -158,6 +165,8 @@ def test_targets_flag_missed_and_met() -> None:
     assert not by_name["lookup.customer CPU per request (16 at once)"].met
     fresh = by_name["freshness p99 at half capacity (5,000 events/s)"]
     assert not fresh.met and "20.0/40.0 ms" in fresh.bound
+    assert "40 batches of 12.5 records" in fresh.bound and "p99 <= 250 ms" in fresh.bound
+    assert "revisit 10 runs, 150.0 ms on average" in fresh.bound
     scaling = by_name["events per worker CPU-second vs one worker (single node)"]
     assert not scaling.met and "2: 0.85" in scaling.measured
     backfill = by_name["backfill vs reading the same files (csv)"]

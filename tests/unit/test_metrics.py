@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from types import SimpleNamespace
 
 from stream_app import metrics
@@ -61,3 +63,14 @@ def test_summary_line_and_overview_follow_the_counters() -> None:
     assert view["history"][-1]["events_per_s"] == 5.0 and view["history"][-1]["lag"] == 40
     assert view["dead_letters"]["invalid_json"] >= 1
     assert view["lag"] == {"u.purchases[0]": 0, "u.purchases[2]": 40}
+
+
+async def test_the_loop_lag_sampler_sees_the_loop_held() -> None:
+    before_n, before_s = _value("cvm_event_loop_lag_seconds_count"), _value(
+        "cvm_event_loop_lag_seconds_sum")
+    sampler = asyncio.ensure_future(metrics.loop_lag(0.01, samples=3))
+    await asyncio.sleep(0)  # the sampler is asleep now
+    time.sleep(0.06)  # a batch that holds the loop without yielding
+    await asyncio.wait_for(sampler, 5)
+    assert _value("cvm_event_loop_lag_seconds_count") - before_n == 3
+    assert _value("cvm_event_loop_lag_seconds_sum") - before_s >= 0.05

@@ -65,3 +65,26 @@ async def test_the_worker_stops_its_timers_before_the_producer_closes(tmp_path: 
     await app.on_before_shutdown.send()
     assert runtime.timers.stopping
     await runtime.close()
+
+
+async def test_each_run_of_a_timer_is_timed_by_name() -> None:
+    from stream_app import metrics
+
+    def runs() -> tuple[float, float]:
+        labels = {"timer": "timed"}
+        return (metrics.REGISTRY.get_sample_value("cvm_timer_seconds_count", labels) or 0.0,
+                metrics.REGISTRY.get_sample_value("cvm_timer_seconds_sum", labels) or 0.0)
+
+    attempts = []
+
+    async def timed() -> None:
+        attempts.append(1)
+        await asyncio.sleep(0.02)
+        if len(attempts) < 2:
+            raise RedisConnectionError("Error 111 connecting to 127.0.0.1:1. Connection refused.")
+
+    count, seconds = runs()
+    assert await asyncio.wait_for(Timers().run("timed", timed), 10) is True
+    after_count, after_seconds = runs()
+    assert after_count - count == 2  # the failed run and the one that succeeded
+    assert after_seconds - seconds >= 0.04
