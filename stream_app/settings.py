@@ -446,10 +446,10 @@ class Settings:
     model_publish_interval_s: float = 30.0
     rescore_interval_s: float = 2.0
     alert_min_value_tier: float = 80.0
-    alert_churn_threshold: float = 0.4
+    alert_churn_threshold: float = 0.5
     alert_cooldown_days: float = 14.0
     alert_min_signals: int = 1
-    alert_min_score: float = 2.9
+    alert_min_score: float = 2.4
     alert_severity_percentiles: tuple[float, float, float] = (80.0, 95.0, 99.0)
     alert_severity_bands: tuple[float, float, float] | None = None
     winback_p_alive_threshold: float = 0.25
