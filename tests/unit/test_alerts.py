@@ -202,6 +202,9 @@ def test_by_default_it_takes_two_signals_or_a_strong_one() -> None:
     weak, _ = decide(fold(base), 45, churn=0.55)  # churn risk alone: 2 * 0.55 / 0.5 = 2.2
     assert weak is None
     assert decide(fold(base), 45, churn=0.65)[0] is not None  # 2 * 0.65 / 0.5 = 2.6: strong
+    assert decide(fold(base), 45, churn=0.58)[0] is None  # 2 * 0.58 / 0.5 = 2.32 < 2.4
+    # an unsubscribe 12 days ago alone: 2 * exp(-12 / 30) / 0.5 = 2.68
+    assert decide(fold([*base, touch(33, "unsubscribed")]), 45)[0] is not None
     assert decide(overdue, 100)[0] is not None  # 6 times the rhythm: 1 * min(4, 3) = 3
     cancel = fold([*base, contact(44, "cancellation_request")])
     assert decide(cancel, 45)[0] is not None  # 3 * min(1 / 0.25, 3) = 9
@@ -661,3 +664,14 @@ def test_weak_signals_count_from_min_strength() -> None:
         AlertPolicy(min_strength=0.0)
     with pytest.raises(ValueError, match="contact_surge"):
         AlertPolicy(contact_surge=-1.0)
+
+
+def test_the_worker_stops_alerting_where_win_back_starts() -> None:
+    """The engine's alert policy: the defaults above, silent for the churn horizon at most."""
+    from stream_app.pipeline import retention_policy
+    from stream_app.settings import Settings
+
+    policy = retention_policy(Settings()).alert
+    assert policy == AlertPolicy()
+    assert (policy.min_score, policy.churn_threshold, policy.max_silence_days) == (2.4, 0.5, 90.0)
+    assert retention_policy(Settings(churn_horizon_days=60)).alert.max_silence_days == 60.0
