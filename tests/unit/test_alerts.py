@@ -667,11 +667,13 @@ def test_weak_signals_count_from_min_strength() -> None:
 
 
 def test_the_worker_stops_alerting_where_win_back_starts() -> None:
-    """The engine's alert policy: the defaults above, silent for the churn horizon at most."""
+    """The engine's alert policy: the defaults above, silent for 90 days (the churn horizon) at
+    most unless configured otherwise."""
     from stream_app.pipeline import retention_policy
     from stream_app.settings import Settings
 
     policy = retention_policy(Settings()).alert
     assert policy == AlertPolicy()
     assert (policy.min_score, policy.churn_threshold, policy.max_silence_days) == (2.4, 0.5, 90.0)
-    assert retention_policy(Settings(churn_horizon_days=60)).alert.max_silence_days == 60.0
+    assert retention_policy(Settings(alert_max_silence_days=60)).alert.max_silence_days == 60
+    assert retention_policy(Settings(alert_max_silence_days=0)).alert.max_silence_days is None
