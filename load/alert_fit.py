@@ -44,8 +44,6 @@ _K = {k: i for i, k in enumerate(TRACE_KEYS)}
 _N = len(TRACE_KEYS)
 (_PDAYS, _FIRST_DAY, _LAST_DAY, _SINCE, _ORDERS, _REVENUE, _CONTACTS, _TENURE, _DELIVERED,
  _OPENED) = range(_N, _N + 10)
-#: Signals that are comparisons with the customer's own past (trends), not events.
-TRENDS = ("recency_gap", "engagement_drop", "p_alive_drop", "spend_drop")
 
 
 @dataclass(frozen=True)
@@ -245,14 +243,8 @@ def fixed_of(trace: Trace, rule: Rule) -> list[list[tuple[str, float]] | None]:
     return [fixed_signals(r, rule) if len(r) > 5 else None for r in trace.rows]
 
 
-def line(name: str, s: Scores) -> str:
-    q1, q3 = s.lead_quartiles
-    return (f"{name:44} prec {s.precision:.3f} recall {s.recall:.3f} >=14d "
-            f"{s.recall_ahead():.3f} lead {s.median_lead_days:.0f} ({q1:.0f}, {q3:.0f}) "
-            f"load {s.load:.0f}")
-
-
 def meets(s: Scores) -> bool:
+    """Whether all three targets are met: 0.5 ahead, precision 0.5, median lead 14 days."""
     return (s.precision >= MIN_PRECISION and s.recall_ahead() >= 0.5
             and s.median_lead_days >= 14)
 
