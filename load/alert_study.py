@@ -46,6 +46,7 @@ import argparse
 import bisect
 import heapq
 import math
+import pickle
 import statistics
 import sys
 import time
@@ -76,6 +77,7 @@ from stream_app.domain.retention import (
     RetentionPolicy,
 )
 from stream_app.domain.rfm import log_bucket, percentile_cuts
+from stream_app.domain.severity import severity, value_at_risk
 from stream_app.domain.valuation import Valuation, ValueModel, fit_population, value_states
 from stream_app.models import MIN_FIT_CUSTOMERS
 from stream_app.planner import CLV_BASE, Cuts, markers, spend_bucket_value
@@ -122,6 +124,10 @@ REWEIGHED_MORE: Mapping[str, float] = MappingProxyType({
 _CHURN_04: Mapping[str, Any] = {"churn_threshold": 0.4, **_EARLY_SENTIMENT}
 #: A surge of contacts at twice the customer's usual rate (`AlertPolicy.contact_surge`).
 _SURGE: Mapping[str, Any] = {"contact_surge": 2.0}
+
+#: No alert once the last order is more than the churn horizon (90 days) back: win-back's case
+#: (`AlertPolicy.max_silence_days`).
+_LAPSED: Mapping[str, Any] = {"max_silence_days": 90.0}
 
 #: The candidate policies, by name: what differs from `AlertPolicy()`'s defaults before this study
 #: (any one signal, churn threshold 0.5, negative sentiment at -0.5 with weight 1). The chosen one
@@ -187,6 +193,17 @@ CANDIDATES: Mapping[str, Mapping[str, Any]] = {
     "reweighed, score 3": {"min_score": 3.0, **_CHURN_04, "weights": REWEIGHED},
     "reweighed more, score 2.75, contact surge": {"min_score": 2.75, **_CHURN_04, **_SURGE,
                                                   "weights": REWEIGHED_MORE},
+    "reweighed, score 2.9, lapsed 90": {"min_score": 2.9, **_CHURN_04, "weights": REWEIGHED,
+                                        **_LAPSED},
+    "reweighed, score 2.4, churn 0.5, lapsed 90": {"min_score": 2.4, "churn_threshold": 0.5,
+                                                   **_EARLY_SENTIMENT, "weights": REWEIGHED,
+                                                   **_LAPSED},
+    "reweighed, score 2.5, churn 0.5, lapsed 90": {"min_score": 2.5, "churn_threshold": 0.5,
+                                                   **_EARLY_SENTIMENT, "weights": REWEIGHED,
+                                                   **_LAPSED},
+    "reweighed, score 2.6, churn 0.45, lapsed 90": {"min_score": 2.6, "churn_threshold": 0.45,
+                                                    **_EARLY_SENTIMENT, "weights": REWEIGHED,
+                                                    **_LAPSED},
 }
 #: The simulated populations: defection with precursors, or the classic process (see
 #: `load.simulator.SimConfig.precursors`).
@@ -208,6 +225,7 @@ def policy_of(changes: Mapping[str, Any]) -> AlertPolicy:
         "churn_threshold": 0.5, "min_signals": 1, "min_score": 0.0, "cooldown_days": 14.0,
         "sentiment": -0.5, "weights": PRE_STUDY_WEIGHTS, "contact_surge": None,
         "contact_surge_min": 1.5, "engagement_slow_min_delivered": None, "min_strength": 1.0,
+        "max_silence_days": None,
     }
     return AlertPolicy(**{**base, **changes})
 
@@ -771,6 +789,8 @@ class _Engine:
         self.examples: list[tuple[int, int, churn.Snapshot, int]] = []
         self.last_fit: int | None = None
         self.floors = sorted(run.valuable_at)
+        #: With `replay`'s ``trace``: per valued decision, what `trace_row` keeps.
+        self.trace: list[tuple[Any, ...]] | None = None
 
     def decide(self, cids: Sequence[str], as_of: Mapping[str, int],
                watermark: int | None = None) -> None:
@@ -795,6 +815,9 @@ class _Engine:
                 for floor in self.floors:
                     if tier >= floor:
                         run.valuable_at[floor].setdefault(cid, []).append(t)
+                if self.trace is not None:
+                    self.trace.append(trace_row(cid, state, v, o.decision.churn_probability,
+                                                tier, t, self.floors[0]))
                 for c in run.candidates:
                     alert, c.memory[cid] = decide_alert(
                         cid, state, v, o.decision.churn_probability, tier, c.memory.get(cid), t,
@@ -897,12 +920,14 @@ def replay(
     lead_days: int = 0,
     retention: RetentionPolicy | None = None,
     learn_churn: bool = True,
+    trace: list[tuple[Any, ...]] | None = None,
 ) -> Run:
     """Replay a simulated population through the domain, deciding every candidate's alerts.
 
     `retention` sets the churn label and snapshot spacing (its alert policy is replaced by the
     first candidate's); `learn_churn` False keeps the engine's fallback of no churn model
-    (1 - P(alive)), as a worker does before its first model is published.
+    (1 - P(alive)), as a worker does before its first model is published. With `trace` (a
+    list), every valued decision's `trace_row` is appended to it, in decision order.
     """
     began = time.perf_counter()
     horizon = horizon_days * MS_PER_DAY
@@ -919,6 +944,7 @@ def replay(
     if retention is None:
         retention = RetentionPolicy(horizon_ms=horizon, lead_ms=lead_days * MS_PER_DAY)
     engine = _Engine(run, replace(retention, alert=first), fit_days, learn_churn)
+    engine.trace = trace
     tick = round(tick_hours * 3_600_000)
     changed: dict[str, int] = {}
     watermark = start_ms
@@ -971,6 +997,40 @@ def replay(
     run.customers = len(engine.states)
     run.seconds = time.perf_counter() - began
     return run
+
+
+#: The decayed counters a `trace_row` keeps, in order.
+TRACE_KEYS = ("cancellation_requests", "complaints", "unresolved", "unsubscribed", "sentiment",
+              "contacts", "orders", "spend", "delivered", "opened", "f_delivered", "f_opened",
+              "f_orders", "f_spend", "f_contacts", "f_sentiment")
+
+
+def trace_row(cid: str, state: CustomerState, v: Valuation, churn_probability: float | None,
+              tier: float, t: int, floor: float) -> tuple[Any, ...]:
+    """What an alert rule may look at in one decision, for `load.alert_fit`.
+
+    ``(customer, as_of, tier, churn, p_alive, severity, counters)``, and below `floor` only
+    the first five (P(alive) feeds the reference of `AlertMemory`). ``counters``: `TRACE_KEYS`
+    at `as_of`, then purchase days, first and last purchase day, days since the last order,
+    orders, revenue (cents), contacts, tenure (days), mailings delivered and opened.
+    """
+    p = 1.0 - v.p_alive if churn_probability is None else churn_probability
+    p = min(max(p, 0.0), 1.0)
+    if tier < floor:
+        return (cid, t, tier, p, v.p_alive)
+    recent = state.recent_at_time(t)
+    days = state.purchase_days
+    since = (t - state.last_purchase) / MS_PER_DAY if state.last_purchase is not None else -1.0
+    first = state.first_event if state.first_event is not None else t
+    level = severity(value_at_risk(v, churn_probability), AlertPolicy().severity_bands)
+    counters = (
+        *(recent[k] for k in TRACE_KEYS),
+        float(len(days)), float(days[0] if days else 0), float(days[-1] if days else 0), since,
+        float(state.orders), float(state.revenue_c), float(state.contacts_total),
+        (t - first) / MS_PER_DAY, float(state.touches.get("delivered", 0)),
+        float(state.touches.get("opened", 0)),
+    )
+    return (cid, t, tier, p, v.p_alive, level, counters)
 
 
 def truth_of(config: SimConfig) -> dict[str, Periods]:
@@ -1248,6 +1308,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="the simulator's decline_days (default: the simulator's)")
     parser.add_argument("--candidates", default=None,
                         help="replay only these candidates (names separated by ';'; default: all)")
+    parser.add_argument("--trace", default=None,
+                        help="also write every valued decision (`trace_row`), the ground truth "
+                             "and the window to this pickle, for `python -m load.alert_fit`")
     parser.add_argument("--out", default="reports/alerts")
     args = parser.parse_args(argv)
     if args.days <= args.warmup_days + args.horizon_days:
@@ -1269,9 +1332,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         if unknown:
             parser.error(f"unknown candidates: {', '.join(unknown)}")
     policies = {name: policy_of(CANDIDATES[name]) for name in names}
+    trace: list[tuple[Any, ...]] | None = [] if args.trace else None
     run = replay(config, policies, args.horizon_days, args.warmup_days, args.tick_hours,
-                 args.fit_days, args.lead_days)
+                 args.fit_days, args.lead_days, trace=trace)
     truth = truth_of(config)
+    if args.trace:
+        floor = run.candidates[0].policy.min_value_tier
+        with open(args.trace, "wb") as f:
+            pickle.dump({"rows": trace, "truth": truth, "window": run.window,
+                         "horizon_ms": run.horizon_ms, "valuable_at": run.valuable_at[floor],
+                         "valuable_days": run.valuable_days[floor], "seed": args.seed,
+                         "scores": scores_of(run, truth)}, f)
     rows = scores_of(run, truth)
     if args.rule == "lead":
         pick, why = choose_for_lead(rows)

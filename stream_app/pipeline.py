@@ -127,6 +127,7 @@ def retention_policy(settings: Settings) -> RetentionPolicy:
             cooldown_days=settings.alert_cooldown_days,
             min_signals=settings.alert_min_signals,
             min_score=settings.alert_min_score,
+            max_silence_days=settings.alert_max_silence_days or None,
             **({} if settings.alert_severity_bands is None
                else {"severity_bands": settings.alert_severity_bands}),
         ),

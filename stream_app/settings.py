@@ -446,10 +446,13 @@ class Settings:
     model_publish_interval_s: float = 30.0
     rescore_interval_s: float = 2.0
     alert_min_value_tier: float = 80.0
-    alert_churn_threshold: float = 0.4
+    alert_churn_threshold: float = 0.5
     alert_cooldown_days: float = 14.0
     alert_min_signals: int = 1
-    alert_min_score: float = 2.9
+    alert_min_score: float = 2.4
+    # No defection alert after this many days without an order (the churn horizon: lapsed
+    # customers are win-back's case); 0: no limit.
+    alert_max_silence_days: float = 90.0
     alert_severity_percentiles: tuple[float, float, float] = (80.0, 95.0, 99.0)
     alert_severity_bands: tuple[float, float, float] | None = None
     winback_p_alive_threshold: float = 0.25
@@ -609,6 +612,9 @@ class Settings:
             raise SettingsError(f"CVM_ALERT_MIN_SIGNALS={self.alert_min_signals} must be >= 1")
         if not 0 <= self.alert_min_score < float("inf"):
             raise SettingsError(f"CVM_ALERT_MIN_SCORE={self.alert_min_score} must be >= 0")
+        if not 0 <= self.alert_max_silence_days < float("inf"):
+            raise SettingsError(
+                f"CVM_ALERT_MAX_SILENCE_DAYS={self.alert_max_silence_days} must be >= 0")
         if not all(0 < p < 100 for p in self.alert_severity_percentiles):
             raise SettingsError(
                 f"CVM_ALERT_SEVERITY_PERCENTILES={self.alert_severity_percentiles} "

@@ -168,6 +168,8 @@ class AlertsEnv(_Group):
         _DEFAULTS.alert_cooldown_days, alias="CVM_ALERT_COOLDOWN_DAYS")
     alert_min_signals: int = Field(_DEFAULTS.alert_min_signals, alias="CVM_ALERT_MIN_SIGNALS")
     alert_min_score: float = Field(_DEFAULTS.alert_min_score, alias="CVM_ALERT_MIN_SCORE")
+    alert_max_silence_days: float = Field(
+        _DEFAULTS.alert_max_silence_days, alias="CVM_ALERT_MAX_SILENCE_DAYS")
     alert_severity_percentiles: Annotated[
         tuple[float, float, float], _with(_triple, "CVM_ALERT_SEVERITY_PERCENTILES")
     ] = Field((80.0, 95.0, 99.0), alias="CVM_ALERT_SEVERITY_PERCENTILES")

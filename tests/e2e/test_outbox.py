@@ -65,6 +65,7 @@ def test_a_crash_between_commit_and_publish_loses_no_alert_or_trigger(
         CRASH_AFTER_COMMIT_ENV: str(mark),
         "CVM_ALERT_MIN_VALUE_TIER": "0",
         "CVM_ALERT_MIN_SCORE": "0",
+        "CVM_ALERT_MAX_SILENCE_DAYS": "0",
         "CVM_ALERT_SEVERITY_BANDS": "0,0,0",
         "CVM_SESSION_TIMEOUT_S": "10",
     }.items():

@@ -170,7 +170,7 @@ def test_the_offending_events_are_dead_lettered_and_the_rest_applied(redis_url: 
 def _permissive(redis_url: str) -> Settings:
     """Settings under which a lapsed customer with a complaint is alerted on."""
     return Settings(redis_url=redis_url, alert_min_value_tier=0, alert_min_score=0,
-                    alert_severity_bands=(0.0, 0.0, 0.0))
+                    alert_max_silence_days=0, alert_severity_bands=(0.0, 0.0, 0.0))
 
 
 def _history(settings: Settings) -> list[list[RawRecord]]:

@@ -52,9 +52,10 @@ ANY_SIGNAL = AlertPolicy(min_score=0.0)
 #: The default rule with the contact-surge signal on.
 SURGE = AlertPolicy(contact_surge=2.0)
 #: The single-signal cases (`_single_signal_cases`) strong enough to alert alone by default
-#: (rule score 2.9): a cancellation request (3 * 3), a complaint the day before (1.5 * 1.9),
+#: (rule score 2.4): a cancellation request (3 * 3), a complaint the day before (1.5 * 1.9),
 #: a contact at -0.9 the day before (2 * 3), an unsubscribe the day before (2 * 1.9), a churn
-#: probability of 0.7 (2 * 1.75) and no order for 6 times the usual gap (1 * 3).
+#: probability of 0.7 (2 * 0.7 / 0.5 = 2.8) and no order for 6 times the usual gap (1 * 3);
+#: not an unresolved contact (1 * 1.9) nor a basket 44 % smaller (1.5 * 1.45).
 STRONG_ALONE = frozenset({"cancellation_request", "complaints", "negative_sentiment",
                           "unsubscribed", "churn_risk", "recency_gap"})
 
@@ -193,17 +194,37 @@ def test_every_rule_fires_alone_with_the_whole_contribution(
 
 def test_by_default_it_takes_two_signals_or_a_strong_one() -> None:
     base = regular(5, gap=10)  # orders on days 0..40
-    overdue = fold(base)  # as of day 80: 40 days since the last order, 4 times the rhythm
-    assert decide(overdue, 80)[0] is None  # recency gap alone: 1 * 40 / 15 = 2.67 < 2.9
-    both, _ = decide(overdue, 80, churn=0.8)  # 2 * 0.8 / 0.4 + 2.67 = 6.67
+    overdue = fold(base)  # as of day 70: 30 days since the last order, 3 times the rhythm
+    assert decide(overdue, 70)[0] is None  # recency gap alone: 1 * 30 / 15 = 2 < 2.4
+    both, _ = decide(overdue, 70, churn=0.8)  # 2 * 0.8 / 0.5 + 2 = 5.2
     assert both is not None
     assert {r.code for r in both.reasons} == {"churn_risk", "recency_gap"}
-    weak, _ = decide(fold(base), 45, churn=0.55)  # churn risk alone: 2 * 0.55 / 0.4 = 2.75
+    weak, _ = decide(fold(base), 45, churn=0.55)  # churn risk alone: 2 * 0.55 / 0.5 = 2.2
     assert weak is None
-    assert decide(fold(base), 45, churn=0.6)[0] is not None  # 2 * 0.6 / 0.4 = 3: strong
+    assert decide(fold(base), 45, churn=0.65)[0] is not None  # 2 * 0.65 / 0.5 = 2.6: strong
+    assert decide(fold(base), 45, churn=0.58)[0] is None  # 2 * 0.58 / 0.5 = 2.32 < 2.4
+    # an unsubscribe 12 days ago alone: 2 * exp(-12 / 30) / 0.5 = 2.68
+    assert decide(fold([*base, touch(33, "unsubscribed")]), 45)[0] is not None
     assert decide(overdue, 100)[0] is not None  # 6 times the rhythm: 1 * min(4, 3) = 3
     cancel = fold([*base, contact(44, "cancellation_request")])
     assert decide(cancel, 45)[0] is not None  # 3 * min(1 / 0.25, 3) = 9
+
+
+def test_no_defection_alert_once_the_customer_has_lapsed() -> None:
+    """Past the churn horizon without an order the customer is win-back's case: no alert,
+    however strong the signals, and the P(alive) reference still moves on."""
+    orders = regular(5, gap=10)  # the last order on day 40
+    state = fold([*orders, contact(129, "cancellation_request"), contact(129, sentiment=-0.9)])
+    alert, memory = decide(state, 131, churn=0.9, p_alive=0.2)  # 91 days without an order
+    assert alert is None
+    assert memory == AlertMemory(p_alive_ref=0.2)
+    assert decide(state, 129.5, churn=0.9, p_alive=0.2)[0] is not None  # 89.5 days: not yet
+    always = AlertPolicy(max_silence_days=None)
+    assert decide(state, 131, churn=0.9, p_alive=0.2, policy=always)[0] is not None
+    shorter = AlertPolicy(max_silence_days=60.0)
+    assert decide(state, 101, churn=0.9, p_alive=0.2, policy=shorter)[0] is None
+    with pytest.raises(ValueError, match="max_silence_days"):
+        AlertPolicy(max_silence_days=0.0)
 
 
 def test_min_signals_and_min_score_gate_the_alert() -> None:
@@ -591,7 +612,7 @@ def test_churn_risk_names_the_order_pace_and_its_trend() -> None:
     churn_risk = next(r.detail for r in alert.reasons if r.code == "churn_risk")
     # 60 days after the last order the five orders' 30-day count has decayed to 0.39 (13 % of
     # the 3 a 10-day rhythm keeps), the 10-day one to 0.003
-    assert churn_risk == ("churn probability 0.80, at or above 0.40; orders at 13% of their "
+    assert churn_risk == ("churn probability 0.80, at or above 0.50; orders at 13% of their "
                           "usual pace over the last 22 days, 0% over the last 10: falling")
     on_rhythm = {r.code: r.detail for r in defection_reasons(overdue, valuation(45), 0.5, None,
                                                              at(45))}
@@ -643,3 +664,16 @@ def test_weak_signals_count_from_min_strength() -> None:
         AlertPolicy(min_strength=0.0)
     with pytest.raises(ValueError, match="contact_surge"):
         AlertPolicy(contact_surge=-1.0)
+
+
+def test_the_worker_stops_alerting_where_win_back_starts() -> None:
+    """The engine's alert policy: the defaults above, silent for 90 days (the churn horizon) at
+    most unless configured otherwise."""
+    from stream_app.pipeline import retention_policy
+    from stream_app.settings import Settings
+
+    policy = retention_policy(Settings()).alert
+    assert policy == AlertPolicy()
+    assert (policy.min_score, policy.churn_threshold, policy.max_silence_days) == (2.4, 0.5, 90.0)
+    assert retention_policy(Settings(alert_max_silence_days=60)).alert.max_silence_days == 60
+    assert retention_policy(Settings(alert_max_silence_days=0)).alert.max_silence_days is None

@@ -1,0 +1,38 @@
+"""Alert rules re-decided from a trace make the alerts the study's replay makes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from load.alert_fit import BEFORE, Rule, alerts_of, evaluate, load, main, pick
+from load.alert_study import Scores
+from load.alert_study import main as study_main
+from stream_app.domain.alerts import AlertPolicy
+
+
+def test_a_trace_re_decides_the_replays_alerts_for_every_policy(tmp_path: Path) -> None:
+    """The default, the one before it and one with the contact surge: the same alert times."""
+    path = tmp_path / "trace.pkl"
+    assert study_main(["--customers", "60", "--days", "280", "--warmup-days", "100",
+                       "--candidates", "reweighed, score 2.4, churn 0.5, lapsed 90;"
+                       "reweighed, score 2.9;reweighed, score 2.9, contact surge",
+                       "--trace", str(path), "--out", str(tmp_path / "alerts")]) == 0
+    trace = load(str(path))
+    assert len(trace.rows) > 100 and any(len(r) > 5 for r in trace.rows)
+    default = evaluate(trace, Rule(AlertPolicy()))
+    assert default == trace.scores["reweighed, score 2.4, churn 0.5, lapsed 90"]
+    assert evaluate(trace, Rule(BEFORE)) == trace.scores["reweighed, score 2.9"]
+    surge = Rule(AlertPolicy(churn_threshold=0.4, min_score=2.9, max_silence_days=None,
+                             contact_surge=2.0))
+    assert evaluate(trace, surge) == trace.scores["reweighed, score 2.9, contact surge"]
+    assert alerts_of(trace, Rule(AlertPolicy()))  # the population raises some alerts
+    assert main([str(path), "--choose", "7"]) == 0  # the comparison runs on it
+
+
+def test_the_pick_needs_precision_on_every_choice_population() -> None:
+    good = Scores(100, 55, 0, 100, 60, 50, (20.0,) * 52, 500.0)
+    more = Scores(100, 49, 0, 100, 60, 50, (20.0,) * 60, 500.0)
+    tied = Scores(90, 50, 0, 100, 60, 50, (20.0,) * 51, 450.0)
+    assert pick({"good": [good, good], "more": [more, good]}) == "good"
+    assert pick({"good": [good, good], "tied": [tied, tied]}) == "tied"
+    assert pick({"more": [more, more]}) is None
