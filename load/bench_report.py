@@ -21,11 +21,16 @@ def _f(value: Any, digits: int = 0) -> str:
     return f"{value:,.{digits}f}"
 
 
-def _lookup(results: dict[str, Any], kind: str, state: str, c: int) -> dict[str, Any] | None:
+def _lookup(results: dict[str, Any], kind: str, state: str, c: int,
+            prefix: bool = False) -> dict[str, Any] | None:
+    """The lookup row of `kind`, `c` clients and `state` (with `prefix`: a state that starts
+    with it)."""
     rows = results.get("freshness", {}).get("lookups", [])
     rows = rows + results.get("throughput", {}).get("lookups_max_ingest", [])
     for row in rows:
-        if row.get("kind") == kind and row.get("state") == state and row.get("concurrency") == c:
+        found = str(row.get("state", ""))
+        if (row.get("kind") == kind and row.get("concurrency") == c
+                and (found.startswith(state) if prefix else found == state)):
             return dict(row)
     return None
 
@@ -60,14 +65,6 @@ def _framework_share(reader: dict[str, Any], worker_us: float) -> str:
 
 #: The state label of the HTTP lookups measured while the worker ingests at half capacity.
 HALF_CAPACITY_LOOKUPS = "worker ingesting at half capacity"
-
-
-def _half_capacity_lookup(results: dict[str, Any], kind: str, c: int) -> dict[str, Any] | None:
-    for row in results.get("freshness", {}).get("lookups", []):
-        if (row.get("kind") == kind and row.get("concurrency") == c
-                and str(row.get("state", "")).startswith(HALF_CAPACITY_LOOKUPS)):
-            return dict(row)
-    return None
 
 
 def _ms(seconds: Any) -> str:
@@ -177,7 +174,7 @@ def targets(results: dict[str, Any]) -> list[Target]:
             f"{_f(idle.get('worker_cpu_us_per_request'))} µs of its CPU per lookup on its one "
             f"event loop (most lookups revalue: the stored values are as of the customer's last "
             f"event, the lookup as of the watermark), so {c} clients queue (Little's law)"))
-    busy = _half_capacity_lookup(results, "http", c)
+    busy = _lookup(results, "http", HALF_CAPACITY_LOOKUPS, c, prefix=True)
     if busy is not None and "p99_ms" in busy:
         out.append(_p99_target(
             busy, f"HTTP lookup p99, {c} clients, {busy['state']}", 10.0,

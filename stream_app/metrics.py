@@ -118,10 +118,12 @@ CHURN_AUC = Gauge(
     "(window: stream for the whole stream, rolling for the recent window).", ["window"],
     registry=REGISTRY,
 )
+#: Seconds the loop-lag sampler sleeps between samples.
+LOOP_LAG_SAMPLE_S = 0.1
 LOOP_LAG = Histogram(
     "cvm_event_loop_lag_seconds", "How late the worker's event loop woke a sampler that sleeps "
-    "0.1 s at a time: the time a batch, a timer or a lookup held the loop without "
-    "yielding (lookups and fresh events wait that long).",
+    f"{LOOP_LAG_SAMPLE_S:g} s at a time: the time a batch, a timer or a lookup held the loop "
+    "without yielding (lookups and fresh events wait that long).",
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0), registry=REGISTRY,
 )
 TIMER_SECONDS = Histogram(
@@ -130,8 +132,6 @@ TIMER_SECONDS = Histogram(
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
     registry=REGISTRY,
 )
-#: Seconds the loop-lag sampler sleeps between samples.
-LOOP_LAG_SAMPLE_S = 0.1
 REDIS_SECONDS = Histogram(
     "cvm_redis_roundtrip_seconds", "Round trip of a PING to Redis, sampled.",
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),

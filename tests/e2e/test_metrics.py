@@ -8,15 +8,13 @@ from typing import Any
 
 import orjson
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
+from load.bench_stats import Samples, parse_metrics
 from stream_app.settings import Settings
 from tests.conftest import WorkerProcess, consume_all
 from tests.e2e.engine_run import BROKEN, feed_stream, wait_for_churn_metrics
 
 pytestmark = pytest.mark.integration
-
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 def scrape(settings: Settings) -> tuple[str, Samples]:
@@ -25,11 +23,7 @@ def scrape(settings: Settings) -> tuple[str, Samples]:
     with urllib.request.urlopen(url, timeout=10) as r:
         content_type = r.headers["Content-Type"]
         text = r.read().decode()
-    out: Samples = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return content_type, out
+    return content_type, parse_metrics(text)
 
 
 def total(samples: Samples, name: str, **labels: str) -> float:
