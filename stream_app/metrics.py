@@ -132,6 +132,12 @@ TIMER_SECONDS = Histogram(
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
     registry=REGISTRY,
 )
+RESCORE_DUE = Gauge(
+    "cvm_rescore_due", "Entries of the churn-label and rescore due sets at or before the "
+    "watermark after the leader's last rescoring run (a customer due for both counts twice): "
+    "what CVM_RESCORE_BUDGET_S left for later runs; growing while the watermark runs ahead "
+    "of wall-clock time (catching up), back near 0 once it is caught up.", registry=REGISTRY,
+)
 REDIS_SECONDS = Histogram(
     "cvm_redis_roundtrip_seconds", "Round trip of a PING to Redis, sampled.",
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),

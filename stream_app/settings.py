@@ -445,6 +445,9 @@ class Settings:
     churn_model: str = "logreg"
     model_publish_interval_s: float = 30.0
     rescore_interval_s: float = 2.0
+    # Seconds of work one rescoring run may start chunks for; the rest waits for the next run,
+    # so a fast-moving watermark (catching up, replays) never crowds out the ingest agent.
+    rescore_budget_s: float = 0.25
     alert_min_value_tier: float = 80.0
     alert_churn_threshold: float = 0.5
     alert_cooldown_days: float = 14.0
@@ -626,6 +629,9 @@ class Settings:
             raise SettingsError(
                 f"CVM_LOG_SUMMARY_INTERVAL_S={self.log_summary_interval_s} must be positive"
             )
+        if not 0 < self.rescore_budget_s < float("inf"):
+            raise SettingsError(
+                f"CVM_RESCORE_BUDGET_S={self.rescore_budget_s} must be positive and finite")
         if self.batch_size < 1:
             raise SettingsError(f"CVM_BATCH_SIZE={self.batch_size} must be at least 1")
         if self.max_event_bytes < 256:

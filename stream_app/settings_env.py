@@ -153,6 +153,7 @@ class ValueModelEnv(_Group):
     model_publish_interval_s: float = Field(
         _DEFAULTS.model_publish_interval_s, alias="CVM_MODEL_PUBLISH_INTERVAL_S")
     rescore_interval_s: float = Field(_DEFAULTS.rescore_interval_s, alias="CVM_RESCORE_INTERVAL_S")
+    rescore_budget_s: float = Field(_DEFAULTS.rescore_budget_s, alias="CVM_RESCORE_BUDGET_S")
     model_signing_key: str = Field(
         _DEFAULTS.model_signing_key, alias="CVM_MODEL_SIGNING_KEY", repr=False)
 

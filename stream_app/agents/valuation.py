@@ -6,8 +6,9 @@ import logging
 
 import faust
 
+from stream_app import metrics
 from stream_app.models import FitError, engine_watermark, fit_and_store
-from stream_app.rescore import rescore_all, revisit_due
+from stream_app.rescore import due_entries, rescore_all, revisit_due
 from stream_app.runtime import Runtime
 from stream_app.store import feed
 
@@ -28,10 +29,13 @@ def register(app: faust.App, runtime: Runtime) -> None:
 
     async def revisit() -> None:
         # Event time passing without events: label churn snapshots whose horizon
-        # ended and rescore customers with value at stake once a day of event time.
+        # ended and rescore customers with value at stake once a day of event time,
+        # within a time budget per run (the rest stays due for the next run).
         watermark = await engine_watermark(runtime.redis, runtime.keys, settings)
         if watermark is not None:
-            await revisit_due(runtime.ingestor, watermark, should_stop=timers.is_stopping)
+            await revisit_due(runtime.ingestor, watermark, should_stop=timers.is_stopping,
+                              budget_s=settings.rescore_budget_s)
+            metrics.RESCORE_DUE.set(await due_entries(runtime.ingestor, watermark))
 
     async def drain_outbox() -> None:
         # Messages a crash left committed but unpublished go out even when no batch arrives.
