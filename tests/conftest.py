@@ -20,6 +20,7 @@ from typing import Any
 
 import orjson
 import pytest
+import redis
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -84,6 +85,19 @@ def secure_kafka(
         yield read_env_file(cache / "kafka" / "secure" / "client.env")
     finally:
         subprocess.run([devstack, "down", "kafka"], check=True, cwd=ROOT, env=env)
+
+
+@contextmanager
+def flushed_db(stack: Settings, db: int) -> Iterator[str]:
+    """The URL of database `db` of the stack's Redis, emptied before and after use."""
+    url = f"{stack.redis_url.rsplit('/', 1)[0]}/{db}"
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    try:
+        yield url
+    finally:
+        client.flushdb()
+        client.close()
 
 
 @pytest.fixture

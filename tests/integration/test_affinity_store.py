@@ -21,6 +21,7 @@ from stream_app.pipeline import Ingestor, RawRecord
 from stream_app.settings import Settings
 from stream_app.store.customers import CustomerStore
 from stream_app.store.keys import Keys
+from tests.conftest import flushed_db
 
 pytestmark = pytest.mark.integration
 
@@ -33,12 +34,8 @@ TEA = {"sku": "TEA", "category": "tea", "quantity": 1, "unit_price": 5}
 
 @pytest.fixture
 def redis_url(stack: Settings) -> Iterator[str]:
-    url = f"{stack.redis_url.rsplit('/', 1)[0]}/{DB}"
-    client = redis.Redis.from_url(url)
-    client.flushdb()
-    yield url
-    client.flushdb()
-    client.close()
+    with flushed_db(stack, DB) as url:
+        yield url
 
 
 class Recorder:

@@ -23,6 +23,7 @@ from stream_app.settings import Settings
 from stream_app.store import feed
 from stream_app.store.customers import Change, CustomerStore, Loaded
 from stream_app.store.keys import Keys
+from tests.conftest import flushed_db
 
 pytestmark = pytest.mark.integration
 
@@ -38,12 +39,8 @@ assert KEYS.shard_of("C2") == S1 and S3 != S1
 
 @pytest.fixture
 def redis_url(stack: Settings) -> Iterator[str]:
-    url = f"{stack.redis_url.rsplit('/', 1)[0]}/{DB}"
-    client = redis.Redis.from_url(url)
-    client.flushdb()
-    yield url
-    client.flushdb()
-    client.close()
+    with flushed_db(stack, DB) as url:
+        yield url
 
 
 class Recorder:

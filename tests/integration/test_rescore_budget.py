@@ -11,13 +11,13 @@ from collections.abc import Iterator, Sequence
 
 import orjson
 import pytest
-import redis
 from redis.asyncio import Redis
 
 from stream_app.pipeline import Ingestor, RawRecord
 from stream_app.rescore import due_entries, rescore_all, revisit_due
 from stream_app.settings import Settings
 from stream_app.store.customers import CustomerStore
+from tests.conftest import flushed_db
 
 pytestmark = pytest.mark.integration
 
@@ -29,12 +29,8 @@ WATERMARK = 1_798_675_200_000
 
 @pytest.fixture
 def redis_url(stack: Settings) -> Iterator[str]:
-    url = f"{stack.redis_url.rsplit('/', 1)[0]}/{DB}"
-    client = redis.Redis.from_url(url)
-    client.flushdb()
-    yield url
-    client.flushdb()
-    client.close()
+    with flushed_db(stack, DB) as url:
+        yield url
 
 
 class Sink:
