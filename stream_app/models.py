@@ -122,15 +122,14 @@ async def load_severity_bands(
 ) -> tuple[float, float, float]:
     """Severity bands at `percentiles` of every customer's value at risk (the rank set).
 
-    The ``value_at_risk`` rank sets of every partition, merged by `shards.rank_at`.
+    The ``value_at_risk`` rank sets of every partition, merged by `shards.ranks_at`.
     """
     n = await shards.rank_size(redis, keys, "value_at_risk")
     if n == 0:
         return fallback
-    amounts = []
-    for p in percentiles:
-        at = await shards.rank_at(redis, keys, "value_at_risk", percentile_index(n, p))
-        amounts.append(0.0 if at is None else at)
+    found = await shards.ranks_at(redis, keys, "value_at_risk",
+                                  [percentile_index(n, p) for p in percentiles])
+    amounts = [0.0 if at is None else at for at in found]
     return population_bands(amounts, n, fallback)
 
 

@@ -26,6 +26,7 @@ __all__ = [
     "histogram",
     "merged_hash",
     "rank_at",
+    "ranks_at",
     "rank_size",
     "rollup",
     "rollup_names",
@@ -130,10 +131,19 @@ async def rank_size(redis: Redis, keys: Keys, rank: str) -> int:
 
 
 async def rank_at(redis: Redis, keys: Keys, rank: str, index: int) -> float | None:
-    """The score at 0-based `index` (lowest first) of the union of a rank set's shares.
+    """The score at 0-based `index` (lowest first) of the union of a rank set's shares."""
+    return (await ranks_at(redis, keys, rank, [index]))[0]
+
+
+async def ranks_at(
+    redis: Redis, keys: Keys, rank: str, indices: Sequence[int]
+) -> list[float | None]:
+    """The scores at 0-based `indices` (lowest first) of the union of a rank set's shares.
 
     Exact on scores with two decimals (how the engine stores money): a bisection on
-    the score in cents, counting members at or below it in every partition.
+    the score in cents, counting members at or below it in every partition. The
+    bisections of all `indices` move in step, so each round trip carries one count per
+    index and partition. None for every index when the rank set is empty.
     """
     ends = await _each(redis, keys, lambda p, s: p.zrange(s.rank(rank), 0, 0, withscores=True))
     highs = await _each(redis, keys, lambda p, s: p.zrange(s.rank(rank), -1, -1,
@@ -141,17 +151,23 @@ async def rank_at(redis: Redis, keys: Keys, rank: str, index: int) -> float | No
     lows = [float(r[0][1]) for r in ends if r]
     tops = [float(r[0][1]) for r in highs if r]
     if not lows:
-        return None
-    lo, hi = round(min(lows) * 100), round(max(tops) * 100)
-    while lo < hi:
-        mid = (lo + hi) // 2
-        counts = await _each(redis, keys, lambda p, s, m=mid: p.zcount(s.rank(rank), "-inf",
-                                                                       m / 100 + 0.004))
-        if sum(int(c) for c in counts) > index:
-            hi = mid
-        else:
-            lo = mid + 1
-    return lo / 100
+        return [None] * len(indices)
+    bounds = [[round(min(lows) * 100), round(max(tops) * 100)] for _ in indices]
+    partitions = list(keys.shards())
+    width = len(partitions)
+    while any(lo < hi for lo, hi in bounds):
+        open_ = [(i, (lo + hi) // 2) for i, (lo, hi) in enumerate(bounds) if lo < hi]
+        async with redis.pipeline(transaction=False) as pipe:
+            for _, mid in open_:
+                for shard in partitions:
+                    pipe.zcount(shard.rank(rank), "-inf", mid / 100 + 0.004)
+            counts = list(await pipe.execute())
+        for k, (i, mid) in enumerate(open_):
+            if sum(int(c) for c in counts[k * width:(k + 1) * width]) > indices[i]:
+                bounds[i][1] = mid
+            else:
+                bounds[i][0] = mid + 1
+    return [lo / 100 for lo, _ in bounds]
 
 
 async def winback_outcomes(redis: Redis, keys: Keys) -> dict[str, str]:
