@@ -11,8 +11,7 @@ views touch is therefore split three ways:
 * **The worker's models**: the value model, the cut points and the severity bands are
   read from `Runtime.live` as they are: frozen values that the worker replaces whole,
   never changes in place, so a reader in the other thread sees the old one or the new
-  one. The affinity tables the offers use are the web thread's own, read through its
-  client at most every CVM_REFRESH_INTERVAL_S (`lookup.shared_tables`).
+  one; so are the merged affinity tables the offers use (`WebSide.affinity`).
 * **The rest** (a fit on demand, the consumer's positions for ``/metrics``) runs on the
   worker's loop, handed to it by `WebSide.on_worker`.
 
@@ -29,7 +28,6 @@ import faust
 from aiohttp import web as aiohttp_web
 from redis.asyncio import Redis
 
-from stream_app import lookup
 from stream_app import offers as product_offers
 from stream_app.runtime import Runtime
 
@@ -70,11 +68,18 @@ class WebSide:
             await client.aclose()
 
     async def affinity(self) -> product_offers.Tables:
-        """The merged affinity tables, at most CVM_REFRESH_INTERVAL_S old."""
+        """The worker's merged affinity tables, at most CVM_REFRESH_INTERVAL_S old.
+
+        A worker that ingests reloads them with its batches, so a lookup finds them fresh;
+        only when they are due (an idle worker) does the lookup have the worker's loop
+        reload them, and waits for it.
+        """
+        ingestor = self.runtime.ingestor
         if not self.in_thread:
-            await self.runtime.ingestor.refresh_affinity()
-            return self.runtime.ingestor.affinity
-        return await lookup.shared_tables(self.redis, self.runtime.keys, self.runtime.settings)
+            await ingestor.refresh_affinity()
+        elif ingestor.affinity_due():
+            await self.on_worker(ingestor.refresh_affinity)
+        return ingestor.affinity
 
     async def on_worker(self, make: Callable[[], Awaitable[T]]) -> T:
         """The result of the coroutine `make` returns, run on the worker's loop."""
