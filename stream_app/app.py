@@ -53,7 +53,9 @@ def create_app(settings: Settings) -> tuple[faust.App, Channels]:
         web_enabled=True,
         web_bind=settings.web_host,
         web_port=settings.web_port,
-        web_in_thread=False,
+        # Lookups are answered on the web server's own thread and event loop, so they do
+        # not wait for a batch that holds this loop (`stream_app.web.WebSide`).
+        web_in_thread=settings.web_in_thread,
         producer_acks=-1,
         # A killed worker's group membership lingers until its session times out,
         # and its replacement's join waits for that (about a minute at Faust's

@@ -38,6 +38,8 @@ if TYPE_CHECKING:  # the hooks run in the pipeline, which does not depend on Fau
     import faust
     from faust.web import Request, Response, View
 
+    from stream_app.web_side import WebSide
+
 __all__ = [
     "REGISTRY",
     "SAMPLE_INTERVAL_S",
@@ -354,10 +356,12 @@ class Sampler:
         """What the ops page shows of this worker: throughput and lag history, dead letters
         by reason, the models' versions and ages.
         """
+        # Copies, each taken at once: the web thread reads what the worker's loop updates.
+        history, lag, models = tuple(self.history), dict(self.lag), dict(self.models)
         now = self.clock()
         points = []
         previous: Sample | None = None
-        for s in self.history:
+        for s in history:
             if previous is not None and s.at > previous.at:
                 rate = max(0.0, s.applied - previous.applied) / (s.at - previous.at)
                 points.append({
@@ -371,11 +375,11 @@ class Sampler:
             "applied_total": _total(EVENTS_APPLIED),
             "dead_letters": {k: int(v) for k, v in sorted(_by_label(
                 DEAD_LETTERS, "error_code").items())},
-            "lag": {f"{t}[{p}]": n for (t, p), n in sorted(self.lag.items())},
+            "lag": {f"{t}[{p}]": n for (t, p), n in sorted(lag.items())},
             "models": {
                 name: {**{k: v for k, v in doc.items() if k != "at"},
                        "age_s": None if doc["at"] is None else max(0.0, now - doc["at"])}
-                for name, doc in self.models.items()
+                for name, doc in models.items()
             },
         }
 
@@ -413,8 +417,11 @@ async def loop_lag(every_s: float, samples: int | None = None) -> None:
         n += 1
 
 
-def register(app: faust.App, runtime: Any) -> Sampler:
-    """Attach ``GET /metrics``, the sampling timer and the periodic summary line to `app`."""
+def register(app: faust.App, runtime: Any, side: WebSide | None = None) -> Sampler:
+    """Attach ``GET /metrics``, the sampling timer and the periodic summary line to `app`.
+
+    The consumer's positions are asked for on the worker's loop (`WebSide.on_worker`).
+    """
     sampler = Sampler(app, runtime)
     for topic in runtime.settings.topics.inputs:  # present (at 0) from the first scrape
         EVENTS_APPLIED.labels(topic=topic)
@@ -425,7 +432,10 @@ def register(app: faust.App, runtime: Any) -> Sampler:
     @app.page("/metrics")
     async def metrics_page(web: View, request: Request) -> Response:
         try:
-            await sampler.sample_lag()
+            if side is None:
+                await sampler.sample_lag()
+            else:
+                await side.on_worker(sampler.sample_lag)
         except Exception as exc:
             log.debug("cannot sample consumer lag: %s", exc)
         # The content type goes in as a header: aiohttp refuses a charset in content_type.

@@ -36,6 +36,7 @@ from stream_app import lookup
 from stream_app.runtime import Runtime
 from stream_app.store import churn_models, feed, shards
 from stream_app.store.keys import Keys
+from stream_app.web_side import WebSide
 
 __all__ = ["FEED_DEFAULT", "TOP_N", "content_security_policy", "page", "register",
            "register_trends", "snapshot"]
@@ -139,8 +140,9 @@ async def snapshot(
     return doc
 
 
-def register(app: faust.App, runtime: Runtime) -> None:
+def register(app: faust.App, side: WebSide) -> None:
     """Attach ``GET /ops`` and ``GET /ops/feed.json`` to `app`."""
+    runtime = side.runtime
     html = page()
     headers = {
         "Content-Security-Policy": content_security_policy(html),
@@ -166,7 +168,7 @@ def register(app: faust.App, runtime: Runtime) -> None:
             )
         # The metrics sampler is attached by `metrics.register`, after this.
         sampler = getattr(runtime, "sampler", None)
-        doc = await snapshot(runtime.redis, runtime.keys, n,
+        doc = await snapshot(side.redis, runtime.keys, n,
                              engine=None if sampler is None else sampler.overview)
         return web.json(doc, headers={"Cache-Control": "no-store",
                                       "X-Content-Type-Options": "nosniff"})

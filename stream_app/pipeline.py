@@ -300,12 +300,16 @@ class Ingestor:
         self.affinity = product_offers.Tables()
         self._affinity_at: float | None = None
 
+    def affinity_due(self) -> bool:
+        """Whether `refresh_affinity` would reload: never loaded, or older than the interval."""
+        return (self._affinity_at is None
+                or time.monotonic() - self._affinity_at >= self.settings.refresh_interval_s)
+
     async def refresh_affinity(self, force: bool = False) -> None:
         """Reload the merged affinity counters if the last load is older than the interval."""
-        mono = time.monotonic()
-        if (not force and self._affinity_at is not None
-                and mono - self._affinity_at < self.settings.refresh_interval_s):
+        if not force and not self.affinity_due():
             return
+        mono = time.monotonic()
         self._affinity_at = mono
         self.affinity = await product_offers.load_tables(
             self.store.redis, self.settings, self.store.keys

@@ -1,8 +1,10 @@
 """Liveness and readiness of a worker: what ``/livez`` and ``/readyz`` answer.
 
 * **Live**: the event loop turns. A heartbeat timer stamps `Health.beat` every
-  `HEARTBEAT_S`; the worker is live while the stamp is younger than `STALE_S`. A loop
-  blocked for good cannot answer at all, and the probe times out: not live either.
+  `HEARTBEAT_S`; the worker is live while the stamp is younger than `STALE_S`. The probes
+  are answered on the web server's own thread (CVM_WEB_IN_THREAD), so a worker loop
+  blocked for good is reported not live once its stamp is stale (with the setting off
+  the probe cannot answer at all and times out: not live either).
   Restart a worker that is not live.
 * **Ready**: the worker does its work. Redis answers a PING within `REDIS_TIMEOUT_S`;
   the consumer is in its group, with partitions assigned or legitimately idle (the

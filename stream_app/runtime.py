@@ -84,11 +84,19 @@ class Runtime:
     def redis(self) -> Redis:
         """The worker's Redis client; it refuses a restarted server until `fence` accepts it."""
         if self._redis is None:
-            self._redis = fenced_client(
-                self.settings.redis_url, self.fence, health_check_interval=30,
-                retry=_CLIENT_RETRY, **self.settings.redis_options(),
-            )
+            self._redis = self.new_client()
         return self._redis
+
+    def new_client(self) -> Redis:
+        """A client as `redis` is (URL, credentials, TLS, fence), for another event loop.
+
+        An asyncio client belongs to the loop it first connects on; the web server's own
+        thread (CVM_WEB_IN_THREAD) makes one of these there and closes it when it stops.
+        """
+        return fenced_client(
+            self.settings.redis_url, self.fence, health_check_interval=30,
+            retry=_CLIENT_RETRY, **self.settings.redis_options(),
+        )
 
     @property
     def probe(self) -> Redis:

@@ -411,6 +411,9 @@ class Settings:
     partitions: int = 4
     web_host: str = "127.0.0.1"
     web_port: int = 6066
+    #: Serve the web views from their own thread and event loop (Faust's ``web_in_thread``),
+    #: so a lookup does not wait for a batch or a timer that holds the worker's loop.
+    web_in_thread: bool = True
     data_dir: str = ".devstack/faust"
     max_event_bytes: int = 65536
     # The producer's max.request.size; the dead-letter limit must fit under it.

@@ -111,6 +111,7 @@ class WebEnv(_Group):
 
     web_host: str = Field(_DEFAULTS.web_host, alias="CVM_WEB_HOST")
     web_port: int = Field(_DEFAULTS.web_port, alias="CVM_WEB_PORT")
+    web_in_thread: bool = Field(_DEFAULTS.web_in_thread, alias="CVM_WEB_IN_THREAD")
     api_tokens: Annotated[tuple[ApiToken, ...], _with(
         lambda e, n, _d: _api_tokens(e[n]), "CVM_API_TOKENS")] = Field(
         (), alias="CVM_API_TOKENS", repr=False)

@@ -2,7 +2,9 @@
 
 `register` installs, in order: the guard every request passes (`stream_app.auth`), the
 probes, the lookups, the ops page. A new route is added by one more ``_register_*``
-function; it is guarded without a word (read scope to read, admin to change).
+function; it is guarded without a word (read scope to read, admin to change). The views
+run on the web server's own thread and loop (`stream_app.web_side`): they read Redis
+through ``side.redis``, never ``runtime.redis``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from stream_app import auth, history_lookup, lookup, metrics, ops, probes
 from stream_app.agents.valuation import fit_now
 from stream_app.runtime import Runtime
 from stream_app.settings import is_loopback
+from stream_app.web_side import WebSide
 
 _Handler = Callable[[aiohttp_web.Request], Awaitable[aiohttp_web.StreamResponse]]
 
@@ -28,13 +31,14 @@ def _error(web: View, status: int, code: str, detail: str) -> Response:
 
 def register(app: faust.App, runtime: Runtime) -> None:
     """Attach the guard, the probes, the lookups and the ops page to `app`."""
+    side = WebSide(app, runtime)
     _install_guard(app, auth.Guard(runtime.settings.api_tokens))
-    _register_probes(app, runtime)
-    _register_history(app, runtime)  # before the lookups: /customers/unprofitable
-    _register_lookups(app, runtime)
-    ops.register(app, runtime)  # the ops page: feed, top value at risk, churn metrics
+    _register_probes(app, side)
+    _register_history(app, side)  # before the lookups: /customers/unprofitable
+    _register_lookups(app, side)
+    ops.register(app, side)  # the ops page: feed, top value at risk, churn metrics
     ops.register_trends(app, runtime)  # the trends page: /ops/trends
-    metrics.register(app, runtime)  # GET /metrics (Prometheus, read scope) and the summary line
+    metrics.register(app, runtime, side)  # GET /metrics (Prometheus) and the summary line
 
 
 def _install_guard(app: faust.App, guard: auth.Guard) -> None:
@@ -65,7 +69,7 @@ def _install_guard(app: faust.App, guard: auth.Guard) -> None:
     app.web.web_app.middlewares.append(check)
 
 
-def _register_probes(app: faust.App, runtime: Runtime) -> None:
+def _register_probes(app: faust.App, side: WebSide) -> None:
     """``/livez``, ``/readyz`` and ``/healthz`` (= ``/readyz``), open to all (see `probes`)."""
     health = probes.Health()
     health.register(app)
@@ -76,7 +80,7 @@ def _register_probes(app: faust.App, runtime: Runtime) -> None:
         return web.json({"live": ok, **doc}, status=200 if ok else 503)
 
     async def ready(web: View) -> Response:
-        ok, doc = await health.readiness(app, runtime.redis)
+        ok, doc = await health.readiness(app, side.redis)
         return web.json(doc, status=200 if ok else 503)
 
     @app.page("/readyz")
@@ -88,21 +92,22 @@ def _register_probes(app: faust.App, runtime: Runtime) -> None:
         return await ready(web)
 
 
-def _register_history(app: faust.App, runtime: Runtime) -> None:
+def _register_history(app: faust.App, side: WebSide) -> None:
     """Value history, population trends and loss-making customers (`history_lookup`)."""
+    runtime = side.runtime
 
     @app.page("/customers/unprofitable")
     async def unprofitable(web: View, request: Request) -> Response:
         try:
             n = int(request.query.get("n", "50"))
-            doc = await history_lookup.unprofitable(runtime.redis, runtime.settings, n)
+            doc = await history_lookup.unprofitable(side.redis, runtime.settings, n)
         except ValueError as exc:
             return _error(web, 400, "bad_request", str(exc))
         return web.json(doc)
 
     @app.page("/customers/{customer_id}/history")
     async def history(web: View, request: Request, customer_id: str) -> Response:
-        doc = await history_lookup.history(runtime.redis, runtime.settings, customer_id)
+        doc = await history_lookup.history(side.redis, runtime.settings, customer_id)
         if doc is None:
             return _error(web, 404, "not_found", f"customer {customer_id!r} is unknown")
         return web.json(doc)
@@ -112,20 +117,21 @@ def _register_history(app: faust.App, runtime: Runtime) -> None:
         try:
             raw = request.query.get("periods")
             doc = await history_lookup.trends(
-                runtime.redis, runtime.settings, None if raw is None else int(raw))
+                side.redis, runtime.settings, None if raw is None else int(raw))
         except ValueError as exc:
             return _error(web, 400, "bad_request", str(exc))
         return web.json(doc)
 
 
-def _register_lookups(app: faust.App, runtime: Runtime) -> None:
+def _register_lookups(app: faust.App, side: WebSide) -> None:
     """Customers, roll-ups, the value model and win-back results."""
+    runtime = side.runtime
 
     @app.page("/customers/top")
     async def top(web: View, request: Request) -> Response:
         try:
             n = int(request.query.get("n", "100"))
-            rows = await lookup.top(runtime.redis, request.query.get("by", "clv"), n,
+            rows = await lookup.top(side.redis, request.query.get("by", "clv"), n,
                                     runtime.keys)
         except ValueError as exc:
             return _error(web, 400, "bad_request", str(exc))
@@ -134,17 +140,17 @@ def _register_lookups(app: faust.App, runtime: Runtime) -> None:
     @app.page("/customers/{customer_id}")
     async def customer(web: View, request: Request, customer_id: str) -> Response:
         try:
-            await runtime.ingestor.refresh_affinity()
+            affinity = await side.affinity()
             horizon = request.query.get("horizon_days")
             view = await lookup.customer(
-                runtime.redis,
+                side.redis,
                 runtime.settings,
                 customer_id,
                 horizon_days=None if horizon is None else float(horizon),
                 as_of=lookup.parse_as_of(request.query.get("as_of")),
                 model=runtime.live.model,
                 cuts=runtime.live.cuts,
-                affinity=runtime.ingestor.affinity,
+                affinity=affinity,
             )
         except ValueError as exc:
             return _error(web, 400, "bad_request", str(exc))
@@ -155,12 +161,12 @@ def _register_lookups(app: faust.App, runtime: Runtime) -> None:
     @app.page("/customers/{customer_id}/offers")
     async def customer_offers(web: View, request: Request, customer_id: str) -> Response:
         try:
-            await runtime.ingestor.refresh_affinity()
+            affinity = await side.affinity()
             k = request.query.get("k")
             view = await lookup.customer_offers(
-                runtime.redis, runtime.settings, customer_id,
+                side.redis, runtime.settings, customer_id,
                 k=None if k is None else int(k), model=runtime.live.model,
-                affinity=runtime.ingestor.affinity,
+                affinity=affinity,
             )
         except ValueError as exc:
             return _error(web, 400, "bad_request", str(exc))
@@ -171,7 +177,7 @@ def _register_lookups(app: faust.App, runtime: Runtime) -> None:
     @app.page("/rollups/{scope}")
     async def rollups(web: View, request: Request, scope: str) -> Response:
         try:
-            rows = await lookup.rollups(runtime.redis, scope.rstrip("s"), runtime.keys)
+            rows = await lookup.rollups(side.redis, scope.rstrip("s"), runtime.keys)
         except ValueError as exc:
             return _error(web, 404, "not_found", str(exc))
         return web.json({"scope": scope, "rows": rows})
@@ -179,7 +185,7 @@ def _register_lookups(app: faust.App, runtime: Runtime) -> None:
     @app.page("/model")
     class Model(View):
         async def get(self, request: Request) -> Response:
-            raw = await runtime.redis.get(runtime.keys.model)
+            raw = await side.redis.get(runtime.keys.model)
             doc = (
                 {"version": 0, "detail": "prior parameters; no fit yet"}
                 if raw is None else orjson.loads(raw)
@@ -192,11 +198,11 @@ def _register_lookups(app: faust.App, runtime: Runtime) -> None:
                 as_of = lookup.parse_as_of(request.query.get("as_of"))
             except ValueError as exc:
                 return _error(self, 400, "bad_request", str(exc))
-            doc = await fit_now(runtime, as_of)
+            doc = await side.on_worker(lambda: fit_now(runtime, as_of))
             if doc is None:
                 return _error(self, 409, "not_fitted", "not enough data to fit; see the log")
             return self.json(doc)
 
     @app.page("/winback/results")
     async def winback(web: View, request: Request) -> Response:
-        return web.json(await lookup.winback_results(runtime.redis, runtime.settings))
+        return web.json(await lookup.winback_results(side.redis, runtime.settings))
