@@ -171,15 +171,19 @@ def targets(results: dict[str, Any]) -> list[Target]:
         out.append(_p99_target(
             idle, f"HTTP lookup p99, {c} clients, worker idle", 5.0,
             f"the worker answers {_f(idle['requests_per_s'])} requests/s and spends "
-            f"{_f(idle.get('worker_cpu_us_per_request'))} µs of its CPU per lookup on its one "
-            f"event loop (most lookups revalue: the stored values are as of the customer's last "
-            f"event, the lookup as of the watermark), so {c} clients queue (Little's law)"))
+            f"{_f(idle.get('worker_cpu_us_per_request'))} µs of its CPU per lookup on the web "
+            f"server's one event loop (most lookups revalue: the stored values are as of the "
+            f"customer's last event, the lookup as of the watermark), so {c} clients queue "
+            f"(Little's law)"))
     busy = _lookup(results, "http", HALF_CAPACITY_LOOKUPS, c, prefix=True)
     if busy is not None and "p99_ms" in busy:
         out.append(_p99_target(
             busy, f"HTTP lookup p99, {c} clients, {busy['state']}", 10.0,
-            "the lookups share the worker's one event loop with the batches: a lookup that "
-            "arrives during a batch waits for it"))
+            "the lookups share the worker's interpreter lock with the batches: on the web "
+            "server's own thread (CVM_WEB_IN_THREAD, the default) a lookup no longer waits for "
+            "a whole batch, but the batches keep the lock for most of each switch interval, "
+            "and 16 clients in a closed loop queue behind one another; on the worker's loop "
+            "(CVM_WEB_IN_THREAD=false) a lookup waits for the batch it arrives during"))
     direct = _lookup(results, "lookup", "worker idle", c)
     if direct is not None and direct.get("client_cpu_us_per_request") is not None:
         lk = direct["client_cpu_us_per_request"]
