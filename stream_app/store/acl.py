@@ -19,7 +19,7 @@ __all__ = ["CLUSTER_RULES", "LOOKUP_RULES", "WORKER_RULES", "lookup_user", "work
 #: What the worker needs: the keys under ``cvm:``, the commands of the store, the
 #: timers and the ops page, and the Lua commit (EVALSHA, SCRIPT LOAD after a restart);
 #: RENAME and DEL move a key layout v1 to v2 once (`stream_app.store.layout`), ZCOUNT merges
-#: the partitions' rank sets (`stream_app.store.shards.rank_at`).
+#: the partitions' rank sets (`stream_app.store.shards.ranks_at`).
 WORKER_RULES = (
     "resetkeys ~cvm:* resetchannels -@all "
     "+ping +info +exists +get +set +incr +incrby "

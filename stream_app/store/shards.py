@@ -145,25 +145,23 @@ async def ranks_at(
     bisections of all `indices` move in step, so each round trip carries one count per
     index and partition. None for every index when the rank set is empty.
     """
-    ends = await _each(redis, keys, lambda p, s: p.zrange(s.rank(rank), 0, 0, withscores=True))
-    highs = await _each(redis, keys, lambda p, s: p.zrange(s.rank(rank), -1, -1,
-                                                           withscores=True))
-    lows = [float(r[0][1]) for r in ends if r]
-    tops = [float(r[0][1]) for r in highs if r]
+    # Each partition's lowest and highest score, in one round trip.
+    ends = await _each(redis, keys, lambda p, s: (
+        p.zrange(s.rank(rank), 0, 0, withscores=True),
+        p.zrange(s.rank(rank), -1, -1, withscores=True)))
+    lows = [float(r[0][1]) for r in ends[0::2] if r]
+    tops = [float(r[0][1]) for r in ends[1::2] if r]
     if not lows:
         return [None] * len(indices)
     bounds = [[round(min(lows) * 100), round(max(tops) * 100)] for _ in indices]
-    partitions = list(keys.shards())
-    width = len(partitions)
     while any(lo < hi for lo, hi in bounds):
         open_ = [(i, (lo + hi) // 2) for i, (lo, hi) in enumerate(bounds) if lo < hi]
-        async with redis.pipeline(transaction=False) as pipe:
-            for _, mid in open_:
-                for shard in partitions:
-                    pipe.zcount(shard.rank(rank), "-inf", mid / 100 + 0.004)
-            counts = list(await pipe.execute())
+        # Partition by partition, one count per open bisection.
+        mids = [mid for _, mid in open_]
+        counts = await _each(redis, keys, lambda p, s, mids=mids: [
+            p.zcount(s.rank(rank), "-inf", mid / 100 + 0.004) for mid in mids])
         for k, (i, mid) in enumerate(open_):
-            if sum(int(c) for c in counts[k * width:(k + 1) * width]) > indices[i]:
+            if sum(int(c) for c in counts[k::len(open_)]) > indices[i]:
                 bounds[i][1] = mid
             else:
                 bounds[i][0] = mid + 1
