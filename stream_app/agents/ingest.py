@@ -289,9 +289,10 @@ def register(app: faust.App, channels: Channels, runtime: Runtime) -> Resync:
                 resync.wait_for_rejoin()
                 return
             # aiokafka's seek-to-committed leaves a partition alone when the
-            # committed offset is 0, so seek explicitly as well.
-            for tp, offset in lower.items():
-                await sender.consumer.seek(tp, offset)
+            # committed offset is 0, so seek explicitly as well. The seek runs on the
+            # consumer's own thread: its fetcher may be handing out records right now,
+            # and a seek from this thread races it (``Consumer.seek`` does not hop).
+            await sender.consumer.seek_wait(lower)
         resync.resumed(epoch)
 
     @app.agent(channels.inputs, name="cvm.ingest")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import orjson
 import pytest
 import redis
@@ -9,12 +11,32 @@ from confluent_kafka import Consumer, TopicPartition
 
 from stream_app.connections import sync_redis
 from stream_app.settings import Settings
-from stream_app.worker_process import wait_until
-from tests.conftest import WorkerProcess, publish
+from stream_app.worker_process import WorkerProcess, wait_until
+from tests.conftest import ROOT, publish, settings_env
 from tests.e2e.helpers import applied_offsets
 from tests.e2e.test_pipeline import expected_totals, make_events, records_match, topic_of
 
 pytestmark = pytest.mark.integration
+
+#: Runs the worker with aiokafka's fetcher noting, in the file SEEKS_OFF_THREAD, every seek
+#: made on the worker's main thread. The fetcher belongs to the consumer's own thread, which
+#: may be handing out records at that moment: a seek from another thread races it (a
+#: worker crashed on such a race with a KeyError in ``Fetcher.fetched_records``).
+SEEK_WATCHING_WORKER = '''
+import os, runpy, threading, traceback
+from aiokafka.consumer import fetcher
+
+_seek_to = fetcher.Fetcher.seek_to
+
+def seek_to(self, tp, offset):
+    if threading.current_thread() is threading.main_thread():
+        with open(os.environ["SEEKS_OFF_THREAD"], "a") as out:
+            out.write(f"{tp} -> {offset}\\n" + "".join(traceback.format_stack(limit=6)))
+    return _seek_to(self, tp, offset)
+
+fetcher.Fetcher.seek_to = seek_to
+runpy.run_module("stream_app.cli", run_name="__main__")
+'''
 
 
 def _publish(settings: Settings, events: list) -> None:  # type: ignore[type-arg]
@@ -47,9 +69,29 @@ def _applied(client: redis.Redis) -> dict[tuple[str, int], int]:
     return out
 
 
+def _seek_watching_worker(settings: Settings, tmp_path: Path) -> WorkerProcess:
+    (tmp_path / "seek_watching_worker.py").write_text(SEEK_WATCHING_WORKER)
+    env = {**settings_env(settings), "PYTHONPATH": f"{tmp_path}:{ROOT}",
+           "SEEKS_OFF_THREAD": str(tmp_path / "seeks-off-thread")}
+    return WorkerProcess(settings, tmp_path / "worker.log", env,
+                         module="seek_watching_worker", cwd=ROOT)
+
+
 def test_lost_writes_and_a_wiped_redis_are_rebuilt_from_kafka(
-    settings: Settings, worker: WorkerProcess
+    settings: Settings, tmp_path: Path
 ) -> None:
+    worker = _seek_watching_worker(settings, tmp_path)
+    try:
+        _lose_writes_and_everything(settings, worker)
+    finally:
+        worker.stop()
+    off_thread = tmp_path / "seeks-off-thread"
+    assert not off_thread.exists(), (
+        "the worker sought partitions outside the consumer's thread:\n" + off_thread.read_text())
+
+
+def _lose_writes_and_everything(settings: Settings, worker: WorkerProcess) -> None:
+    worker.start()
     client = sync_redis(settings, decode_responses=True)
     raw = sync_redis(settings)
     first = make_events(300, customers=20, seed=21)
