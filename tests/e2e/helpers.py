@@ -432,16 +432,22 @@ class BackgroundPublisher:
         self.stop = threading.Event()
         self.began = 0.0
         self.ended = 0.0
+        self.produced = 0
         self._thread = threading.Thread(target=self._run, name="publisher", daemon=True)
 
     def _run(self) -> None:
         self.began = time.monotonic()
+
+        def produced(n: int) -> None:
+            self.produced = n
+
         try:
             # A broker restarted under an idempotent producer may take minutes to hand out
             # a new producer id (its coordinator reloads its log): wait for the last
             # deliveries that long rather than the default minute.
             self.report = publish_events(self.events, self.settings, rate=self.rate,
-                                         stop=self.stop, flush_timeout=300.0)
+                                         progress=produced, stop=self.stop,
+                                         flush_timeout=300.0)
         except BaseException as exc:  # handed to the test thread by `join`
             self.error = exc
         finally:
@@ -453,6 +459,11 @@ class BackgroundPublisher:
     @property
     def done(self) -> bool:
         return not self._thread.is_alive()
+
+    def status(self) -> str:
+        """How far the publisher is, for a test's account of its steps."""
+        state = "done" if self.done else "running"
+        return f"publisher {state}, {self.produced} of {len(self.events)} events produced"
 
     def join(self, timeout: float = 300) -> PublishReport:
         """Wait for the last delivery; raise what the thread raised or a failed delivery."""
