@@ -322,10 +322,13 @@ class Ingestor:
         bands = self.live.severity_bands
         if bands is None or self.settings.alert_severity_bands is not None:
             return self.policy
-        if self._banded.alert.severity_bands != bands:
-            alert = replace(self.policy.alert, severity_bands=bands)
-            self._banded = replace(self.policy, alert=alert)
-        return self._banded
+        # The web thread calls this too: work on a local so the policy returned is the
+        # one of the bands read here, whatever the other thread stores meanwhile.
+        banded = self._banded
+        if banded.alert.severity_bands != bands:
+            banded = replace(self.policy, alert=replace(self.policy.alert, severity_bands=bands))
+            self._banded = banded
+        return banded
 
     def decode(self, record: RawRecord) -> Event:
         """Turn one raw record into a domain event or raise why it cannot be."""
