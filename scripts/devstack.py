@@ -176,6 +176,9 @@ class Config:
     cache: Path
     start_timeout: float
     stop_timeout: float
+    #: Brokers devstack starts for this configuration (``up --brokers N``); topics get the
+    #: replication of this many even while some of them have not registered yet.
+    brokers: int = 1
 
     @classmethod
     def load(cls) -> Config:
@@ -1314,6 +1317,12 @@ def ensure_topics(cfg: Config) -> None:
             if name in md.topics and name not in reported:
                 reported.add(name)
                 have = len(md.topics[name].partitions)
+                replicas = min((len(p.replicas) for p in md.topics[name].partitions.values()),
+                               default=0)
+                wanted_replicas, _ = topic_replication(cfg, max(len(md.brokers), cfg.brokers))
+                if replicas < wanted_replicas:
+                    say(f"topic {name}: exists with {replicas} replicas, not "
+                        f"{wanted_replicas}; left alone - delete it to recreate")
                 if have == want:
                     say(f"topic {name}: exists ({have} partitions)")
                 else:
@@ -1323,7 +1332,10 @@ def ensure_topics(cfg: Config) -> None:
                     )
         if not missing:
             break
-        replicas, extra = topic_replication(cfg, len(md.brokers))
+        # Right after a cluster starts, the broker that answers may not list every broker
+        # yet: the replication follows the brokers devstack started, and creating waits
+        # (INVALID_REPLICATION_FACTOR, retried below) until enough have registered.
+        replicas, extra = topic_replication(cfg, max(len(md.brokers), cfg.brokers))
         futures = admin.create_topics(
             [NewTopic(t, cfg.topics[t], replicas, config={**TOPIC_CONFIG, **extra})
              for t in missing],
@@ -1537,7 +1549,8 @@ def cmd_up_cluster(
     """`up --brokers n`: the replicated Kafka, then Redis and the topics as `up` does."""
     bootstrap = cluster_bootstrap(cfg, n)
     ccfg = dataclasses.replace(cfg, bootstrap=bootstrap,
-                               kafka_client={**cfg.kafka_client, "bootstrap.servers": bootstrap})
+                               kafka_client={**cfg.kafka_client, "bootstrap.servers": bootstrap},
+                               brokers=n)
     cfg.kafka_dir.mkdir(parents=True, exist_ok=True)  # Maven's folder if the jars are missing
     with locked(cfg):
         started = start_cluster(ccfg, n)

@@ -7,8 +7,10 @@ Redis database contents, so tests do not see each other's data.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -16,6 +18,7 @@ import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import orjson
@@ -30,6 +33,18 @@ from stream_app.settings import Settings, Topics
 from stream_app.worker_process import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def devstack_module() -> ModuleType:
+    """``scripts/devstack.py`` as a module (it is a script, not part of the package)."""
+    if "devstack" in sys.modules:
+        return sys.modules["devstack"]
+    spec = importlib.util.spec_from_file_location("devstack", ROOT / "scripts" / "devstack.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["devstack"] = module  # its dataclasses look their module up while defined
+    spec.loader.exec_module(module)
+    return module
 TEST_REDIS_DB = 9
 
 

@@ -16,17 +16,14 @@ equal totals computed straight from the published messages (`tests.e2e.helpers`)
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -38,7 +35,7 @@ from load.simulator import SimConfig, simulate
 from stream_app.settings import Settings, Topics
 from stream_app.store.keys import customer_key
 from stream_app.worker_process import WorkerProcess, free_port, wait_until
-from tests.conftest import ROOT, settings_env
+from tests.conftest import ROOT, devstack_module, settings_env
 from tests.e2e.helpers import (
     BackgroundPublisher,
     applied_count,
@@ -63,20 +60,11 @@ KAFKA_DOWN_S = 20
 CATCH_UP_DEADLINE_S = 240
 
 
-def _devstack() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("devstack", ROOT / "scripts" / "devstack.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("devstack", module)
-    spec.loader.exec_module(module)
-    return module
-
-
 class PrivateStack:
     """A Kafka broker and a Redis server of this test's own, started with devstack's code."""
 
     def __init__(self, base: Path) -> None:
-        self.ds = _devstack()
+        self.ds = devstack_module()
         kafka_port, redis_port = free_port(), free_port()
         controller = free_port()
         shared = self.ds.Config.load()

@@ -8,7 +8,6 @@ certificates required, the default user off, and one user per documented ACL
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import os
 import secrets
 import shutil
@@ -17,7 +16,6 @@ import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 
 import orjson
 import pytest
@@ -30,19 +28,10 @@ from stream_app.settings import RedisTLS, Settings
 from stream_app.store.acl import LOOKUP_RULES, WORKER_RULES
 from stream_app.store.keys import Keys
 from stream_app.worker_process import free_port, wait_until
-from tests.conftest import ROOT, WorkerProcess, settings_env
+from tests.conftest import ROOT, WorkerProcess, devstack_module, settings_env
 from tests.e2e.helpers import CUSTOMER_PATTERN, applied_count
 
 pytestmark = [pytest.mark.integration, pytest.mark.secure]
-
-
-def _devstack() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("_devstack", ROOT / "scripts" / "devstack.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,7 +61,7 @@ def tls_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsRedis]:
     if server is None:
         pytest.fail("redis-server is not installed (scripts/devstack up installs it)")
     d = tmp_path_factory.mktemp("tls-redis")
-    devstack = _devstack()
+    devstack = devstack_module()
     cert, key = devstack.issue_certificate(d, "redis", ("localhost", "127.0.0.1"))
     client_cert, client_key = devstack.issue_certificate(d, "client", ("cvm-client",))
     passwords = {name: secrets.token_urlsafe(12) for name in ("admin", "cvm-worker", "cvm-lookup")}
