@@ -148,6 +148,10 @@ def view(client: redis.Redis, published: int, started: float, top: int = 12,
 SEVERITY_STYLES = {"critical": "bold red", "high": "red", "medium": "yellow", "low": "dim"}
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def run(
     settings: Settings,
     customers: int = 2000,
@@ -160,6 +164,9 @@ def run(
     from rich.console import Console
     from rich.live import Live
 
+    # A terminal closed or a `kill` stops the demo as Ctrl-C does: with its worker.
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _interrupt)
     client = sync_redis(settings, decode_responses=True)
     log_path = Path(settings.data_dir).parent / "logs" / "demo-worker.log"
     worker = _start_worker(settings, log_path)

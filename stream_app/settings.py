@@ -414,6 +414,11 @@ class Settings:
     #: Serve the web views from their own thread and event loop (Faust's ``web_in_thread``),
     #: so a lookup does not wait for a batch or a timer that holds the worker's loop.
     web_in_thread: bool = True
+    #: Seconds a worker may take to stop after SIGTERM or SIGINT. A stop waits for Kafka to
+    #: take the last commits, so with the broker (or Redis) unreachable it would wait for
+    #: ever; past this the process exits (status 75) without them, and what it had not
+    #: acknowledged is read again by the next worker, counted once.
+    stop_timeout_s: float = 30.0
     data_dir: str = ".devstack/faust"
     max_event_bytes: int = 65536
     # The producer's max.request.size; the dead-letter limit must fit under it.
@@ -632,6 +637,9 @@ class Settings:
             raise SettingsError(
                 f"CVM_LOG_SUMMARY_INTERVAL_S={self.log_summary_interval_s} must be positive"
             )
+        if not 0 < self.stop_timeout_s < float("inf"):
+            raise SettingsError(
+                f"CVM_STOP_TIMEOUT_S={self.stop_timeout_s} must be positive and finite")
         if not 0 < self.rescore_budget_s < float("inf"):
             raise SettingsError(
                 f"CVM_RESCORE_BUDGET_S={self.rescore_budget_s} must be positive and finite")

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+import os
+import threading
 
 import faust
 
 from stream_app import logs, web
 from stream_app.agents import ingest, learner, valuation
+from stream_app.agents.ingest import EXIT_STOPPED_UNWRITTEN
 from stream_app.app import create_app
 from stream_app.connections import check_kafka, check_redis, redis_address
 from stream_app.runtime import Runtime
@@ -31,6 +34,46 @@ def build(settings: Settings) -> tuple[faust.App, Runtime]:
     return app, runtime
 
 
+class Worker(faust.Worker):
+    """Faust's worker, which exits at most `stop_timeout_s` after a stop signal.
+
+    Stopping commits the offsets of what was applied, and aiokafka retries a commit for as
+    long as the group's coordinator is unreachable: with the broker down, a stopping worker
+    would never exit. Past the deadline a thread ends the process (`EXIT_STOPPED_UNWRITTEN`)
+    without those commits; Redis holds what was applied, and the next worker reads the rest
+    again, counting each event once.
+    """
+
+    def __init__(self, *args: object, stop_timeout_s: float, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.stop_timeout_s = stop_timeout_s
+        self._deadline: threading.Timer | None = None
+
+    def _on_sigint(self) -> None:
+        self._arm_deadline("SIGINT")
+        super()._on_sigint()
+
+    def _on_sigterm(self) -> None:
+        self._arm_deadline("SIGTERM")
+        super()._on_sigterm()
+
+    def _arm_deadline(self, signal_name: str) -> None:
+        if self._deadline is not None:
+            return
+
+        def expire() -> None:
+            log.error("the worker did not stop within %.0fs of %s (is Kafka or Redis "
+                      "unreachable?); exiting without its last commits: what it had not "
+                      "acknowledged is read again", self.stop_timeout_s, signal_name)
+            logging.shutdown()
+            os._exit(EXIT_STOPPED_UNWRITTEN)
+
+        self._deadline = threading.Timer(self.stop_timeout_s, expire)
+        self._deadline.daemon = True
+        self._deadline.name = "stop-deadline"
+        self._deadline.start()
+
+
 def run(settings: Settings) -> None:
     """Run a worker in this process until it is stopped.
 
@@ -47,7 +90,8 @@ def run(settings: Settings) -> None:
                  settings.kafka_security.describe(), redis_address(settings.redis_url))
 
     # Faust's worker applies this logging configuration once, as it starts.
-    worker = faust.Worker(
-        app, loglevel=settings.log_level, quiet=True, logging_config=logs.dict_config(settings)
+    worker = Worker(
+        app, loglevel=settings.log_level, quiet=True, logging_config=logs.dict_config(settings),
+        stop_timeout_s=settings.stop_timeout_s,
     )
     worker.execute_from_commandline()

@@ -9,6 +9,9 @@ a. Redis is SIGKILLed and restarted twice: once from its own AOF, once from an o
 b. the broker is SIGTERMed and kept down for 20 s, then SIGKILLed, restarted each time;
 c. one of the two workers is SIGKILLed and restarted.
 
+Also: a worker told to stop while both servers are down exits by its deadline
+(`CVM_STOP_TIMEOUT_S`), and the next one applies everything exactly once.
+
 Only the killed worker of (c) is restarted by the test. Afterwards every customer record must
 equal totals computed straight from the published messages (`tests.e2e.helpers`).
 """
@@ -32,6 +35,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from load.generator import publish as publish_events
 from load.simulator import SimConfig, simulate
+from stream_app.agents.ingest import EXIT_STOPPED_UNWRITTEN
 from stream_app.settings import Settings, Topics
 from stream_app.store.keys import customer_key
 from stream_app.worker_process import WorkerProcess, free_port, wait_until
@@ -340,3 +344,69 @@ def test_sigterm_right_after_applying_everything_stops_cleanly(
     assert "ProducerSendError" not in text and "Crashed reason" not in text, (
         log_problems(text) + "\n" + worker.log_tail(40))
     assert proc.returncode == 0, f"exit status {proc.returncode}:\n{worker.log_tail(40)}"
+
+
+@pytest.mark.slow
+def test_a_worker_stopped_while_kafka_and_redis_are_down_exits_and_the_next_loses_nothing(
+    private_stack: PrivateStack, tmp_path: Path
+) -> None:
+    # Stopping commits offsets, and aiokafka retries a commit for as long as the group's
+    # coordinator is unreachable: without a deadline this worker would never exit.
+    stack = private_stack
+    run = uuid.uuid4().hex[:8]
+    settings = Settings(
+        kafka_bootstrap_servers=stack.cfg.bootstrap,
+        redis_url=stack.cfg.redis_url,
+        app_id=f"cvm-stop-{run}",
+        topics=Topics.namespaced(f"s{run}"),
+        partitions=4,
+        data_dir=str(tmp_path / "faust"),
+    )
+    _create_topics(settings)
+    events = list(simulate(SimConfig(n_customers=300, seed=SEED + 2, days=120)))
+    truth = ground_truth(events, settings.default_margin_rate)
+    half = len(events) // 2
+    log = tmp_path / "worker.log"
+    env = {**settings_env(settings), "CVM_STOP_TIMEOUT_S": "5"}
+    client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    worker = WorkerProcess(settings, log, env, cwd=ROOT)
+    try:
+        worker.start()
+        report = publish_events(events[:half], settings)
+        assert report.sent == half and not report.failed, report.summary()
+        # Idle, with every event applied: no batch is waiting for Redis (that path exits
+        # on its own), only the stop's offset commit waits for the broker.
+        first = last_offsets(settings)
+        assert wait_until(lambda: applied_offsets(client) == first, deadline_s=120,
+                          every=0.1), worker.log_tail()
+        time.sleep(1)
+        client.close()
+
+        stack.kill_kafka(signal.SIGKILL)
+        stack.kill_redis(signal.SIGKILL)
+        proc = worker.proc
+        assert proc is not None
+        proc.send_signal(signal.SIGTERM)
+        # A bound on the test's patience, not a performance target.
+        assert wait_until(lambda: proc.poll() is not None, deadline_s=120, every=0.2), (
+            f"the worker did not exit with Kafka and Redis down:\n{worker.log_tail(40)}")
+        text = log.read_text(errors="replace")
+        assert proc.returncode == EXIT_STOPPED_UNWRITTEN, (
+            f"exit status {proc.returncode}:\n{worker.log_tail(40)}")
+        assert "did not stop within 5s of SIGTERM" in text, worker.log_tail(40)
+
+        # The servers come back (Redis from its AOF); a new worker takes the rest.
+        stack.start_kafka()
+        stack.start_redis()
+        client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+        worker.start()
+        report = publish_events(events[half:], settings, flush_timeout=300.0)
+        assert report.sent == len(events) - half and not report.failed, report.summary()
+        ends = last_offsets(settings)
+        assert wait_until(lambda: applied_offsets(client) == ends, deadline_s=240, every=0.2), (
+            worker.log_tail(40))
+        bad = mismatches(client, truth)
+        assert not bad, f"{describe_mismatches(bad)}\n{worker.log_tail(40)}"
+    finally:
+        worker.stop(timeout_s=30)
+        client.close()
