@@ -161,6 +161,21 @@ def _create_topics(settings: Settings) -> None:
         future.result(timeout=60)
 
 
+def _private_settings(stack: PrivateStack, tmp_path: Path, name: str) -> Settings:
+    """Settings of a run on `stack`: its own app id and topics (created here), 4 partitions."""
+    run = uuid.uuid4().hex[:8]
+    settings = Settings(
+        kafka_bootstrap_servers=stack.cfg.bootstrap,
+        redis_url=stack.cfg.redis_url,
+        app_id=f"cvm-{name}-{run}",
+        topics=Topics.namespaced(f"{name[0]}{run}"),
+        partitions=4,
+        data_dir=str(tmp_path / "faust"),
+    )
+    _create_topics(settings)
+    return settings
+
+
 def _worker(settings: Settings, log: Path) -> WorkerProcess:
     env = {**settings_env(settings), "CVM_SESSION_TIMEOUT_S": str(SESSION_TIMEOUT_S)}
     return WorkerProcess(settings, log, env, cwd=ROOT)
@@ -172,16 +187,7 @@ def test_workers_recover_from_redis_kafka_and_worker_failures_by_themselves(
 ) -> None:
     began = time.monotonic()
     stack = private_stack
-    run = uuid.uuid4().hex[:8]
-    base = Settings(
-        kafka_bootstrap_servers=stack.cfg.bootstrap,
-        redis_url=stack.cfg.redis_url,
-        app_id=f"cvm-faults-{run}",
-        topics=Topics.namespaced(f"f{run}"),
-        partitions=4,
-        data_dir=str(tmp_path / "faust"),
-    )
-    _create_topics(base)
+    base = _private_settings(stack, tmp_path, "faults")
     events = list(simulate(SimConfig(n_customers=1200, seed=SEED, days=150)))
     kinds = Counter(e.topic_kind for e in events)
     assert len(events) >= 15_000 and len(kinds) == 3, kinds
@@ -353,16 +359,7 @@ def test_a_worker_stopped_while_kafka_and_redis_are_down_exits_and_the_next_lose
     # Stopping commits offsets, and aiokafka retries a commit for as long as the group's
     # coordinator is unreachable: without a deadline this worker would never exit.
     stack = private_stack
-    run = uuid.uuid4().hex[:8]
-    settings = Settings(
-        kafka_bootstrap_servers=stack.cfg.bootstrap,
-        redis_url=stack.cfg.redis_url,
-        app_id=f"cvm-stop-{run}",
-        topics=Topics.namespaced(f"s{run}"),
-        partitions=4,
-        data_dir=str(tmp_path / "faust"),
-    )
-    _create_topics(settings)
+    settings = _private_settings(stack, tmp_path, "stop")
     events = list(simulate(SimConfig(n_customers=300, seed=SEED + 2, days=120)))
     truth = ground_truth(events, settings.default_margin_rate)
     half = len(events) // 2
