@@ -224,7 +224,7 @@ async def customer(
         return None
     horizon = float(settings.horizon_days if horizon_days is None else horizon_days)
     if not 0 < horizon <= 36_500:
-        raise LookupError_(f"horizon_days: {horizon:g} is not within 1..36500")
+        raise LookupError_(f"horizon_days: {horizon:g} is not within (0, 36500]")
     stored_last = fields.get("last_event_at")
     last_event = None if stored_last is None else parse_time(stored_last)
     if as_of is None:

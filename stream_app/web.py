@@ -29,6 +29,30 @@ def _error(web: View, status: int, code: str, detail: str) -> Response:
     return web.json({"error": code, "detail": detail}, status=status)
 
 
+def _number(request: Request, name: str, kind: type[int] | type[float]) -> int | float | None:
+    """Query parameter `name` as `kind`, None if absent; a `ValueError` naming it if not one."""
+    raw = request.query.get(name)
+    if raw is None:
+        return None
+    try:
+        return kind(raw)
+    except ValueError:
+        what = "an integer" if kind is int else "a number"
+        raise ValueError(f"{name}: {raw[:40]!r} is not {what}") from None
+
+
+def _int(request: Request, name: str, default: int) -> int:
+    """Integer query parameter `name`, `default` if absent (see `_number`)."""
+    value = _number(request, name, int)
+    return default if value is None else int(value)
+
+
+def _opt_int(request: Request, name: str) -> int | None:
+    """Integer query parameter `name`, None if absent (see `_number`)."""
+    value = _number(request, name, int)
+    return None if value is None else int(value)
+
+
 def register(app: faust.App, runtime: Runtime) -> None:
     """Attach the guard, the probes, the lookups and the ops page to `app`."""
     side = WebSide(app, runtime)
@@ -99,8 +123,8 @@ def _register_history(app: faust.App, side: WebSide) -> None:
     @app.page("/customers/unprofitable")
     async def unprofitable(web: View, request: Request) -> Response:
         try:
-            n = int(request.query.get("n", "50"))
-            doc = await history_lookup.unprofitable(side.redis, runtime.settings, n)
+            doc = await history_lookup.unprofitable(side.redis, runtime.settings,
+                                                    _int(request, "n", 50))
         except ValueError as exc:
             return _error(web, 400, "bad_request", str(exc))
         return web.json(doc)
@@ -115,9 +139,8 @@ def _register_history(app: faust.App, side: WebSide) -> None:
     @app.page("/trends")
     async def trends(web: View, request: Request) -> Response:
         try:
-            raw = request.query.get("periods")
             doc = await history_lookup.trends(
-                side.redis, runtime.settings, None if raw is None else int(raw))
+                side.redis, runtime.settings, _opt_int(request, "periods"))
         except ValueError as exc:
             return _error(web, 400, "bad_request", str(exc))
         return web.json(doc)
@@ -130,9 +153,8 @@ def _register_lookups(app: faust.App, side: WebSide) -> None:
     @app.page("/customers/top")
     async def top(web: View, request: Request) -> Response:
         try:
-            n = int(request.query.get("n", "100"))
-            rows = await lookup.top(side.redis, request.query.get("by", "clv"), n,
-                                    runtime.keys)
+            rows = await lookup.top(side.redis, request.query.get("by", "clv"),
+                                    _int(request, "n", 100), runtime.keys)
         except ValueError as exc:
             return _error(web, 400, "bad_request", str(exc))
         return web.json({"by": request.query.get("by", "clv"), "customers": rows})
@@ -141,12 +163,11 @@ def _register_lookups(app: faust.App, side: WebSide) -> None:
     async def customer(web: View, request: Request, customer_id: str) -> Response:
         try:
             affinity = await side.affinity()
-            horizon = request.query.get("horizon_days")
             view = await lookup.customer(
                 side.redis,
                 runtime.settings,
                 customer_id,
-                horizon_days=None if horizon is None else float(horizon),
+                horizon_days=_number(request, "horizon_days", float),
                 as_of=lookup.parse_as_of(request.query.get("as_of")),
                 model=runtime.live.model,
                 cuts=runtime.live.cuts,
@@ -162,10 +183,9 @@ def _register_lookups(app: faust.App, side: WebSide) -> None:
     async def customer_offers(web: View, request: Request, customer_id: str) -> Response:
         try:
             affinity = await side.affinity()
-            k = request.query.get("k")
             view = await lookup.customer_offers(
                 side.redis, runtime.settings, customer_id,
-                k=None if k is None else int(k), model=runtime.live.model,
+                k=_opt_int(request, "k"), model=runtime.live.model,
                 affinity=affinity,
             )
         except ValueError as exc:

@@ -91,6 +91,16 @@ def test_fit_lookup_rank_and_rollups(
     assert status == 400 and bad["error"] == "bad_request"
     status, bad = http_json(settings, "/customers/top?by=nonsense")
     assert status == 400
+    # A parameter that is not a number is named in the error, not a Python message.
+    for path, detail in (
+        (f"/customers/{cid}?horizon_days=soon", "horizon_days: 'soon' is not a number"),
+        ("/customers/top?n=ten", "n: 'ten' is not an integer"),
+        (f"/customers/{cid}/offers?k=1e3", "k: '1e3' is not an integer"),
+        ("/trends?periods=x", "periods: 'x' is not an integer"),
+        ("/customers/unprofitable?n=1.5", "n: '1.5' is not an integer"),
+    ):
+        status, bad = http_json(settings, path)
+        assert (status, bad["detail"]) == (400, detail), path
 
     status, risk = http_json(settings, "/customers/top?by=value_at_risk&n=5")
     assert status == 200 and len(risk["customers"]) == 5
