@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import threading
@@ -74,6 +75,28 @@ class Worker(faust.Worker):
         self._deadline.start()
 
 
+#: Net new tracked objects between two young collections of a running worker (Python: 700).
+GC_YOUNG_THRESHOLD = 20_000
+
+
+def tune_gc(young: int = GC_YOUNG_THRESHOLD) -> None:
+    """Keep the cyclic garbage collector off the hot path of a started worker.
+
+    The objects a worker makes as it starts (Faust, aiokafka, river, the modules: about
+    250,000) live as long as it does, and each full collection walked all of them again:
+    every second or two while it caught up, 100 to 180 ms each, during which no event was
+    read. They are collected once and frozen (`gc.freeze`: never scanned again), and a
+    young collection waits for `young` net new objects instead of 700: a batch's objects
+    are freed by reference counting, so collections rarely find anything to free.
+    """
+    gc.collect()
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(young, middle, old)
+    log.info("garbage collector: %d objects of the start frozen; young collections every %d "
+             "new objects", gc.get_freeze_count(), young)
+
+
 def run(settings: Settings) -> None:
     """Run a worker in this process until it is stopped.
 
@@ -88,6 +111,7 @@ def run(settings: Settings) -> None:
     async def connected() -> None:  # once logging is set up
         log.info("kafka: %s via %s; redis: %s", settings.kafka_bootstrap_servers,
                  settings.kafka_security.describe(), redis_address(settings.redis_url))
+        tune_gc()
 
     # Faust's worker applies this logging configuration once, as it starts.
     worker = Worker(
