@@ -20,6 +20,7 @@ prometheus-client's global one, so only the engine's series are served.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections import deque
@@ -127,6 +128,12 @@ LOOP_LAG = Histogram(
     f"{LOOP_LAG_SAMPLE_S:g} s at a time: the time a batch, a timer or a lookup held the loop "
     "without yielding (lookups and fresh events wait that long).",
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0), registry=REGISTRY,
+)
+GC_SECONDS = Histogram(
+    "cvm_gc_seconds", "Duration of one garbage collection in the worker's process, by "
+    "generation (2: a full collection); every thread of the process holds still meanwhile.",
+    ["generation"], buckets=(0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+    registry=REGISTRY,
 )
 TIMER_SECONDS = Histogram(
     "cvm_timer_seconds", "Duration of one run of a worker timer (rescoring, model refresh and "
@@ -405,6 +412,39 @@ class Sampler:
         )
 
 
+class GcClock:
+    """Times every garbage collection of the process (a `gc.callbacks` entry).
+
+    The callback only appends to a list: a collection can start while this thread holds a
+    metric's lock, so it takes none. `flush` moves the durations into `GC_SECONDS`.
+    """
+
+    def __init__(self) -> None:
+        self.started = 0.0
+        self.pending: list[tuple[int, float]] = []
+
+    def __call__(self, phase: str, info: Mapping[str, int]) -> None:
+        if phase == "start":
+            self.started = time.perf_counter()
+        else:
+            self.pending.append((info["generation"], time.perf_counter() - self.started))
+
+    def flush(self) -> None:
+        pending, self.pending = self.pending, []
+        for generation, seconds in pending:
+            GC_SECONDS.labels(generation=str(generation)).observe(seconds)
+
+
+#: The process's one `GcClock`, installed by `register`.
+GC_CLOCK = GcClock()
+
+
+def watch_gc() -> None:
+    """Time this process's garbage collections into `GC_SECONDS` (once per process)."""
+    if GC_CLOCK not in gc.callbacks:
+        gc.callbacks.append(GC_CLOCK)
+
+
 async def loop_lag(every_s: float, samples: int | None = None) -> None:
     """Sleep `every_s` at a time and record in `LOOP_LAG` how much later than asked the
     event loop woke up; forever, or `samples` times."""
@@ -426,6 +466,7 @@ def register(app: faust.App, runtime: Any, side: WebSide | None = None) -> Sampl
     for topic in runtime.settings.topics.inputs:  # present (at 0) from the first scrape
         EVENTS_APPLIED.labels(topic=topic)
     runtime.sampler = sampler
+    watch_gc()
     summary_every = runtime.settings.log_summary_interval_s
     last: dict[str, Sample | None] = {"sample": sampler.history[0]}
 
@@ -438,12 +479,14 @@ def register(app: faust.App, runtime: Any, side: WebSide | None = None) -> Sampl
                 await side.on_worker(sampler.sample_lag)
         except Exception as exc:
             log.debug("cannot sample consumer lag: %s", exc)
+        GC_CLOCK.flush()
         # The content type goes in as a header: aiohttp refuses a charset in content_type.
         return web.bytes(generate_latest(REGISTRY), headers={
             "Content-Type": CONTENT_TYPE_LATEST, "Cache-Control": "no-store"})
 
     @app.timer(interval=SAMPLE_INTERVAL_S)
     async def sample_metrics() -> None:
+        GC_CLOCK.flush()
         await sampler.sample()
 
     @app.task

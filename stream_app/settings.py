@@ -414,6 +414,9 @@ class Settings:
     #: Serve the web views from their own thread and event loop (Faust's ``web_in_thread``),
     #: so a lookup does not wait for a batch or a timer that holds the worker's loop.
     web_in_thread: bool = True
+    #: Once started, a worker freezes the objects of its start and collects young objects
+    #: every 20,000 new ones (`stream_app.worker.tune_gc`); False keeps Python's defaults.
+    gc_freeze: bool = True
     #: Seconds a worker may take to stop after SIGTERM or SIGINT. A stop waits for Kafka to
     #: take the last commits, so with the broker (or Redis) unreachable it would wait for
     #: ever; past this the process exits (status 75) without them, and what it had not

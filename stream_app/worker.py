@@ -111,7 +111,8 @@ def run(settings: Settings) -> None:
     async def connected() -> None:  # once logging is set up
         log.info("kafka: %s via %s; redis: %s", settings.kafka_bootstrap_servers,
                  settings.kafka_security.describe(), redis_address(settings.redis_url))
-        tune_gc()
+        if settings.gc_freeze:
+            tune_gc()
 
     # Faust's worker applies this logging configuration once, as it starts.
     worker = Worker(

@@ -105,6 +105,8 @@ def test_metrics_move_with_the_stream(settings: Settings, fast_worker: WorkerPro
     assert total(after, "cvm_event_loop_lag_seconds_count") > total(
         before, "cvm_event_loop_lag_seconds_count")
     assert total(after, "cvm_timer_seconds_count", timer="refresh_model") > 0
+    # Garbage collections are timed by generation (young ones at least, in any run).
+    assert total(after, "cvm_gc_seconds_count") > 0
     # What the rescoring budget left due: served, never negative.
     assert after[("cvm_rescore_due", ())] >= 0
     # Alerts and win-back triggers: counted by severity and group exactly as published. The

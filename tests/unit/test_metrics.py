@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from types import SimpleNamespace
 
@@ -74,3 +75,18 @@ async def test_the_loop_lag_sampler_sees_the_loop_held() -> None:
     await asyncio.wait_for(sampler, 5)
     assert _value("cvm_event_loop_lag_seconds_count") - before_n == 3
     assert _value("cvm_event_loop_lag_seconds_sum") - before_s >= 0.05
+
+
+def test_garbage_collections_are_timed_by_generation_without_a_lock_in_the_callback() -> None:
+    clock = metrics.GcClock()
+    before = _value("cvm_gc_seconds_count", generation="1")
+    clock("start", {"generation": 1, "collected": 0, "uncollectable": 0})
+    time.sleep(0.01)
+    clock("stop", {"generation": 1, "collected": 3, "uncollectable": 0})
+    assert _value("cvm_gc_seconds_count", generation="1") == before  # kept until the flush
+    clock.flush()
+    assert _value("cvm_gc_seconds_count", generation="1") - before == 1
+    assert clock.pending == []
+    metrics.watch_gc()
+    metrics.watch_gc()
+    assert gc.callbacks.count(metrics.GC_CLOCK) == 1
