@@ -403,10 +403,16 @@ def run_ingest(stack: Settings, cfg: Config, events: list[SimEvent], n_workers: 
             began = time.monotonic()
             wait_until(lambda: sampler.latest() > 0, 120, every=0.2)
             t_first = time.monotonic()
+            gc_before = worker_metrics(workers[0].settings)
             limit = cfg.warmup_s + cfg.measure_s
             wait_until(lambda: sampler.latest() >= 0.95 * total
                        or time.monotonic() - t_first >= limit, limit + 600, every=0.5)
             t_end = time.monotonic()
+            gc_after = worker_metrics(workers[0].settings)
+            if gc_before and gc_after:  # the first worker's collections while it ingested
+                result["gc_seconds"] = {
+                    g: histogram_delta(gc_before, gc_after, "cvm_gc_seconds", generation=g)
+                    for g in ("0", "1", "2")}
             series = [(t - began, n) for t, n, _ in sampler.samples]
             rate, w0, w1 = steady_rate(series, total, lo=0.0, hi=0.95,
                                        min_t=t_first - began + cfg.warmup_s)
@@ -470,7 +476,8 @@ def worker_metrics(settings: Settings) -> Samples:
 
 def phase_loop(before: Samples, after: Samples) -> dict[str, Any]:
     """What held the worker's event loop during a phase: its batches, the lag of the
-    loop-lag sampler, and each timer's runs (histogram deltas between two scrapes)."""
+    loop-lag sampler, each timer's runs and the garbage collections (histogram deltas
+    between two scrapes)."""
     if not before or not after:
         return {}
     timers = sorted({dict(ls)["timer"] for (n, ls) in after if n == "cvm_timer_seconds_count"})
@@ -480,6 +487,8 @@ def phase_loop(before: Samples, after: Samples) -> dict[str, Any]:
         "loop_lag_seconds": histogram_delta(before, after, "cvm_event_loop_lag_seconds"),
         "timer_seconds": {t: histogram_delta(before, after, "cvm_timer_seconds", timer=t)
                           for t in timers},
+        "gc_seconds": {g: histogram_delta(before, after, "cvm_gc_seconds", generation=g)
+                       for g in ("0", "1", "2")},
     }
 
 

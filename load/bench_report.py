@@ -82,6 +82,11 @@ def _loop_held(loop: dict[str, Any]) -> str:
             f"(p99 <= {_ms(batches.get('p99_le'))}, longest <= {_ms(batches.get('max_le'))}); "
             f"the loop woke a 0.1 s sleeper late by p50 <= {_ms(lag.get('p50_le'))}, p99 <= "
             f"{_ms(lag.get('p99_le'))}, at most <= {_ms(lag.get('max_le'))}")
+    collections = [(g, c) for g, c in (loop.get("gc_seconds") or {}).items() if c.get("count")]
+    if collections:
+        text += "; garbage collections: " + ", ".join(
+            f"generation {g} {c['count']} taking {_f(c['sum'] * 1000, 1)} ms in all, longest "
+            f"<= {_ms(c.get('max_le'))}" for g, c in collections)
     timers = [(name, t) for name, t in (loop.get("timer_seconds") or {}).items()
               if t.get("count")]
     if timers:
@@ -89,6 +94,16 @@ def _loop_held(loop: dict[str, Any]) -> str:
             f"{name} {t['count']} runs, {_f((t.get('mean') or 0) * 1000, 1)} ms on average, "
             f"longest <= {_ms(t.get('max_le'))}" for name, t in timers)
     return text
+
+
+def _collections(gc_seconds: dict[str, Any] | None) -> str:
+    """The worker's garbage collection time (`load.bench.run_ingest`), as a cell."""
+    if not gc_seconds:
+        return "n/a"
+    full = gc_seconds.get("2", {})
+    total = sum(c.get("sum", 0.0) for c in gc_seconds.values())
+    return (f"{_f(total, 2)} s; {full.get('count', 0)}, longest <= "
+            f"{_ms(full.get('max_le'))}")
 
 
 def _p99_target(row: dict[str, Any], name: str, goal_ms: float, bound: str) -> Target:
@@ -306,6 +321,8 @@ def _throughput_section(results: dict[str, Any]) -> list[str]:
             ["worker CPU per event (µs)", cpu.get("worker0_cpu_us_per_event")],
             ["events per worker CPU-second", cpu.get("events_per_worker_cpu_s")],
             ["Redis server CPU (cores)", cpu.get("redis_cores")],
+            ["garbage collection while ingesting (s; full collections, longest)",
+             _collections(tp.get("gc_seconds"))],
             ["Kafka broker CPU (cores)", cpu.get("kafka_cores")],
             ["benchmark process CPU (cores)", cpu.get("bench_cores")],
             ["whole machine CPU (cores busy)", cpu.get("machine_cores")],

@@ -132,6 +132,8 @@ def _results() -> dict:
                      "batch_records": {"count": 40, "mean": 12.5},
                      "loop_lag_seconds": {"p50_le": 0.001, "p99_le": 0.25, "max_le": 0.5},
                      "timer_seconds": {"revisit": {"count": 10, "mean": 0.15, "max_le": 0.5}},
+                     "gc_seconds": {"0": {"count": 0, "sum": 0.0},
+                                    "2": {"count": 3, "sum": 0.03, "max_le": 0.025}},
                  }},
             ],
             "lookups": [
@@ -167,6 +169,8 @@ def test_targets_flag_missed_and_met() -> None:
     assert not fresh.met and "20.0/40.0 ms" in fresh.bound
     assert "40 batches of 12.5 records" in fresh.bound and "p99 <= 250 ms" in fresh.bound
     assert "revisit 10 runs, 150.0 ms on average" in fresh.bound
+    assert "garbage collections: generation 2 3 taking 30.0 ms in all, longest <= 25 ms" in (
+        fresh.bound) and "generation 0" not in fresh.bound
     scaling = by_name["events per worker CPU-second vs one worker (single node)"]
     assert not scaling.met and "2: 0.85" in scaling.measured
     backfill = by_name["backfill vs reading the same files (csv)"]
@@ -194,3 +198,12 @@ def test_the_reading_agent_is_an_app_of_its_own() -> None:
     app = build(Settings(app_id="bench-read-test"))
     assert app.conf.id == "bench-read-test"
     assert any(a.name.endswith("bench.read") for a in app.agents.values())
+
+
+def test_the_workers_garbage_collection_is_one_cell() -> None:
+    from load.bench_report import _collections
+
+    assert _collections(None) == "n/a"
+    cell = _collections({"0": {"count": 40, "sum": 0.2}, "1": {"count": 4, "sum": 0.1},
+                         "2": {"count": 2, "sum": 0.05, "max_le": 0.05}})
+    assert cell == "0.35 s; 2, longest <= 50 ms"
