@@ -18,7 +18,7 @@ import redis.asyncio
 import redis.asyncio.cluster
 import redis.cluster
 
-from stream_app.resp import packed_pool
+from stream_app.resp import packed_client
 from stream_app.settings import KafkaSecurity, Settings, redis_address
 
 if TYPE_CHECKING:
@@ -98,11 +98,7 @@ def async_redis(settings: Settings, **kwargs: Any) -> redis.asyncio.Redis:
     if settings.redis_cluster:
         return redis.asyncio.cluster.RedisCluster.from_url(  # type: ignore[return-value]
             settings.redis_url, **options)
-    # Commands packed by hiredis (`stream_app.resp`); the client closes its pool with it,
-    # as one made by `Redis.from_url` does.
-    client = redis.asyncio.Redis(connection_pool=packed_pool(settings.redis_url, **options))
-    client.auto_close_connection_pool = True
-    return client
+    return packed_client(settings.redis_url, **options)  # commands packed by hiredis
 
 
 def is_cluster(client: Any) -> bool:

@@ -34,6 +34,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from stream_app.logs import ALWAYS
+from stream_app.resp import packed_client
 
 __all__ = [
     "TRANSIENT_REDIS_ERRORS",
@@ -181,7 +182,7 @@ def fenced_client(url: str, fence: ServerFence, **kwargs: Any) -> Redis:
         for node in cluster.nodes_manager.startup_nodes.values():
             node.connection_class = fenced
         return cluster  # type: ignore[return-value]
-    client = Redis.from_url(url, **kwargs)
+    client = packed_client(url, **kwargs)  # commands packed by hiredis, as async_redis's
     pool = client.connection_pool
     # The URL's scheme picked the class (TCP, TLS, Unix socket); fence that one.
     pool.connection_class = fence.connection_class(pool.connection_class)

@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 import hiredis
+from redis.asyncio import Redis
 from redis.asyncio.connection import (
     AbstractConnection,
     Connection,
@@ -26,7 +27,7 @@ from redis.asyncio.connection import (
     UnixDomainSocketConnection,
 )
 
-__all__ = ["PackedConnection", "packed_pool"]
+__all__ = ["PackedConnection", "packed_client", "packed_pool"]
 
 
 class _HiredisPacking:
@@ -74,3 +75,11 @@ def packed_pool(url: str, **options: Any) -> ConnectionPool:
     pool = ConnectionPool.from_url(url, **options)
     pool.connection_class = _PACKED.get(pool.connection_class, pool.connection_class)
     return pool
+
+
+def packed_client(url: str, **options: Any) -> Redis:
+    """`Redis.from_url` whose commands hiredis packs (`packed_pool`); it closes its pool
+    with it, as one made by `Redis.from_url` does."""
+    client = Redis(connection_pool=packed_pool(url, **options))
+    client.auto_close_connection_pool = True
+    return client

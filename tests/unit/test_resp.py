@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection
 from redis.exceptions import DataError
 
+from stream_app.fence import ServerFence, fenced_client
 from stream_app.resp import PackedConnection, packed_pool
 
 argument = st.one_of(
@@ -54,3 +55,21 @@ def test_every_url_scheme_gets_its_packed_twin(url: str, base: type) -> None:
     assert issubclass(pool.connection_class, base)
     assert pool.connection_class.pack_command is not base.pack_command
     assert pool.max_connections == 3
+
+
+@pytest.mark.parametrize(("url", "base"), [
+    ("redis://127.0.0.1:6379/0", Connection),
+    ("rediss://127.0.0.1:6380/0", SSLConnection),
+    ("unix:///tmp/redis.sock", UnixDomainSocketConnection),
+])
+def test_the_workers_fenced_client_packs_with_hiredis_too(url: str, base: type) -> None:
+    # The worker's own client (Runtime.redis) is the fenced one: its connections are
+    # checked by the fence and pack every command, the commit's thousands of arguments
+    # included, with hiredis.
+    client = fenced_client(url, ServerFence(), health_check_interval=30)
+    cls = client.connection_pool.connection_class
+    assert issubclass(cls, base) and issubclass(cls, PackedConnection.__mro__[1])
+    assert cls.on_connect_check_health is not base.on_connect_check_health  # fenced
+    packed = b"".join(cls.pack_command(cls.__new__(cls), "SET", "k", 1.5))
+    assert packed == _redis_py("SET", "k", 1.5)
+    assert client.auto_close_connection_pool
