@@ -83,7 +83,7 @@ def tune_gc(young: int = GC_YOUNG_THRESHOLD) -> None:
     """Keep the cyclic garbage collector off the hot path of a started worker.
 
     The objects a worker makes as it starts (Faust, aiokafka, river, the modules: about
-    250,000) live as long as it does, and each full collection walked all of them again:
+    175,000) live as long as it does, and each full collection walked all of them again:
     every second or two while it caught up, 100 to 180 ms each, during which no event was
     read. They are collected once and frozen (`gc.freeze`: never scanned again), and a
     young collection waits for `young` net new objects instead of 700: a batch's objects
