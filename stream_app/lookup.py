@@ -7,7 +7,10 @@ by: when its as-of time, horizon and model version are the ones asked for, the
 lookup answers from it as stored. Otherwise it revalues the customer with the
 current model; the revaluations that concurrent lookups need are computed
 together, in one vectorised call (`Revaluations`), so clients that arrive at
-once do not queue behind one another's valuation on the event loop.
+once do not queue behind one another's valuation on the event loop. What every
+lookup needs but changes slowly (the watermarks, and without a worker the model,
+the cut points and the affinity tables) a client keeps for a while (`Kept`), so
+most lookups read the customer's record alone.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import asyncio
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import orjson
 from redis.asyncio import Redis
@@ -138,29 +141,70 @@ def revaluations() -> Revaluations:
     return found
 
 
-#: What a reader without a worker read last, per Redis client: (when, keys, value).
-_cuts: weakref.WeakKeyDictionary[Redis, tuple[float, Keys, Cuts]] = weakref.WeakKeyDictionary()
-_tables: weakref.WeakKeyDictionary[Redis, tuple[float, Keys, product_offers.Tables]] = (
-    weakref.WeakKeyDictionary())
-
 T = TypeVar("T")
 
 
-async def _kept(
-    cache: weakref.WeakKeyDictionary[Redis, tuple[float, Keys, T]],
-    redis: Redis,
-    keys: Keys,
-    settings: Settings,
-    load: Callable[[], Awaitable[T]],
-) -> T:
-    """`load()`, or what it gave this client less than CVM_REFRESH_INTERVAL_S ago."""
-    now = time.monotonic()
-    cached = cache.get(redis)
-    if cached is not None and cached[1] == keys and now - cached[0] < settings.refresh_interval_s:
-        return cached[2]
-    value = await load()
-    cache[redis] = (now, keys, value)
-    return value
+class Kept(Generic[T]):
+    """A value read from Redis, kept per client for a while.
+
+    A reader without a worker (the CLI, a read-only service) keeps what every lookup needs
+    but changes slowly rather than reading it again for each lookup. Lookups that find it
+    stale at the same time share one read: the first starts it, the others wait for it.
+    """
+
+    def __init__(self, ttl: Callable[[Settings], float]) -> None:
+        self._ttl = ttl
+        self._kept: weakref.WeakKeyDictionary[Redis, tuple[float, Keys, T]] = (
+            weakref.WeakKeyDictionary())
+        self._reading: weakref.WeakKeyDictionary[Redis, tuple[Keys, asyncio.Task[T]]] = (
+            weakref.WeakKeyDictionary())
+
+    def fresh(self, redis: Redis, keys: Keys, settings: Settings) -> T | None:
+        """What this client read less than the time to live ago, or None."""
+        kept = self._kept.get(redis)
+        if (kept is None or kept[1] != keys
+                or time.monotonic() - kept[0] >= self._ttl(settings)):
+            return None
+        return kept[2]
+
+    def keep(self, redis: Redis, keys: Keys, value: T, read_at: float) -> None:
+        """Keep `value`, read by this client at `read_at` (`time.monotonic`)."""
+        self._kept[redis] = (read_at, keys, value)
+
+    async def get(
+        self, redis: Redis, keys: Keys, settings: Settings, load: Callable[[], Awaitable[T]]
+    ) -> T:
+        """The kept value, or `load()`'s, shared with the lookups that miss it meanwhile."""
+        found = self.fresh(redis, keys, settings)
+        if found is not None:
+            return found
+        reading = self._reading.get(redis)
+        if reading is None or reading[0] != keys:
+            read_at = time.monotonic()
+
+            async def read() -> T:
+                value = await load()
+                self.keep(redis, keys, value, read_at)
+                return value
+
+            task = asyncio.ensure_future(read())
+            # A read whose every waiter was cancelled still ends; nobody needs its error.
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+            task.add_done_callback(lambda t: self._forget(redis, t))
+            reading = self._reading[redis] = (keys, task)
+        return await asyncio.shield(reading[1])
+
+    def _forget(self, redis: Redis, task: asyncio.Task[T]) -> None:
+        reading = self._reading.get(redis)
+        if reading is not None and reading[1] is task:
+            del self._reading[redis]
+
+
+_cuts: Kept[Cuts] = Kept(lambda s: s.refresh_interval_s)
+_tables: Kept[product_offers.Tables] = Kept(lambda s: s.refresh_interval_s)
+#: The value model and the watermarks, read with a record when these are stale.
+_models: Kept[ValueModel] = Kept(lambda s: s.refresh_interval_s)
+_marks: Kept[dict[tuple[str, int], int]] = Kept(lambda s: s.lookup_watermark_s)
 
 
 async def shared_cuts(redis: Redis, keys: Keys, settings: Settings) -> Cuts:
@@ -170,7 +214,7 @@ async def shared_cuts(redis: Redis, keys: Keys, settings: Settings) -> Cuts:
     CLI, a read-only service) keeps them as long, rather than reading four histograms
     again for every lookup.
     """
-    return await _kept(_cuts, redis, keys, settings, lambda: load_cuts(redis, keys))
+    return await _cuts.get(redis, keys, settings, lambda: load_cuts(redis, keys))
 
 
 async def shared_tables(redis: Redis, keys: Keys, settings: Settings) -> product_offers.Tables:
@@ -180,8 +224,47 @@ async def shared_tables(redis: Redis, keys: Keys, settings: Settings) -> product
     without one keeps them as long, rather than reading and merging every affinity
     counter again for every lookup.
     """
-    return await _kept(_tables, redis, keys, settings,
-                       lambda: product_offers.load_tables(redis, settings, keys))
+    return await _tables.get(redis, keys, settings,
+                             lambda: product_offers.load_tables(redis, settings, keys))
+
+
+async def _read(
+    redis: Redis, settings: Settings, keys: Keys, customer_id: str, as_of: int | None,
+    model: ValueModel | None,
+) -> tuple[dict[str, str], int | None, ValueModel]:
+    """The record, the as-of time asked for (else the watermark) and the model.
+
+    The watermarks (unless `as_of` is given) and the model (unless given) come from this
+    client's `Kept` copies while fresh; what is stale is read in the record's round trip.
+    """
+    marks = None if as_of is not None else _marks.fresh(redis, keys, settings)
+    if model is None:
+        model = _models.fresh(redis, keys, settings)
+    key = keys.customer(customer_id)
+    if (as_of is not None or marks is not None) and model is not None:
+        fields = text(await redis.hgetall(key))
+    else:
+        read_at = time.monotonic()
+        shard_list = list(keys.shards()) if as_of is None and marks is None else []
+        async with redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(key)
+            for shard in shard_list:
+                pipe.hgetall(shard.watermarks)
+            if model is None:
+                pipe.get(keys.model)
+            replies = await pipe.execute()
+        fields = text(replies[0])
+        if shard_list:
+            marks = {}
+            for raw in replies[1:1 + len(shard_list)]:
+                marks.update(by_partition(text(raw)))
+            _marks.keep(redis, keys, marks, read_at)
+        if model is None:
+            model = model_from_json(replies[-1], settings)
+            _models.keep(redis, keys, model, read_at)
+    if as_of is None and marks is not None:
+        as_of = watermark_of(marks, settings)
+    return fields, as_of, model
 
 
 async def customer(
@@ -200,26 +283,16 @@ async def customer(
     """A customer's record, valued at `as_of` over `horizon_days`; None if unknown.
 
     A worker passes the `model`, `cuts` and `affinity` it holds; without them they
-    are read from Redis: the model with the record and the watermark, in one round trip,
-    and the cut points at most every CVM_REFRESH_INTERVAL_S (`shared_cuts`). The
+    are read from Redis and kept by the client for CVM_REFRESH_INTERVAL_S (`Kept`), the
+    model in the record's round trip. Without `as_of` the lookup answers at the
+    watermarks the client read less than CVM_LOOKUP_WATERMARK_S ago (else read with the
+    record), or at the customer's own last event if that is later. The
     record's ``products`` is the product profile and ``offers`` the `offers_k` next best
     offers (default CVM_OFFERS_K); `offers` False leaves both out (a batch of lookups
     that only wants the values).
     """
     keys = keys or Keys(partitions=settings.partitions)
-    # The record, every partition's watermarks and (unless given) the model in one round trip.
-    shard_list = list(keys.shards())
-    async with redis.pipeline(transaction=False) as pipe:
-        pipe.hgetall(keys.customer(customer_id))
-        for shard in shard_list:
-            pipe.hgetall(shard.watermarks)
-        if model is None:
-            pipe.get(keys.model)
-        replies = await pipe.execute()
-    fields = text(replies[0])
-    marks = {}
-    for raw in replies[1:1 + len(shard_list)]:
-        marks.update(by_partition(text(raw)))
+    fields, as_of, model = await _read(redis, settings, keys, customer_id, as_of, model)
     if not fields:
         return None
     horizon = float(settings.horizon_days if horizon_days is None else horizon_days)
@@ -227,12 +300,8 @@ async def customer(
         raise LookupError_(f"horizon_days: {horizon:g} is not within (0, 36500]")
     stored_last = fields.get("last_event_at")
     last_event = None if stored_last is None else parse_time(stored_last)
-    if as_of is None:
-        as_of = watermark_of(marks, settings)
     if as_of is None or (last_event is not None and as_of < last_event):
         as_of = last_event
-    if model is None:
-        model = model_from_json(replies[-1], settings)
     valuation = None
     if as_of is not None and answers_as_stored(fields, as_of, horizon, model.version):
         view = public_view(fields)

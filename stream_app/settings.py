@@ -448,6 +448,8 @@ class Settings:
     horizon_days: int = 365
     fit_interval_s: float = 300.0
     refresh_interval_s: float = 5.0
+    # A lookup client keeps the watermarks it read for this long (0: reads them every lookup).
+    lookup_watermark_s: float = 0.1
     wall_clock_watermark: bool = False
     session_timeout_s: float = 10.0
     group_instance_id: str = ""
@@ -640,6 +642,9 @@ class Settings:
             raise SettingsError(
                 f"CVM_LOG_SUMMARY_INTERVAL_S={self.log_summary_interval_s} must be positive"
             )
+        if not 0 <= self.lookup_watermark_s < float("inf"):
+            raise SettingsError(
+                f"CVM_LOOKUP_WATERMARK_S={self.lookup_watermark_s} must be >= 0 and finite")
         if not 0 < self.stop_timeout_s < float("inf"):
             raise SettingsError(
                 f"CVM_STOP_TIMEOUT_S={self.stop_timeout_s} must be positive and finite")

@@ -139,6 +139,7 @@ class InputEnv(_Group):
     wall_clock_watermark: bool = Field(
         _DEFAULTS.wall_clock_watermark, alias="CVM_WALL_CLOCK_WATERMARK")
     refresh_interval_s: float = Field(_DEFAULTS.refresh_interval_s, alias="CVM_REFRESH_INTERVAL_S")
+    lookup_watermark_s: float = Field(_DEFAULTS.lookup_watermark_s, alias="CVM_LOOKUP_WATERMARK_S")
 
 
 class ValueModelEnv(_Group):
