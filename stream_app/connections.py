@@ -18,7 +18,7 @@ import redis.asyncio
 import redis.asyncio.cluster
 import redis.cluster
 
-from stream_app.resp import packed_client
+from stream_app.resp import packed_client, packed_cluster
 from stream_app.settings import KafkaSecurity, Settings, redis_address
 
 if TYPE_CHECKING:
@@ -96,8 +96,7 @@ def async_redis(settings: Settings, **kwargs: Any) -> redis.asyncio.Redis:
     """
     options = {**settings.redis_options(), **kwargs}
     if settings.redis_cluster:
-        return redis.asyncio.cluster.RedisCluster.from_url(  # type: ignore[return-value]
-            settings.redis_url, **options)
+        return packed_cluster(settings.redis_url, **options)  # type: ignore[return-value]
     return packed_client(settings.redis_url, **options)  # commands packed by hiredis
 
 

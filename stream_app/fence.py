@@ -34,7 +34,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from stream_app.logs import ALWAYS
-from stream_app.resp import packed_client
+from stream_app.resp import packed_client, packed_cluster
 
 __all__ = [
     "TRANSIENT_REDIS_ERRORS",
@@ -175,7 +175,7 @@ def fenced_client(url: str, fence: ServerFence, **kwargs: Any) -> Redis:
     """A client for `url` whose connections go through `fence` (a cluster client, whose
     connections to every node do, if the fence is a cluster's)."""
     if fence.cluster:
-        cluster = RedisCluster.from_url(url, **kwargs)
+        cluster = packed_cluster(url, **kwargs)  # packed by hiredis on every node
         # Every node the client learns of is made with these arguments.
         fenced = fence.connection_class(cluster.connection_kwargs["connection_class"])
         cluster.connection_kwargs["connection_class"] = fenced

@@ -6,7 +6,8 @@ commit sends one script call per partition carrying every changed customer's fie
 (thousands of arguments per batch), and that packing cost more CPU than anything else the
 worker does per event. These connection classes pack with hiredis, byte for byte what
 redis-py's own packer writes (`tests/unit/test_resp.py`), and `packed_pool` builds a
-connection pool that uses them for ``redis://``, ``rediss://`` and ``unix://`` URLs alike.
+connection pool that uses them for ``redis://``, ``rediss://`` and ``unix://`` URLs alike;
+`packed_cluster` makes a Redis Cluster client whose connections to every node use them.
 
 >>> conn = PackedConnection()
 >>> conn.pack_command("SET", "k", 1.5)
@@ -19,6 +20,7 @@ from typing import Any
 
 import hiredis
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import (
     AbstractConnection,
     Connection,
@@ -27,7 +29,7 @@ from redis.asyncio.connection import (
     UnixDomainSocketConnection,
 )
 
-__all__ = ["PackedConnection", "packed_client", "packed_pool"]
+__all__ = ["PackedConnection", "packed_client", "packed_cluster", "packed_pool"]
 
 
 class _HiredisPacking:
@@ -83,3 +85,19 @@ def packed_client(url: str, **options: Any) -> Redis:
     client = Redis(connection_pool=packed_pool(url, **options))
     client.auto_close_connection_pool = True
     return client
+
+
+def packed_cluster(url: str, **options: Any) -> RedisCluster:
+    """`RedisCluster.from_url` whose connections to every node hiredis packs.
+
+    redis-py's cluster client picks its connection class itself (TCP or TLS) and makes every
+    node it learns of, at start or from a redirection, with one set of arguments: the
+    packed twin goes into those, and into the nodes of the URL it already made.
+    """
+    cluster = RedisCluster.from_url(url, **options)
+    chosen = cluster.connection_kwargs.get("connection_class", Connection)
+    packed = _PACKED.get(chosen, chosen)
+    cluster.connection_kwargs["connection_class"] = packed
+    for node in cluster.nodes_manager.startup_nodes.values():
+        node.connection_class = packed
+    return cluster

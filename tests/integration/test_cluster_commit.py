@@ -7,7 +7,7 @@ declared), which a cluster refuses with CROSSSLOT; layout v2 commits once per pa
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,7 @@ import redis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisClusterException
 
-from stream_app import connections, lookup
+from stream_app import connections, lookup, resp
 from stream_app.pipeline import Ingestor, RawRecord
 from stream_app.settings import Settings
 from stream_app.store import acl, shards
@@ -56,7 +56,11 @@ def _record(settings: Settings, keys: Keys, offset: int, cid: str, day: int,
     return RawRecord(settings.topics.purchases, p, offset, cid.encode(), orjson.dumps(message))
 
 
-def test_batches_commit_and_read_back_on_a_cluster(cluster: PrivateCluster) -> None:
+@pytest.mark.parametrize("make_client", [RedisCluster.from_url, resp.packed_cluster],
+                         ids=["redis-py", "packed"])
+def test_batches_commit_and_read_back_on_a_cluster(
+    cluster: PrivateCluster, make_client: Callable[[str], RedisCluster]
+) -> None:
     settings = Settings(redis_url=cluster.url)
     keys = Keys(partitions=settings.partitions)
     ids = [f"C{i}" for i in range(40)]
@@ -72,8 +76,9 @@ def test_batches_commit_and_read_back_on_a_cluster(cluster: PrivateCluster) -> N
     batches += [batches[0], [stray]]
 
     async def main() -> tuple[Any, ...]:
-        client = RedisCluster.from_url(cluster.url)
+        client = make_client(cluster.url)
         try:
+            await client.flushall(target_nodes=RedisCluster.PRIMARIES)
             store = CustomerStore(client, keys)
             ingestor = Ingestor(settings, store, Sink())
             for batch in batches:
@@ -88,6 +93,9 @@ def test_batches_commit_and_read_back_on_a_cluster(cluster: PrivateCluster) -> N
                     cursor, found = await shards.customer_page(client, shard, max(cursor, 0), 7)
                     paged += [keys.customer_id(k) for k in found]
             assert sorted(paged) == sorted(ids)
+            if make_client is resp.packed_cluster:  # every node's connections pack with hiredis
+                used = [c for node in client.get_nodes() for c in node._connections]
+                assert used and all(isinstance(c, resp.PackedConnection) for c in used)
             return records, top, channels, await store.applied_offsets()
         finally:
             await client.aclose()

@@ -11,7 +11,7 @@ from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocket
 from redis.exceptions import DataError
 
 from stream_app.fence import ServerFence, fenced_client
-from stream_app.resp import PackedConnection, packed_pool
+from stream_app.resp import PackedConnection, packed_cluster, packed_pool
 
 argument = st.one_of(
     st.text(max_size=40),
@@ -73,3 +73,22 @@ def test_the_workers_fenced_client_packs_with_hiredis_too(url: str, base: type) 
     packed = b"".join(cls.pack_command(cls.__new__(cls), "SET", "k", 1.5))
     assert packed == _redis_py("SET", "k", 1.5)
     assert client.auto_close_connection_pool
+
+
+@pytest.mark.parametrize(("url", "base"), [
+    ("redis://127.0.0.1:7000/0", Connection),
+    ("rediss://127.0.0.1:7000/0", SSLConnection),
+])
+def test_a_cluster_client_makes_every_node_with_the_packed_twin(url: str, base: type) -> None:
+    cluster = packed_cluster(url)  # no connection yet: the nodes it learns are made later
+    cls = cluster.connection_kwargs["connection_class"]
+    assert issubclass(cls, base) and cls.pack_command is not base.pack_command
+    assert all(node.connection_class is cls
+               for node in cluster.nodes_manager.startup_nodes.values())
+
+
+def test_the_workers_fenced_cluster_client_packs_with_hiredis_too() -> None:
+    cluster = fenced_client("redis://127.0.0.1:7000/0", ServerFence(cluster=True))
+    cls = cluster.connection_kwargs["connection_class"]  # type: ignore[attr-defined]
+    assert issubclass(cls, PackedConnection)
+    assert cls.on_connect_check_health is not Connection.on_connect_check_health  # fenced
