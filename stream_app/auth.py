@@ -1,7 +1,8 @@
 """Who may call the HTTP API: bearer tokens with a scope, and no cross-site changes.
 
-Every route of the worker's web server passes `Guard.check` (an aiohttp middleware
-installed by `stream_app.web`), so a route added later is guarded without a word:
+Every route of the worker's web server and of the read server passes `Guard.check`
+(`middleware`, installed by `stream_app.web` and `stream_app.serve`), so a route added
+later is guarded without a word:
 
 1. Probes (``/livez``, ``/readyz``, ``/healthz``) and the HTML of the ops and trends
    pages (``/ops``, ``/ops/trends``, which hold no data: they fetch ``/ops/feed.json``,
@@ -24,12 +25,17 @@ Refusals name no secret: the detail says what was missing, never what was sent.
 from __future__ import annotations
 
 import hmac
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from stream_app.settings import ApiToken
+from aiohttp import web
+from aiohttp.typedefs import Middleware
 
-__all__ = ["OPEN_PATHS", "READ_METHODS", "Denied", "Guard"]
+from stream_app.settings import ApiToken, is_loopback
+
+__all__ = ["OPEN_PATHS", "READ_METHODS", "Denied", "Guard", "middleware"]
+
+_Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 #: Paths served without credentials: the probes, and the ops and trends pages' HTML (no data).
 OPEN_PATHS = frozenset({"/livez", "/readyz", "/healthz", "/ops", "/ops/trends"})
@@ -97,3 +103,30 @@ class Guard:
             if headers.get("Sec-Fetch-Site", "").lower() == "cross-site":
                 return Denied(403, "cross_origin", "a change from another site is refused")
         return None
+
+
+def middleware(guard: Guard) -> Middleware:
+    """An aiohttp middleware that passes every request through `guard`.
+
+    Without tokens only loopback host names are served: a page that rebinds its own name
+    to 127.0.0.1 still sends that name as Host, and is refused (421).
+    """
+
+    @web.middleware
+    async def check(request: web.Request, handler: _Handler) -> web.StreamResponse:
+        host = request.host.rsplit(":", 1)[0] if request.host else ""
+        if not guard.enabled and request.path not in OPEN_PATHS and not is_loopback(host):
+            denied: Denied | None = Denied(
+                421, "misdirected", "without API tokens only loopback host names are served")
+        else:
+            denied = guard.check(request.method, request.path, request.headers,
+                                 [f"{request.scheme}://{request.host}"])
+        if denied is None:
+            return await handler(request)
+        headers = {"WWW-Authenticate": 'Bearer realm="cvm"'} if denied.status == 401 else {}
+        return web.json_response(
+            {"error": denied.code, "detail": denied.detail}, status=denied.status,
+            headers={**headers, "Cache-Control": "no-store"},
+        )
+
+    return check

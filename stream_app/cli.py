@@ -401,6 +401,29 @@ def worker() -> None:
     stream_worker.run(settings)
 
 
+@app.command(epilog=env_help(REDIS_ENV, (
+    "CVM_API_TOKENS", "CVM_PARTITIONS", "CVM_HORIZON_DAYS", "CVM_REFRESH_INTERVAL_S",
+    "CVM_LOOKUP_WATERMARK_S", "CVM_OFFERS_K", "CVM_ALERT_SEVERITY_*",
+)))
+def serve(
+    host: Annotated[str | None, typer.Option(
+        help="address to listen on (default CVM_WEB_HOST)")] = None,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="port to listen on")] = 6067,
+    processes: Annotated[int, typer.Option(
+        min=1, max=64, help="server processes sharing the port (SO_REUSEPORT)")] = 1,
+) -> None:
+    """Serve the read API (lookups, offers, rankings) from Redis, without a worker."""
+    from dataclasses import replace
+
+    from stream_app import serve as read_server
+
+    settings = load_settings()
+    if host is not None:
+        settings = replace(settings, web_host=host)
+    settings.check_web_auth()
+    raise typer.Exit(read_server.run(settings, settings.web_host, port, processes))
+
+
 @app.command(epilog=env_help(REDIS_ENV, ("CVM_HORIZON_DAYS", "CVM_APP_ID")))
 def lookup(
     customer_id: Annotated[str, typer.Argument(help="the customer's id")],
@@ -720,7 +743,7 @@ for _name, (_summary, _epilog) in PASSTHROUGH.items():
     _passthrough(_name, _summary, _epilog)
 
 #: Every subcommand, in the order of ``cvm --help`` (and of the README's table).
-COMMANDS = ("worker", "lookup", "key", "top", "rollups", "winback", "fit", "config",
+COMMANDS = ("worker", "serve", "lookup", "key", "top", "rollups", "winback", "fit", "config",
             "offers", "history", "trends", "unprofitable", *PASSTHROUGH)
 
 
