@@ -51,6 +51,7 @@ from load.bench_env import (
     CpuMeter,
     Namespace,
     PrivateRedis,
+    ReadServerProcess,
     WorkerProcess,
     cpu_seconds,
     find_server_pids,
@@ -75,7 +76,7 @@ from load.bench_profile import (
     throughput_events,
     top_functions,
 )
-from load.bench_report import HALF_CAPACITY_LOOKUPS
+from load.bench_report import HALF_CAPACITY_LOOKUPS, SERVE
 from load.bench_stats import Samples, histogram_delta, parse_metrics, steady_rate, summarize
 from load.generator import publish
 from load.simulator import SimEvent
@@ -209,16 +210,22 @@ def typical_customer(settings: Settings, ids: Path, sample: int = 200) -> str | 
 
 
 def run_lookup(settings: Settings, kind: str, ids: Path, concurrency: int,
-               duration: float, label: str, worker_pid: int | None = None) -> dict[str, Any]:
+               duration: float, label: str, worker_pid: int | None = None,
+               reads: ReadServerProcess | None = None) -> dict[str, Any]:
     """One lookup measurement in a subprocess (`load.bench_lookup`).
 
     With `worker_pid`, the worker's CPU over the measurement (warm-up included) is divided by
-    the requests it served: its CPU per lookup (meaningful when it is not ingesting).
+    the requests it served: its CPU per lookup (meaningful when it is not ingesting). Kind
+    `SERVE` is ``http`` against the read server `reads`, whose CPU per lookup is reported.
     """
+    asked = kind
+    if kind == SERVE:
+        assert reads is not None
+        settings, kind, worker_pid = reads.settings, "http", reads.pid
     cpu0 = cpu_seconds(worker_pid) if worker_pid else math.nan
     cmd = [sys.executable, "-m", "load.bench_lookup", "--kind", kind, "--ids-file", str(ids),
            "--concurrency", str(concurrency), "--duration", str(duration)]
-    env = {**os.environ, **settings_env(settings)}
+    env = {**os.environ, **settings_env(settings), "CVM_WEB_PORT": str(settings.web_port)}
     out = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True,
                          timeout=duration + 120)
     if out.returncode != 0:
@@ -226,7 +233,7 @@ def run_lookup(settings: Settings, kind: str, ids: Path, concurrency: int,
         return {"kind": kind, "concurrency": concurrency, "state": label,
                 "error": out.stderr[-500:]}
     result = orjson.loads(out.stdout.strip().splitlines()[-1])
-    result["state"] = label
+    result["state"], result["kind"], kind = label, asked, asked
     if worker_pid:
         served = result["n"] + result.get("warmup_requests", 0)
         used = cpu_seconds(worker_pid) - cpu0
@@ -506,12 +513,15 @@ def run_freshness(stack: Settings, cfg: Config, outdir: Path,
     phases.append(("target rate", cfg.fresh_rate, cfg.fresh_s))
     result: dict[str, Any] = {"namespace": ns.run, "phases": [], "lookups": []}
     worker = WorkerProcess(ns.settings, outdir / f"worker-{ns.run}.log", CVM_FIT_INTERVAL_S="3600")
+    # The read server (`cvm serve`): the same HTTP lookups in a process that only reads.
+    reads = ReadServerProcess(ns.settings, outdir / f"serve-{ns.run}.log")
     try:
-        # Lookups under ingest run in two phases: 2 * (2 * lookup_s + 2) more seconds.
-        total_s = cfg.fresh_warmup_s + sum(d for _, _, d in phases) + 5 * cfg.lookup_s + 14
+        # Lookups under ingest run in two phases: 2 * (3 * lookup_s + 3) more seconds.
+        total_s = cfg.fresh_warmup_s + sum(d for _, _, d in phases) + 7 * cfg.lookup_s + 16
         n_events = int(max(r for _, r, _ in phases) * total_s * 1.2) + 200
         events = throughput_events(n_events, customers=20_000, days=cfg.days, seed=cfg.seed + 1)
         worker.start()
+        reads.start()
         servers = find_server_pids(stack)
         tracer = FreshnessTracer(ns.settings, every=cfg.fresh_sample_every)
         client = ns.redis()
@@ -528,11 +538,11 @@ def run_freshness(stack: Settings, cfg: Config, outdir: Path,
             if label == "target rate":
                 # Lookups with the worker idle (caught up), before the target rate's backlog.
                 lookup_ids(ns.settings, ids_path)
-                for kind in ("hgetall", "lookup", "http"):
+                for kind in ("hgetall", "lookup", "http", SERVE):
                     for c in cfg.concurrency:
                         result["lookups"].append(run_lookup(
                             ns.settings, kind, ids_path, c, cfg.lookup_s, "worker idle",
-                            worker.pid if kind == "http" else None))
+                            worker.pid if kind == "http" else None, reads))
                 typical = typical_customer(ns.settings, ids_path)
                 for c in cfg.concurrency:
                     row = c_client_hgetall(ns.settings, typical, c) if typical else None
@@ -543,7 +553,7 @@ def run_freshness(stack: Settings, cfg: Config, outdir: Path,
             warm = cfg.fresh_warmup_s if i == 0 else 2.0
             # Lookups under ingest: at half the capacity (the target's condition) and at
             # the fixed target rate.
-            lookup_s = (2 * cfg.lookup_s + 2 if label in ("target rate", "half capacity")
+            lookup_s = (3 * cfg.lookup_s + 3 if label in ("target rate", "half capacity")
                         else 0.0)
             count = int(rate * (warm + seconds + lookup_s))
             chunk = events[pos:pos + count]
@@ -568,10 +578,10 @@ def run_freshness(stack: Settings, cfg: Config, outdir: Path,
                 lookup_ids(ns.settings, ids_path)
                 state = (f"{HALF_CAPACITY_LOOKUPS} ({rate:,.0f}/s)" if label == "half capacity"
                          else f"worker ingesting {rate:,.0f}/s")
-                for kind in ("http", "hgetall"):
+                for kind in ("http", SERVE, "hgetall"):
                     lookups_during.append(run_lookup(ns.settings, kind, ids_path,
                                                      cfg.headline_concurrency, cfg.lookup_s,
-                                                     state))
+                                                     state, reads=reads))
             tracer.phase = "drain"
             stop.set()
             thread.join(timeout=120)
@@ -601,6 +611,7 @@ def run_freshness(stack: Settings, cfg: Config, outdir: Path,
         ]
         client.close()
     finally:
+        reads.stop()
         worker.stop()
         ns.cleanup()
     return result

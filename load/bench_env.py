@@ -221,6 +221,15 @@ class WorkerProcess(worker_process.WorkerProcess):
         super().__init__(settings, log_path, settings_env(settings, **env), module, cwd=ROOT)
 
 
+class ReadServerProcess(worker_process.WorkerProcess):
+    """``cvm serve`` (the read server, one process) on a free port, for `settings`' Redis."""
+
+    def __init__(self, settings: Settings, log_path: Path) -> None:
+        port = free_port()
+        super().__init__(replace(settings, web_port=port), log_path, settings_env(settings),
+                         cwd=ROOT, command=("serve", "--port", str(port)))
+
+
 def cpu_seconds(pid: int) -> float:
     """User plus system CPU seconds of a process (all its threads); NaN once it is gone."""
     try:

@@ -65,6 +65,8 @@ def _framework_share(reader: dict[str, Any], worker_us: float) -> str:
 
 #: The state label of the HTTP lookups measured while the worker ingests at half capacity.
 HALF_CAPACITY_LOOKUPS = "worker ingesting at half capacity"
+#: Lookup rows over HTTP to the read server (`cvm serve`) rather than the worker.
+SERVE = "serve"
 
 
 def _ms(seconds: Any) -> str:
@@ -199,6 +201,21 @@ def targets(results: dict[str, Any]) -> list[Target]:
             "a whole batch, but the batches keep the lock for most of each switch interval, "
             "and 16 clients in a closed loop queue behind one another; on the worker's loop "
             "(CVM_WEB_IN_THREAD=false) a lookup waits for the batch it arrives during"))
+    served = _lookup(results, SERVE, "worker idle", c)
+    if served is not None and "p99_ms" in served:
+        out.append(_p99_target(
+            served, f"the same from the read server (`cvm serve`), {c} clients, worker idle",
+            5.0,
+            f"{_f(served.get('worker_cpu_us_per_request'))} µs of the read server's CPU per "
+            f"lookup on its one event loop, so {c} clients queue (Little's law); "
+            "`--processes N` spreads them over N"))
+    served = _lookup(results, SERVE, HALF_CAPACITY_LOOKUPS, c, prefix=True)
+    if served is not None and "p99_ms" in served:
+        out.append(_p99_target(
+            served, f"the same from the read server, {c} clients, {served['state']}", 10.0,
+            "the read server shares no interpreter with the batches, only the machine's two "
+            "cores with the worker, Kafka, Redis and the load client; its own CPU per lookup, "
+            f"as above, with {c} clients queueing"))
     direct = _lookup(results, "lookup", "worker idle", c)
     if direct is not None and direct.get("client_cpu_us_per_request") is not None:
         lk = direct["client_cpu_us_per_request"]
@@ -413,6 +430,8 @@ def _lookup_section(results: dict[str, Any]) -> list[str]:
         "`hgetall` is one `HGETALL` with redis-py's asyncio client; `lookup` is "
         "`stream_app.lookup.customer` (hash, watermark, model and cut points from Redis, then "
         "the revaluation); `http` is `GET /customers/{id}` on the worker with aiohttp; "
+        "`serve` the same request to the read server (`cvm serve`, one process; its CPU in "
+        "the worker CPU column); "
         "`hgetall-c` is the same `HGETALL` of one median-size record by `redis-benchmark`, a C "
         "client, for what Redis answers when the client is not the bottleneck.",
         "",

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from stream_app.settings import Settings
@@ -43,7 +43,11 @@ class WorkerError(RuntimeError):
 
 
 class WorkerProcess:
-    """``python -m <module> worker`` with `env` over this process's environment, run in `cwd`."""
+    """``python -m <module> worker`` with `env` over this process's environment, run in `cwd`.
+
+    `command` runs another server of the ``cvm`` command instead (``("serve", "--port",
+    "6067")``: the read server), whose ``/healthz`` answers at `settings`' web host and port.
+    """
 
     def __init__(
         self,
@@ -53,6 +57,7 @@ class WorkerProcess:
         module: str = "stream_app.cli",
         append: bool = True,
         cwd: Path | None = None,
+        command: Sequence[str] = ("worker",),
     ) -> None:
         self.settings = settings
         self.log_path = log_path
@@ -60,6 +65,7 @@ class WorkerProcess:
         self.module = module
         self.append = append
         self.cwd = cwd
+        self.command = tuple(command)
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -71,7 +77,7 @@ class WorkerProcess:
         """Start the worker and, with `wait`, return once ``/healthz`` answers."""
         with open(self.log_path, "ab" if self.append else "wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", self.module, "worker"],
+                [sys.executable, "-m", self.module, *self.command],
                 env={**os.environ, **self.env}, stdout=log, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, cwd=self.cwd, start_new_session=True,
             )
