@@ -223,6 +223,13 @@ def own_redis_db(settings: Settings, first: int = 10, last: int = 15) -> Iterato
         client.close()
 
 
+class NoDeadLetters:
+    """A dead-letter sink for tests whose every event is valid: one sent fails the test."""
+
+    async def send(self, key: bytes | None, message: dict[str, Any]) -> None:
+        raise AssertionError(f"dead-lettered: {message}")
+
+
 def applied_offsets(client: redis.Redis) -> dict[str, int]:
     """The engine's applied offsets: ``"topic/partition"`` -> last applied offset."""
     return {

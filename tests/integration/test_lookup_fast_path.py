@@ -24,16 +24,11 @@ from stream_app.settings import Settings
 from stream_app.store.customers import CustomerStore
 from stream_app.store.keys import Keys
 from stream_app.store.records import from_fields, parse_time
-from tests.e2e.helpers import own_redis_db
+from tests.e2e.helpers import NoDeadLetters, own_redis_db
 
 pytestmark = pytest.mark.integration
 
 SENTINEL = "12345.67"
-
-
-class Letters:
-    async def send(self, key: bytes | None, message: dict[str, Any]) -> None:
-        raise AssertionError(f"dead-lettered: {message}")
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +47,7 @@ async def scenario(settings: Settings) -> dict[str, Any]:
     redis = Redis.from_url(settings.redis_url)
     try:
         await redis.flushdb()
-        ingestor = Ingestor(settings, CustomerStore(redis), Letters())
+        ingestor = Ingestor(settings, CustomerStore(redis), NoDeadLetters())
         topic = settings.topics.purchases
         days = [("A1", "2026-03-01"), ("A1", "2026-03-09"), ("B2", "2026-03-20"),
                 ("A1", "2026-03-25")]

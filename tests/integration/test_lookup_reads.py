@@ -21,17 +21,12 @@ from stream_app.pipeline import Ingestor, RawRecord
 from stream_app.settings import Settings
 from stream_app.store.customers import CustomerStore
 from stream_app.store.keys import Keys
-from tests.e2e.helpers import own_redis_db
+from tests.e2e.helpers import NoDeadLetters, own_redis_db
 
 pytestmark = pytest.mark.integration
 
 MODEL_V7 = {"version": 7, "bgnbd": {"r": 0.3, "alpha": 12.0, "a": 0.7, "b": 2.0},
             "gamma_gamma": {"p": 5.0, "q": 4.0, "v": 20.0}}
-
-
-class Letters:
-    async def send(self, key: bytes | None, message: dict[str, Any]) -> None:
-        raise AssertionError(f"dead-lettered: {message}")
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +48,7 @@ async def scenario(settings: Settings) -> dict[str, Any]:
     redis, other = Redis.from_url(settings.redis_url), Redis.from_url(settings.redis_url)
     try:
         await redis.flushdb()
-        ingestor = Ingestor(settings, CustomerStore(redis), Letters())
+        ingestor = Ingestor(settings, CustomerStore(redis), NoDeadLetters())
         await ingestor.process([order(settings, 0, "A1", "03-01"),
                                 order(settings, 1, "A1", "03-09")])
         out: dict[str, Any] = {"first": await lookup.customer(redis, keeping, "A1", offers=False)}

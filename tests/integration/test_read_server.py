@@ -28,16 +28,11 @@ from stream_app.settings import Settings
 from stream_app.store.customers import CustomerStore
 from stream_app.worker_process import free_port
 from tests.conftest import ROOT, settings_env
-from tests.e2e.helpers import own_redis_db
+from tests.e2e.helpers import NoDeadLetters, own_redis_db
 
 pytestmark = pytest.mark.integration
 
 TOKEN = "reader-0123456789abcdef"
-
-
-class Letters:
-    async def send(self, key: bytes | None, message: dict[str, Any]) -> None:
-        raise AssertionError(f"dead-lettered: {message}")
 
 
 def _order(n: int, cid: str, day: str, amount: float) -> RawRecord:
@@ -50,7 +45,7 @@ def _order(n: int, cid: str, day: str, amount: float) -> RawRecord:
 async def _write(settings: Settings) -> dict[str, Any]:
     redis = Redis.from_url(settings.redis_url)
     try:
-        ingestor = Ingestor(settings, CustomerStore(redis), Letters())
+        ingestor = Ingestor(settings, CustomerStore(redis), NoDeadLetters())
         orders = [("A1", "02-01", 80.0), ("B2", "02-03", 20.0), ("A1", "02-20", 90.0),
                   ("C3", "03-01", 300.0), ("B2", "03-02", 25.0), ("A1", "03-09", 85.0)]
         await ingestor.process([_order(n, *o) for n, o in enumerate(orders)])

@@ -12,16 +12,24 @@ from stream_app.settings import Settings
 from stream_app.store.keys import Keys
 
 
+class Reads:
+    """A slow read that counts its calls; with `failing`, the first one fails."""
+
+    def __init__(self, failing: bool = False) -> None:
+        self.calls = 0
+        self.failing = failing
+
+    async def __call__(self) -> int:
+        self.calls += 1
+        await asyncio.sleep(0.01)
+        if self.failing and self.calls == 1:
+            raise ConnectionError("down")
+        return self.calls
+
+
 def test_lookups_that_miss_at_once_share_one_read() -> None:
     kept: Kept[int] = Kept(lambda s: s.refresh_interval_s)
-    settings, keys = Settings(), Keys()
-    reads = 0
-
-    async def load() -> int:
-        nonlocal reads
-        reads += 1
-        await asyncio.sleep(0.01)
-        return reads
+    settings, keys, load = Settings(), Keys(), Reads()
 
     async def main() -> tuple[list[int], int, int]:
         client, other = Redis(), Redis()  # never connected: only the cache's keys
@@ -36,19 +44,10 @@ def test_lookups_that_miss_at_once_share_one_read() -> None:
 
 
 def test_a_failed_read_reaches_every_waiter_and_the_next_lookup_reads_again() -> None:
-    kept: Kept[str] = Kept(lambda s: s.refresh_interval_s)
-    settings, keys = Settings(), Keys()
-    calls = 0
+    kept: Kept[int] = Kept(lambda s: s.refresh_interval_s)
+    settings, keys, load = Settings(), Keys(), Reads(failing=True)
 
-    async def load() -> str:
-        nonlocal calls
-        calls += 1
-        await asyncio.sleep(0.01)
-        if calls == 1:
-            raise ConnectionError("down")
-        return "tables"
-
-    async def main() -> tuple[list[object], str]:
+    async def main() -> tuple[list[object], int]:
         client = Redis()
         first = await asyncio.gather(*(kept.get(client, keys, settings, load)
                                        for _ in range(4)), return_exceptions=True)
@@ -56,7 +55,7 @@ def test_a_failed_read_reaches_every_waiter_and_the_next_lookup_reads_again() ->
 
     first, then = asyncio.run(main())
     assert all(isinstance(e, ConnectionError) for e in first)
-    assert then == "tables" and calls == 2
+    assert then == 2 and load.calls == 2
 
 
 def test_a_cancelled_lookup_does_not_cancel_the_read_others_wait_for() -> None:
