@@ -2,7 +2,8 @@
 
 The worker reads and writes the ``cvm:*`` keys with the commands below and runs the
 commit script by its SHA; lookup services (``cvm lookup``, ``cvm top``, ``cvm rollups``,
-``cvm winback``, a dashboard) only read them. Neither may touch other keys, publish,
+``cvm winback``, ``cvm serve``, a dashboard) only read them: ZCOUNT finds the severity bands
+that the read server's ``/model`` shows. Neither may touch other keys, publish,
 or run administrative commands. INFO is granted to the worker: it reads the server's
 ``run_id`` to notice a restarted Redis (`stream_app.fence`). CONFIG GET is left out on
 purpose: the worker's start check of ``hash-max-listpack-value`` treats a refusal as
@@ -33,8 +34,8 @@ WORKER_RULES = (
 #: command added by mistake is refused.
 LOOKUP_RULES = (
     "resetkeys %R~cvm:* resetchannels -@all "
-    "+ping +exists +get +hget +hgetall +hmget +zcard +zrange +zrevrange +zrangebyscore "
-    "+lrange +scan"
+    "+ping +exists +get +hget +hgetall +hmget +zcard +zcount +zrange +zrevrange "
+    "+zrangebyscore +lrange +scan"
 )
 
 

@@ -23,6 +23,7 @@ import redis
 
 from load.generator import publish as publish_events
 from load.simulator import SimConfig, simulate
+from stream_app import worker_process
 from stream_app.connections import sync_redis
 from stream_app.settings import RedisTLS, Settings
 from stream_app.store.acl import LOOKUP_RULES, WORKER_RULES
@@ -162,6 +163,25 @@ def test_worker_and_lookups_with_their_acl_users(
         out = _cvm(ro, *args)
         assert out.returncode == 0, (args, out.stderr)
     assert _acl_denials(r) == []
+    # The read server, over TLS with the read-only user: /model finds the severity bands
+    # with ZCOUNT over the value-at-risk rank sets.
+    port = free_port()
+    server = worker_process.WorkerProcess(
+        dataclasses.replace(ro, web_port=port), tmp_path / "serve.log", settings_env(ro),
+        cwd=ROOT, command=("serve", "--port", str(port)))
+    server.start(deadline_s=60)
+    try:
+        docs = {}
+        for path in (f"/customers/{cid}", "/model", "/customers/top?by=value_at_risk&n=3"):
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=30) as reply:
+                assert reply.status == 200, path
+                docs[path] = orjson.loads(reply.read())
+        assert docs[f"/customers/{cid}"]["model_version"] == 1
+        assert docs["/model"]["version"] == 1 and len(docs["/model"]["severity_bands"]) == 3
+        assert len(docs["/customers/top?by=value_at_risk&n=3"]["customers"]) == 3
+    finally:
+        server.stop()
+    assert _acl_denials(r) == [], server.log_tail()
     reader = sync_redis(ro)
     with pytest.raises(redis.exceptions.NoPermissionError):
         reader.hset(Keys().customer(cid), "clv", "0")
