@@ -421,6 +421,8 @@ def serve(
     if host is not None:
         settings = replace(settings, web_host=host)
     settings.check_web_auth()
+    say(f"serving the read API on http://{settings.web_host}:{port} "
+        f"({processes} process{'es' if processes > 1 else ''}; Ctrl-C stops)")
     raise typer.Exit(read_server.run(settings, settings.web_host, port, processes))
 
 
