@@ -22,7 +22,10 @@ import asyncio
 import logging
 import multiprocessing
 import multiprocessing.connection
+import os
 import signal
+import threading
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -128,9 +131,21 @@ def _serve(settings: Settings, host: str, port: int, reuse_port: bool) -> None:
                 access_log=None)
 
 
-def _child(settings: Settings, host: str, port: int) -> None:
+def _child(settings: Settings, host: str, port: int, parent: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops the children
+    threading.Thread(target=_follow, args=(parent,), daemon=True).start()
     _serve(settings, host, port, reuse_port=True)
+
+
+def _follow(parent: int, every_s: float = 0.5) -> None:
+    """Stop this server (SIGTERM: a clean stop) once `parent` is gone.
+
+    A supervisor killed outright (SIGKILL, the OOM killer) cannot stop its children, and
+    orphans would go on serving the port next to the processes of its restart.
+    """
+    while os.getppid() == parent:
+        time.sleep(every_s)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def run(settings: Settings, host: str, port: int, processes: int = 1) -> int:
@@ -138,7 +153,7 @@ def run(settings: Settings, host: str, port: int, processes: int = 1) -> int:
 
     With `processes` > 1 this process supervises that many server processes on one port:
     if one dies, the others are stopped and the status is 1, for the supervisor above to
-    restart the whole.
+    restart the whole; if this process is killed outright, they stop by themselves.
     """
     if processes < 1:
         raise ValueError(f"processes: {processes} is not at least 1")
@@ -148,7 +163,8 @@ def run(settings: Settings, host: str, port: int, processes: int = 1) -> int:
         _serve(settings, host, port, reuse_port=False)
         return 0
     context = multiprocessing.get_context("spawn")
-    children = [context.Process(target=_child, args=(settings, host, port), daemon=True)
+    children = [context.Process(target=_child, args=(settings, host, port, os.getpid()),
+                                daemon=True)
                 for _ in range(processes)]
     stopping: list[int] = []
 

@@ -16,6 +16,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -164,3 +165,32 @@ def test_several_processes_share_the_port_and_one_dying_stops_the_rest(
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_the_processes_stop_when_their_supervisor_is_killed_outright(
+    written: tuple[Settings, dict[str, Any]],
+) -> None:
+    settings, _ = written
+    proc, port = _start(settings, "--processes", "2")
+    children = subprocess.run(["pgrep", "-P", str(proc.pid), "-f", "spawn_main"],
+                              capture_output=True, text=True)
+    pids = [int(p) for p in children.stdout.split()]
+    assert len(pids) == 2
+    proc.kill()  # SIGKILL: no chance to stop them
+    proc.wait(timeout=10)
+    deadline = time.monotonic() + 20
+    alive = list(pids)
+    while alive and time.monotonic() < deadline:
+        alive = [pid for pid in alive if _running(pid)]
+        time.sleep(0.2)
+    assert alive == [], "orphaned read server processes still run"
+    with pytest.raises(OSError):
+        _get(port, "/livez")
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"  # a zombie has exited (init reaps it)
