@@ -50,12 +50,7 @@ from .bgnbd import (
     fit_bgnbd,
     p_alive,
 )
-from .gamma_gamma import (
-    expected_spend,
-    fit_gamma_gamma,
-    gamma_gamma_log_likelihood,
-    posterior_mean_spend,
-)
+from .gamma_gamma import expected_spend, fit_gamma_gamma, gamma_gamma_log_likelihood
 from .lifetime import DAYS_PER_YEAR, HorizonTerms, clv, horizon_terms
 from .params import BgNbdParams, FitResult, GammaGammaParams
 from .simulate import simulate_bgnbd, simulate_gamma_gamma
@@ -81,7 +76,6 @@ __all__ = [
     "gamma_gamma_log_likelihood",
     "horizon_terms",
     "p_alive",
-    "posterior_mean_spend",
     "simulate_bgnbd",
     "simulate_gamma_gamma",
 ]
