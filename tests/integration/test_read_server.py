@@ -88,6 +88,13 @@ def _start(settings: Settings, *args: str, **env: str) -> tuple[subprocess.Popen
     raise AssertionError("cvm serve did not become ready")
 
 
+def _servers(proc: subprocess.Popen[bytes]) -> list[int]:
+    """The server processes of a `cvm serve --processes` (not its resource tracker)."""
+    found = subprocess.run(["pgrep", "-P", str(proc.pid), "-f", "spawn_main"],
+                           capture_output=True, text=True)
+    return [int(p) for p in found.stdout.split()]
+
+
 def _stop(proc: subprocess.Popen[bytes]) -> int:
     proc.send_signal(signal.SIGTERM)
     return proc.wait(timeout=20)
@@ -144,38 +151,39 @@ def test_with_tokens_a_read_needs_one_and_probes_do_not(
         _stop(proc)
 
 
-def test_several_processes_share_the_port_and_one_dying_stops_the_rest(
+@pytest.fixture
+def two_servers(
     written: tuple[Settings, dict[str, Any]],
-) -> None:
-    settings, _ = written
-    proc, port = _start(settings, "--processes", "2")
-    children = subprocess.run(["pgrep", "-P", str(proc.pid), "-f", "spawn_main"],
-                              capture_output=True, text=True)  # not the resource tracker
-    pids = [int(p) for p in children.stdout.split()]
+) -> Iterator[tuple[subprocess.Popen[bytes], int, list[int]]]:
+    """`cvm serve --processes 2`: the supervisor, its port and its two server processes."""
+    proc, port = _start(written[0], "--processes", "2")
     try:
+        pids = _servers(proc)
         assert len(pids) == 2
-        assert all(_get(port, "/customers/B2")[0] == 200 for _ in range(20))
-        os.kill(pids[0], signal.SIGKILL)
-        assert proc.wait(timeout=20) == 1  # for the supervisor above to restart it all
-        for pid in pids[1:]:
-            with pytest.raises(ProcessLookupError):
-                for _ in range(50):  # stopped by the parent (reaped: gone)
-                    os.kill(pid, 0)
-                    time.sleep(0.1)
+        yield proc, port, pids
     finally:
         if proc.poll() is None:
             proc.kill()
 
 
-def test_the_processes_stop_when_their_supervisor_is_killed_outright(
-    written: tuple[Settings, dict[str, Any]],
+def test_several_processes_share_the_port_and_one_dying_stops_the_rest(
+    two_servers: tuple[subprocess.Popen[bytes], int, list[int]],
 ) -> None:
-    settings, _ = written
-    proc, port = _start(settings, "--processes", "2")
-    children = subprocess.run(["pgrep", "-P", str(proc.pid), "-f", "spawn_main"],
-                              capture_output=True, text=True)
-    pids = [int(p) for p in children.stdout.split()]
-    assert len(pids) == 2
+    proc, port, pids = two_servers
+    assert all(_get(port, "/customers/B2")[0] == 200 for _ in range(20))
+    os.kill(pids[0], signal.SIGKILL)
+    assert proc.wait(timeout=20) == 1  # for the supervisor above to restart it all
+    for pid in pids[1:]:
+        with pytest.raises(ProcessLookupError):
+            for _ in range(50):  # stopped by the parent (reaped: gone)
+                os.kill(pid, 0)
+                time.sleep(0.1)
+
+
+def test_the_processes_stop_when_their_supervisor_is_killed_outright(
+    two_servers: tuple[subprocess.Popen[bytes], int, list[int]],
+) -> None:
+    proc, port, pids = two_servers
     proc.kill()  # SIGKILL: no chance to stop them
     proc.wait(timeout=10)
     deadline = time.monotonic() + 20
