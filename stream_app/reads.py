@@ -85,9 +85,14 @@ def number(
         raise ValueError(f"{name}: {raw[:40]!r} is not {what}") from None
 
 
-def _int(query: Mapping[str, str], name: str, default: int | None) -> int | None:
+def _int(query: Mapping[str, str], name: str) -> int | None:
     value = number(query, name, int)
-    return default if value is None else int(value)
+    return None if value is None else int(value)
+
+
+def _count(query: Mapping[str, str], name: str, default: int) -> int:
+    value = _int(query, name)
+    return default if value is None else value
 
 
 def _unknown(customer_id: str) -> Reply:
@@ -113,7 +118,7 @@ async def customer_offers(reader: Reader, customer_id: str, query: Mapping[str, 
     """``GET /customers/{id}/offers``: the next best offers (``k`` of them)."""
     try:
         view = await lookup.customer_offers(
-            reader.redis(), reader.settings, customer_id, k=_int(query, "k", None),
+            reader.redis(), reader.settings, customer_id, k=_int(query, "k"),
             keys=reader.keys, model=reader.model(), affinity=await reader.tables(),
         )
     except ValueError as exc:
@@ -125,7 +130,7 @@ async def top(reader: Reader, query: Mapping[str, str]) -> Reply:
     """``GET /customers/top``: the ``n`` highest customers ``by`` a ranking."""
     by = query.get("by", "clv")
     try:
-        rows = await lookup.top(reader.redis(), by, _int(query, "n", 100) or 0, reader.keys)
+        rows = await lookup.top(reader.redis(), by, _count(query, "n", 100), reader.keys)
     except ValueError as exc:
         return error(400, "bad_request", str(exc))
     return 200, {"by": by, "customers": rows}
@@ -150,7 +155,7 @@ async def unprofitable(reader: Reader, query: Mapping[str, str]) -> Reply:
     """``GET /customers/unprofitable``: the ``n`` largest losses."""
     try:
         return 200, await history_lookup.unprofitable(
-            reader.redis(), reader.settings, _int(query, "n", 50) or 0)
+            reader.redis(), reader.settings, _count(query, "n", 50))
     except ValueError as exc:
         return error(400, "bad_request", str(exc))
 
@@ -159,7 +164,7 @@ async def trends(reader: Reader, query: Mapping[str, str]) -> Reply:
     """``GET /trends``: population trends over the last ``periods``."""
     try:
         return 200, await history_lookup.trends(
-            reader.redis(), reader.settings, _int(query, "periods", None))
+            reader.redis(), reader.settings, _int(query, "periods"))
     except ValueError as exc:
         return error(400, "bad_request", str(exc))
 
