@@ -270,6 +270,48 @@ def test_closed_form_agrees_with_quadrature_fallback_on_random_parameters() -> N
         np.testing.assert_allclose(survival, quad_surv, rtol=1e-6, atol=1e-20)
 
 
+def test_narrow_posteriors_take_the_centred_rule_and_agree_with_the_shared_grid() -> None:
+    """A fit that has seen few dropouts has a and b in the thousands (a young stream gave
+    a = 16,489, b = 105,949): hyp2f1 fails for every element, and the Beta posterior is so
+    narrow that one shared grid needs up to 20,000 nodes per element. Each element then gets
+    a grid centred on its own posterior, which must give the same expectations."""
+    a_values, betas = (50.0, 2_000.0, 16_489.0), np.array([20.0, 1e3, 105_949.0, 1e6])
+    k = np.array([1.2, 3.0, 30.0, 300.0])
+    s = np.array([1e-3, 0.2, 1.5, 40.0])
+    beta, k, s = (v.ravel() for v in np.meshgrid(betas, k, s, indexing="ij"))
+    for a in a_values:
+        rate, surv = np.empty(beta.size), np.empty(beta.size)
+        centred = bgnbd._centred_quadrature(a, beta, k, s, rate, surv)
+        assert centred.sum() >= beta.size // 2
+        shared_rate, shared_surv = bgnbd._tanh_sinh_quadrature(
+            a, beta[centred], k[centred], s[centred])
+        np.testing.assert_allclose(rate[centred], shared_rate, rtol=1e-11)
+        np.testing.assert_allclose(surv[centred], shared_surv, rtol=1e-11, atol=1e-200)
+        combined = bgnbd._beta_mixture_quadrature(a, beta, k, s)
+        np.testing.assert_array_equal(combined[0][centred], rate[centred])
+        for i in np.flatnonzero(centred)[::5]:  # adaptive quadrature over p's bulk
+            posterior = stats.beta(a, beta[i])
+            lo, hi = posterior.ppf(1e-15), posterior.isf(1e-15)
+            expected, _ = integrate.quad(
+                lambda p, kk=k[i], ss=s[i], d=posterior: d.pdf(p) * -np.expm1(
+                    -kk * np.log1p(p * ss)) / p,
+                lo, hi, points=[posterior.mean()], epsabs=0, epsrel=1e-13, limit=500)
+            assert rate[i] == pytest.approx(expected, rel=1e-9)
+    # a wide posterior (a small a) is left to the shared grid, which absorbs its end points
+    wide = bgnbd._centred_quadrature(0.8, np.array([3.0]), np.array([2.0]), np.array([1.0]),
+                                     np.empty(1), np.empty(1))
+    assert not wide.any()
+    # the young stream's model values a year's CLV grid with the centred rule throughout
+    young = BgNbdParams(r=1.153, alpha=32.41, a=16_488.6, b=105_949.5)
+    x = np.arange(0.0, 30.0)
+    T = np.linspace(10.0, 100.0, x.size)
+    t = np.arange(7.0, 372.0, 7.0)
+    kk, ss = np.broadcast_arrays((young.r + x)[:, None], t[None, :] / (young.alpha + T[:, None]))
+    bb = np.broadcast_to(young.b + x[:, None], kk.shape)
+    assert bgnbd._centred_quadrature(young.a, bb.ravel(), kk.ravel(), ss.ravel(),
+                                     np.empty(kk.size), np.empty(kk.size)).all()
+
+
 # --------------------------------------------------------------------------- robustness
 
 

@@ -38,6 +38,9 @@ _CANCELLATION_FLOOR = 1e-7
 # Quadrature tails are cut where the integrand is below exp(-_TAIL) of its scale.
 _TAIL = 45.0
 _MAX_NODES = 20_000
+# The centred rule: nodes within this many posterior standard deviations of the log-odds.
+_CENTRED_HALF_WIDTH = 16.0
+_CENTRED_NODES = 65
 
 
 def _bgnbd_terms(
@@ -183,16 +186,92 @@ def _beta_mixture_quadrature(
 ) -> tuple[FloatArray, FloatArray]:
     """Return E[(1 - (1+ps)^-k) / p] and E[(1+ps)^-k] for p ~ Beta(a, beta), element-wise.
 
-    Tanh-sinh (double exponential) quadrature in ``tau`` with ``p = expit(pi sinh tau)``: it
-    absorbs the algebraic end-point singularities of the Beta density, the nodes come from the
-    log-odds so ``p`` and ``1 - p`` never cancel, and the step is chosen from the width of the
-    Beta posterior and of the ``(1+ps)^-k`` transition. Both integrands are bounded
-    (``0 <= (1-(1+ps)^-k)/p <= k s``), so the result is always finite.
+    Elements whose posterior is narrow get a rule centred on it (`_centred_quadrature`); the
+    others share one tanh-sinh (double exponential) grid in ``tau`` with
+    ``p = expit(pi sinh tau)``: it absorbs the algebraic end-point singularities of the Beta
+    density, the nodes come from the log-odds so ``p`` and ``1 - p`` never cancel, and the
+    step is chosen from the width of the Beta posterior and of the ``(1+ps)^-k`` transition.
+    Both integrands are bounded (``0 <= (1-(1+ps)^-k)/p <= k s``), so the result is always
+    finite.
     """
     n = beta.size
     rate, surv = np.empty(n), np.empty(n)
     if n == 0:
         return rate, surv
+    rest = np.flatnonzero(~_centred_quadrature(a, beta, k, s, rate, surv))
+    if rest.size:
+        rate[rest], surv[rest] = _tanh_sinh_quadrature(a, beta[rest], k[rest], s[rest])
+    return rate, surv
+
+
+def _centred_quadrature(
+    a: float, beta: FloatArray, k: FloatArray, s: FloatArray, rate: FloatArray, surv: FloatArray
+) -> NDArray[np.bool_]:
+    """Fill `rate` and `surv` by a trapezoid rule centred on each element's posterior; return
+    where it holds.
+
+    A posterior Beta(a, beta) with large parameters (a fit that has seen few dropouts) is
+    narrow: its log-odds ``l`` have mode ``log(a/beta)`` and standard deviation about
+    ``sqrt(1/a + 1/beta)``. A grid shared by all elements must be as fine as the narrowest
+    of them over the span of all, up to `_MAX_NODES` nodes per element; here each element
+    gets `_CENTRED_NODES` nodes of its own, where ``(1+ps)^-k`` bends no faster than the
+    posterior does. The integrands are smooth (analytic in a strip
+    around the real axis) so the trapezoid rule converges geometrically, and it holds wherever
+    both integrands have fallen below ``exp(-_TAIL)`` of their peak at the grid's two ends;
+    elsewhere (a heavy tail, a small ``a``) the caller falls back to the shared grid.
+    """
+    n = beta.size
+    done = np.zeros(n, dtype=bool)
+    u = np.linspace(-_CENTRED_HALF_WIDTH, _CENTRED_HALF_WIDTH, _CENTRED_NODES)
+    mode = math.log(a) - np.log(beta)
+    sigma = np.sqrt(1.0 / a + 1.0 / beta)
+    rows = max(1, _CHUNK_ELEMENTS // u.size)
+    with np.errstate(all="ignore"):
+        for lo in range(0, n, rows):
+            sl = slice(lo, lo + rows)
+            ell = mode[sl, None] + sigma[sl, None] * u[None, :]
+            log_p = -np.logaddexp(0.0, -ell)
+            log_w = a * log_p - beta[sl, None] * np.logaddexp(0.0, ell)
+            ps = np.exp(log_p) * s[sl, None]
+            g, ku = _mixture_integrands(k[sl, None], s[sl, None], ps)
+            held = _ends_negligible(log_w)
+            held &= _ends_negligible(log_w - ku)
+            held &= _ends_negligible(log_w + np.log(g))
+            weight = np.exp(log_w - log_w.max(axis=1, keepdims=True))
+            total = weight.sum(axis=1)
+            rate[sl] = (weight * g).sum(axis=1) / total
+            surv[sl] = (weight * np.exp(-ku)).sum(axis=1) / total
+            done[sl] = held & np.isfinite(rate[sl]) & np.isfinite(surv[sl])
+    # The step resolves the posterior; (1+ps)^-k bends the integrand by at most k min(s, 4)/4
+    # per unit of log-odds squared, so the rule holds only where that bends it no more.
+    done &= sigma**2 * k * np.minimum(s, 4.0) <= 4.0
+    return done
+
+
+def _ends_negligible(log_f: FloatArray) -> NDArray[np.bool_]:
+    """Per row: both end values below ``exp(-_TAIL)`` of the row's peak (False for NaN)."""
+    floor = log_f.max(axis=1) - _TAIL
+    ends: NDArray[np.bool_] = (log_f[:, 0] < floor) & (log_f[:, -1] < floor)
+    return ends
+
+
+def _mixture_integrands(
+    k: FloatArray, s: FloatArray, ps: FloatArray
+) -> tuple[FloatArray, FloatArray]:
+    """``(1 - (1+ps)^-k) / p`` and ``k log(1+ps)``, computed without cancellation."""
+    u = np.log1p(ps)
+    ku = k * u
+    phi = np.where(ku > 0, -np.expm1(-ku) / np.where(ku > 0, ku, 1.0), 1.0)
+    ratio = np.where(ps > 0, u / np.where(ps > 0, ps, 1.0), 1.0)
+    return k * s * phi * ratio, ku
+
+
+def _tanh_sinh_quadrature(
+    a: float, beta: FloatArray, k: FloatArray, s: FloatArray
+) -> tuple[FloatArray, FloatArray]:
+    """`_beta_mixture_quadrature` on one grid shared by all elements (see there)."""
+    n = beta.size
+    rate, surv = np.empty(n), np.empty(n)
     ks = k * s
     log_norm = np.maximum(-special.betaln(a, beta), 0.0)
     left = float(np.max((_TAIL + np.log1p(ks) + log_norm) / a))
@@ -215,12 +294,7 @@ def _beta_mixture_quadrature(
         sl = slice(lo, lo + rows)
         log_w = log_jac[None, :] + (beta[sl, None] - 1.0) * log_q[None, :]
         weight = np.exp(log_w - log_w.max(axis=1, keepdims=True))
-        ps = p[None, :] * s[sl, None]
-        u = np.log1p(ps)
-        ku = k[sl, None] * u
-        phi = np.where(ku > 0, -np.expm1(-ku) / np.where(ku > 0, ku, 1.0), 1.0)
-        ratio = np.where(ps > 0, u / np.where(ps > 0, ps, 1.0), 1.0)
-        g = ks[sl, None] * phi * ratio
+        g, ku = _mixture_integrands(k[sl, None], s[sl, None], p[None, :] * s[sl, None])
         total = weight.sum(axis=1)
         rate[sl] = (weight * g).sum(axis=1) / total
         surv[sl] = (weight * np.exp(-ku)).sum(axis=1) / total
