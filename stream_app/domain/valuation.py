@@ -18,6 +18,7 @@ others' cost term is exactly 0.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -161,10 +162,14 @@ def value_arrays(
         costed=cost_per_day != 0.0,
     )
     # The spend factor of the revenue term, for every customer (`clv.clv` with
-    # spend_basis="all"): the margin rate of one who has never paid is 0.
-    spend_value = np.asarray(
-        clv.expected_spend(model.gg, x, mean_spend, spend_basis="all"), dtype=np.float64
-    )
+    # spend_basis="all": x + 1 purchase days): the margin rate of one who has never paid is 0.
+    if mean_spend.shape == x.shape and float(mean_spend.min(initial=0.0)) >= 0.0 and (
+            math.isfinite(float(mean_spend.sum()))):
+        spend_value = clv.posterior_mean_spend(model.gg, x + 1.0, mean_spend)
+    else:  # its checks name what is wrong
+        spend_value = np.asarray(
+            clv.expected_spend(model.gg, x, mean_spend, spend_basis="all"), dtype=np.float64
+        )
     with np.errstate(invalid="ignore"):
         revenue = np.where(
             terms.discounted_purchases > 0, terms.discounted_purchases * spend_value, 0.0

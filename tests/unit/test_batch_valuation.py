@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from stream_app.domain import clv
 from stream_app.domain.events import MS_PER_DAY
 from stream_app.domain.ledger import CustomerState
-from stream_app.domain.valuation import Valuation, ValueModel, history, value_states
+from stream_app.domain.valuation import Valuation, ValueModel, history, value_arrays, value_states
 
 REL = 1e-9
 
@@ -121,3 +121,38 @@ def test_a_batch_mixes_customers_with_and_without_a_cost_to_serve() -> None:
         assert v is not None and want is not None
         assert dataclasses.astuple(v) == pytest.approx(dataclasses.astuple(want), rel=REL)
     assert got[0] is not None and got[0].cost_to_serve_per_day > 0
+
+
+# A batch's arrays are checked in a few whole-array operations (`clv.check_history`); what
+# fails them is checked element by element, which names the problem.
+@pytest.mark.parametrize(("column", "value", "message"), [
+    (0, math.nan, "x: 1 non-finite"),
+    (0, -1.0, "x: 1 negative"),
+    (1, math.inf, "t_x: 1 non-finite"),
+    (1, 50.0, "t_x > T for 1"),
+    (2, -math.inf, "T: 1 non-finite"),
+    (3, -5.0, "mean_spend: 1 negative"),
+    (3, math.nan, "mean_spend: 1 non-finite"),
+])
+def test_a_bad_statistic_in_a_batch_is_named(column: int, value: float, message: str) -> None:
+    columns = [np.array([2.0, 1.0, 3.0]), np.array([10.0, 5.0, 20.0]),
+               np.array([30.0, 40.0, 50.0]), np.array([20.0, 0.0, 35.0])]
+    columns[column][1] = value
+    with pytest.raises(clv.ClvInputError, match=message):
+        value_arrays(ValueModel(), *columns, np.zeros(3), np.zeros(3), 365.0)
+
+
+def test_statistics_whose_sum_overflows_are_still_valued() -> None:
+    huge = np.array([1e308, 1e308])
+    v = value_arrays(ValueModel(), np.array([1.0, 2.0]), np.array([1e307, 1e307]), huge,
+                     np.array([10.0, 10.0]), np.array([0.5, 0.5]), np.zeros(2), 365.0)
+    assert v.p_alive.shape == (2,)
+
+
+def test_t_x_within_the_rounding_slack_of_t_is_taken_as_t() -> None:
+    x, T = np.array([2.0]), np.array([100.0])
+    ok = value_arrays(ValueModel(), x, T * (1 + 1e-12), T, np.array([10.0]), np.array([0.5]),
+                      np.zeros(1), 365.0)
+    exact = value_arrays(ValueModel(), x, T.copy(), T, np.array([10.0]), np.array([0.5]),
+                         np.zeros(1), 365.0)
+    assert ok.clv[0] == exact.clv[0]

@@ -122,7 +122,7 @@ def test_package_imports_only_pure_dependencies() -> None:
                 roots |= {alias.name.split(".")[0] for alias in node.names}
             elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
                 roots.add(node.module.split(".")[0])
-    assert roots <= {"__future__", "math", "numpy", "scipy", "dataclasses", "typing"}
+    assert roots <= {"__future__", "dataclasses", "functools", "math", "numpy", "scipy", "typing"}
 
 
 @pytest.mark.parametrize(

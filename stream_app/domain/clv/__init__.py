@@ -50,7 +50,12 @@ from .bgnbd import (
     fit_bgnbd,
     p_alive,
 )
-from .gamma_gamma import expected_spend, fit_gamma_gamma, gamma_gamma_log_likelihood
+from .gamma_gamma import (
+    expected_spend,
+    fit_gamma_gamma,
+    gamma_gamma_log_likelihood,
+    posterior_mean_spend,
+)
 from .lifetime import DAYS_PER_YEAR, HorizonTerms, clv, horizon_terms
 from .params import BgNbdParams, FitResult, GammaGammaParams
 from .simulate import simulate_bgnbd, simulate_gamma_gamma
@@ -76,6 +81,7 @@ __all__ = [
     "gamma_gamma_log_likelihood",
     "horizon_terms",
     "p_alive",
+    "posterior_mean_spend",
     "simulate_bgnbd",
     "simulate_gamma_gamma",
 ]

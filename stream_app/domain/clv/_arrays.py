@@ -79,9 +79,31 @@ def check_history(
 ) -> tuple[FloatArray, FloatArray, FloatArray]:
     """Validated 1-d float arrays of (x, t_x, T); raises `ClvInputError` on bad statistics.
 
+    Arrays that are already 1-d float64 of one length (a valuation's batch) are checked in
+    a few whole-array operations; any doubt, and the element-wise checks name the problem.
+
     >>> check_history([1, 0], [5.0, 0.0], [10.0, 3.0])[1]
     array([5., 0.])
+    >>> check_history(np.array([1.0]), np.array([7.0]), np.array([5.0]))
+    Traceback (most recent call last):
+    ...
+    stream_app.domain.clv._arrays.ClvInputError: t_x > T for 1 customer(s)
     """
+    if (
+        isinstance(x, np.ndarray) and isinstance(t_x, np.ndarray) and isinstance(T, np.ndarray)
+        and x.dtype == t_x.dtype == T.dtype == np.float64
+        and x.ndim == 1 and x.shape == t_x.shape == T.shape and x.size > 0
+    ):
+        with np.errstate(all="ignore"):
+            # Each test is False for a NaN, and the sums are finite only if every element
+            # is (or overflowed: then the element-wise checks below decide).
+            ok = (
+                float(np.minimum(x, t_x).min()) >= 0.0
+                and float((T + 1e-9 * np.maximum(T, 1.0) - t_x).min()) >= 0.0
+                and math.isfinite(float(x.sum()) + float(T.sum()))
+            )
+        if ok:
+            return x, np.minimum(t_x, T), T
     xa, ta, Ta = _history(x, t_x, T)
     return xa.ravel(), ta.ravel(), Ta.ravel()
 

@@ -323,7 +323,8 @@ def _alive_expectations(
     """
     r, alpha, a, b = params.r, params.alpha, params.a, params.b
     shape = np.broadcast_shapes(t.shape, x.shape, T.shape)
-    t, x, T = (np.broadcast_to(v, shape).ravel() for v in (t, x, T))
+    # Element-wise throughout, so the arguments broadcast as they are; only the elements
+    # the quadrature redoes are picked out of full-shape copies.
     s = t / (alpha + T)
     k = r + x
     log_1mz = -np.log1p(s)
@@ -331,26 +332,35 @@ def _alive_expectations(
     with np.errstate(all="ignore"):
         if survival:
             h = special.hyp2f1(a, a + b - r, a + b + x, z)
-            out = np.exp(a * log_1mz) * h
+            out = _full(np.exp(a * log_1mz) * h, shape)
             bad = ~np.isfinite(out) | (out < 0.0) | (out > 1.0 + 1e-12)
         else:
             h = special.hyp2f1(a + b - 1.0 - r, a - 1.0, a + b + x - 1.0, z)
             bracket = -np.expm1((a - 1.0) * log_1mz + np.log(h))
-            out = (a + b + x - 1.0) / (a - 1.0) * bracket if a != 1.0 else np.full_like(s, np.nan)
+            out = _full((a + b + x - 1.0) / (a - 1.0) * bracket if a != 1.0 else np.nan, shape)
             bad = (
                 ~np.isfinite(out)
                 | (out < 0.0)
                 | (out > k * s * (1.0 + 1e-9))
                 | (np.abs(bracket) < _CANCELLATION_FLOOR)
             )
-    bad &= s > 0
-    if np.any(bad):
-        rate, surv = _beta_mixture_quadrature(a, b + x[bad], k[bad], s[bad])
+    positive = s > 0
+    bad &= positive
+    if bad.any():
+        def full(v: FloatArray) -> FloatArray:
+            return np.broadcast_to(v, shape)[bad]
+
+        rate, surv = _beta_mixture_quadrature(a, b + full(x), full(k), full(s))
         out[bad] = surv if survival else rate
-    out = np.where(s > 0, out, 1.0 if survival else 0.0)
-    return np.asarray(np.clip(out, 0.0, 1.0 if survival else np.inf), dtype=np.float64).reshape(
-        shape
-    )
+    out = np.maximum(np.where(positive, out, 1.0 if survival else 0.0), 0.0)
+    return np.minimum(out, 1.0) if survival else out
+
+
+def _full(values: FloatArray | float, shape: tuple[int, ...]) -> FloatArray:
+    """`values` as a writable array of `shape`: itself when it is one already."""
+    if isinstance(values, np.ndarray) and values.shape == shape and values.flags.writeable:
+        return values
+    return np.broadcast_to(values, shape).copy()
 
 
 def p_alive(

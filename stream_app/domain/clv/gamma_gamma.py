@@ -25,7 +25,8 @@ from ._arrays import (
 from ._fitting import _log_init, _minimise, fit_result
 from .params import FitResult, GammaGammaParams
 
-__all__ = ["expected_spend", "fit_gamma_gamma", "gamma_gamma_log_likelihood"]
+__all__ = ["expected_spend", "fit_gamma_gamma", "gamma_gamma_log_likelihood",
+           "posterior_mean_spend"]
 
 
 def _spend_inputs(
@@ -177,8 +178,19 @@ def expected_spend(
     """
     scalar = _is_scalar(frequency, mean_spend)
     n, m = _spend_inputs(frequency, mean_spend, spend_basis)
+    return _out(posterior_mean_spend(params, n, m), scalar)
+
+
+def posterior_mean_spend(params: GammaGammaParams, n: FloatArray, m: FloatArray) -> FloatArray:
+    """`expected_spend` of ``n`` transactions of mean spend ``m``, arrays already checked
+    (finite, ``n >= 0``, ``m >= 0``): what a valuation calls on the statistics it checked.
+
+    >>> gg = GammaGammaParams(p=6.25, q=3.74, v=15.44)
+    >>> posterior_mean_spend(gg, np.array([1.0, 10.0]), np.array([20.0, 20.0])).round(2)
+    array([24.64, 20.64])
+    """
     p, q, v = params.p, params.q, params.v
     denom = p * n + q - 1.0
     with np.errstate(divide="ignore", invalid="ignore"):
         value = np.where(denom > 0, (v + n * m) * p / np.where(denom > 0, denom, 1.0), np.inf)
-    return _out(np.asarray(value, dtype=np.float64), scalar)
+    return np.asarray(value, dtype=np.float64)

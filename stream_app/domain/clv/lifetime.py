@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -185,36 +186,61 @@ def horizon_terms(
         raise ClvInputError(f"need a finite horizon_days >= 0 and step_days > 0, got "
                             f"{horizon_days!r}, {step_days!r}")
     n = x.size
+    n_steps = math.ceil(horizon_days / step_days - 1e-9) if horizon_days > 0 else 0
     with np.errstate(all="ignore"):
         alive_now = _p_alive_now(bg, x, t_x, T)
-    purchases = np.zeros(n)
-    discounted_purchases = np.zeros(n)
-    discounted_cost = np.zeros(n)
-    n_steps = math.ceil(horizon_days / step_days - 1e-9) if horizon_days > 0 else 0
-    if n_steps == 0 or n == 0:
-        return HorizonTerms(alive_now, purchases, discounted_purchases, discounted_cost)
+        if n_steps == 0 or n == 0:
+            return HorizonTerms(alive_now, np.zeros(n), np.zeros(n), np.zeros(n))
+        ends, mids, widths, discount = _grid(horizon_days, step_days, annual_discount_rate)
+        rows = max(1, _CHUNK_ELEMENTS // (4 * n_steps))
+        if n <= rows:  # one block: the batch as it is
+            purchases, discounted_purchases = _purchase_terms(bg, ends, discount, x, T, alive_now)
+        else:
+            purchases, discounted_purchases = np.zeros(n), np.zeros(n)
+            for lo in range(0, n, rows):
+                sl = slice(lo, lo + rows)
+                purchases[sl], discounted_purchases[sl] = _purchase_terms(
+                    bg, ends, discount, x[sl], T[sl], alive_now[sl])
+        discounted_cost = np.zeros(n)
+        if costed is not None and costed.any():
+            idx = np.flatnonzero(costed)
+            for lo in range(0, idx.size, rows):
+                sel = idx[lo:lo + rows]
+                alive = alive_now[sel, None] * _alive_expectations(
+                    bg, mids[None, :], x[sel, None], T[sel, None], survival=True
+                )
+                discounted_cost[sel] = (alive * widths) @ discount
+    return HorizonTerms(alive_now, purchases, discounted_purchases, discounted_cost)
+
+
+def _purchase_terms(
+    bg: BgNbdParams, ends: FloatArray, discount: FloatArray, x: FloatArray, T: FloatArray,
+    alive_now: FloatArray,
+) -> tuple[FloatArray, FloatArray]:
+    """Expected purchases over the horizon and their discounted sum, for one block."""
+    conditional = _alive_expectations(bg, ends[None, :], x[:, None], T[:, None], survival=False)
+    purchases = alive_now * conditional[:, -1]
+    cumulative = alive_now[:, None] * conditional
+    running = np.maximum.accumulate(np.maximum(cumulative, 0.0), axis=1)
+    steps = np.empty_like(running)  # the increments of each step: the running sum's diff
+    steps[:, 0] = running[:, 0]
+    np.subtract(running[:, 1:], running[:, :-1], out=steps[:, 1:])
+    return purchases, steps @ discount
+
+
+@functools.lru_cache(maxsize=32)
+def _grid(
+    horizon_days: float, step_days: float, annual_discount_rate: float
+) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+    """The CLV steps of a horizon: their ends, midpoints, widths and discount factors
+    (see `clv`), computed once per horizon and kept read-only."""
+    n_steps = math.ceil(horizon_days / step_days - 1e-9)
     log_discount_per_day = math.log1p(annual_discount_rate) / DAYS_PER_YEAR
     starts = np.arange(n_steps) * step_days
     ends = np.minimum(np.arange(1, n_steps + 1) * step_days, horizon_days)
     mids = 0.5 * (starts + ends)
     discount = np.exp(-log_discount_per_day * mids)
-    rows = max(1, _CHUNK_ELEMENTS // (4 * n_steps))
-    for lo in range(0, n, rows):
-        sl = slice(lo, lo + rows)
-        x_c, T_c, alive_c = x[sl, None], T[sl, None], alive_now[sl, None]
-        with np.errstate(all="ignore"):
-            conditional = _alive_expectations(bg, ends[None, :], x_c, T_c, survival=False)
-            purchases[sl] = alive_now[sl] * conditional[:, -1]
-            cumulative = alive_c * conditional
-            running = np.maximum.accumulate(np.maximum(cumulative, 0.0), axis=1)
-            discounted_purchases[sl] = np.diff(running, axis=1, prepend=0.0) @ discount
-    if costed is not None and costed.any():
-        idx = np.flatnonzero(costed)
-        for lo in range(0, idx.size, rows):
-            sel = idx[lo:lo + rows]
-            with np.errstate(all="ignore"):
-                alive = alive_now[sel, None] * _alive_expectations(
-                    bg, mids[None, :], x[sel, None], T[sel, None], survival=True
-                )
-            discounted_cost[sel] = (alive * (ends - starts)) @ discount
-    return HorizonTerms(alive_now, purchases, discounted_purchases, discounted_cost)
+    grid = (ends, mids, ends - starts, discount)
+    for a in grid:
+        a.setflags(write=False)
+    return grid
