@@ -78,6 +78,7 @@ from load.bench_profile import (
 )
 from load.bench_report import HALF_CAPACITY_LOOKUPS, SERVE
 from load.bench_stats import Samples, histogram_delta, parse_metrics, steady_rate, summarize
+from load.bench_valuation import measure_valuation
 from load.generator import publish
 from load.simulator import SimEvent
 from stream_app.connections import sync_redis
@@ -688,7 +689,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--memory-scales", help="customers, comma separated (e.g. 100000,1000000)")
     parser.add_argument("--batch-size", type=int, help="CVM_BATCH_SIZE of the workers")
     parser.add_argument("--skip", default="", help="comma separated: throughput,freshness,"
-                        "memory,profile,scaling,products,scale_cpu,scale_cluster,backfill")
+                        "memory,profile,scaling,products,valuation,scale_cpu,scale_cluster,backfill")
     parser.add_argument("--out", type=Path, default=ROOT / "reports" / "bench")
     args = parser.parse_args(argv)
     cfg = Config.quick() if args.quick else Config()
@@ -733,6 +734,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                        cfg.scaling_workers, args.out, extras=False)),
         ("memory", lambda: run_memory(cfg)),
         ("products", lambda: measure_products(events)),
+        ("valuation", measure_valuation),
         ("scale_cpu", lambda: run_scale(stack, cfg, events[:cfg.scaling_events], args.out)),
         ("backfill", lambda: run_backfill(stack, cfg, results, args.out)),
     ]

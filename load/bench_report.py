@@ -695,8 +695,9 @@ def write_report(results: dict[str, Any], outdir: Path) -> str:
                     _memory_section, _scaling_section, _profile_section,
                     _products_section):
         lines += section(results)
-    from load import bench_backfill, bench_scale
+    from load import bench_backfill, bench_scale, bench_valuation
 
+    lines += bench_valuation.section(results.get("valuation"))
     lines += bench_scale.section(results.get("scale_cpu"))
     if results.get("backfill"):
         lines += ["## Backfill", "", bench_backfill.table(results["backfill"]), ""]

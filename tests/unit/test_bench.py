@@ -207,3 +207,20 @@ def test_the_workers_garbage_collection_is_one_cell() -> None:
     cell = _collections({"0": {"count": 40, "sum": 0.2}, "1": {"count": 4, "sum": 0.1},
                          "2": {"count": 2, "sum": 0.05, "max_le": 0.05}})
     assert cell == "0.35 s; 2, longest <= 50 ms"
+
+
+def test_the_valuation_stage_values_under_each_fit_and_reports_ratios() -> None:
+    from load.bench_valuation import measure_valuation, section
+
+    result = measure_valuation(customers=150, days=150, young_day=40, one_at_a_time=5)
+    rows = {r["model"]: r for r in result["rows"]}
+    assert list(rows) == ["default", "fit at day 40", "fit at day 150"]
+    assert rows["default"]["vs_default_chunked"] == 1.0
+    for row in rows.values():
+        assert row["us_per_customer_chunked"] > 0 and row["us_per_customer_one_at_a_time"] > 0
+    # the fits are the population's own, not the default model
+    assert rows["fit at day 150"]["a"] != rows["default"]["a"]
+    assert rows["fit at day 40"]["b"] != rows["fit at day 150"]["b"]
+    table = [line for line in section(result) if line.startswith("| ")]
+    assert len(table) == 1 + len(rows)
+    assert section(None) == []
