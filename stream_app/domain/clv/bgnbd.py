@@ -215,44 +215,45 @@ def _centred_quadrature(
     ``sqrt(1/a + 1/beta)``. A grid shared by all elements must be as fine as the narrowest
     of them over the span of all, up to `_MAX_NODES` nodes per element; here each element
     gets `_CENTRED_NODES` nodes of its own, where ``(1+ps)^-k`` bends no faster than the
-    posterior does. The integrands are smooth (analytic in a strip
-    around the real axis) so the trapezoid rule converges geometrically, and it holds wherever
-    both integrands have fallen below ``exp(-_TAIL)`` of their peak at the grid's two ends;
-    elsewhere (a heavy tail, a small ``a``) the caller falls back to the shared grid.
+    posterior does. The integrands are smooth (analytic in a strip around the real axis) so
+    the trapezoid rule converges geometrically, and it holds wherever both integrands at the
+    grid's two ends have fallen below ``exp(-_TAIL)`` of their value at the mode (a bound
+    below their peak); elsewhere (a heavy tail, a small ``a``) the caller falls back to the
+    shared grid. The posterior's nodes and weights are computed once per distinct ``beta``
+    (one customer's CLV steps share theirs).
     """
     n = beta.size
     done = np.zeros(n, dtype=bool)
     u = np.linspace(-_CENTRED_HALF_WIDTH, _CENTRED_HALF_WIDTH, _CENTRED_NODES)
-    mode = math.log(a) - np.log(beta)
-    sigma = np.sqrt(1.0 / a + 1.0 / beta)
-    rows = max(1, _CHUNK_ELEMENTS // u.size)
+    mid = u.size // 2  # u = 0: the mode of the log-odds density, where log_w is 0
+    betas, inverse = np.unique(beta, return_inverse=True)
+    sigma = np.sqrt(1.0 / a + 1.0 / betas)
     with np.errstate(all="ignore"):
+        ell = (math.log(a) - np.log(betas))[:, None] + sigma[:, None] * u[None, :]
+        log_p = -np.logaddexp(0.0, -ell)
+        log_w = a * log_p - betas[:, None] * np.logaddexp(0.0, ell)
+        log_w -= log_w[:, mid : mid + 1]
+        p, weight = np.exp(log_p), np.exp(log_w)
+        total = weight.sum(axis=1)
+        ends_w = log_w[:, [0, -1]]
+        held = ends_w.max(axis=1) < -_TAIL
+        # (1+ps)^-k bends the integrand by at most k min(s, 4)/4 per unit of log-odds squared:
+        # the step resolves the posterior, so the rule holds only where that bends it no more.
+        held = held[inverse] & (sigma[inverse] ** 2 * k * np.minimum(s, 4.0) <= 4.0)
+        rows = max(1, _CHUNK_ELEMENTS // u.size)
         for lo in range(0, n, rows):
             sl = slice(lo, lo + rows)
-            ell = mode[sl, None] + sigma[sl, None] * u[None, :]
-            log_p = -np.logaddexp(0.0, -ell)
-            log_w = a * log_p - beta[sl, None] * np.logaddexp(0.0, ell)
-            ps = np.exp(log_p) * s[sl, None]
-            g, ku = _mixture_integrands(k[sl, None], s[sl, None], ps)
-            held = _ends_negligible(log_w)
-            held &= _ends_negligible(log_w - ku)
-            held &= _ends_negligible(log_w + np.log(g))
-            weight = np.exp(log_w - log_w.max(axis=1, keepdims=True))
-            total = weight.sum(axis=1)
-            rate[sl] = (weight * g).sum(axis=1) / total
-            surv[sl] = (weight * np.exp(-ku)).sum(axis=1) / total
-            done[sl] = held & np.isfinite(rate[sl]) & np.isfinite(surv[sl])
-    # The step resolves the posterior; (1+ps)^-k bends the integrand by at most k min(s, 4)/4
-    # per unit of log-odds squared, so the rule holds only where that bends it no more.
-    done &= sigma**2 * k * np.minimum(s, 4.0) <= 4.0
+            at = inverse[sl]
+            g, ku = _mixture_integrands(k[sl, None], s[sl, None], p[at] * s[sl, None])
+            w = weight[at]
+            rate[sl] = (w * g).sum(axis=1) / total[at]
+            surv[sl] = (w * np.exp(-ku)).sum(axis=1) / total[at]
+            ends = ends_w[at]
+            log_g = np.log(g[:, [0, mid, -1]])
+            held[sl] &= ((ends - ku[:, [0, -1]]).max(axis=1) < -ku[:, mid] - _TAIL) & (
+                (ends + log_g[:, [0, 2]]).max(axis=1) < log_g[:, 1] - _TAIL)
+        done[:] = held & np.isfinite(rate) & np.isfinite(surv)
     return done
-
-
-def _ends_negligible(log_f: FloatArray) -> NDArray[np.bool_]:
-    """Per row: both end values below ``exp(-_TAIL)`` of the row's peak (False for NaN)."""
-    floor = log_f.max(axis=1) - _TAIL
-    ends: NDArray[np.bool_] = (log_f[:, 0] < floor) & (log_f[:, -1] < floor)
-    return ends
 
 
 def _mixture_integrands(
