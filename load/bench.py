@@ -230,16 +230,16 @@ def run_lookup(settings: Settings, kind: str, ids: Path, concurrency: int,
     out = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True,
                          timeout=duration + 120)
     if out.returncode != 0:
-        log(f"lookup {kind} failed: {out.stderr[-1500:]}")
-        return {"kind": kind, "concurrency": concurrency, "state": label,
+        log(f"lookup {asked} failed: {out.stderr[-1500:]}")
+        return {"kind": asked, "concurrency": concurrency, "state": label,
                 "error": out.stderr[-500:]}
     result = orjson.loads(out.stdout.strip().splitlines()[-1])
-    result["state"], result["kind"], kind = label, asked, asked
+    result["state"], result["kind"] = label, asked
     if worker_pid:
         served = result["n"] + result.get("warmup_requests", 0)
         used = cpu_seconds(worker_pid) - cpu0
         result["worker_cpu_us_per_request"] = round(used * 1e6 / served, 1) if served else None
-    log(f"lookup {kind:8s} c={concurrency:<3d} {label:28s} p50 {result['p50_ms']:.3f} ms  "
+    log(f"lookup {asked:8s} c={concurrency:<3d} {label:28s} p50 {result['p50_ms']:.3f} ms  "
         f"p99 {result['p99_ms']:.3f} ms  {result['requests_per_s']:.0f}/s")
     return dict(result)
 

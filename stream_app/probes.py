@@ -25,7 +25,7 @@ from typing import Any
 import faust
 from redis.asyncio import Redis
 
-__all__ = ["HEARTBEAT_S", "REDIS_TIMEOUT_S", "STALE_S", "Health"]
+__all__ = ["HEARTBEAT_S", "REDIS_TIMEOUT_S", "STALE_S", "Health", "redis_answers"]
 
 #: How often the heartbeat timer stamps the clock.
 HEARTBEAT_S = 1.0
@@ -76,11 +76,7 @@ class Health:
 
     async def readiness(self, app: faust.App, redis: Redis) -> tuple[bool, dict[str, Any]]:
         """(ready, document): Redis, the consumer group and the agents, each with its verdict."""
-        try:
-            redis_ok = bool(await asyncio.wait_for(redis.ping(), REDIS_TIMEOUT_S))
-            redis_detail = "ok"
-        except Exception as exc:  # refused, timed out, reset: not ready
-            redis_ok, redis_detail = False, type(exc).__name__
+        redis_ok, redis_detail = await redis_answers(redis)
         group_ok = self.group in ("assigned", "idle") and not app.rebalancing
         crashed = sorted(
             name for name, agent in app.agents.items()
@@ -97,3 +93,11 @@ class Health:
             "agents": {"ok": not crashed, "crashed": crashed},
             "live": live,
         }
+
+
+async def redis_answers(redis: Redis) -> tuple[bool, str]:
+    """(ok, detail): Redis answers a PING within `REDIS_TIMEOUT_S`; else the error's type."""
+    try:
+        return bool(await asyncio.wait_for(redis.ping(), REDIS_TIMEOUT_S)), "ok"
+    except Exception as exc:  # refused, timed out, reset: not ready
+        return False, type(exc).__name__

@@ -18,7 +18,6 @@ A fit (``POST /model``), the ops page and ``/metrics`` stay with the workers.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -37,16 +36,13 @@ from stream_app import auth, lookup, reads
 from stream_app.connections import async_redis
 from stream_app.domain.alerts import AlertPolicy
 from stream_app.models import load_severity_bands
-from stream_app.probes import REDIS_TIMEOUT_S
+from stream_app.probes import redis_answers
 from stream_app.settings import Settings
 from stream_app.store.keys import Keys
 
-__all__ = ["DEFAULT_PORT", "build", "run"]
+__all__ = ["build", "run"]
 
 log = logging.getLogger(__name__)
-
-#: The read server's port unless told otherwise (a worker's web server listens on 6066).
-DEFAULT_PORT = 6067
 
 _bands: lookup.Kept[reads.Bands] = lookup.Kept(lambda s: s.refresh_interval_s)
 
@@ -98,11 +94,8 @@ def build(settings: Settings) -> web.Application:
         return 200, {"live": True}
 
     async def ready(request: web.Request) -> reads.Reply:
-        try:
-            await asyncio.wait_for(redis().ping(), REDIS_TIMEOUT_S)
-        except Exception as exc:  # any failure means not ready; the reason is reported
-            return 503, {"ready": False, "redis": f"{type(exc).__name__}: {exc}"[:200]}
-        return 200, {"ready": True, "redis": "ok"}
+        ok, detail = await redis_answers(redis())
+        return 200 if ok else 503, {"ready": ok, "redis": detail}
 
     def path(request: web.Request, name: str) -> str:
         return request.match_info[name]
