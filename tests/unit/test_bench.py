@@ -212,7 +212,7 @@ def test_the_workers_garbage_collection_is_one_cell() -> None:
 def test_the_valuation_stage_values_under_each_fit_and_reports_ratios() -> None:
     from load.bench_valuation import measure_valuation, section
 
-    result = measure_valuation(customers=150, days=150, young_day=40, one_at_a_time=5)
+    result = measure_valuation(customers=150, days=150, fit_days=(40,), one_at_a_time=5)
     rows = {r["model"]: r for r in result["rows"]}
     assert list(rows) == ["default", "fit at day 40", "fit at day 150"]
     assert rows["default"]["vs_default_chunked"] == 1.0
