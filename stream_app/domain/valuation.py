@@ -249,17 +249,21 @@ def fit_population(
     """Fit BG/NBD on (x, t_x, first_day, count) rows and Gamma-Gamma on (n, spend, count).
 
     Rows are aggregated counts of identical statistics, so a population of any
-    size is fitted from a table whose size grows with its diversity only.
+    size is fitted from a table whose size grows with its diversity only. A `previous`
+    model is a warm start, but the likelihood of a young stream is flat enough for a start
+    in one corner (nobody drops out: a near 0) to stay there while the data move on; so the
+    neutral start is fitted too, and the better of the converged fits kept.
     """
     rows = [r for r in repeat_rows if r[3] > 0 and as_of_day - r[2] >= r[1]]
     x = np.array([r[0] for r in rows], dtype=float)
     t_x = np.array([r[1] for r in rows], dtype=float)
     T = np.array([max(as_of_day - r[2], r[1]) for r in rows], dtype=float)
     w = np.array([r[3] for r in rows], dtype=float)
-    init = None
+    bg = clv.fit_bgnbd(x, t_x, T, weights=w)
     if previous is not None and previous.version > 0:
-        init = previous.bg
-    bg = clv.fit_bgnbd(x, t_x, T, weights=w, init=init)
+        warm = clv.fit_bgnbd(x, t_x, T, weights=w, init=previous.bg)
+        if warm.converged and (not bg.converged or warm.log_likelihood >= bg.log_likelihood):
+            bg = warm
     spend = [r for r in spend_rows if r[0] > 0 and r[1] > 0 and r[2] > 0]
     gg = None
     if len(spend) >= 2:

@@ -156,3 +156,25 @@ def test_t_x_within_the_rounding_slack_of_t_is_taken_as_t() -> None:
     exact = value_arrays(ValueModel(), x, T.copy(), T, np.array([10.0]), np.array([0.5]),
                          np.zeros(1), 365.0)
     assert ok.clv[0] == exact.clv[0]
+
+
+def test_a_refit_is_not_trapped_by_a_degenerate_previous_fit() -> None:
+    """Early in this stream the fit says nobody drops out (a near 0); warm-started from it,
+    later fits stayed there, 2 to 21 log-likelihood units below the fit from the neutral
+    start. The population is the simulator's, replayed through the ledger, and the statistics
+    are those a worker's fit reads (`backfill.fit_model`)."""
+    from load.bench_valuation import _replay
+    from load.simulator import SimConfig
+    from stream_app.backfill import fit_model
+
+    replayed = _replay(SimConfig(n_customers=600, days=300, acquisition_days=100, seed=31),
+                       (40, 100))
+    first, _ = fit_model(replayed[40][1], replayed[40][0], ValueModel())
+    assert first.bg.converged and first.bg.params.a < 1e-3  # the degenerate corner
+    previous = ValueModel(bg=first.bg.params, version=1)
+    as_of, states = replayed[100]
+    warm, _ = fit_model(states, as_of, previous)
+    cold, _ = fit_model(states, as_of, ValueModel())
+    assert warm.bg.converged
+    assert warm.bg.log_likelihood >= cold.bg.log_likelihood - 1e-9
+    assert warm.bg.params.a > 0.5
