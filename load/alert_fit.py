@@ -13,7 +13,9 @@ rule instead of minutes per replay.
 ``python -m load.alert_fit --choose 7,8 TRACE...`` fits and picks rules on the choice
 populations (the seeds given) and reports them on the held-out ones (the other traces): per
 population, the share of valuable dropouts alerted at least 14 days ahead, the precision and
-the median lead; a tick where all three targets are met.
+the median lead; a tick where all three targets are met. ``--grid 'CHURN,...;SCORE,...'``
+does the same for the default policy at each churn threshold and rule score given (for
+traces of another churn label, ``--lead-days``, whose scores need other thresholds).
 """
 
 from __future__ import annotations
@@ -367,6 +369,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="pickles of `python -m load.alert_study --trace`")
     parser.add_argument("--choose", required=True,
                         help="seeds of the populations to choose on, e.g. 7,8")
+    parser.add_argument("--grid", default=None, metavar="CHURN;SCORES",
+                        help="instead of the families: the default policy at every churn "
+                             "threshold and rule score given, e.g. '0.5,0.8;2.4,2.9'")
     args = parser.parse_args(argv)
     traces = [load(p) for p in args.traces]
     choice_seeds = {int(x) for x in args.choose.split(",")}
@@ -376,6 +381,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("no trace of the choice seeds")
     print(f"choice: seeds {sorted(choice_seeds)}; held out: {[t.seed for t in held]}",
           file=sys.stderr)
+    if args.grid is not None:
+        try:
+            churns, scores = ([float(x) for x in part.split(",")]
+                              for part in args.grid.split(";"))
+        except ValueError:
+            parser.error(f"--grid {args.grid!r} is not CHURN,...;SCORE,...")
+        print_grid(traces, choice, grid(churns, scores))
+        return 0
     picks: dict[str, tuple[str, Rule]] = {}
     everything: dict[str, tuple[Rule, list[Scores]]] = {}
     for family, rules in families(choice).items():
@@ -410,10 +423,42 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def grid(churns: Sequence[float], scores: Sequence[float]) -> list[tuple[str, Rule]]:
+    """The default policy (`AlertPolicy()`) at every churn threshold and rule score given.
+
+    >>> [name for name, _ in grid([0.5, 0.8], [2.4])]
+    ['churn 0.5, score 2.4', 'churn 0.8, score 2.4']
+    """
+    return [(f"churn {c:g}, score {m:g}",
+             Rule(replace(AlertPolicy(), churn_threshold=c, min_score=m)))
+            for c in churns for m in scores]
+
+
+def print_grid(traces: Sequence[Trace], choice: Sequence[Trace],
+               rules: Sequence[tuple[str, Rule]]) -> None:
+    """Every rule on every trace, and the one `pick` takes on the `choice` traces."""
+    print("| rule | " + " | ".join(f"seed {t.seed}{' (choice)' if t in choice else ''}"
+                                   for t in traces) + " |")
+    print("|---|" + "---|" * len(traces))
+    rows: dict[str, list[Scores]] = {}
+    for name, rule in rules:
+        cells, mine = [], []
+        for t in traces:
+            s = evaluate(t, rule)
+            if t in choice:
+                mine.append(s)
+            cells.append(f"{s.recall_ahead():.3f} at {s.precision:.3f}, "
+                         f"{s.median_lead_days:.0f} d{' ✓' if meets(s) else ''}")
+        rows[name] = mine
+        print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
+    print(f"chosen on the choice seeds: {pick(rows)}", file=sys.stderr)
+
+
 #: How `BEFORE` is named in the tables.
 BEFORE_NAME = "score 2.9, churn 0.4 (no silence limit)"
 
-__all__ = ["BEFORE", "Rule", "Trace", "alerts_of", "evaluate", "fit_weights", "load", "pick"]
+__all__ = ["BEFORE", "Rule", "Trace", "alerts_of", "evaluate", "fit_weights", "grid", "load",
+           "pick", "print_grid"]
 
 if __name__ == "__main__":
     raise SystemExit(main())

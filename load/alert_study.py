@@ -204,6 +204,13 @@ CANDIDATES: Mapping[str, Mapping[str, Any]] = {
     "reweighed, score 2.6, churn 0.45, lapsed 90": {"min_score": 2.6, "churn_threshold": 0.45,
                                                     **_EARLY_SENTIMENT, "weights": REWEIGHED,
                                                     **_LAPSED},
+    # For the lead-window label (``--lead-days 60``), whose churn scores run higher.
+    "reweighed, score 2.4, churn 0.8, lapsed 90": {"min_score": 2.4, "churn_threshold": 0.8,
+                                                   **_EARLY_SENTIMENT, "weights": REWEIGHED,
+                                                   **_LAPSED},
+    "reweighed, score 2.4, churn 0.85, lapsed 90": {"min_score": 2.4, "churn_threshold": 0.85,
+                                                    **_EARLY_SENTIMENT, "weights": REWEIGHED,
+                                                    **_LAPSED},
 }
 #: The simulated populations: defection with precursors, or the classic process (see
 #: `load.simulator.SimConfig.precursors`).

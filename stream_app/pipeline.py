@@ -121,6 +121,7 @@ def retention_policy(settings: Settings) -> RetentionPolicy:
     return RetentionPolicy(
         horizon_ms=settings.churn_horizon_days * MS_PER_DAY,
         snapshot_gap_ms=round(settings.snapshot_gap_days * MS_PER_DAY),
+        lead_ms=settings.churn_lead_days * MS_PER_DAY,
         alert=AlertPolicy(
             min_value_tier=settings.alert_min_value_tier,
             churn_threshold=settings.alert_churn_threshold,

@@ -454,6 +454,9 @@ class Settings:
     session_timeout_s: float = 10.0
     group_instance_id: str = ""
     churn_horizon_days: int = 90
+    # The churn label's lead window (`churn.label_on_purchase`): 0 asks "no order within the
+    # horizon"; D > 0 asks "drops out within the next D days" (at most the horizon).
+    churn_lead_days: int = 0
     snapshot_gap_days: float = 30.0
     churn_model: str = "logreg"
     model_publish_interval_s: float = 30.0
@@ -624,6 +627,10 @@ class Settings:
             raise SettingsError(
                 f"CVM_EVENT_ID_WINDOW={self.event_id_window} must be within 0..1024"
             )
+        if not 0 <= self.churn_lead_days <= self.churn_horizon_days:
+            raise SettingsError(
+                f"CVM_CHURN_LEAD_DAYS={self.churn_lead_days} must be within 0.."
+                f"CVM_CHURN_HORIZON_DAYS ({self.churn_horizon_days})")
         if self.alert_min_signals < 1:
             raise SettingsError(f"CVM_ALERT_MIN_SIGNALS={self.alert_min_signals} must be >= 1")
         if not 0 <= self.alert_min_score < float("inf"):

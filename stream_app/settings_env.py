@@ -152,6 +152,7 @@ class ValueModelEnv(_Group):
     horizon_days: int = Field(_DEFAULTS.horizon_days, alias="CVM_HORIZON_DAYS")
     fit_interval_s: float = Field(_DEFAULTS.fit_interval_s, alias="CVM_FIT_INTERVAL_S")
     churn_horizon_days: int = Field(_DEFAULTS.churn_horizon_days, alias="CVM_CHURN_HORIZON_DAYS")
+    churn_lead_days: int = Field(_DEFAULTS.churn_lead_days, alias="CVM_CHURN_LEAD_DAYS")
     snapshot_gap_days: float = Field(_DEFAULTS.snapshot_gap_days, alias="CVM_SNAPSHOT_GAP_DAYS")
     churn_model: str = Field(_DEFAULTS.churn_model, alias="CVM_CHURN_MODEL")
     model_publish_interval_s: float = Field(

@@ -4,18 +4,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from load.alert_fit import BEFORE, Rule, alerts_of, evaluate, load, main, pick
+import pytest
+
+from load.alert_fit import BEFORE, Rule, alerts_of, evaluate, grid, load, main, pick
 from load.alert_study import Scores
 from load.alert_study import main as study_main
 from stream_app.domain.alerts import AlertPolicy
 
 
-def test_a_trace_re_decides_the_replays_alerts_for_every_policy(tmp_path: Path) -> None:
-    """The default, the one before it and one with the contact surge: the same alert times."""
+def test_a_trace_re_decides_the_replays_alerts_for_every_policy(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The default, the one before it, one with the contact surge and one of the grid (a
+    higher churn threshold): the same alerts as the replay's."""
     path = tmp_path / "trace.pkl"
     assert study_main(["--customers", "60", "--days", "280", "--warmup-days", "100",
                        "--candidates", "reweighed, score 2.4, churn 0.5, lapsed 90;"
-                       "reweighed, score 2.9;reweighed, score 2.9, contact surge",
+                       "reweighed, score 2.9;reweighed, score 2.9, contact surge;"
+                       "reweighed, score 2.4, churn 0.8, lapsed 90",
                        "--trace", str(path), "--out", str(tmp_path / "alerts")]) == 0
     trace = load(str(path))
     assert len(trace.rows) > 100 and any(len(r) > 5 for r in trace.rows)
@@ -27,6 +32,15 @@ def test_a_trace_re_decides_the_replays_alerts_for_every_policy(tmp_path: Path) 
     assert evaluate(trace, surge) == trace.scores["reweighed, score 2.9, contact surge"]
     assert alerts_of(trace, Rule(AlertPolicy()))  # the population raises some alerts
     assert main([str(path), "--choose", "7"]) == 0  # the comparison runs on it
+    (_, high), = grid([0.8], [2.4])
+    assert evaluate(trace, high) == trace.scores["reweighed, score 2.4, churn 0.8, lapsed 90"]
+    capsys.readouterr()
+    assert main([str(path), "--choose", "7", "--grid", "0.5,0.8;2.4"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| churn")]
+    s = default
+    assert [r.split(" | ")[0] for r in rows] == ["| churn 0.5, score 2.4", "| churn 0.8, score 2.4"]
+    assert rows[0].split(" | ")[1].startswith(f"{s.recall_ahead():.3f} at {s.precision:.3f}, "
+                                              f"{s.median_lead_days:.0f} d")
 
 
 def test_the_pick_needs_precision_on_every_choice_population() -> None:
