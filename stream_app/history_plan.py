@@ -166,13 +166,30 @@ def _prepare(item: Item, config: HistoryConfig, trail: Trail | None) -> _Prepare
         # The batch's events that precede the end of periods already closed.
         old = shift_net(old, deltas, unit, old[-1].period)
     current = period_index(item.valuation.as_of, unit)
-    due = due_closings(old, current, config.max_points)
+    if old or trail is None:
+        due = due_closings(old, current, config.max_points)
+    else:
+        due = _first_closings(trail, cid, current, config)
     states = [
         (loaded.state if trail is None
          else trail.state_at(cid, period_end(p, unit), loaded.state), period_end(p, unit))
         for p in due
     ]
     return _Prepared(head, stored, old, current, due, states, deltas)
+
+
+def _first_closings(trail: Trail, customer_id: str, current: int,
+                    config: HistoryConfig) -> list[int]:
+    """The periods to close for a customer without points yet: from the period of the batch's
+    first event after which they had an order (their first point, had that event come in a
+    batch of its own) up to `current`, excluded. So the history does not depend on how the
+    customer's events were batched.
+    """
+    for at, state in trail.states.get(customer_id, ()):
+        if state.purchase_days:
+            first = period_index(at, config.unit)
+            return list(range(max(first, current - config.max_points + 1), current))
+    return []
 
 
 def _finish(item: Item, prep: _Prepared | None, values: Sequence[Valuation | None], keys: Keys,
