@@ -15,12 +15,14 @@ present in one revision's records only is a layout change, listed apart, not a d
 
 The two fields the events do not determine are left out: ``updated_at`` (the wall-clock time
 of the last write) and ``_v`` (the record's count of writes, which depends on the batching).
-With ``--source simulator`` a customer's events come on three topics, and the order in which
-a worker reads them across topics differs from run to run: the value history ``_vh`` (a
-period is closed, and valued, when an event of a later period arrives first; a late event
-adds no earlier points) and the bookkeeping ``_b`` (its offsets, when snapshots were taken)
-follow that order, so two runs of one revision differ there. Those two are compared and their
-differences reported apart (``order_dependent``), not counted against `Report.equal`.
+Two more follow the run rather than the events, so two runs of one revision differ there;
+they are compared and their differences reported apart (``order_dependent``), not counted
+against `Report.equal`. The bookkeeping ``_b``, always: its offsets name the run's own
+topics, and a churn snapshot is taken when a batch decides the customer, so its time follows
+the batching. The value history ``_vh``, with ``--source simulator``: a customer's events
+come on three topics, read in an order that differs from run to run, and a period is closed
+(and valued) when an event of a later period arrives first; a late event adds no earlier
+points.
 Customers are matched by id, whatever the key layout (``cvm:customer:{ID}`` or
 ``cvm:{p<n>}:customer:ID``).
 
@@ -66,9 +68,9 @@ __all__ = ["ORDER_DEPENDENT", "Report", "compare", "customer_records", "main", "
 #: Fields the events do not determine: the wall-clock time of the last write, and the
 #: record's version (its count of writes, which depends on how the worker batched the events).
 NOT_FROM_EVENTS = frozenset({"updated_at", "_v"})
-#: Fields that follow the order in which a customer's events of different topics are read
-#: (see the module docstring): reported apart with ``--source simulator``.
-ORDER_DEPENDENT = frozenset({"_vh", "_b"})
+#: Fields that follow the run rather than the events (see the module docstring), by source:
+#: reported apart.
+ORDER_DEPENDENT = {"translog": frozenset({"_b"}), "simulator": frozenset({"_vh", "_b"})}
 #: The timers held off (seconds): fit, refresh, churn model publishing, rescoring.
 HELD_OFF = "1000000"
 _ID = re.compile(rb"customer:\{?([^{}]+)\}?$")
@@ -283,8 +285,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with checkout(args.base) as tree:
             base = run_engine(tree, stack, feed, workdir, "eqb")
         head = run_engine(ROOT, stack, feed, workdir, "eqh")
-        report = compare(base, head, args.rel,
-                         apart=ORDER_DEPENDENT if args.source == "simulator" else frozenset())
+        report = compare(base, head, args.rel, apart=ORDER_DEPENDENT[args.source])
         out = {"base": args.base, "source": args.source, "events": events,
                "seconds": round(time.monotonic() - started, 1), **report.as_dict()}
     text = json.dumps(out, indent=2)
