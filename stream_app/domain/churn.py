@@ -179,10 +179,6 @@ def _clip(value: float, lo: float = 0.0, hi: float = MAX_RATIO) -> float:
     return min(max(value, lo), hi)
 
 
-def _finite(value: float) -> float:
-    return value if math.isfinite(value) else 0.0
-
-
 def _rate_trend(recent: float, lifetime: float, tenure_days: float) -> float:
     """Decayed recent count against the lifetime rate over the counters' time constant.
 
@@ -288,7 +284,9 @@ def features(
         _rate_trend(recent["opened"], opened, tenure),
         *trend_features(state, recent, gap_mean, monetary).values(),
     )
-    return {name: _finite(float(v)) for name, v in zip(FEATURE_NAMES, values, strict=True)}
+    isfinite = math.isfinite
+    return {name: f if isfinite(f := float(v)) else 0.0
+            for name, v in zip(FEATURE_NAMES, values, strict=True)}
 
 
 def trend_features(

@@ -78,6 +78,8 @@ RECENT_KEYS: Final = (
     "sentiment", "opened", "clicked", "converted", "unsubscribed", "bounced", "delivered",
     *(FAST_PREFIX + k for k in FAST_KEYS),
 )
+#: Each recent counter with whether it decays with the fast time constant.
+_RECENT_SPEEDS: Final = tuple((k, k.startswith(FAST_PREFIX)) for k in RECENT_KEYS)
 
 
 def _tau(key: str) -> int:
@@ -154,10 +156,8 @@ class CustomerState:
             return dict.fromkeys(RECENT_KEYS, 0.0)
         dt = max(as_of - self.recent_at, 0)
         slow, fast = math.exp(-dt / RECENT_TAU_MS), math.exp(-dt / FAST_TAU_MS)
-        return {
-            k: self.recent.get(k, 0.0) * (fast if k.startswith(FAST_PREFIX) else slow)
-            for k in RECENT_KEYS
-        }
+        get = self.recent.get
+        return {k: get(k, 0.0) * (fast if is_fast else slow) for k, is_fast in _RECENT_SPEEDS}
 
     def has_applied(
         self, source: Source, processed: Mapping[tuple[str, int], int] | None = None

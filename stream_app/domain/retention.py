@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import Final
+from typing import Any, Final
 
 from stream_app.domain import churn
 from stream_app.domain.alerts import Alert, AlertMemory, AlertPolicy, decide_alert
@@ -171,34 +171,37 @@ def decide(
         p = None if scorer is None else scorer(x)
     else:
         x, p = scored
+    # One `replace` at the end: each costs about as much as the rest of this function.
+    changes: dict[str, Any] = {"churn_probability": p, "scored_at": as_of}
     if churn.should_snapshot(r.last_snapshot_at, as_of, policy.snapshot_gap_ms) and (
         r.last_snapshot_at is None or as_of > r.last_snapshot_at
     ):
         pending = (*r.pending, churn.Snapshot(state.customer_id, as_of, _round(x)))
         room = max(policy.max_pending - len(r.waiting), 1)
-        r = replace(r, pending=pending[-room:], last_snapshot_at=as_of)
+        changes["pending"], changes["last_snapshot_at"] = pending[-room:], as_of
+    tier_at_purchase = r.tier_at_purchase
     if state.last_purchase is not None and as_of == state.last_purchase:
-        r = replace(r, tier_at_purchase=value_tier)
-    r = replace(r, churn_probability=p, scored_at=as_of)
+        tier_at_purchase = changes["tier_at_purchase"] = value_tier
     closed = None
-    if r.outcome is not None and r.outcome.is_final(as_of):
-        closed, r = r.outcome, replace(r, outcome=None)
+    outcome = r.outcome
+    if outcome is not None and outcome.is_final(as_of):
+        closed, outcome = outcome, None
+        changes["outcome"] = None
     if valuation is None:
-        return Decision(r, p, closed=closed)
-    alert, alert_memory = decide_alert(
+        return Decision(replace(r, **changes), p, closed=closed)
+    alert, changes["alert"] = decide_alert(
         state.customer_id, state, valuation, p, value_tier, r.alert, as_of,
         policy.alert, model_version,
     )
-    trigger, winback_memory = decide_winback(
-        state.customer_id, state, valuation, max(r.tier_at_purchase, 0.0), r.winback, as_of,
+    trigger, changes["winback"] = decide_winback(
+        state.customer_id, state, valuation, max(tier_at_purchase, 0.0), r.winback, as_of,
         policy.winback, model_version, policy.seed, channels=r.channels,
     )
-    r = replace(r, alert=alert_memory, winback=winback_memory)
     if trigger is not None:
-        if r.outcome is not None:
-            closed = r.outcome
-        r = replace(r, outcome=open_outcome(trigger, policy.winback))
-    return Decision(r, p, alert, trigger, closed)
+        if outcome is not None:
+            closed = outcome
+        changes["outcome"] = open_outcome(trigger, policy.winback)
+    return Decision(replace(r, **changes), p, alert, trigger, closed)
 
 
 def score_batch(

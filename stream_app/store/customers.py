@@ -116,11 +116,19 @@ class Committed:
 
 
 def text(raw: Mapping[Any, Any]) -> dict[str, str]:
-    """Decode a hash read without ``decode_responses``."""
-    return {
-        (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
-        for k, v in raw.items()
-    }
+    """Decode a hash read without ``decode_responses``.
+
+    >>> text({b"a": b"1", "b": "2"})
+    {'a': '1', 'b': '2'}
+    """
+    try:  # every name and value bytes, as a read gives them: no type test per item
+        return {k.decode(): v.decode() for k, v in raw.items()}
+    except AttributeError:
+        return {
+            (k.decode() if isinstance(k, bytes) else k):
+                (v.decode() if isinstance(v, bytes) else v)
+            for k, v in raw.items()
+        }
 
 
 class CustomerStore:
