@@ -180,14 +180,19 @@ def _prepare(item: Item, config: HistoryConfig, trail: Trail | None) -> _Prepare
 
 def _first_closings(trail: Trail, customer_id: str, current: int,
                     config: HistoryConfig) -> list[int]:
-    """The periods to close for a customer without points yet: from the period of the batch's
-    first event after which they had an order (their first point, had that event come in a
-    batch of its own) up to `current`, excluded. So the history does not depend on how the
-    customer's events were batched.
+    """The periods to close for a customer without points yet, up to `current` (excluded).
+
+    The first is where their first point would have been had each event come in a batch of
+    its own: at the batch's first event after which they had an order, valued as of their
+    latest event so far (`CustomerState.last_event`, which may be a later event of another
+    topic read before it). So the history does not depend on how the customer's events were
+    batched, and no closed period ends before an event applied ahead of it, whose net
+    contribution its point would otherwise count.
     """
     for at, state in trail.states.get(customer_id, ()):
         if state.purchase_days:
-            first = period_index(at, config.unit)
+            first = period_index(at if state.last_event is None else state.last_event,
+                                 config.unit)
             return list(range(max(first, current - config.max_points + 1), current))
     return []
 

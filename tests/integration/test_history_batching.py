@@ -71,6 +71,10 @@ async def _ingest(settings: Settings, batches: list[list[RawRecord]]) -> tuple[s
         await redis.aclose()
 
 
+def _months(history: str) -> list[str]:
+    return [p.partition(",")[0] for p in history.split("|")[1].split(";")]
+
+
 def test_one_batch_and_a_batch_per_event_give_the_same_history_and_trends(
         own: Settings) -> None:
     records = _records(own)
@@ -78,6 +82,20 @@ def test_one_batch_and_a_batch_per_event_give_the_same_history_and_trends(
     together = asyncio.run(_ingest(own, [records]))
     history, trends = alone
     # January (the first order) to May: four closed months and the open one.
-    assert [p.partition(",")[0] for p in history.split("|")[1].split(";")] == [
-        "672", "673", "674", "675", "676"]
+    assert _months(history) == ["672", "673", "674", "675", "676"]
     assert together == alone and trends
+
+
+def test_a_later_event_read_before_the_first_order_starts_the_history_at_its_month(
+        own: Settings) -> None:
+    """The February touch is read first (another topic ran ahead): the first order is valued
+    as of it, so the history starts in February however the rest is batched, and no January
+    point counts the touch's cost."""
+    records = _records(own)
+    touch = records[3]
+    rest = [r for r in records if r is not touch]
+    alone = asyncio.run(_ingest(own, [[touch], *([r] for r in rest)]))
+    together = asyncio.run(_ingest(own, [[touch], rest]))
+    at_once = asyncio.run(_ingest(own, [[touch, *rest]]))
+    assert _months(alone[0]) == ["673", "674", "675", "676"]
+    assert together == alone == at_once
