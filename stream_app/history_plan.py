@@ -166,10 +166,8 @@ def _prepare(item: Item, config: HistoryConfig, trail: Trail | None) -> _Prepare
         # The batch's events that precede the end of periods already closed.
         old = shift_net(old, deltas, unit, old[-1].period)
     current = period_index(item.valuation.as_of, unit)
-    if old or trail is None:
-        due = due_closings(old, current, config.max_points)
-    else:
-        due = _first_closings(trail, cid, current, config)
+    start = None if old or trail is None else _first_period(trail, cid, unit)
+    due = due_closings(old, current, config.max_points, start)
     states = [
         (loaded.state if trail is None
          else trail.state_at(cid, period_end(p, unit), loaded.state), period_end(p, unit))
@@ -178,23 +176,18 @@ def _prepare(item: Item, config: HistoryConfig, trail: Trail | None) -> _Prepare
     return _Prepared(head, stored, old, current, due, states, deltas)
 
 
-def _first_closings(trail: Trail, customer_id: str, current: int,
-                    config: HistoryConfig) -> list[int]:
-    """The periods to close for a customer without points yet, up to `current` (excluded).
-
-    The first is where their first point would have been had each event come in a batch of
-    its own: at the batch's first event after which they had an order, valued as of their
-    latest event so far (`CustomerState.last_event`, which may be a later event of another
-    topic read before it). So the history does not depend on how the customer's events were
-    batched, and no closed period ends before an event applied ahead of it, whose net
-    contribution its point would otherwise count.
+def _first_period(trail: Trail, customer_id: str, unit: str) -> int | None:
+    """For a customer without points yet, the period of their first point had each event
+    come in a batch of its own: at the batch's first event after which they had an order,
+    valued as of their latest event so far (`CustomerState.last_event`, which may be a later
+    event of another topic read before it). So the history does not depend on how the
+    customer's events were batched, and no closed period ends before an event applied ahead
+    of it, whose net contribution its point would otherwise count. None: no order yet.
     """
     for at, state in trail.states.get(customer_id, ()):
         if state.purchase_days:
-            first = period_index(at if state.last_event is None else state.last_event,
-                                 config.unit)
-            return list(range(max(first, current - config.max_points + 1), current))
-    return []
+            return period_index(at if state.last_event is None else state.last_event, unit)
+    return None
 
 
 def _finish(item: Item, prep: _Prepared | None, values: Sequence[Valuation | None], keys: Keys,

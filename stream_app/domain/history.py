@@ -161,23 +161,26 @@ def period_of_label(label: str, unit: str) -> int:
     return period_index(day * MS_PER_DAY, unit)
 
 
-def due_closings(points: Sequence[Point], current: int, max_points: int) -> list[int]:
+def due_closings(points: Sequence[Point], current: int, max_points: int,
+                 start: int | None = None) -> list[int]:
     """The periods to value at their end before a change in period `current`.
 
     The open point's period and every silent period after it, up to `current`
     (excluded); at most the `max_points` - 1 latest of them, since older ones
-    would be dropped at once.
+    would be dropped at once. Without points, `start` is the period of the first one
+    (a change that spans several periods since); None: nothing to close.
 
     >>> p = Point(670, 0, 0, "new", 0, 50)
     >>> due_closings([p], 673, 24), due_closings([p], 670, 24), due_closings([], 673, 24)
     ([670, 671, 672], [], [])
-    >>> due_closings([p], 700, 3)
-    [698, 699]
+    >>> due_closings([p], 700, 3), due_closings([], 673, 24, start=671)
+    ([698, 699], [671, 672])
     """
-    if not points or current <= points[-1].period:
+    if points:
+        start = points[-1].period
+    if start is None or current <= start:
         return []
-    first = max(points[-1].period, current - max_points + 1)
-    return list(range(first, current))
+    return list(range(max(start, current - max_points + 1), current))
 
 
 def advance(
