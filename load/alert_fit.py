@@ -415,12 +415,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name, rule in shown.items():
         cells = []
         for t in traces:
-            s = evaluate(t, rule)
-            mark = " ✓" if meets(s) else ""
-            cells.append(f"{s.recall_ahead():.3f} at {s.precision:.3f}, {s.median_lead_days:.0f} d"
-                         f"{mark}")
+            cells.append(_cell(evaluate(t, rule)))
         print(f"| {name} | " + " | ".join(cells) + " |")
     return 0
+
+
+def _cell(s: Scores) -> str:
+    """A table cell: share ahead at precision, median lead; a tick where all targets are met."""
+    return (f"{s.recall_ahead():.3f} at {s.precision:.3f}, {s.median_lead_days:.0f} d"
+            f"{' ✓' if meets(s) else ''}")
 
 
 def grid(churns: Sequence[float], scores: Sequence[float]) -> list[tuple[str, Rule]]:
@@ -447,8 +450,7 @@ def print_grid(traces: Sequence[Trace], choice: Sequence[Trace],
             s = evaluate(t, rule)
             if t in choice:
                 mine.append(s)
-            cells.append(f"{s.recall_ahead():.3f} at {s.precision:.3f}, "
-                         f"{s.median_lead_days:.0f} d{' ✓' if meets(s) else ''}")
+            cells.append(_cell(s))
         rows[name] = mine
         print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
     print(f"chosen on the choice seeds: {pick(rows)}", file=sys.stderr)
