@@ -62,6 +62,11 @@ pytestmark = pytest.mark.integration
 
 SEED = 20_261_129
 PUBLISH_RATE = 400.0
+#: Events published, applied and committed before the rest flows: the worker's start-up (its
+#: group join on three brokers) then no longer eats into the time events flow before the kill.
+WARM_UP = 300
+#: Alerts and win-back triggers published before the Redis master is killed, at least.
+OUT_BEFORE = 10
 #: Seconds the replica is stopped, with the master taking writes, before the master is killed.
 STALL_S = 1.5
 
@@ -208,19 +213,27 @@ def test_a_kafka_broker_and_a_redis_master_die_while_events_flow(
                                if pair[0] != replicated_cluster.ports[0])
         victim_partitions = [p for p, pair in owners.items() if pair[0] == victim]
         worker = WorkerProcess(s, log_path)
-        publisher = BackgroundPublisher(events, s, rate=PUBLISH_RATE)
+        warm_up = BackgroundPublisher(events[:WARM_UP], s, rate=PUBLISH_RATE)
+        publisher = BackgroundPublisher(events[WARM_UP:], s, rate=PUBLISH_RATE)
         steps: list[str] = []
         with closing(sync_redis(s, decode_responses=True)) as client:
             try:
                 worker.start()
-                publisher.start()
-                fifth = len(events) // 5
-                assert wait_until(lambda: applied_count(client) > fifth,
+                warm_up.start()
+                warm_up.join()
+                # The worker is in its group and applying, and the group's offsets are on the
+                # brokers (the offsets topic, which needs all three replicas to be created,
+                # exists) before the rest flows and one broker goes.
+                assert wait_until(lambda: applied_count(client) >= WARM_UP,
                                   deadline_s=180, every=0.1), worker.log_tail()
-                # The group's offsets are on the brokers (the offsets topic, which needs all
-                # three replicas to be created, exists) before one of them goes.
                 assert wait_until(lambda: _committed(s) > 0, deadline_s=60,
                                   every=0.2), worker.log_tail()
+                publisher.start()
+                # A tenth of the events applied: with the worker behind the publisher on these
+                # six Redis and three Kafka processes, most of the rest is still to come.
+                tenth = len(events) // 10
+                assert wait_until(lambda: applied_count(client) > tenth or publisher.done,
+                                  deadline_s=180, every=0.1), worker.log_tail()
                 broker = _coordinator(kafka, s.app_id)
                 led = [tp for tp, leader in _leaders(kafka, list(s.topics.inputs)).items()
                        if leader == broker]
@@ -231,6 +244,7 @@ def test_a_kafka_broker_and_a_redis_master_die_while_events_flow(
                 kafka.kill(broker)
                 steps.append(f"broker {broker} killed (group coordinator, leader of {led}) "
                              f"at {applied} applied, {committed} committed, "
+                             f"{publisher.produced + WARM_UP} published, "
                              f"{time.monotonic() - publisher.began:.0f}s in")
                 # The group's commits now go to another coordinator; the partitions the dead
                 # broker led are read from their new leaders.
@@ -241,6 +255,10 @@ def test_a_kafka_broker_and_a_redis_master_die_while_events_flow(
                 # The replica stops reading the master's stream while the victim partitions'
                 # writes go on, so it is promoted without them: lost writes, for certain.
                 outputs = [s.topics.alerts, s.topics.winback]
+                # Enough alerts and triggers out to check that none went twice before Redis fails.
+                assert wait_until(lambda: _safely(lambda: sum(
+                    partition_ends(s, outputs).values()) >= OUT_BEFORE),
+                    deadline_s=120, every=0.5), worker.log_tail()
                 earlier = partition_ends(s, outputs)  # what was published before Redis fails
                 stalled = replicated_cluster.procs[replicated_cluster.ports.index(replica)]
                 stalled.send_signal(signal.SIGSTOP)
@@ -285,6 +303,7 @@ def test_a_kafka_broker_and_a_redis_master_die_while_events_flow(
                 steps.append(f"outputs read, {time.monotonic() - publisher.began:.0f}s in, "
                              f"{pending} left in the outbox for the drain timer")
             finally:
+                warm_up.stop.set()
                 publisher.stop.set()
                 worker.stop()
                 delete_worker_topics(s)
