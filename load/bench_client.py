@@ -15,7 +15,13 @@ so the server's share is as small as it gets:
 
 CPU is the process's user and system time (``getrusage``) per operation, wall the elapsed
 time; both vary with how busy the machine is, so compare rows of one run.
-Run: ``python -m load.bench_client [--calls 3000] [--args 300]``.
+
+``--commit-split BATCH`` also drives `Ingestor.process` over simulated events (as
+`load.bench_profile` does) in batches of BATCH records and splits the client CPU of each
+commit call (``time.process_time`` around redis-py's steps, counted only inside the call):
+packing the arguments (hiredis), sending them, reading the reply, and taking and returning
+the pooled connection; ``call`` is the whole call, the rest of it redis-py's own dispatch.
+Run: ``python -m load.bench_client [--calls 3000] [--args 300] [--commit-split 12]``.
 """
 
 from __future__ import annotations
@@ -25,14 +31,21 @@ import asyncio
 import json
 import resource
 import time
-from collections.abc import Awaitable, Callable
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
+from redis.asyncio.connection import AbstractConnection, ConnectionPool
+
 from load.bench_env import PrivateRedis
+from load.bench_profile import profile_pipeline, raw_records, throughput_events
+from stream_app import resp
 from stream_app.connections import async_redis, sync_redis
 from stream_app.settings import Settings
+from stream_app.store.customers import CustomerStore
 
-__all__ = ["measure_client"]
+__all__ = ["commit_split", "measure_client"]
 
 #: The script every call runs: the server's work is as small as it gets.
 NOTHING = "return 1"
@@ -111,10 +124,101 @@ def measure_client(url: str, calls: int = 3000, args: int = 300) -> dict[str, An
     }
 
 
+#: The redis-py steps `commit_split` times: (owner, method, label, is a coroutine).
+_STEPS = (
+    (resp._HiredisPacking, "pack_command", "pack", False),
+    (AbstractConnection, "send_packed_command", "send", True),
+    (AbstractConnection, "read_response", "read", True),
+    (ConnectionPool, "get_connection", "pool", True),
+    (ConnectionPool, "release", "pool", True),
+)
+
+
+@contextmanager
+def _split_commits(spent: dict[str, float]) -> Iterator[None]:
+    """Add each commit call's client CPU, whole and by step, to `spent` (seconds)."""
+    inside = [False]
+    saved: list[tuple[Any, str, Any]] = []
+
+    def timed(fn: Callable[..., Any], label: str, coroutine: bool) -> Callable[..., Any]:
+        if coroutine:
+            async def step(*args: Any, **kwargs: Any) -> Any:
+                if not inside[0]:
+                    return await fn(*args, **kwargs)
+                c0 = time.process_time()
+                try:
+                    return await fn(*args, **kwargs)
+                finally:
+                    spent[label] += time.process_time() - c0
+            return step
+
+        def plain(*args: Any, **kwargs: Any) -> Any:
+            if not inside[0]:
+                return fn(*args, **kwargs)
+            c0 = time.process_time()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent[label] += time.process_time() - c0
+        return plain
+
+    for owner, name, label, coroutine in _STEPS:
+        saved.append((owner, name, owner.__dict__[name]))
+        setattr(owner, name, timed(owner.__dict__[name], label, coroutine))
+    original_init = CustomerStore.__init__
+
+    def init(store: CustomerStore, *args: Any, **kwargs: Any) -> None:
+        original_init(store, *args, **kwargs)
+        script = store._commit
+
+        async def call(keys: list[str], args: list[Any]) -> Any:
+            inside[0] = True
+            c0 = time.process_time()
+            try:
+                return await script(keys=keys, args=args)
+            finally:
+                spent["call"] += time.process_time() - c0
+                spent["calls"] += 1
+                inside[0] = False
+
+        store._commit = call  # type: ignore[assignment]
+
+    saved.append((CustomerStore, "__init__", original_init))
+    CustomerStore.__init__ = init  # type: ignore[method-assign,assignment]
+    try:
+        yield
+    finally:
+        for owner, name, original in reversed(saved):
+            setattr(owner, name, original)
+
+
+def commit_split(url: str, batch_size: int = 12, events: int = 6000,
+                 seed: int = 7) -> dict[str, Any]:
+    """Client CPU per commit call by redis-py step, over `events` simulated events."""
+    settings = Settings(redis_url=url)
+    records = raw_records(throughput_events(events, events, 120, seed), settings)
+    # Imports and first calls outside the measurement.
+    asyncio.run(profile_pipeline(settings, records[: min(600, events)], batch_size=50,
+                                 timers=False))
+    spent: dict[str, float] = defaultdict(float)
+    with _split_commits(spent):
+        asyncio.run(profile_pipeline(settings, records, batch_size=batch_size, timers=False))
+    calls = int(spent.pop("calls"))
+    return {"events": len(records), "batch_size": batch_size, "commit_calls": calls,
+            "client_cpu_us_per_call": {k: round(v / calls * 1e6, 1) for k, v in spent.items()},
+            "client_cpu_us_per_event": {k: round(v / len(records) * 1e6, 1)
+                                        for k, v in spent.items()}}
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=3000)
     parser.add_argument("--args", type=int, default=300)
+    parser.add_argument("--commit-split", type=int, metavar="BATCH",
+                        help="also split each commit call's client CPU at this batch size")
     cli = parser.parse_args()
     with PrivateRedis() as server:
-        print(json.dumps(measure_client(server.url, cli.calls, cli.args), indent=2))
+        out = measure_client(server.url, cli.calls, cli.args)
+        if cli.commit_split:
+            out["commit_split"] = commit_split(server.url, cli.commit_split)
+        print(json.dumps(out, indent=2))
