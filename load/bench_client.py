@@ -88,8 +88,8 @@ async def _async_rows(settings: Settings, calls: int, args: list[str]) -> dict[s
             "ping": await _timed(client.ping, calls),
             "evalsha_0": await _timed(lambda: script(keys=[], args=[]), calls),
             f"evalsha_{len(args)}": await _timed(lambda: script(keys=[], args=args), calls),
-            "four_calls": await _timed(four_calls, calls // 4),
-            "one_pipeline": await _timed(one_pipeline, calls // 4),
+            "four_calls": await _timed(four_calls, max(calls // 4, 1)),
+            "one_pipeline": await _timed(one_pipeline, max(calls // 4, 1)),
         }
     finally:
         await client.aclose()
