@@ -18,9 +18,10 @@ time; both vary with how busy the machine is, so compare rows of one run.
 
 ``--commit-split BATCH`` also drives `Ingestor.process` over simulated events (as
 `load.bench_profile` does) in batches of BATCH records and splits the client CPU of each
-commit call (``time.process_time`` around redis-py's steps, counted only inside the call):
-packing the arguments (hiredis), sending them, reading the reply, and taking and returning
-the pooled connection; ``call`` is the whole call, the rest of it redis-py's own dispatch.
+commit call (`load.bench_profile`'s CPU timers around redis-py's steps, counted only inside
+the call): packing the arguments (hiredis), sending them, reading the reply, and taking
+and returning the pooled connection; ``call`` is the whole call, the rest of it redis-py's
+own dispatch.
 Run: ``python -m load.bench_client [--calls 3000] [--args 300] [--commit-split 12]``.
 """
 
@@ -39,7 +40,13 @@ from typing import Any
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
 
 from load.bench_env import PrivateRedis
-from load.bench_profile import profile_pipeline, raw_records, throughput_events
+from load.bench_profile import (
+    _wrap_async,
+    _wrap_sync,
+    profile_pipeline,
+    raw_records,
+    throughput_events,
+)
 from stream_app import resp
 from stream_app.connections import async_redis, sync_redis
 from stream_app.settings import Settings
@@ -134,37 +141,29 @@ _STEPS = (
 )
 
 
+class _InsideCommits:
+    """Where `load.bench_profile`'s timers report: keeps the client CPU of what runs inside
+    a commit call (by step, without the label's suffix) and drops the rest."""
+
+    def __init__(self, spent: dict[str, float]) -> None:
+        self.spent = spent
+        self.inside = False
+
+    def add(self, name: str, seconds: float) -> None:
+        if self.inside and "waiting" not in name:
+            self.spent[name.removesuffix(": client CPU")] += seconds
+
+
 @contextmanager
 def _split_commits(spent: dict[str, float]) -> Iterator[None]:
     """Add each commit call's client CPU, whole and by step, to `spent` (seconds)."""
-    inside = [False]
+    sink = _InsideCommits(spent)
     saved: list[tuple[Any, str, Any]] = []
-
-    def timed(fn: Callable[..., Any], label: str, coroutine: bool) -> Callable[..., Any]:
-        if coroutine:
-            async def step(*args: Any, **kwargs: Any) -> Any:
-                if not inside[0]:
-                    return await fn(*args, **kwargs)
-                c0 = time.process_time()
-                try:
-                    return await fn(*args, **kwargs)
-                finally:
-                    spent[label] += time.process_time() - c0
-            return step
-
-        def plain(*args: Any, **kwargs: Any) -> Any:
-            if not inside[0]:
-                return fn(*args, **kwargs)
-            c0 = time.process_time()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                spent[label] += time.process_time() - c0
-        return plain
-
     for owner, name, label, coroutine in _STEPS:
-        saved.append((owner, name, owner.__dict__[name]))
-        setattr(owner, name, timed(owner.__dict__[name], label, coroutine))
+        original = owner.__dict__[name]
+        saved.append((owner, name, original))
+        wrap = _wrap_async if coroutine else _wrap_sync
+        setattr(owner, name, wrap(original, label, sink))  # type: ignore[arg-type]
     original_init = CustomerStore.__init__
 
     def init(store: CustomerStore, *args: Any, **kwargs: Any) -> None:
@@ -172,14 +171,14 @@ def _split_commits(spent: dict[str, float]) -> Iterator[None]:
         script = store._commit
 
         async def call(keys: list[str], args: list[Any]) -> Any:
-            inside[0] = True
+            sink.inside = True
             c0 = time.process_time()
             try:
                 return await script(keys=keys, args=args)
             finally:
                 spent["call"] += time.process_time() - c0
                 spent["calls"] += 1
-                inside[0] = False
+                sink.inside = False
 
         store._commit = call  # type: ignore[assignment]
 

@@ -303,7 +303,6 @@ def test_a_kafka_broker_and_a_redis_master_die_while_events_flow(
                 steps.append(f"outputs read, {time.monotonic() - publisher.began:.0f}s in, "
                              f"{pending} left in the outbox for the drain timer")
             finally:
-                warm_up.stop.set()
                 publisher.stop.set()
                 worker.stop()
                 delete_worker_topics(s)
