@@ -16,6 +16,7 @@ from __future__ import annotations
 import faust
 import orjson
 
+from stream_app import loops
 from stream_app.app import create_app
 from stream_app.connections import async_redis
 from stream_app.settings import Settings
@@ -53,6 +54,7 @@ def build(settings: Settings) -> faust.App:
 def main() -> None:
     """Run the reading agent with the environment's settings (Faust's command line)."""
     settings = Settings.from_env()
+    loops.install(settings.event_loop)  # the worker's loop
     worker = faust.Worker(build(settings), loglevel=settings.log_level, quiet=True)
     worker.execute_from_commandline()
 

@@ -32,7 +32,7 @@ import orjson
 from aiohttp import web
 from redis.asyncio import Redis
 
-from stream_app import auth, lookup, reads
+from stream_app import auth, lookup, loops, reads
 from stream_app.connections import async_redis
 from stream_app.domain.alerts import AlertPolicy
 from stream_app.models import load_severity_bands
@@ -120,6 +120,7 @@ def build(settings: Settings) -> web.Application:
 
 
 def _serve(settings: Settings, host: str, port: int, reuse_port: bool) -> None:
+    loops.install(settings.event_loop)
     web.run_app(build(settings), host=host, port=port, reuse_port=reuse_port, print=None,
                 access_log=None)
 

@@ -16,6 +16,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from urllib.parse import urlsplit
 
+from stream_app.loops import LOOPS
+
 
 class SettingsError(ValueError):
     """A configuration variable holds a value that cannot be used."""
@@ -417,6 +419,9 @@ class Settings:
     #: Once started, a worker freezes the objects of its start and collects young objects
     #: every 20,000 new ones (`stream_app.worker.tune_gc`); False keeps Python's defaults.
     gc_freeze: bool = True
+    #: The event loop of the worker and the read server (`stream_app.loops`): "uvloop" or
+    #: "asyncio" (Python's own).
+    event_loop: str = "uvloop"
     #: Seconds a worker may take to stop after SIGTERM or SIGINT. A stop waits for Kafka to
     #: take the last commits, so with the broker (or Redis) unreachable it would wait for
     #: ever; past this the process exits (status 75) without them, and what it had not
@@ -643,6 +648,9 @@ class Settings:
                 f"CVM_ALERT_SEVERITY_PERCENTILES={self.alert_severity_percentiles} "
                 "must lie strictly between 0 and 100"
             )
+        if self.event_loop not in LOOPS:
+            raise SettingsError(
+                f"CVM_EVENT_LOOP={self.event_loop!r} must be one of {', '.join(LOOPS)}")
         if self.log_format not in ("text", "json"):
             raise SettingsError(f"CVM_LOG_FORMAT={self.log_format!r} must be text or json")
         if self.log_summary_interval_s <= 0:

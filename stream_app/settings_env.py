@@ -135,6 +135,8 @@ class InputEnv(_Group):
     batch_within_ms: int = Field(_DEFAULTS.batch_within_ms, alias="CVM_BATCH_WITHIN_MS")
     stop_timeout_s: float = Field(_DEFAULTS.stop_timeout_s, alias="CVM_STOP_TIMEOUT_S")
     gc_freeze: bool = Field(_DEFAULTS.gc_freeze, alias="CVM_GC_FREEZE")
+    event_loop: Annotated[str, BeforeValidator(_lower)] = Field(
+        _DEFAULTS.event_loop, alias="CVM_EVENT_LOOP")
     event_id_window: int = Field(_DEFAULTS.event_id_window, alias="CVM_EVENT_ID_WINDOW")
     wall_clock_watermark: bool = Field(
         _DEFAULTS.wall_clock_watermark, alias="CVM_WALL_CLOCK_WATERMARK")

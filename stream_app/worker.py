@@ -9,7 +9,7 @@ import threading
 
 import faust
 
-from stream_app import logs, web
+from stream_app import logs, loops, web
 from stream_app.agents import ingest, learner, valuation
 from stream_app.agents.ingest import EXIT_STOPPED_UNWRITTEN
 from stream_app.app import create_app
@@ -103,14 +103,16 @@ def run(settings: Settings) -> None:
     Kafka and Redis are asked once first, so that a refused login or certificate
     stops the start with one line (`ConnectionRefused`) instead of endless retries.
     """
+    loops.install(settings.event_loop)
     check_kafka(settings)
     check_redis(settings)
     app, _ = build(settings)
 
     @app.task
     async def connected() -> None:  # once logging is set up
-        log.info("kafka: %s via %s; redis: %s", settings.kafka_bootstrap_servers,
-                 settings.kafka_security.describe(), redis_address(settings.redis_url))
+        log.info("kafka: %s via %s; redis: %s; event loop: %s", settings.kafka_bootstrap_servers,
+                 settings.kafka_security.describe(), redis_address(settings.redis_url),
+                 loops.running())
         if settings.gc_freeze:
             tune_gc()
 
