@@ -1,11 +1,13 @@
-"""The event loop of the long-running processes: uvloop unless asked for asyncio's own.
+"""The event loop of the long-running processes: asyncio's own, or uvloop on request.
 
 The worker spends its time in many small asynchronous steps: a fetch from Kafka handed
 from Faust's consumer thread, a Redis round trip per batch and partition, a lookup on the
 web thread. uvloop (libuv, in C) schedules callbacks and moves bytes through sockets for
 less CPU than asyncio's pure Python loop; the bench's throughput stage measures the
-difference (README, "The batch step, lookups and the read path"). ``CVM_EVENT_LOOP=asyncio``
-keeps asyncio's own loop, and so does a platform uvloop does not support.
+difference (README, "The batch step, lookups and the read path"). ``CVM_EVENT_LOOP=uvloop``
+runs on it; asyncio's loop stays the default until a worker on uvloop has been seen to
+recover from broker failures as reliably (the README says what was seen). A platform
+uvloop does not support runs on asyncio's loop.
 
 >>> install("asyncio")
 'asyncio'

@@ -419,9 +419,9 @@ class Settings:
     #: Once started, a worker freezes the objects of its start and collects young objects
     #: every 20,000 new ones (`stream_app.worker.tune_gc`); False keeps Python's defaults.
     gc_freeze: bool = True
-    #: The event loop of the worker and the read server (`stream_app.loops`): "uvloop" or
-    #: "asyncio" (Python's own).
-    event_loop: str = "uvloop"
+    #: The event loop of the worker and the read server (`stream_app.loops`): "asyncio"
+    #: (Python's own) or "uvloop".
+    event_loop: str = "asyncio"
     #: Seconds a worker may take to stop after SIGTERM or SIGINT. A stop waits for Kafka to
     #: take the last commits, so with the broker (or Redis) unreachable it would wait for
     #: ever; past this the process exits (status 75) without them, and what it had not

@@ -115,17 +115,27 @@ def records_match(client: redis.Redis, totals: dict[str, dict]) -> bool:
     return True
 
 
-def test_every_record_equals_totals_from_the_published_events(
-    settings: Settings, worker: WorkerProcess
-) -> None:
-    events = make_events(400, customers=25, seed=11)
+def publish_and_wait_for_totals(
+    settings: Settings, worker: WorkerProcess, events: list[tuple[str, dict[str, Any]]]
+) -> dict[str, dict]:
+    """Publish `events` and wait until every record holds their totals; returns the totals."""
     publish(settings, (
         (topic_of(settings, kind), m["customer_id"].encode(), orjson.dumps(m))
         for kind, m in events
     ))
     totals = expected_totals(events, settings.default_margin_rate)
     client = sync_redis(settings, decode_responses=True)
-    assert wait_until(lambda: records_match(client, totals)), worker.log_tail()
+    try:
+        assert wait_until(lambda: records_match(client, totals)), worker.log_tail()
+    finally:
+        client.close()
+    return totals
+
+
+def test_every_record_equals_totals_from_the_published_events(
+    settings: Settings, worker: WorkerProcess
+) -> None:
+    totals = publish_and_wait_for_totals(settings, worker, make_events(400, customers=25, seed=11))
 
     cid = next(iter(totals))
     status, body = http_json(settings, f"/customers/{cid}")

@@ -34,6 +34,6 @@ def test_an_unknown_loop_is_refused() -> None:
         Settings.from_env({"CVM_EVENT_LOOP": "trio"})
 
 
-def test_uvloop_is_the_default_and_asyncio_can_be_asked_for() -> None:
-    assert Settings.from_env({}).event_loop == "uvloop"
-    assert Settings.from_env({"CVM_EVENT_LOOP": "AsyncIO"}).event_loop == "asyncio"
+def test_asyncio_is_the_default_and_uvloop_can_be_asked_for() -> None:
+    assert Settings.from_env({}).event_loop == "asyncio"
+    assert Settings.from_env({"CVM_EVENT_LOOP": "UVLoop"}).event_loop == "uvloop"
