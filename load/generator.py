@@ -91,6 +91,10 @@ class PublishReport:
     seconds: float = 0.0
     bytes: int = 0
     errors: list[str] = field(default_factory=list)
+    #: (topic, key, value) of each message whose delivery failed, in the order reported,
+    #: for `publish_again`.
+    undelivered: list[tuple[str, bytes | None, bytes | None]] = field(
+        default_factory=list, repr=False)
 
     @property
     def messages(self) -> int:
@@ -206,6 +210,54 @@ class _Pacer:
         self.tokens -= 1.0
 
 
+
+def publish_again(
+    messages: Sequence[tuple[str, bytes | None, bytes | None]],
+    settings: Settings,
+    flush_timeout: float = 60.0,
+    producer_factory: Callable[[dict[str, Any]], Producer] | None = None,
+) -> int:
+    """Send `messages` (a report's ``undelivered``) again, in order, through a new producer.
+
+    Returns how many failed again. A message that timed out may have been written after
+    all; the engine counts an event id it has already applied once.
+    """
+    failed = [0]
+
+    def on_delivery(err: Any, _msg: Any) -> None:
+        if err is not None:
+            failed[0] += 1
+
+    producer = _producer(settings, on_delivery, producer_factory)
+    for topic, key, value in messages:
+        _produce(producer, topic, key, value)
+    left = producer.flush(flush_timeout)  # delivery reports arrive during the flush
+    return failed[0] + left
+
+
+def _producer(
+    settings: Settings,
+    on_delivery: Callable[[Any, Any], None],
+    factory: Callable[[dict[str, Any]], Producer] | None,
+) -> Producer:
+    config = producer_config(settings)
+    config["on_delivery"] = on_delivery
+    if factory is None:
+        from confluent_kafka import Producer as KafkaProducer
+
+        factory = KafkaProducer
+    return factory(config)
+
+
+def _produce(producer: Producer, topic: str, key: bytes | None, value: bytes | None) -> None:
+    """Produce one message, serving delivery reports while the local queue is full."""
+    while True:
+        try:
+            producer.produce(topic, value=value, key=key)
+            return
+        except BufferError:
+            producer.poll(0.05)
+
 def publish(
     events: Iterable[SimEvent],
     settings: Settings,
@@ -238,16 +290,12 @@ def publish(
             return
         with lock:
             report.failed += 1
+            if msg is not None:
+                report.undelivered.append((msg.topic(), msg.key(), msg.value()))
             if len(report.errors) < 10:
                 report.errors.append(f"{msg.topic() if msg is not None else '?'}: {err}")
 
-    config = producer_config(settings)
-    config["on_delivery"] = on_delivery
-    if producer_factory is None:
-        from confluent_kafka import Producer as KafkaProducer
-
-        producer_factory = KafkaProducer
-    producer = producer_factory(config)
+    producer = _producer(settings, on_delivery, producer_factory)
     topics = {
         "purchase": settings.topics.purchases,
         "service_contact": settings.topics.service_contacts,
@@ -266,18 +314,14 @@ def publish(
     def send(topic: str, key: bytes, value: bytes) -> None:
         nonlocal produced, size
         pacer.take()
-        while True:
-            try:
-                producer.produce(topic, value=value, key=key)
-                break
-            except BufferError:  # local queue full: serve delivery reports, then retry
-                producer.poll(0.05)
-            except Exception as exc:  # KafkaException, e.g. larger than message.max.bytes
-                with lock:
-                    report.failed += 1
-                    if len(report.errors) < 10:
-                        report.errors.append(f"{topic}: {exc}")
-                return
+        try:
+            _produce(producer, topic, key, value)
+        except Exception as exc:  # KafkaException, e.g. larger than message.max.bytes
+            with lock:
+                report.failed += 1
+                if len(report.errors) < 10:
+                    report.errors.append(f"{topic}: {exc}")
+            return
         produced += 1
         size += len(key) + len(value)
         if produced % 10_000 == 0:

@@ -23,7 +23,7 @@ import redis
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from load.generator import PublishReport
+from load.generator import PublishReport, publish_again
 from load.generator import publish as publish_events
 from load.simulator import SimEvent
 from stream_app.connections import sync_redis
@@ -440,6 +440,7 @@ class BackgroundPublisher:
         self.began = 0.0
         self.ended = 0.0
         self.produced = 0
+        self.resent = 0
         self._thread = threading.Thread(target=self._run, name="publisher", daemon=True)
 
     def _run(self) -> None:
@@ -452,9 +453,18 @@ class BackgroundPublisher:
             # A broker restarted under an idempotent producer may take minutes to hand out
             # a new producer id (its coordinator reloads its log): wait for the last
             # deliveries that long rather than the default minute.
-            self.report = publish_events(self.events, self.settings, rate=self.rate,
-                                         progress=produced, stop=self.stop,
-                                         flush_timeout=300.0)
+            report = publish_events(self.events, self.settings, rate=self.rate,
+                                    progress=produced, stop=self.stop, flush_timeout=300.0)
+            if report.undelivered and not self.stop.is_set():
+                # librdkafka can lose a restarted broker from its cache for good ("new
+                # leader-1 not found in cache"), and its messages then time out: they go
+                # again through a new producer, as a producing application would send
+                # them (the engine counts an event id it has already applied once).
+                again = publish_again(report.undelivered, self.settings, flush_timeout=300.0)
+                report.errors.append(f"{len(report.undelivered)} sent again, {again} failed")
+                report.failed -= len(report.undelivered) - again
+                self.resent = len(report.undelivered)
+            self.report = report
         except BaseException as exc:  # handed to the test thread by `join`
             self.error = exc
         finally:
@@ -470,7 +480,9 @@ class BackgroundPublisher:
     def status(self) -> str:
         """How far the publisher is, for a test's account of its steps."""
         state = "done" if self.done else "running"
-        return f"publisher {state}, {self.produced} of {len(self.events)} events produced"
+        again = f", {self.resent} sent again" if self.resent else ""
+        return (f"publisher {state}, {self.produced} of {len(self.events)} events produced"
+                f"{again}")
 
     def join(self, timeout: float = 300) -> PublishReport:
         """Wait for the last delivery; raise what the thread raised or a failed delivery."""

@@ -7,7 +7,7 @@ import collections
 import random
 import threading
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,7 +16,13 @@ import orjson
 import pytest
 from scipy.special import hyp2f1
 
-from load.generator import MALFORMED_KINDS, PublishReport, malformed_message, publish
+from load.generator import (
+    MALFORMED_KINDS,
+    PublishReport,
+    malformed_message,
+    publish,
+    publish_again,
+)
 from load.simulator import (
     CONTACT_CHANNELS,
     CONTACT_REASONS,
@@ -433,10 +439,28 @@ class FakeProducer:
         return 0
 
     def flush(self, timeout: float) -> int:
-        for topic, _, _ in self.messages:
+        for topic, key, value in self.messages:
             if topic == self.fail_topic:
-                self.config["on_delivery"]("broker down", None)
+                self.config["on_delivery"]("broker down", _Delivered(topic, key, value))
         return self.stuck
+
+
+@dataclass
+class _Delivered:
+    """The message a delivery report names, as confluent-kafka's `Message` gives it."""
+
+    _topic: str
+    _key: bytes
+    _value: bytes
+
+    def topic(self) -> str:
+        return self._topic
+
+    def key(self) -> bytes:
+        return self._key
+
+    def value(self) -> bytes:
+        return self._value
 
 
 def test_publish_sends_every_event_in_order_with_extra_malformed_messages() -> None:
@@ -471,6 +495,30 @@ def _json_or(value: bytes) -> bytes:
     except orjson.JSONDecodeError:
         return b'{"event_id": "x-bad"}'
     return value
+
+
+def test_failed_deliveries_are_kept_in_order_and_can_be_sent_again() -> None:
+    settings = Settings()
+    stream = list(simulate(SimConfig(n_customers=60, days=60, seed=10)))[:200]
+    contacts = settings.topics.service_contacts
+    first = publish(stream, settings, producer_factory=lambda c: FakeProducer(
+        c, fail_topic=contacts))
+    failed = [(settings.topics.service_contacts, e.customer_id.encode(), orjson.dumps(e.payload))
+              for e in stream if e.topic_kind == "service_contact"]
+    assert failed and first.undelivered == failed and first.failed == len(failed)
+
+    fakes: list[FakeProducer] = []
+
+    def factory(config: dict[str, Any]) -> FakeProducer:
+        fakes.append(FakeProducer(config))
+        return fakes[-1]
+
+    assert publish_again(first.undelivered, settings, producer_factory=factory) == 0
+    (fake,) = fakes
+    assert fake.messages == failed and fake.config["enable.idempotence"] is True
+    # A broker still down: every message fails again, and so does one left in the queue.
+    assert publish_again(first.undelivered, settings, producer_factory=lambda c: FakeProducer(
+        c, fail_topic=contacts, stuck=1)) == len(failed) + 1
 
 
 def test_publish_counts_failures_paces_and_stops() -> None:
