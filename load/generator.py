@@ -210,7 +210,6 @@ class _Pacer:
         self.tokens -= 1.0
 
 
-
 def publish_again(
     messages: Sequence[tuple[str, bytes | None, bytes | None]],
     settings: Settings,
@@ -257,6 +256,7 @@ def _produce(producer: Producer, topic: str, key: bytes | None, value: bytes | N
             return
         except BufferError:
             producer.poll(0.05)
+
 
 def publish(
     events: Iterable[SimEvent],
