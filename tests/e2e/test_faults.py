@@ -328,7 +328,6 @@ def test_workers_recover_from_redis_kafka_and_worker_failures_by_themselves(
         client.close()
 
 
-
 def _group_stable(settings: Settings) -> bool:
     """Whether the workers' consumer group is stable: no rebalance under way."""
     admin = AdminClient(settings.kafka_config())  # kept until the answer
@@ -337,6 +336,7 @@ def _group_stable(settings: Settings) -> bool:
         return bool(future.result(timeout=10).state == ConsumerGroupState.STABLE)
     except KafkaException:
         return False
+
 
 def test_sigterm_right_after_applying_everything_stops_cleanly(
     settings: Settings, tmp_path: Path
