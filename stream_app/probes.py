@@ -1,11 +1,17 @@
 """Liveness and readiness of a worker: what ``/livez`` and ``/readyz`` answer.
 
-* **Live**: the event loop turns. A heartbeat timer stamps `Health.beat` every
-  `HEARTBEAT_S`; the worker is live while the stamp is younger than `STALE_S`. The probes
-  are answered on the web server's own thread (CVM_WEB_IN_THREAD), so a worker loop
-  blocked for good is reported not live once its stamp is stale (with the setting off
-  the probe cannot answer at all and times out: not live either).
-  Restart a worker that is not live.
+* **Live**: the event loop turns and the consumer is in its group. A heartbeat timer
+  stamps `Health.beat` every `HEARTBEAT_S`; the worker is live while the stamp is younger
+  than `STALE_S`. The probes are answered on the web server's own thread
+  (CVM_WEB_IN_THREAD), so a worker loop blocked for good is reported not live once its
+  stamp is stale (with the setting off the probe cannot answer at all and times out: not
+  live either). The same timer reads the consumer's group membership
+  (`stream_app.consumer_group.membership`): a consumer the broker no longer knows
+  (evicted, its member id reset) that has not joined again within CVM_OUT_OF_GROUP_S, or
+  whose group coordination has ended, reads nothing while the loop turns, so the worker
+  is then not live either. A broker outage alone does not count: the consumer keeps its
+  member id until the broker answers again. Restart a worker that is not live: it
+  resumes from Redis and loses nothing.
 * **Ready**: the worker does its work. Redis answers a PING within `REDIS_TIMEOUT_S`;
   the consumer is in its group, with partitions assigned or legitimately idle (the
   group's last rebalance gave it none: more workers than partitions), not between a
@@ -19,13 +25,20 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Any
 
 import faust
 from redis.asyncio import Redis
 
-__all__ = ["HEARTBEAT_S", "REDIS_TIMEOUT_S", "STALE_S", "Health", "redis_answers"]
+from stream_app.consumer_group import Membership, membership
+from stream_app.settings import Settings
+
+__all__ = ["HEARTBEAT_S", "OUT_OF_GROUP_S", "REDIS_TIMEOUT_S", "STALE_S", "Health",
+           "redis_answers"]
+
+log = logging.getLogger(__name__)
 
 #: How often the heartbeat timer stamps the clock.
 HEARTBEAT_S = 1.0
@@ -33,17 +46,26 @@ HEARTBEAT_S = 1.0
 STALE_S = 15.0
 #: How long readiness waits for Redis to answer a PING.
 REDIS_TIMEOUT_S = 2.0
+#: Seconds a consumer may stay out of its group before the worker is not live.
+OUT_OF_GROUP_S = Settings.out_of_group_s
 
 
 class Health:
-    """The heartbeat and the consumer group state of one worker."""
+    """The heartbeat, the group membership and the consumer group state of one worker."""
 
-    def __init__(self) -> None:
+    def __init__(self, out_of_group_s: float = OUT_OF_GROUP_S) -> None:
         self.beat = time.monotonic()
         # "starting" until the first assignment, "rebalancing" between a revocation
         # and the next assignment, then "assigned" or "idle" (assigned nothing).
         self.group = "starting"
         self.partitions = 0
+        self.out_of_group_s = out_of_group_s
+        # Since when the consumer has had no member id (from the start until its first
+        # join); None while it is a member.
+        self.out_since: float | None = self.beat
+        self.generation = -1
+        self.coordinating = True
+        self._reported = False
 
     def register(self, app: faust.App) -> None:
         """Attach the heartbeat timer and the group callbacks to `app`."""
@@ -51,6 +73,7 @@ class Health:
         @app.timer(interval=HEARTBEAT_S)
         async def heartbeat() -> None:
             self.beat = time.monotonic()
+            self.observe(membership(app), self.beat)
 
         @app.on_partitions_revoked.connect
         async def revoked(sender: faust.App, revoked: set[Any], **_: Any) -> None:
@@ -68,16 +91,56 @@ class Health:
         """The group's rebalance ended with `assigned` (perhaps nothing) for this worker."""
         self.partitions = len(assigned)
         self.group = "assigned" if assigned else "idle"
+        self.out_since = None  # an assignment comes only to a member
 
-    def liveness(self) -> tuple[bool, dict[str, Any]]:
-        """(live, document): the heartbeat's age against `STALE_S`."""
-        age = time.monotonic() - self.beat
-        return age < STALE_S, {"heartbeat_age_s": round(age, 3), "stale_after_s": STALE_S}
+    def observe(self, seen: Membership | None, now: float) -> None:
+        """Take in the coordinator's state at `now` (monotonic seconds); log the changes."""
+        if seen is None:  # no consumer yet: still starting
+            return
+        self.coordinating = seen.coordinating
+        if seen.member:
+            if self.out_since is not None and self._reported:
+                log.warning("the consumer is back in its group (generation %d) after %.0f s "
+                            "out of it", seen.generation, now - self.out_since)
+            self.out_since, self.generation, self._reported = None, seen.generation, False
+            return
+        if self.out_since is None:
+            self.out_since = now
+        if not self._reported and not self._group_live(now):
+            self._reported = True
+            if not seen.coordinating:
+                log.error("the consumer's group coordination has ended; it will read "
+                          "nothing more: /livez fails so that the worker is restarted")
+            else:
+                log.error("the consumer has been out of its group for %.0f s "
+                          "(CVM_OUT_OF_GROUP_S=%g) and reads nothing: /livez fails so that "
+                          "the worker is restarted", now - self.out_since, self.out_of_group_s)
+
+    def _out_s(self, now: float) -> float:
+        return 0.0 if self.out_since is None else now - self.out_since
+
+    def _group_live(self, now: float) -> bool:
+        return self.coordinating and self._out_s(now) < self.out_of_group_s
+
+    def liveness(self, now: float | None = None) -> tuple[bool, dict[str, Any]]:
+        """(live, document) at `now` (monotonic seconds, default the clock's): the
+        heartbeat's age against `STALE_S`, and the group membership."""
+        now = time.monotonic() if now is None else now
+        age = now - self.beat
+        group_live = self._group_live(now)
+        return age < STALE_S and group_live, {
+            "heartbeat_age_s": round(age, 3), "stale_after_s": STALE_S,
+            "group": {"ok": group_live, "member": self.out_since is None,
+                      "out_of_group_s": round(self._out_s(now), 1),
+                      "limit_s": self.out_of_group_s, "generation": self.generation,
+                      "coordinating": self.coordinating},
+        }
 
     async def readiness(self, app: faust.App, redis: Redis) -> tuple[bool, dict[str, Any]]:
         """(ready, document): Redis, the consumer group and the agents, each with its verdict."""
         redis_ok, redis_detail = await redis_answers(redis)
-        group_ok = self.group in ("assigned", "idle") and not app.rebalancing
+        group_ok = (self.group in ("assigned", "idle") and not app.rebalancing
+                    and self.out_since is None)
         crashed = sorted(
             name for name, agent in app.agents.items()
             if any(actor.crashed for actor in list(agent._actors))  # noqa: SLF001

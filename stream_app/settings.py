@@ -427,6 +427,11 @@ class Settings:
     #: ever; past this the process exits (status 75) without them, and what it had not
     #: acknowledged is read again by the next worker, counted once.
     stop_timeout_s: float = 30.0
+    #: Seconds a worker's consumer may stay out of its consumer group (evicted by the
+    #: broker and not joined again) before ``/livez`` fails (`stream_app.probes`). Twice
+    #: Faust's rebalance timeout (60 s), so a join that waits for the slowest member of a
+    #: rebalance never counts.
+    out_of_group_s: float = 120.0
     data_dir: str = ".devstack/faust"
     max_event_bytes: int = 65536
     # The producer's max.request.size; the dead-letter limit must fit under it.
@@ -663,6 +668,9 @@ class Settings:
         if not 0 < self.stop_timeout_s < float("inf"):
             raise SettingsError(
                 f"CVM_STOP_TIMEOUT_S={self.stop_timeout_s} must be positive and finite")
+        if not 0 < self.out_of_group_s < float("inf"):
+            raise SettingsError(
+                f"CVM_OUT_OF_GROUP_S={self.out_of_group_s} must be positive and finite")
         if not 0 < self.rescore_budget_s < float("inf"):
             raise SettingsError(
                 f"CVM_RESCORE_BUDGET_S={self.rescore_budget_s} must be positive and finite")

@@ -134,6 +134,7 @@ class InputEnv(_Group):
     batch_size: int = Field(_DEFAULTS.batch_size, alias="CVM_BATCH_SIZE")
     batch_within_ms: int = Field(_DEFAULTS.batch_within_ms, alias="CVM_BATCH_WITHIN_MS")
     stop_timeout_s: float = Field(_DEFAULTS.stop_timeout_s, alias="CVM_STOP_TIMEOUT_S")
+    out_of_group_s: float = Field(_DEFAULTS.out_of_group_s, alias="CVM_OUT_OF_GROUP_S")
     gc_freeze: bool = Field(_DEFAULTS.gc_freeze, alias="CVM_GC_FREEZE")
     event_loop: Annotated[str, BeforeValidator(_lower)] = Field(
         _DEFAULTS.event_loop, alias="CVM_EVENT_LOOP")

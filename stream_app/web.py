@@ -46,7 +46,7 @@ def register(app: faust.App, runtime: Runtime) -> None:
 
 def _register_probes(app: faust.App, side: WebSide) -> None:
     """``/livez``, ``/readyz`` and ``/healthz`` (= ``/readyz``), open to all (see `probes`)."""
-    health = probes.Health()
+    health = probes.Health(side.runtime.settings.out_of_group_s)
     health.register(app)
 
     @app.page("/livez")

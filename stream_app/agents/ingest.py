@@ -13,6 +13,7 @@ from aiokafka.errors import KafkaError
 from faust.exceptions import ProducerSendError
 from faust.types import TP
 
+from stream_app import consumer_group
 from stream_app.app import Channels
 from stream_app.connections import first_readable_offset
 from stream_app.fence import TRANSIENT_REDIS_ERRORS, backoff, run_id
@@ -30,6 +31,8 @@ log = logging.getLogger(__name__)
 RETRYABLE = (*TRANSIENT_REDIS_ERRORS, KafkaError, ProducerSendError)
 #: How often the watchdog asks which Redis server answers.
 WATCH_INTERVAL_S = 1.0
+#: How often the worker looks for an error aiokafka's group coordinator waits to hand over.
+GROUP_ERRORS_S = 1.0
 #: How long a resume from Redis may wait for Redis inside a rebalance before the
 #: watchdog takes over (it rejoins the group once Redis answers).
 RESUME_PATIENCE_S = 5.0
@@ -176,7 +179,8 @@ async def unread_holes(
 
 
 def register(app: faust.App, channels: Channels, runtime: Runtime) -> Resync:
-    """Attach the ingest agent, its resume-from-Redis hook and the Redis watchdog to `app`."""
+    """Attach the ingest agent, its resume-from-Redis hook, the Redis watchdog and the
+    taker of the consumer's group errors (`consumer_group.take_error`) to `app`."""
     settings = runtime.settings
     within = settings.batch_within_ms / 1000
     resync = Resync()
@@ -233,6 +237,11 @@ def register(app: faust.App, channels: Channels, runtime: Runtime) -> Resync:
                 await request_rejoin(app)
 
     runtime.timers.register(app, watch_redis, WATCH_INTERVAL_S)
+
+    async def take_group_error() -> None:
+        await consumer_group.take_error(app)
+
+    runtime.timers.register(app, take_group_error, GROUP_ERRORS_S)
 
     @app.on_rebalance_complete.connect
     async def resume_from_redis(sender: faust.App, **kwargs: object) -> None:

@@ -20,7 +20,13 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
 import redis
-from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, TopicPartition
+from confluent_kafka import (
+    Consumer,
+    ConsumerGroupState,
+    ConsumerGroupTopicPartitions,
+    KafkaException,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient
 
 from load.generator import PublishReport, publish_again
@@ -505,3 +511,14 @@ def log_problems(text: str, n: int = 20) -> str:
         if "[WARNING]" in line or "[ERROR]" in line or "[CRITICAL]" in line:
             seen.setdefault(line.split("] ", 2)[-1][:200], None)
     return "\n".join(list(seen)[:n])
+
+
+def group_state(settings: Settings) -> ConsumerGroupState | None:
+    """The state of the workers' consumer group as the broker reports it; None if it will not."""
+    admin = AdminClient(settings.kafka_config())  # kept until the answer
+    (future,) = admin.describe_consumer_groups([settings.app_id]).values()
+    try:
+        state: ConsumerGroupState = future.result(timeout=10).state
+    except KafkaException:
+        return None
+    return state

@@ -49,6 +49,7 @@ from tests.e2e.helpers import (
     describe_mismatches,
     event_coordinates,
     ground_truth,
+    group_state,
     last_offsets,
     log_problems,
     mismatches,
@@ -311,7 +312,9 @@ def test_workers_recover_from_redis_kafka_and_worker_failures_by_themselves(
         # as it stops and may pass CVM_STOP_TIMEOUT_S: it then exits 75 with nothing lost,
         # the case `test_a_worker_stopped_while_kafka_and_redis_are_down...` covers.
         for w in workers:
-            assert wait_until(lambda: _group_stable(base), deadline_s=120, every=0.5), (
+            settled = wait_until(lambda: group_state(base) == ConsumerGroupState.STABLE,
+                                 deadline_s=120, every=0.5)
+            assert settled, (
                 f"the consumer group did not settle:\n{context()}")
             proc = w.proc
             assert proc is not None
@@ -326,16 +329,6 @@ def test_workers_recover_from_redis_kafka_and_worker_failures_by_themselves(
         for w in workers:
             w.stop(timeout_s=30)
         client.close()
-
-
-def _group_stable(settings: Settings) -> bool:
-    """Whether the workers' consumer group is stable: no rebalance under way."""
-    admin = AdminClient(settings.kafka_config())  # kept until the answer
-    (future,) = admin.describe_consumer_groups([settings.app_id]).values()
-    try:
-        return bool(future.result(timeout=10).state == ConsumerGroupState.STABLE)
-    except KafkaException:
-        return False
 
 
 def test_sigterm_right_after_applying_everything_stops_cleanly(

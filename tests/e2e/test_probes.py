@@ -1,15 +1,21 @@
-"""Liveness and readiness of a real worker whose Redis (a private server) goes away and returns."""
+"""Liveness and readiness of a real worker: its Redis (a private server) goes away and
+returns; the broker forgets its consumer and refuses it back for a while."""
 
 from __future__ import annotations
 
+import os
+import signal
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from confluent_kafka import Consumer, ConsumerGroupState
 
 from stream_app.settings import Settings
 from stream_app.worker_process import wait_until
 from tests.conftest import WorkerProcess, http_json
+from tests.e2e.helpers import group_state
+from tests.e2e.test_pipeline import make_events, publish_and_wait_for_totals
 from tests.private_redis import PrivateRedis
 
 pytestmark = pytest.mark.integration
@@ -42,3 +48,81 @@ def test_readyz_follows_redis_while_livez_stays_up(settings: Settings, tmp_path:
     finally:
         w.stop()
         server.stop()
+
+
+def test_a_consumer_the_group_refuses_is_never_silent_and_joins_again_once_it_may(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The broker forgets the worker's consumer and, while another client holds the group
+    with another assignor, refuses it back (InconsistentGroupProtocol). aiokafka hands the
+    error to whatever waits on the consumer and to its user. If Faust's fetcher was waiting
+    for records, it crashes and the worker exits with an error: a supervisor restarts it.
+    If not, the error waits for its user, which Faust never is: the worker takes it
+    (`consumer_group.take_error`) and reports not live past CVM_OUT_OF_GROUP_S. Either way,
+    once the group is free, the worker (restarted in the first case) joins again: live,
+    ready, and reading."""
+    monkeypatch.setenv("CVM_SESSION_TIMEOUT_S", "6")  # the broker's minimum
+    monkeypatch.setenv("CVM_OUT_OF_GROUP_S", "4")
+    w = WorkerProcess(settings, tmp_path / "worker.log")
+    other = Consumer({**settings.kafka_config(), "group.id": settings.app_id,
+                      "partition.assignment.strategy": "roundrobin",
+                      "enable.auto.commit": False, "session.timeout.ms": 6000})
+    closed = False
+    try:
+        w.start()
+        # The timer reads the coordinator every second: the generation comes with it.
+        assert wait_until(lambda: http_json(settings, "/livez")[1]["group"]["generation"] >= 1,
+                          10)
+        generation = http_json(settings, "/livez")[1]["group"]["generation"]
+
+        os.kill(w.pid, signal.SIGSTOP)  # no heartbeat: the broker drops the member
+        try:
+            assert wait_until(lambda: group_state(settings) == ConsumerGroupState.EMPTY, 60)
+            other.subscribe([settings.topics.purchases])
+
+            def holds() -> bool:
+                other.poll(0.2)
+                return bool(other.assignment())
+
+            assert wait_until(holds, 60), "the other client got no assignment"
+        finally:
+            os.kill(w.pid, signal.SIGCONT)
+
+        def exited() -> bool:
+            return w.proc is not None and w.proc.poll() is not None
+
+        def noticed() -> bool:
+            other.poll(0.1)
+            if exited():
+                return True
+            try:
+                return http_json(settings, "/livez")[0] == 503
+            except OSError:  # the web server stops as the worker exits
+                return exited()
+
+        assert wait_until(noticed, 60), w.log_tail()
+        log = w.log_path.read_text(errors="replace")
+        assert "InconsistentGroupProtocolError" in log, w.log_tail()
+        if exited():
+            assert w.proc is not None and w.proc.returncode != 0, w.log_tail()
+            assert "Crashed reason=InconsistentGroupProtocolError" in log, w.log_tail()
+        else:
+            status, doc = http_json(settings, "/livez")
+            assert doc["group"]["member"] is False and doc["group"]["ok"] is False, doc
+            assert doc["group"]["coordinating"] is True, doc
+            assert http_json(settings, "/readyz")[0] == 503
+            assert "taken, so that it tries again" in log and "out of its group for" in log
+
+        other.close()  # the group is free again
+        closed = True
+        if exited():
+            w.start()  # as a supervisor would
+        assert wait_until(lambda: http_json(settings, "/livez")[0] == 200, 60), w.log_tail()
+        assert wait_until(
+            lambda: http_json(settings, "/livez")[1]["group"]["generation"] > generation, 10)
+        assert wait_until(lambda: http_json(settings, "/readyz")[0] == 200, 60), w.log_tail()
+        publish_and_wait_for_totals(settings, w, make_events(60, customers=6, seed=5))
+    finally:
+        if not closed:
+            other.close()
+        w.stop()

@@ -1,4 +1,5 @@
-"""Readiness from the consumer group's state and the agents; liveness from the heartbeat.
+"""Readiness from the consumer group's state and the agents; liveness from the heartbeat
+and the group membership.
 
 The Redis part is covered against real servers in ``tests/e2e/test_probes.py``; here a
 server that always answers stands in for it, so that only the group and agents vary.
@@ -7,10 +8,14 @@ server that always answers stands in for it, so that only the group and agents v
 from __future__ import annotations
 
 import asyncio
+import time
 from types import SimpleNamespace
 from typing import Any
 
-from stream_app import probes
+import pytest
+
+from stream_app import consumer_group, probes
+from stream_app.consumer_group import Membership
 
 
 class _Answers:
@@ -52,3 +57,123 @@ def test_not_ready_with_a_crashed_agent_or_a_stale_heartbeat() -> None:
     assert not health.liveness()[0]
     ok, doc = _ready(health, _app())
     assert not ok and doc["live"] is False
+
+
+class _Task:
+    def __init__(self, done: bool) -> None:
+        self._done = done
+
+    def done(self) -> bool:
+        return self._done
+
+
+class _Coordinator:
+    """aiokafka's GroupCoordinator as far as `consumer_group` reads it."""
+
+    def __init__(self, member_id: str, generation: int, task_done: bool = False) -> None:
+        self.member_id, self.generation = member_id, generation
+        self._coordination_task = _Task(task_done)
+        self._pending_exception: Exception | None = None
+
+    def check_errors(self) -> None:
+        exc, self._pending_exception = self._pending_exception, None
+        if exc is not None:
+            raise exc
+
+
+class _Thread:
+    def __init__(self, coordinator: _Coordinator) -> None:
+        self._consumer = SimpleNamespace(_coordinator=coordinator)
+        self.calls = 0
+
+    async def call_thread(self, fun: Any) -> Any:
+        self.calls += 1
+        return await fun()
+
+
+def _faust_app(member_id: str, generation: int, task_done: bool = False) -> Any:
+    """The attribute path from a Faust app to aiokafka's group coordinator."""
+    thread = _Thread(_Coordinator(member_id, generation, task_done))
+    return SimpleNamespace(_consumer=SimpleNamespace(_thread=thread))
+
+
+def test_a_pending_group_error_is_taken_on_the_consumer_thread_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = _faust_app("", -1)
+    thread = app._consumer._thread
+    assert asyncio.run(consumer_group.take_error(app)) is None
+    assert thread.calls == 0  # nothing pending: no call to the consumer's thread
+    refused = RuntimeError("InconsistentGroupProtocolError")
+    thread._consumer._coordinator._pending_exception = refused
+    assert asyncio.run(consumer_group.take_error(app)) is refused
+    assert thread.calls == 1 and thread._consumer._coordinator._pending_exception is None
+    assert "taken, so that it tries again" in caplog.records[-1].getMessage()
+    assert asyncio.run(consumer_group.take_error(app)) is None
+    ended = _faust_app("", -1, task_done=True)  # nothing to go on: left to the probes
+    ended._consumer._thread._consumer._coordinator._pending_exception = refused
+    assert asyncio.run(consumer_group.take_error(ended)) is None
+
+
+def test_membership_reads_the_group_coordinator_and_is_none_before_the_consumer() -> None:
+    assert consumer_group.membership(_faust_app("faust-1", 4)) == Membership(True, 4, True)
+    assert consumer_group.membership(_faust_app("", -1, task_done=True)) == Membership(
+        False, -1, False)
+    assert consumer_group.membership(SimpleNamespace(_consumer=None)) is None
+    no_thread_yet = SimpleNamespace(_consumer=SimpleNamespace(_thread=SimpleNamespace(
+        _consumer=None)))
+    assert consumer_group.membership(no_thread_yet) is None
+
+
+def _live_at(health: probes.Health, now: float) -> tuple[bool, dict[str, Any]]:
+    health.beat = now  # the loop turns
+    return health.liveness(now)
+
+
+def test_out_of_the_group_past_the_limit_is_not_live_and_a_rejoin_makes_it_live(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    health = probes.Health(out_of_group_s=30.0)
+    health.observe(Membership(True, 3, True), now=100.0)
+    live, doc = _live_at(health, 100.0)
+    assert live and doc["group"] == {"ok": True, "member": True, "out_of_group_s": 0.0,
+                                     "limit_s": 30.0, "generation": 3, "coordinating": True}
+
+    evicted = Membership(False, -1, True)  # the broker forgot it: member id reset
+    health.observe(evicted, now=110.0)
+    health.observe(evicted, now=139.0)
+    live, doc = _live_at(health, 139.0)
+    assert live and doc["group"]["member"] is False and doc["group"]["out_of_group_s"] == 29.0
+    assert not caplog.records
+    health.observe(evicted, now=140.0)
+    live, doc = _live_at(health, 140.0)
+    assert not live and doc["group"]["ok"] is False, doc
+    health.observe(evicted, now=141.0)  # said once, not every second
+    assert [r.levelname for r in caplog.records] == ["ERROR"]
+    assert "out of its group for 30 s" in caplog.records[0].getMessage()
+
+    health.observe(Membership(True, 5, True), now=150.0)
+    live, doc = _live_at(health, 150.0)
+    assert live and doc["group"]["generation"] == 5 and doc["group"]["member"] is True
+    assert "back in its group (generation 5) after 40 s" in caplog.records[-1].getMessage()
+
+
+def test_ended_coordination_is_not_live_at_once_and_readiness_needs_a_member() -> None:
+    health = probes.Health(out_of_group_s=30.0)
+    health.on_assigned({("t", 0)})
+    assert _ready(health, _app())[0]
+    health.observe(Membership(False, -1, True), now=time.monotonic())
+    assert not _ready(health, _app())[0]  # evicted: not ready, though still live
+    assert health.liveness()[0]
+    health.observe(Membership(True, 7, False), now=time.monotonic())
+    live, doc = health.liveness()
+    assert not live and doc["group"]["coordinating"] is False
+
+
+def test_a_worker_before_its_first_join_counts_from_its_start() -> None:
+    health = probes.Health(out_of_group_s=30.0)
+    start = health.out_since
+    assert start is not None and _live_at(health, start + 29)[0]
+    health.observe(None, now=start + 31)  # no consumer yet
+    live, doc = _live_at(health, start + 31)  # started 31 s ago and never joined
+    assert not live and doc["group"]["member"] is False
