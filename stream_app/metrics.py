@@ -33,6 +33,7 @@ import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import generate_latest
 
+from stream_app import consumer_group
 from stream_app.store import shards
 
 if TYPE_CHECKING:  # the hooks run in the pipeline, which does not depend on Faust
@@ -48,6 +49,7 @@ __all__ = [
     "Sampler",
     "batch_committed",
     "conflicts",
+    "group_error_taken",
     "dead_lettered",
     "published",
     "register",
@@ -107,6 +109,16 @@ COMMIT_LAG = Gauge(
     "partition's highwater, per assigned partition (the LAG of kafka-consumer-groups): "
     "fetched but not yet applied and committed, plus not yet fetched.", ["topic", "partition"],
     registry=REGISTRY,
+)
+GROUP_MEMBER = Gauge(
+    "cvm_consumer_group_member", "1 while the broker knows the worker's consumer as a member "
+    "of its group, 0 while it is out of it (forgotten by the broker and not joined again); "
+    "sampled.", registry=REGISTRY,
+)
+GROUP_ERRORS = Counter(
+    "cvm_consumer_group_errors_taken", "Errors the consumer's group coordination stopped on and "
+    "waited to hand over, taken by the worker so that it tries again, by error type.",
+    ["error"], registry=REGISTRY,
 )
 MODEL_VERSION = Gauge(
     "cvm_model_version", "Version of the newest stored model (value: BG/NBD + Gamma-Gamma; "
@@ -191,6 +203,11 @@ def batch_committed(events: Iterable[tuple[Any, Any]], result: Any, seconds: flo
 def dead_lettered(topic: str, error_code: str) -> None:
     """Count one record sent to the dead-letter topic."""
     DEAD_LETTERS.labels(topic=topic, error_code=error_code).inc()
+
+
+def group_error_taken(error: BaseException) -> None:
+    """Count an error taken from the consumer's group coordination (`consumer_group`)."""
+    GROUP_ERRORS.labels(error=type(error).__name__).inc()
 
 
 def conflicts(path: str, n: int) -> None:
@@ -345,6 +362,9 @@ class Sampler:
 
     async def sample(self) -> None:
         """Take one sample of everything; a part that fails is logged and the rest stands."""
+        seen = consumer_group.membership(self.app)
+        if seen is not None:  # None: no consumer yet
+            GROUP_MEMBER.set(1 if seen.member else 0)
         try:
             self.sample_commit_lag()
         except Exception as exc:  # the consumer may be rebalancing or not started

@@ -13,7 +13,7 @@ from aiokafka.errors import KafkaError
 from faust.exceptions import ProducerSendError
 from faust.types import TP
 
-from stream_app import consumer_group
+from stream_app import consumer_group, metrics
 from stream_app.app import Channels
 from stream_app.connections import first_readable_offset
 from stream_app.fence import TRANSIENT_REDIS_ERRORS, backoff, run_id
@@ -239,7 +239,9 @@ def register(app: faust.App, channels: Channels, runtime: Runtime) -> Resync:
     runtime.timers.register(app, watch_redis, WATCH_INTERVAL_S)
 
     async def take_group_error() -> None:
-        await consumer_group.take_error(app)
+        taken = await consumer_group.take_error(app)
+        if taken is not None:
+            metrics.group_error_taken(taken)
 
     runtime.timers.register(app, take_group_error, GROUP_ERRORS_S)
 

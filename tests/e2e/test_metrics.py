@@ -109,6 +109,8 @@ def test_metrics_move_with_the_stream(settings: Settings, fast_worker: WorkerPro
     assert total(after, "cvm_gc_seconds_count") > 0
     # What the rescoring budget left due: served, never negative.
     assert after[("cvm_rescore_due", ())] >= 0
+    # The consumer is a member of its group, as the broker knows it.
+    assert after[("cvm_consumer_group_member", ())] == 1
     # Alerts and win-back triggers: counted by severity and group exactly as published. The
     # rescoring timer may still publish: compare once two scrapes around the read agree.
     def published() -> tuple[Samples, list[dict[str, Any]], list[dict[str, Any]]]:

@@ -90,3 +90,26 @@ def test_garbage_collections_are_timed_by_generation_without_a_lock_in_the_callb
     metrics.watch_gc()
     metrics.watch_gc()
     assert gc.callbacks.count(metrics.GC_CLOCK) == 1
+
+
+def test_group_errors_are_counted_by_type_and_membership_is_sampled() -> None:
+    before = _value("cvm_consumer_group_errors_taken_total", error="ValueError")
+    metrics.group_error_taken(ValueError("refused"))
+    assert _value("cvm_consumer_group_errors_taken_total", error="ValueError") - before == 1
+
+    coordinator = SimpleNamespace(member_id="", generation=-1, _coordination_task=None)
+    thread = SimpleNamespace(_consumer=SimpleNamespace(_coordinator=coordinator))
+    consumer = SimpleNamespace(_thread=thread, assignment=lambda: set())
+    app = SimpleNamespace(_consumer=consumer, consumer=consumer)
+    runtime = SimpleNamespace(settings=SimpleNamespace(topics=SimpleNamespace(inputs=())))
+    sampler = metrics.Sampler(app, runtime)
+    sampler.sample_redis = _no_redis  # type: ignore[method-assign]
+    asyncio.run(sampler.sample())
+    assert _value("cvm_consumer_group_member") == 0
+    coordinator.member_id = "faust-1"
+    asyncio.run(sampler.sample())
+    assert _value("cvm_consumer_group_member") == 1
+
+
+async def _no_redis() -> None:
+    return None
