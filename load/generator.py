@@ -230,8 +230,8 @@ def publish_again(
     producer = _producer(settings, on_delivery, producer_factory)
     for topic, key, value in messages:
         _produce(producer, topic, key, value)
-    left = producer.flush(flush_timeout)  # delivery reports arrive during the flush
-    return failed[0] + left
+    _left, unreported = _drain(producer, flush_timeout, lambda: failed[0])
+    return failed[0] + unreported
 
 
 def _producer(
@@ -246,6 +246,31 @@ def _producer(
 
         factory = KafkaProducer
     return factory(config)
+
+
+#: Seconds to wait for the delivery reports of purged messages (librdkafka gives them at once).
+PURGE_REPORT_S = 10.0
+
+
+def _drain(
+    producer: Producer, flush_timeout: float, reported: Callable[[], int]
+) -> tuple[int, int]:
+    """Flush; purge what is still queued or in flight after `flush_timeout`.
+
+    Purged messages get a delivery report with an error, so the delivery callback counts
+    them (and `publish` keeps them to send again) like any other failure. `reported()` is
+    the callback's count of failures. Returns (messages left at the timeout, of which not
+    reported even after the purge).
+    """
+    left = producer.flush(flush_timeout)  # delivery reports arrive during the flush
+    if not left:
+        return 0, 0
+    before = reported()
+    purge = getattr(producer, "purge", None)
+    if purge is not None:
+        purge()
+        producer.flush(PURGE_REPORT_S)
+    return left, max(0, left - (reported() - before))
 
 
 def _produce(producer: Producer, topic: str, key: bytes | None, value: bytes | None) -> None:
@@ -276,7 +301,8 @@ def publish(
     and once at the end; setting ``stop`` ends the run early (what was produced is still flushed).
     ``producer_factory`` builds the producer from `producer_config` (default
     ``confluent_kafka.Producer``; tests pass a fake). Delivery failures are counted through the
-    delivery callback, and messages still queued after ``flush_timeout`` count as failed.
+    delivery callback, and messages still queued after ``flush_timeout`` are purged, so
+    that they too are reported failed and kept in ``undelivered``, in order.
     """
     if not 0.0 <= malformed_share <= 1.0:
         raise ValueError(f"malformed_share={malformed_share} must be within 0..1")
@@ -345,12 +371,13 @@ def publish(
                 report.malformed += 1
                 report.malformed_by_kind[kind] += 1
     finally:
-        left = producer.flush(flush_timeout)
+        left, unreported = _drain(producer, flush_timeout, lambda: report.failed)
         report.seconds = time.perf_counter() - began
         report.bytes = size
         if left:
-            report.failed += left
-            report.errors.append(f"{left} messages still undelivered after {flush_timeout} s")
+            report.failed += unreported
+            report.errors.append(f"{left} messages still undelivered after {flush_timeout} s; "
+                                 f"{left - unreported} purged and kept to send again")
     if progress is not None:
         progress(produced)
     return report

@@ -49,8 +49,8 @@ __all__ = [
     "Sampler",
     "batch_committed",
     "conflicts",
-    "group_error_taken",
     "dead_lettered",
+    "group_error_taken",
     "published",
     "register",
 ]

@@ -420,7 +420,8 @@ def _assert_rejected(kind: str, topic_kind: str, value: bytes) -> None:
 
 
 class FakeProducer:
-    """Records what `publish` produces; fails ``fail_topic`` at flush, refuses > ``max_bytes``."""
+    """Records what `publish` produces; fails ``fail_topic`` at flush, keeps the last ``stuck``
+    others queued until a purge, refuses > ``max_bytes``."""
 
     def __init__(self, config: dict[str, Any], fail_topic: str | None = None,
                  stuck: int = 0, max_bytes: int | None = None) -> None:
@@ -429,6 +430,7 @@ class FakeProducer:
         self.messages: list[tuple[str, bytes, bytes]] = []
         self.fail_topic = fail_topic
         self.stuck = stuck
+        self.flushed = False
 
     def produce(self, topic: str, value: bytes, key: bytes) -> None:
         if self.max_bytes is not None and len(value) > self.max_bytes:
@@ -438,11 +440,23 @@ class FakeProducer:
     def poll(self, timeout: float) -> int:
         return 0
 
+    def _queued(self) -> list[tuple[str, bytes, bytes]]:
+        """The last ``stuck`` messages not of ``fail_topic``: never reported by a flush."""
+        others = [m for m in self.messages if m[0] != self.fail_topic]
+        return others[len(others) - self.stuck:] if self.stuck else []
+
     def flush(self, timeout: float) -> int:
-        for topic, key, value in self.messages:
-            if topic == self.fail_topic:
-                self.config["on_delivery"]("broker down", _Delivered(topic, key, value))
-        return self.stuck
+        if not self.flushed:  # one delivery report per message
+            self.flushed = True
+            for topic, key, value in self.messages:
+                if topic == self.fail_topic:
+                    self.config["on_delivery"]("broker down", _Delivered(topic, key, value))
+        return len(self._queued())
+
+    def purge(self) -> None:
+        for topic, key, value in self._queued():
+            self.config["on_delivery"]("Local: Purged in queue", _Delivered(topic, key, value))
+        self.stuck = 0
 
 
 @dataclass
@@ -516,9 +530,24 @@ def test_failed_deliveries_are_kept_in_order_and_can_be_sent_again() -> None:
     assert publish_again(first.undelivered, settings, producer_factory=factory) == 0
     (fake,) = fakes
     assert fake.messages == failed and fake.config["enable.idempotence"] is True
-    # A broker still down: every message fails again, and so does one left in the queue.
+    # A broker still down: every message fails again.
     assert publish_again(first.undelivered, settings, producer_factory=lambda c: FakeProducer(
-        c, fail_topic=contacts, stuck=1)) == len(failed) + 1
+        c, fail_topic=contacts)) == len(failed)
+    # One left in the queue at the flush's timeout fails too: purged, it is reported.
+    assert publish_again(first.undelivered, settings, producer_factory=lambda c: FakeProducer(
+        c, stuck=1)) == 1
+
+    # Messages still queued at the timeout are purged: reported failed once, kept in order
+    # after those that failed before, so that they can be sent again too.
+    stuck = publish(stream, settings, producer_factory=lambda c: FakeProducer(
+        c, fail_topic=contacts, stuck=2))
+    topics = {"purchase": settings.topics.purchases,
+              "campaign_touch": settings.topics.campaign_touches}
+    others = [(topics[e.topic_kind], e.customer_id.encode(), orjson.dumps(e.payload))
+              for e in stream if e.topic_kind != "service_contact"]
+    assert stuck.undelivered == failed + others[-2:]
+    assert stuck.failed == len(failed) + 2
+    assert "2 messages still undelivered after 60.0 s; 2 purged" in stuck.errors[-1]
 
 
 def test_publish_counts_failures_paces_and_stops() -> None:
