@@ -72,6 +72,7 @@ from load.bench_profile import (
     profile_pipeline,
     pyspy_available,
     pyspy_record,
+    pyspy_spans,
     raw_records,
     throughput_events,
     top_functions,
@@ -453,7 +454,7 @@ def _during_ingest(ns: Namespace, cfg: Config, worker: WorkerProcess, sampler: S
         raw = pyspy_record(worker.pid, cfg.pyspy_s, outdir / "worker-pyspy.txt")
         if raw is not None:
             text = raw.read_text()
-            out["pyspy"] = {"categories": parse_pyspy_raw(text),
+            out["pyspy"] = {"categories": parse_pyspy_raw(text), "spans": pyspy_spans(text),
                             "top_leaf_functions": top_functions(text, 20),
                             "ingesting_throughout": total - sampler.latest() > 0}
     elif not pyspy_available():

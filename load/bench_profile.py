@@ -37,7 +37,7 @@ from typing import Any
 
 import orjson
 
-from load.bench_stats import categorize_stack
+from load.bench_stats import categorize_stack, span_of_stack
 from load.simulator import SimConfig, SimEvent, simulate
 from stream_app import history_plan
 from stream_app import pipeline as pipeline_module
@@ -52,6 +52,7 @@ from stream_app.store.keys import Keys, partition_of
 __all__ = [
     "PhaseProfile",
     "parse_pyspy_raw",
+    "pyspy_spans",
     "profile_pipeline",
     "pyspy_record",
     "raw_records",
@@ -273,6 +274,16 @@ def parse_pyspy_raw(text: str) -> dict[str, int]:
         if not stack or not n.isdigit():
             continue
         counts[categorize_stack(stack.split(";"))] += int(n)
+    return dict(counts.most_common())
+
+
+def pyspy_spans(text: str) -> dict[str, int]:
+    """Samples per span (`load.bench_stats.span_of_stack`) from py-spy's raw output."""
+    counts: Counter[str] = Counter()
+    for line in text.splitlines():
+        stack, _, n = line.rpartition(" ")
+        if stack and n.isdigit():
+            counts[span_of_stack(stack.split(";"))] += int(n)
     return dict(counts.most_common())
 
 

@@ -28,6 +28,7 @@ __all__ = [
     "parse_metrics",
     "markdown_table",
     "percentile",
+    "span_of_stack",
     "steady_rate",
     "summarize",
     "text_table",
@@ -228,6 +229,40 @@ def categorize_stack(frames: Sequence[str]) -> str:
     if any(_matches(frame, _LOOP[1]) for frame in frames):
         return _LOOP[0]
     return "other"
+
+
+#: Who a sampled stack works for, from the root down: the first span one of its frames
+#: names. The rest is Faust's stream machinery, aiokafka and the event loop.
+_SPANS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("batch step (Ingestor.process)", ("Ingestor.process ",)),
+    ("engine timers (rescoring, model refresh, outbox)", ("Timers.run ", "Timers.register")),
+    ("web server (aiohttp)", ("aiohttp/",)),
+)
+#: The span of a stack that names none of the above.
+STREAM_SPAN = "Faust, aiokafka and the event loop"
+
+
+def span_of_stack(frames: Sequence[str]) -> str:
+    """The part of the worker one sampled stack works for (frames root first).
+
+    Unlike `categorize_stack`, which names the leaf-most library, this names the caller, so
+    the spans add up to where the worker's CPU goes: a Redis call under a rescoring timer
+    counts as the timer, numpy under the batch step as the batch step.
+
+    >>> span_of_stack(["_execute_actor (faust/agents/agent.py:1)",
+    ...                "Ingestor.process (stream_app/pipeline.py:9)", "f (numpy/x.py:1)"])
+    'batch step (Ingestor.process)'
+    >>> span_of_stack(["Timers.run (stream_app/runtime.py:3)", "execute (redis/client.py:3)"])
+    'engine timers (rescoring, model refresh, outbox)'
+    >>> span_of_stack(["_fetcher (faust/transport/consumer.py:4)", "getmany (aiokafka/x.py:2)"])
+    'Faust, aiokafka and the event loop'
+    """
+    for frame in frames:
+        for name, markers in _SPANS:
+            if any(frame.startswith(m) or f"/{m}" in frame or f"({m}" in frame
+                   for m in markers):
+                return name
+    return STREAM_SPAN
 
 
 # --------------------------------------------------------------------------- worker metrics

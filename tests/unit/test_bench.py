@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from load.bench_profile import parse_pyspy_raw
+from load.bench_profile import parse_pyspy_raw, pyspy_spans
 from load.bench_report import targets
 from load.bench_stats import (
     Target,
@@ -101,6 +101,20 @@ def test_parse_pyspy_raw() -> None:
                                     "Faust/aiokafka stream overhead": 3}
 
 
+def test_pyspy_spans_name_who_spent_the_time() -> None:
+    raw = "\n".join([
+        "MainThread;Ingestor.process (stream_app/pipeline.py:434);"
+        "execute (redis/asyncio/client.py:1) 5",
+        "MainThread;Timers.run (stream_app/runtime.py:9);"
+        "value_many (stream_app/domain/valuation.py:130) 2",
+        "MainThread;_fetcher (faust/transport/consumer.py:1) 3",
+        "garbage",
+    ])
+    assert pyspy_spans(raw) == {"batch step (Ingestor.process)": 5,
+                                "Faust, aiokafka and the event loop": 3,
+                                "engine timers (rescoring, model refresh, outbox)": 2}
+
+
 def _results() -> dict:
     """A run's results as `load.bench` saves them, with every target's measurement."""
     return {
@@ -183,8 +197,18 @@ def test_the_worker_bound_names_the_batch_profile_and_the_framework() -> None:
     results["throughput"]["quix_ledger"]["events_per_s"] = 100_000.0
     quix = {t.name: t for t in targets(results)}["one worker end to end / Quix Streams ledger job"]
     assert not quix.met
-    assert "Ingestor.process (no Kafka, no Faust) 70 µs (planner.plan 40 µs)" in quix.bound
-    assert "the Faust reader's 80.0 µs" in quix.bound
+    assert "driven alone (no Kafka, no Faust, the profile stage) 70 µs (planner.plan 40 µs)" in (
+        quix.bound)
+    assert "py-spy" not in quix.bound  # no profile of the worker in this run
+    # With the worker's own profile, its CPU per event is split by who spent it.
+    results["throughput"]["pyspy"] = {"spans": {"batch step (Ingestor.process)": 60,
+                                                "Faust, aiokafka and the event loop": 30,
+                                                "engine timers (rescoring, model refresh, "
+                                                "outbox)": 10}}
+    quix = {t.name: t for t in targets(results)}["one worker end to end / Quix Streams ledger job"]
+    assert "(100 samples): batch step (Ingestor.process) 60% (about 60 µs)" in quix.bound
+    assert ("Faust, aiokafka and the event loop 30% (about 30 µs) against the bare Faust "
+            "reader's 80.0 µs") in quix.bound
     # A target whose measurement is missing from the run is left out, not reported as missed.
     results.pop("backfill")
     names = {t.name for t in targets(results)}
