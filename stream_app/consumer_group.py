@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 from typing import Any, NamedTuple
 
-__all__ = ["Membership", "coordinator", "membership", "take_error"]
+__all__ = ["Membership", "membership", "take_error"]
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ def _thread(app: Any) -> Any:
     return getattr(getattr(app, "_consumer", None), "_thread", None)
 
 
-def coordinator(app: Any) -> Any | None:
+def _coordinator(app: Any) -> Any | None:
     """aiokafka's group coordinator of `app`'s consumer; None before the consumer exists."""
     found = getattr(getattr(_thread(app), "_consumer", None), "_coordinator", None)
     return found if hasattr(found, "member_id") else None
@@ -60,7 +60,7 @@ def membership(app: Any) -> Membership | None:
     coordination routine ends only when the consumer closes or on an error it cannot
     handle. Plain attribute reads: safe from another thread.
     """
-    found = coordinator(app)
+    found = _coordinator(app)
     if found is None:
         return None
     return Membership(member=bool(found.member_id),
@@ -74,7 +74,7 @@ async def take_error(app: Any) -> BaseException | None:
     Runs ``check_errors`` on the consumer's thread (aiokafka's objects belong to its
     loop) and logs what it took: the routine then tries again.
     """
-    found = coordinator(app)
+    found = _coordinator(app)
     if (found is None or getattr(found, "_pending_exception", None) is None
             or not _routine_runs(found)):
         return None
