@@ -19,9 +19,14 @@ from __future__ import annotations
 import logging
 from typing import Any, NamedTuple
 
-__all__ = ["Membership", "membership", "take_error"]
+__all__ = ["Membership", "OutOfGroup", "membership", "take_error"]
 
 log = logging.getLogger(__name__)
+
+
+class OutOfGroup(RuntimeError):
+    """The consumer stayed out of its group past CVM_OUT_OF_GROUP_S, or its group
+    coordination ended: the worker reads nothing more, so it ends (`stream_app.probes`)."""
 
 
 class Membership(NamedTuple):

@@ -9,9 +9,11 @@
   (`stream_app.consumer_group.membership`): a consumer the broker no longer knows
   (evicted, its member id reset) that has not joined again within CVM_OUT_OF_GROUP_S, or
   whose group coordination has ended, reads nothing while the loop turns, so the worker
-  is then not live either. A broker outage alone does not count: the consumer keeps its
-  member id until the broker answers again. Restart a worker that is not live: it
-  resumes from Redis and loses nothing.
+  is then not live either, and it ends itself (`consumer_group.OutOfGroup`: Faust's crash,
+  exit status 1), as it does when Faust's fetcher meets the group's error, so that any
+  supervisor restarts it, not only one that watches ``/livez``. A broker outage alone does
+  not count: the consumer keeps its member id until the broker answers again. Restart a
+  worker that is not live: it resumes from Redis and loses nothing.
 * **Ready**: the worker does its work. Redis answers a PING within `REDIS_TIMEOUT_S`;
   the consumer is in its group, with partitions assigned or legitimately idle (the
   group's last rebalance gave it none: more workers than partitions), not between a
@@ -32,7 +34,7 @@ from typing import Any
 import faust
 from redis.asyncio import Redis
 
-from stream_app.consumer_group import Membership, membership
+from stream_app.consumer_group import Membership, OutOfGroup, membership
 from stream_app.settings import Settings
 
 __all__ = ["HEARTBEAT_S", "OUT_OF_GROUP_S", "REDIS_TIMEOUT_S", "STALE_S", "Health",
@@ -73,7 +75,11 @@ class Health:
         @app.timer(interval=HEARTBEAT_S)
         async def heartbeat() -> None:
             self.beat = time.monotonic()
-            self.observe(membership(app), self.beat)
+            lost = self.observe(membership(app), self.beat)
+            if lost is not None and not app.should_stop:
+                # The whole worker stops, with every service, as on any crash: what it
+                # applied is in Redis, and its successor reads the rest again.
+                await app.crash(OutOfGroup(lost))
 
         @app.on_partitions_revoked.connect
         async def revoked(sender: faust.App, revoked: set[Any], **_: Any) -> None:
@@ -93,28 +99,35 @@ class Health:
         self.group = "assigned" if assigned else "idle"
         self.out_since = None  # an assignment comes only to a member
 
-    def observe(self, seen: Membership | None, now: float) -> None:
-        """Take in the coordinator's state at `now` (monotonic seconds); log the changes."""
+    def observe(self, seen: Membership | None, now: float) -> str | None:
+        """Take in the coordinator's state at `now` (monotonic seconds); log the changes.
+
+        Returns why the group is lost when this observation is the one that finds it lost
+        (once per episode; the heartbeat then ends the worker), else None.
+        """
         if seen is None:  # no consumer yet: still starting
-            return
+            return None
         self.coordinating = seen.coordinating
-        if seen.member:
+        if seen.member and seen.coordinating:
             if self.out_since is not None and self._reported:
                 log.warning("the consumer is back in its group (generation %d) after %.0f s "
                             "out of it", seen.generation, now - self.out_since)
             self.out_since, self.generation, self._reported = None, seen.generation, False
-            return
-        if self.out_since is None:
+            return None
+        if seen.member:  # a member id, but the routine that keeps it has ended
+            self.out_since, self.generation = None, seen.generation
+        elif self.out_since is None:
             self.out_since = now
-        if not self._reported and not self._group_live(now):
-            self._reported = True
-            if not seen.coordinating:
-                log.error("the consumer's group coordination has ended; it will read "
-                          "nothing more: /livez fails so that the worker is restarted")
-            else:
-                log.error("the consumer has been out of its group for %.0f s "
-                          "(CVM_OUT_OF_GROUP_S=%g) and reads nothing: /livez fails so that "
-                          "the worker is restarted", now - self.out_since, self.out_of_group_s)
+        if self._reported or self._group_live(now):
+            return None
+        self._reported = True
+        if not seen.coordinating:
+            lost = "the consumer's group coordination has ended; it will read nothing more"
+        else:
+            lost = (f"the consumer has been out of its group for {now - self.out_since:.0f} s "
+                    f"(CVM_OUT_OF_GROUP_S={self.out_of_group_s:g}) and reads nothing")
+        log.error("%s: /livez fails and the worker stops, so that it is restarted", lost)
+        return lost
 
     def _out_s(self, now: float) -> float:
         return 0.0 if self.out_since is None else now - self.out_since

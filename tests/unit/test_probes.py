@@ -145,10 +145,11 @@ def test_out_of_the_group_past_the_limit_is_not_live_and_a_rejoin_makes_it_live(
     live, doc = _live_at(health, 139.0)
     assert live and doc["group"]["member"] is False and doc["group"]["out_of_group_s"] == 29.0
     assert not caplog.records
-    health.observe(evicted, now=140.0)
+    lost = health.observe(evicted, now=140.0)
+    assert lost is not None and "out of its group for 30 s" in lost
     live, doc = _live_at(health, 140.0)
     assert not live and doc["group"]["ok"] is False, doc
-    health.observe(evicted, now=141.0)  # said once, not every second
+    assert health.observe(evicted, now=141.0) is None  # said once, not every second
     assert [r.levelname for r in caplog.records] == ["ERROR"]
     assert "out of its group for 30 s" in caplog.records[0].getMessage()
 
@@ -165,9 +166,13 @@ def test_ended_coordination_is_not_live_at_once_and_readiness_needs_a_member() -
     health.observe(Membership(False, -1, True), now=time.monotonic())
     assert not _ready(health, _app())[0]  # evicted: not ready, though still live
     assert health.liveness()[0]
-    health.observe(Membership(True, 7, False), now=time.monotonic())
+    lost = health.observe(Membership(True, 7, False), now=time.monotonic())
+    assert lost is not None and "coordination has ended" in lost
     live, doc = health.liveness()
     assert not live and doc["group"]["coordinating"] is False
+    ended = probes.Health(out_of_group_s=30.0)
+    lost = ended.observe(Membership(False, -1, False), now=time.monotonic())
+    assert lost is not None and "coordination has ended" in lost
 
 
 def test_a_worker_before_its_first_join_counts_from_its_start() -> None:
@@ -177,3 +182,50 @@ def test_a_worker_before_its_first_join_counts_from_its_start() -> None:
     health.observe(None, now=start + 31)  # no consumer yet
     live, doc = _live_at(health, start + 31)  # started 31 s ago and never joined
     assert not live and doc["group"]["member"] is False
+
+
+class _Signal:
+    def connect(self, fun: Any) -> Any:
+        return fun
+
+
+class _TimedApp:
+    """A Faust app as `Health.register` uses it: its timer, signals, stop flag and crash."""
+
+    def __init__(self, coordinator: _Coordinator, stopping: bool = False) -> None:
+        self._consumer = SimpleNamespace(_thread=_Thread(coordinator))
+        self.on_partitions_revoked = self.on_partitions_assigned = _Signal()
+        self.should_stop = stopping
+        self.timers: list[Any] = []
+        self.crashed: list[BaseException] = []
+
+    def timer(self, interval: float) -> Any:
+        def register(fun: Any) -> Any:
+            self.timers.append(fun)
+            return fun
+        return register
+
+    async def crash(self, reason: BaseException) -> None:
+        self.crashed.append(reason)
+
+
+def test_a_consumer_lost_to_its_group_ends_the_worker_once_unless_it_is_stopping() -> None:
+    health = probes.Health(out_of_group_s=30.0)
+    coordinator = _Coordinator("faust-1", 2)
+    app = _TimedApp(coordinator)
+    health.register(app)  # type: ignore[arg-type]
+    (heartbeat,) = app.timers
+    asyncio.run(heartbeat())
+    assert not app.crashed and health.generation == 2
+    coordinator._coordination_task = _Task(True)  # the routine ended on an error
+    asyncio.run(heartbeat())
+    asyncio.run(heartbeat())
+    assert len(app.crashed) == 1 and isinstance(app.crashed[0], consumer_group.OutOfGroup)
+    assert "coordination has ended" in str(app.crashed[0])
+
+    # A worker that stops closes its consumer, whose coordination then ends: no crash.
+    stopping = _TimedApp(_Coordinator("faust-1", 2, task_done=True), stopping=True)
+    quiet = probes.Health(out_of_group_s=30.0)
+    quiet.register(stopping)  # type: ignore[arg-type]
+    asyncio.run(stopping.timers[0]())
+    assert not stopping.crashed
