@@ -36,13 +36,14 @@ def build(settings: Settings) -> tuple[faust.App, Runtime]:
 
 
 class Worker(faust.Worker):
-    """Faust's worker, which exits at most `stop_timeout_s` after a stop signal.
+    """Faust's worker, which exits at most `stop_timeout_s` after a stop signal or a crash.
 
     Stopping commits the offsets of what was applied, and aiokafka retries a commit for as
     long as the group's coordinator is unreachable: with the broker down, a stopping worker
     would never exit. Past the deadline a thread ends the process (`EXIT_STOPPED_UNWRITTEN`)
     without those commits; Redis holds what was applied, and the next worker reads the rest
-    again, counting each event once.
+    again, counting each event once. A crash (Faust's, or the group watch's
+    `consumer_group.OutOfGroup`) stops the worker the same way, under the same deadline.
     """
 
     def __init__(self, *args: object, stop_timeout_s: float, **kwargs: object) -> None:
@@ -58,14 +59,18 @@ class Worker(faust.Worker):
         self._arm_deadline("SIGTERM")
         super()._on_sigterm()
 
-    def _arm_deadline(self, signal_name: str) -> None:
+    def _crash(self, reason: BaseException) -> None:
+        self._arm_deadline(f"a crash ({type(reason).__name__})")
+        super()._crash(reason)
+
+    def _arm_deadline(self, cause: str) -> None:
         if self._deadline is not None:
             return
 
         def expire() -> None:
             log.error("the worker did not stop within %.0fs of %s (is Kafka or Redis "
                       "unreachable?); exiting without its last commits: what it had not "
-                      "acknowledged is read again", self.stop_timeout_s, signal_name)
+                      "acknowledged is read again", self.stop_timeout_s, cause)
             logging.shutdown()
             os._exit(EXIT_STOPPED_UNWRITTEN)
 
