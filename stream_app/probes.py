@@ -5,8 +5,10 @@
   than `STALE_S`. The probes are answered on the web server's own thread
   (CVM_WEB_IN_THREAD), so a worker loop blocked for good is reported not live once its
   stamp is stale (with the setting off the probe cannot answer at all and times out: not
-  live either). The same timer reads the consumer's group membership
-  (`stream_app.consumer_group.membership`): a consumer the broker no longer knows
+  live either). A watch that runs from the app's start (`runtime.FromStart`: Faust's
+  own timers begin only after the first assignment) reads the consumer's group membership
+  every `HEARTBEAT_S` (`stream_app.consumer_group.membership`): a consumer the broker
+  no longer knows, or never let in,
   (evicted, its member id reset) that has not joined again within CVM_OUT_OF_GROUP_S, or
   whose group coordination has ended, reads nothing while the loop turns, so the worker
   is then not live either, and it ends itself (`consumer_group.OutOfGroup`: Faust's crash,
@@ -35,6 +37,7 @@ import faust
 from redis.asyncio import Redis
 
 from stream_app.consumer_group import Membership, OutOfGroup, membership
+from stream_app.runtime import FromStart
 from stream_app.settings import Settings
 
 __all__ = ["HEARTBEAT_S", "OUT_OF_GROUP_S", "REDIS_TIMEOUT_S", "STALE_S", "Health",
@@ -70,16 +73,20 @@ class Health:
         self._reported = False
 
     def register(self, app: faust.App) -> None:
-        """Attach the heartbeat timer and the group callbacks to `app`."""
+        """Attach the heartbeat timer, the group watch and the group callbacks to `app`.
+
+        The watch runs from the app's start (`runtime.FromStart`): Faust's timers begin
+        only after the first assignment, which a consumer refused by its group never gets.
+        """
 
         @app.timer(interval=HEARTBEAT_S)
         async def heartbeat() -> None:
             self.beat = time.monotonic()
-            lost = self.observe(membership(app), self.beat)
-            if lost is not None and not app.should_stop:
-                # The whole worker stops, with every service, as on any crash: what it
-                # applied is in Redis, and its successor reads the rest again.
-                await app.crash(OutOfGroup(lost))
+
+        async def watch() -> None:
+            await self.watch_group(app, time.monotonic())
+
+        app.add_dependency(FromStart(watch, HEARTBEAT_S))
 
         @app.on_partitions_revoked.connect
         async def revoked(sender: faust.App, revoked: set[Any], **_: Any) -> None:
@@ -88,6 +95,14 @@ class Health:
         @app.on_partitions_assigned.connect
         async def assigned(sender: faust.App, assigned: set[Any], **_: Any) -> None:
             self.on_assigned(assigned)
+
+    async def watch_group(self, app: faust.App, now: float) -> None:
+        """Observe `app`'s consumer at `now`; end the worker when its group is lost."""
+        lost = self.observe(membership(app), now)
+        if lost is not None and not app.should_stop:
+            # The whole worker stops, with every service, as on any crash: what it
+            # applied is in Redis, and its successor reads the rest again.
+            await app.crash(OutOfGroup(lost))
 
     def on_revoked(self) -> None:
         """The group took this worker's partitions back: not ready until the next assignment."""

@@ -10,6 +10,7 @@ from functools import partial
 from typing import Any
 
 import faust
+import mode
 from aiokafka.errors import KafkaError
 from faust.exceptions import ProducerSendError
 from faust.types import TopicT
@@ -163,6 +164,27 @@ class Runtime:
             self._probe = None
 
 
+class FromStart(mode.Service):
+    """Calls `tick` every `interval` seconds from the moment the app starts.
+
+    A dependency of the app (``app.add_dependency``) starts with it, before the consumer
+    joins its group; Faust's own timers and tasks begin only after the first assignment
+    has been recovered, so a worker whose consumer never joins would never run them.
+    """
+
+    def __init__(self, tick: Callable[[], Awaitable[object]], interval: float) -> None:
+        super().__init__()
+        self._tick = tick
+        self._interval = interval
+
+    @mode.Service.task
+    async def _every(self) -> None:
+        while not self.should_stop:
+            await self.sleep(self._interval)
+            if not self.should_stop:
+                await self._tick()
+
+
 class Timers:
     """The worker's timers: each rides out errors, and all stop before the producer closes.
 
@@ -187,8 +209,14 @@ class Timers:
         interval: float,
         on_leader: bool = False,
         name: str | None = None,
+        from_start: bool = False,
     ) -> None:
-        """Run `fun` every `interval` seconds (on the leader only with `on_leader`)."""
+        """Run `fun` every `interval` seconds (on the leader only with `on_leader`).
+
+        Faust starts its timers only once the worker's first assignment has been
+        recovered; `from_start` runs `fun` from the app's start instead (`FromStart`),
+        for what must run while the consumer has not joined its group yet.
+        """
         label = name or fun.__name__
         if id(app) not in self._apps:
             self._apps.add(id(app))
@@ -199,7 +227,10 @@ class Timers:
             await self.run(label, fun)
 
         tick.__name__ = tick.__qualname__ = label
-        app.timer(interval=interval, on_leader=on_leader, name=label)(tick)
+        if from_start:
+            app.add_dependency(FromStart(tick, interval))
+        else:
+            app.timer(interval=interval, on_leader=on_leader, name=label)(tick)
 
     async def run(self, label: str, fun: Callable[[], Awaitable[None]]) -> bool:
         """Run `fun` until it succeeds or the worker stops; True if it succeeded."""

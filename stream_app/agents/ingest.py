@@ -243,7 +243,8 @@ def register(app: faust.App, channels: Channels, runtime: Runtime) -> Resync:
         if taken is not None:
             metrics.group_error_taken(taken)
 
-    runtime.timers.register(app, take_group_error, GROUP_ERRORS_S)
+    # From the start: a consumer whose first join is refused has no assignment yet.
+    runtime.timers.register(app, take_group_error, GROUP_ERRORS_S, from_start=True)
 
     @app.on_rebalance_complete.connect
     async def resume_from_redis(sender: faust.App, **kwargs: object) -> None:

@@ -118,3 +118,48 @@ def test_a_consumer_the_group_refuses_is_never_silent_and_joins_again_once_it_ma
         if not closed:
             other.close()
         w.stop()
+
+
+def test_a_worker_the_group_never_lets_in_ends_itself_and_starts_again_once_it_may(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker that starts while another client holds its group with another assignor is
+    refused at every join. With no partition, Faust's fetcher waits for nothing and never
+    meets the error: the worker takes it again and again (`consumer_group.take_error`), and
+    past CVM_OUT_OF_GROUP_S its own watch ends it with an error status, which any supervisor
+    acts on. Started again once the group is free, it joins and reads."""
+    monkeypatch.setenv("CVM_OUT_OF_GROUP_S", "10")
+    other = Consumer({**settings.kafka_config(), "group.id": settings.app_id,
+                      "partition.assignment.strategy": "roundrobin",
+                      "enable.auto.commit": False, "session.timeout.ms": 6000})
+    w = WorkerProcess(settings, tmp_path / "worker.log")
+    closed = False
+    try:
+        other.subscribe([settings.topics.purchases])
+
+        def holds() -> bool:
+            other.poll(0.2)
+            return bool(other.assignment())
+
+        assert wait_until(holds, 60), "the other client got no assignment"
+        w.start(wait=False)
+
+        def exited() -> bool:
+            other.poll(0.1)  # keep holding the group
+            return w.proc is not None and w.proc.poll() is not None
+
+        assert wait_until(exited, 90), w.log_tail()
+        assert w.proc is not None and w.proc.returncode == 1, w.log_tail()
+        log = w.log_path.read_text(errors="replace")
+        assert "InconsistentGroupProtocolError" in log, w.log_tail()
+        assert "taken, so that it tries again" in log, w.log_tail()
+        assert "Crashed reason=OutOfGroup" in log and "/livez fails" in log, w.log_tail()
+
+        other.close()
+        closed = True
+        w.start()  # as a supervisor would; waits for /readyz
+        publish_and_wait_for_totals(settings, w, make_events(30, customers=3, seed=6))
+    finally:
+        if not closed:
+            other.close()
+        w.stop()

@@ -16,6 +16,7 @@ import pytest
 
 from stream_app import consumer_group, probes
 from stream_app.consumer_group import Membership
+from stream_app.runtime import FromStart
 
 
 class _Answers:
@@ -190,13 +191,14 @@ class _Signal:
 
 
 class _TimedApp:
-    """A Faust app as `Health.register` uses it: its timer, signals, stop flag and crash."""
+    """A Faust app as `Health` uses it: timer, dependencies, signals, stop flag and crash."""
 
     def __init__(self, coordinator: _Coordinator, stopping: bool = False) -> None:
         self._consumer = SimpleNamespace(_thread=_Thread(coordinator))
         self.on_partitions_revoked = self.on_partitions_assigned = _Signal()
         self.should_stop = stopping
         self.timers: list[Any] = []
+        self.dependencies: list[Any] = []
         self.crashed: list[BaseException] = []
 
     def timer(self, interval: float) -> Any:
@@ -204,6 +206,10 @@ class _TimedApp:
             self.timers.append(fun)
             return fun
         return register
+
+    def add_dependency(self, service: Any) -> Any:
+        self.dependencies.append(service)
+        return service
 
     async def crash(self, reason: BaseException) -> None:
         self.crashed.append(reason)
@@ -213,19 +219,58 @@ def test_a_consumer_lost_to_its_group_ends_the_worker_once_unless_it_is_stopping
     health = probes.Health(out_of_group_s=30.0)
     coordinator = _Coordinator("faust-1", 2)
     app = _TimedApp(coordinator)
-    health.register(app)  # type: ignore[arg-type]
-    (heartbeat,) = app.timers
-    asyncio.run(heartbeat())
+    asyncio.run(health.watch_group(app, 100.0))  # type: ignore[arg-type]
     assert not app.crashed and health.generation == 2
     coordinator._coordination_task = _Task(True)  # the routine ended on an error
-    asyncio.run(heartbeat())
-    asyncio.run(heartbeat())
+    asyncio.run(health.watch_group(app, 101.0))  # type: ignore[arg-type]
+    asyncio.run(health.watch_group(app, 102.0))  # type: ignore[arg-type]
     assert len(app.crashed) == 1 and isinstance(app.crashed[0], consumer_group.OutOfGroup)
     assert "coordination has ended" in str(app.crashed[0])
 
     # A worker that stops closes its consumer, whose coordination then ends: no crash.
     stopping = _TimedApp(_Coordinator("faust-1", 2, task_done=True), stopping=True)
-    quiet = probes.Health(out_of_group_s=30.0)
-    quiet.register(stopping)  # type: ignore[arg-type]
-    asyncio.run(stopping.timers[0]())
+    asyncio.run(probes.Health(out_of_group_s=30.0).watch_group(stopping, 100.0))  # type: ignore[arg-type]
     assert not stopping.crashed
+
+
+def test_the_group_watch_runs_from_the_start_not_after_the_first_assignment() -> None:
+    """Faust starts its timers after the first assignment's recovery; a worker whose
+    consumer is refused at its first join never gets there, so the watch is a service
+    that starts with the app and ends a worker that never joined."""
+    health = probes.Health(out_of_group_s=0.05)
+    app = _TimedApp(_Coordinator("", -1))  # refused at every join: no member id
+    health.register(app)  # type: ignore[arg-type]
+    (watch,) = app.dependencies
+    assert isinstance(watch, FromStart) and len(app.timers) == 1  # and the heartbeat
+
+    async def run() -> None:
+        await watch.start()
+        try:
+            for _ in range(int(4 * probes.HEARTBEAT_S / 0.05)):
+                if app.crashed:
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            await watch.stop()
+
+    asyncio.run(run())  # the first tick comes after HEARTBEAT_S
+    assert len(app.crashed) == 1 and "out of its group" in str(app.crashed[0])
+
+
+def test_from_start_ticks_until_it_stops() -> None:
+    ticks: list[float] = []
+
+    async def tick() -> None:
+        ticks.append(time.monotonic())
+
+    async def run() -> int:
+        service = FromStart(tick, 0.01)
+        await service.start()
+        await asyncio.sleep(0.2)
+        await service.stop()
+        seen = len(ticks)
+        await asyncio.sleep(0.05)
+        return seen
+
+    seen = asyncio.run(run())
+    assert seen >= 3 and len(ticks) == seen  # it ticked, and not after its stop
