@@ -8,8 +8,8 @@
   live either). A watch that runs from the app's start (`runtime.FromStart`: Faust's
   own timers begin only after the first assignment) reads the consumer's group membership
   every `HEARTBEAT_S` (`stream_app.consumer_group.membership`): a consumer the broker
-  no longer knows, or never let in,
-  (evicted, its member id reset) that has not joined again within CVM_OUT_OF_GROUP_S, or
+  no longer knows (evicted, its member id reset) or never let in, that has not joined
+  within CVM_OUT_OF_GROUP_S, or
   whose group coordination has ended, reads nothing while the loop turns, so the worker
   is then not live either, and it ends itself (`consumer_group.OutOfGroup`: Faust's crash,
   exit status 1), as it does when Faust's fetcher meets the group's error, so that any
@@ -118,7 +118,7 @@ class Health:
         """Take in the coordinator's state at `now` (monotonic seconds); log the changes.
 
         Returns why the group is lost when this observation is the one that finds it lost
-        (once per episode; the heartbeat then ends the worker), else None.
+        (once per episode; `watch_group` then ends the worker), else None.
         """
         if seen is None:  # no consumer yet: still starting
             return None
