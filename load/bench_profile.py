@@ -266,35 +266,29 @@ def pyspy_record(pid: int, seconds: float, out: Path, rate: int = 100) -> Path |
     return out
 
 
-def parse_pyspy_raw(text: str) -> dict[str, int]:
-    """Samples per category from py-spy's raw (collapsed) output: ``f1;f2;... count``."""
-    counts: Counter[str] = Counter()
-    for line in text.splitlines():
-        stack, _, n = line.rpartition(" ")
-        if not stack or not n.isdigit():
-            continue
-        counts[categorize_stack(stack.split(";"))] += int(n)
-    return dict(counts.most_common())
-
-
-def pyspy_spans(text: str) -> dict[str, int]:
-    """Samples per span (`load.bench_stats.span_of_stack`) from py-spy's raw output."""
+def _count_stacks(text: str, key: Callable[[list[str]], str]) -> Counter[str]:
+    """Samples per ``key(frames)`` from py-spy's raw (collapsed) output: ``f1;f2;... count``."""
     counts: Counter[str] = Counter()
     for line in text.splitlines():
         stack, _, n = line.rpartition(" ")
         if stack and n.isdigit():
-            counts[span_of_stack(stack.split(";"))] += int(n)
-    return dict(counts.most_common())
+            counts[key(stack.split(";"))] += int(n)
+    return counts
+
+
+def parse_pyspy_raw(text: str) -> dict[str, int]:
+    """Samples per category (`load.bench_stats.categorize_stack`) from py-spy's raw output."""
+    return dict(_count_stacks(text, categorize_stack).most_common())
+
+
+def pyspy_spans(text: str) -> dict[str, int]:
+    """Samples per span (`load.bench_stats.span_of_stack`) from py-spy's raw output."""
+    return dict(_count_stacks(text, span_of_stack).most_common())
 
 
 def top_functions(text: str, n: int = 15) -> list[tuple[str, int]]:
     """The leaf functions with the most samples (self time)."""
-    counts: Counter[str] = Counter()
-    for line in text.splitlines():
-        stack, _, k = line.rpartition(" ")
-        if stack and k.isdigit():
-            counts[stack.split(";")[-1]] += int(k)
-    return counts.most_common(n)
+    return _count_stacks(text, lambda frames: frames[-1]).most_common(n)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
