@@ -7,7 +7,8 @@ by: when its as-of time, horizon and model version are the ones asked for, the
 lookup answers from it as stored. Otherwise it revalues the customer with the
 current model; the revaluations that concurrent lookups need are computed
 together, in one vectorised call (`Revaluations`), so clients that arrive at
-once do not queue behind one another's valuation on the event loop. What every
+once do not queue behind one another's valuation on the event loop; their record
+reads go to Redis together too, in one pipeline (`RecordReads`). What every
 lookup needs but changes slowly (the watermarks, and without a worker the model,
 the cut points and the affinity tables) a client keeps for a while (`Kept`), so
 most lookups read the customer's record alone.
@@ -132,6 +133,80 @@ _revaluations: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Revaluations
 )
 
 
+class RecordReads:
+    """The record reads of concurrent lookups, sent together: one pipeline per loop pass.
+
+    A lookup queues its customer's key; the first to queue schedules one pipeline of the
+    whole queue after the callbacks already ready, so the lookups that start in the same
+    pass of the loop share one round trip and one client call instead of one each. A key
+    whose read Redis refuses (a forged value of the wrong type) fails its own lookup alone;
+    a connection that fails fails every lookup in its pipeline, each with the error; a
+    cancelled lookup leaves the others' reads alone.
+    """
+
+    def __init__(self) -> None:
+        self._queue: list[tuple[str, asyncio.Future[dict[bytes, bytes]]]] = []
+        self._sending: set[asyncio.Task[None]] = set()
+
+    async def hgetall(self, redis: Redis, key: str) -> dict[bytes, bytes]:
+        """The hash at `key`, read in one pipeline with the others queued meanwhile."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[dict[bytes, bytes]] = loop.create_future()
+        self._queue.append((key, future))
+        if len(self._queue) == 1:
+            loop.call_soon(self._start, redis)
+        return await future
+
+    def _start(self, redis: Redis) -> None:
+        queue, self._queue = self._queue, []
+        task = asyncio.ensure_future(self._send(redis, queue))
+        self._sending.add(task)  # held until done: the loop keeps only a weak reference
+        task.add_done_callback(self._sending.discard)
+
+    @staticmethod
+    async def _send(
+        redis: Redis, queue: list[tuple[str, asyncio.Future[dict[bytes, bytes]]]]
+    ) -> None:
+        waiting = [(key, future) for key, future in queue if not future.done()]
+        if not waiting:
+            return
+        try:
+            if len(waiting) == 1:
+                replies = [await redis.hgetall(waiting[0][0])]
+            else:
+                async with redis.pipeline(transaction=False) as pipe:
+                    for key, _ in waiting:
+                        pipe.hgetall(key)
+                    replies = await pipe.execute(raise_on_error=False)
+        except asyncio.CancelledError:
+            for _, future in waiting:
+                future.cancel()
+            raise
+        except Exception as exc:  # each waiting lookup gets the error
+            for _, future in waiting:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for (_, future), reply in zip(waiting, replies, strict=True):
+            if future.done():
+                continue
+            if isinstance(reply, Exception):  # this key's error, not its neighbours'
+                future.set_exception(reply)
+            else:
+                future.set_result(reply)
+
+
+_record_reads: weakref.WeakKeyDictionary[Redis, RecordReads] = weakref.WeakKeyDictionary()
+
+
+def record_reads(redis: Redis) -> RecordReads:
+    """The client's `RecordReads`."""
+    found = _record_reads.get(redis)
+    if found is None:
+        found = _record_reads[redis] = RecordReads()
+    return found
+
+
 def revaluations() -> Revaluations:
     """The running event loop's `Revaluations`."""
     loop = asyncio.get_running_loop()
@@ -242,7 +317,7 @@ async def _read(
         model = _models.fresh(redis, keys, settings)
     key = keys.customer(customer_id)
     if (as_of is not None or marks is not None) and model is not None:
-        fields = text(await redis.hgetall(key))
+        fields = text(await record_reads(redis).hgetall(redis, key))
     else:
         read_at = time.monotonic()
         shard_list = list(keys.shards()) if as_of is None and marks is None else []

@@ -84,6 +84,10 @@ def test_batches_commit_and_read_back_on_a_cluster(
             for batch in batches:
                 await ingestor.process(batch)
             records = [await lookup.customer(client, settings, cid, keys=keys) for cid in ids]
+            # At once, the record reads go in one pipeline over keys in many slots.
+            at_once = await asyncio.gather(
+                *(lookup.customer(client, settings, cid, keys=keys) for cid in ids))
+            assert at_once == records
             top = await lookup.top(client, "net_contribution", 5, keys)
             channels = await lookup.rollups(client, "channel", keys)
             paged: list[str] = []  # the rescoring timer's walk over every partition
