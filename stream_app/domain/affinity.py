@@ -143,6 +143,12 @@ class Table:
     revenue_c: Mapping[str, float] = field(default_factory=dict)
     margin_c: Mapping[str, float] = field(default_factory=dict)
     lines: Mapping[str, float] = field(default_factory=dict)
+    #: What `conditional` and `margin_per_line` worked out, by their arguments: a table is
+    #: read by every lookup and offer until the next refresh, and its counts never change.
+    _conditionals: dict[tuple[str, str], float] = field(
+        default_factory=dict, compare=False, repr=False)
+    _margins: dict[tuple[str, float], float] = field(
+        default_factory=dict, compare=False, repr=False)
 
     def together(self, x: str, y: str) -> float:
         """Customers (decayed) who bought both `x` and `y`."""
@@ -161,9 +167,14 @@ class Table:
         `x` and has not bought `y` is one of the others. Without directed counts (``a``) it is
         the `confidence`.
         """
+        found = self._conditionals.get((x, y))
+        if found is not None:
+            return found
         before = min(self.after.get((y, x), 0.0), self.together(x, y))
         n = self.buyers.get(x, 0.0) - before
-        return 0.0 if n <= 0 else min(max(self.together(x, y) - before, 0.0) / n, 1.0)
+        p = 0.0 if n <= 0 else min(max(self.together(x, y) - before, 0.0) / n, 1.0)
+        self._conditionals[(x, y)] = p
+        return p
 
     def similarity(self, x: str, y: str) -> float:
         """Item-to-item cosine similarity of the buyer sets of `x` and `y`."""
@@ -181,13 +192,16 @@ class Table:
 
     def margin_per_line(self, y: str, default_margin_rate: float) -> float:
         """Mean margin (major units) of one order line of `y`; 0 when never sold."""
+        found = self._margins.get((y, default_margin_rate))
+        if found is not None:
+            return found
         lines = self.lines.get(y, 0.0)
-        if lines <= 0:
-            return 0.0
         margin = self.margin_c.get(y)
         if margin is None:
             margin = self.revenue_c.get(y, 0.0) * default_margin_rate
-        return max(margin / lines / 100, 0.0)
+        value = 0.0 if lines <= 0 else max(margin / lines / 100, 0.0)
+        self._margins[(y, default_margin_rate)] = value
+        return value
 
     def similar(self, x: str, k: int = 5) -> list[tuple[str, float]]:
         """The `k` categories most similar to `x` (cosine), best first."""

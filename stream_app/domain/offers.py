@@ -42,6 +42,7 @@ Examples
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from stream_app.domain.affinity import Table
 from stream_app.domain.products import Profile, days_since, interval
@@ -60,6 +61,10 @@ class Offer:
     expected_margin: float  # probability x margin x P(alive)
     reason: str
     because_of: str | None = None  # the category behind a cross-sell
+
+
+#: What an offer's reason is written from: its kind and the figures the reason names.
+_Why = tuple[Any, ...]
 
 
 def _pct(p: float) -> str:
@@ -90,45 +95,57 @@ def rank(
     if k <= 0:
         return []
     p_alive = min(p_alive, 1.0) if p_alive >= 0.0 else 0.0  # NaN counts as 0
-    offers: list[Offer] = []
+    # Every candidate is scored first; only the top `k` get their reason written.
+    scored: list[tuple[float, float, str, float, float, _Why]] = []
     mine = profile.categories
     for y in table.buyers:
         margin = table.margin_per_line(y, default_margin_rate)
+        why: _Why
         if y in mine:
             c = mine[y]
             every = interval(c)
-            prob = table.repeat_rate(y)
-            if every is None:
-                reason = (f"{_pct(prob)} of its buyers buy it again; "
-                          f"last bought {days_since(c, day)} days ago")
-            elif days_since(c, day) < due_share * every:
+            since = days_since(c, day)
+            if every is not None and since < due_share * every:
                 continue
-            else:
-                reason = (f"due: bought every {every:.0f} days, last {days_since(c, day)} days "
-                          f"ago; {_pct(prob)} of its buyers buy it again")
-            offers.append(_offer(y, "repurchase", prob, margin, p_alive, reason, None))
-            continue
-        if not mine:
+            prob = table.repeat_rate(y)
+            why = ("repurchase", prob, since, every)
+        elif not mine:
             prob = table.popularity(y)
-            offers.append(_offer(y, "popular", prob, margin, p_alive,
-                                 f"bought by {_pct(prob)} of all customers", None))
-            continue
-        best, basis, scoped, total, weights = 0.0, "", False, 0.0, 0
-        for x in sorted(mine):
-            t, in_segment = _segment_table(table, segment_table, x, min_support)
-            p = t.conditional(x, y)
-            total += mine[x].orders * p
-            weights += mine[x].orders
-            if p > best:
-                best, basis, scoped = p, x, in_segment
-        if best <= 0:
-            continue
-        combined = total / max(weights, 1)
-        who = f"{segment} customers" if scoped and segment else "customers"
-        offers.append(_offer(y, "cross_sell", combined, margin, p_alive,
-                             f"bought by {_pct(best)} of {who} who buy {basis}", basis))
-    offers.sort(key=lambda o: (-o.expected_margin, -o.probability, o.category))
-    return offers[:k]
+            why = ("popular", prob)
+        else:
+            best, basis, scoped, total, weights = 0.0, "", False, 0.0, 0
+            for x in sorted(mine):
+                t, in_segment = _segment_table(table, segment_table, x, min_support)
+                p = t.conditional(x, y)
+                total += mine[x].orders * p
+                weights += mine[x].orders
+                if p > best:
+                    best, basis, scoped = p, x, in_segment
+            if best <= 0:
+                continue
+            prob = total / max(weights, 1)
+            why = ("cross_sell", best, basis, scoped)
+        scored.append((-round(prob * margin * p_alive, 2), -round(prob, 4), y, prob, margin, why))
+    scored.sort(key=lambda o: o[:3])
+    return [_offer(y, why[0], prob, margin, p_alive, _reason(why, segment),
+                   why[2] if why[0] == "cross_sell" else None)
+            for _, _, y, prob, margin, why in scored[:k]]
+
+
+def _reason(why: _Why, segment: str) -> str:
+    """The reason a marketer reads, for an offer scored in `rank`."""
+    kind = why[0]
+    if kind == "repurchase":
+        _, prob, since, every = why
+        if every is None:
+            return f"{_pct(prob)} of its buyers buy it again; last bought {since} days ago"
+        return (f"due: bought every {every:.0f} days, last {since} days ago; "
+                f"{_pct(prob)} of its buyers buy it again")
+    if kind == "popular":
+        return f"bought by {_pct(why[1])} of all customers"
+    _, best, basis, scoped = why
+    who = f"{segment} customers" if scoped and segment else "customers"
+    return f"bought by {_pct(best)} of {who} who buy {basis}"
 
 
 def _offer(category: str, kind: str, prob: float, margin: float, p_alive: float,

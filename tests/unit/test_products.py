@@ -135,6 +135,22 @@ def test_offers_rank_by_expected_margin_with_reasons() -> None:
     assert offers.rank(prof, _table(), None, "", 0.5, 29, k=0) == []
 
 
+def test_a_table_remembers_its_answers_by_their_arguments() -> None:
+    table, fresh = _table(), _table()
+    # cake has no margin figure: its margin per line follows the default rate asked for.
+    assert table.margin_per_line("cake", 0.3) == pytest.approx(1.5)
+    assert table.margin_per_line("cake", 0.5) == pytest.approx(2.5)
+    assert table.margin_per_line("cake", 0.3) == pytest.approx(1.5)
+    assert table.margin_per_line("nothing", 0.3) == 0.0
+    assert table.conditional("coffee", "mugs") == pytest.approx(0.38)
+    assert table.conditional("mugs", "coffee") == pytest.approx(19 / 40)
+    assert table.conditional("coffee", "mugs") == pytest.approx(0.38)
+    assert table == fresh  # what it remembered is not part of what it is
+    prof = Profile(M({"coffee": CategoryStats(revenue_c=100, orders=2, last_day=5)}))
+    again = [offers.rank(prof, table, None, "", 0.5, 29, k=4) for _ in range(2)]
+    assert again[0] == again[1] == offers.rank(prof, fresh, None, "", 0.5, 29, k=4)
+
+
 def test_offers_use_the_segment_when_it_has_support() -> None:
     prof = Profile(M({"coffee": CategoryStats(revenue_c=100, orders=1, last_day=5)}))
     segment = affinity.merge([(0, {f"n{SEP}coffee": 20, f"c{SEP}coffee{SEP}tea": 15})], 0, 90)
