@@ -282,12 +282,16 @@ def from_fields(customer_id: str, fields: Mapping[str, str]) -> CustomerState:
     return CustomerState(**values)
 
 
+#: The fields `public_view` reads as floats: money and the float-valued figures.
+_PUBLIC_FLOATS = frozenset({name for name, _ in _MONEY} | {"gross_margin", "net_contribution"}
+                           | _FLOATS)
+
+
 def public_view(fields: Mapping[str, str]) -> dict[str, Any]:
     """The record as a reader sees it: typed values, no bookkeeping fields."""
     view: dict[str, Any] = {}
     contacts: dict[str, int] = {reason: 0 for reason in CONTACT_REASONS}
     touches: dict[str, int] = {action: 0 for action in TOUCH_ACTIONS}
-    money = {name for name, _ in _MONEY} | {"gross_margin", "net_contribution"} | _FLOATS
     for name, raw in sorted(fields.items()):
         if name.startswith("_"):
             continue
@@ -295,7 +299,7 @@ def public_view(fields: Mapping[str, str]) -> dict[str, Any]:
             contacts[name[len("contacts.") :]] = int(raw)
         elif name.startswith("touches."):
             touches[name[len("touches.") :]] = int(raw)
-        elif name in money:
+        elif name in _PUBLIC_FLOATS:
             view[name] = float(raw)
         elif name not in _TEXT and raw.lstrip("-").isdigit():
             view[name] = int(raw)
