@@ -98,6 +98,11 @@ def rank(
     # Every candidate is scored first; only the top `k` get their reason written.
     scored: list[tuple[float, float, str, float, float, _Why]] = []
     mine = profile.categories
+    # What a cross-sell reads of each category the customer buys does not depend on the
+    # candidate: its table (the segment's where it has the support), and its orders.
+    bases = [(x, *_segment_table(table, segment_table, x, min_support), mine[x].orders)
+             for x in sorted(mine)]
+    weights = sum(orders for *_, orders in bases)
     for y in table.buyers:
         margin = table.margin_per_line(y, default_margin_rate)
         why: _Why
@@ -113,12 +118,10 @@ def rank(
             prob = table.popularity(y)
             why = ("popular", prob)
         else:
-            best, basis, scoped, total, weights = 0.0, "", False, 0.0, 0
-            for x in sorted(mine):
-                t, in_segment = _segment_table(table, segment_table, x, min_support)
+            best, basis, scoped, total = 0.0, "", False, 0.0
+            for x, t, in_segment, orders in bases:
                 p = t.conditional(x, y)
-                total += mine[x].orders * p
-                weights += mine[x].orders
+                total += orders * p
                 if p > best:
                     best, basis, scoped = p, x, in_segment
             if best <= 0:
