@@ -38,7 +38,7 @@ from stream_app.settings import Settings
 from stream_app.store import shards
 from stream_app.store.customers import text
 from stream_app.store.keys import Keys
-from stream_app.store.records import format_money, from_fields, public_view
+from stream_app.store.records import format_money, public_view, valuation_state
 from stream_app.store.shards import by_partition
 
 RANKINGS = ("clv", "net_contribution", "value_at_risk")
@@ -387,7 +387,7 @@ async def customer(
     # the parts separately would fill the per-reason and per-action counts with zeros.
     merged = dict(fields)
     if as_of is not None:
-        state = from_fields(customer_id, fields)
+        state = valuation_state(customer_id, fields)
         valuation = await revaluations().value(model, state, as_of, horizon)
         if valuation is not None:
             if cuts is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 from types import MappingProxyType
@@ -14,6 +15,8 @@ from stream_app.domain.alerts import AlertMemory
 from stream_app.domain.churn import FEATURE_NAMES, Snapshot
 from stream_app.domain.ledger import RECENT_KEYS, CustomerState
 from stream_app.domain.retention import Retention
+from stream_app.domain.rfm import rfm_values
+from stream_app.domain.valuation import history
 from stream_app.domain.winback import ChannelCounts, WinbackMemory
 from stream_app.store.records import (
     BOOK,
@@ -21,6 +24,7 @@ from stream_app.store.records import (
     LEGACY_FIELDS,
     Book,
     BookError,
+    book_days,
     book_of,
     from_ascii,
     from_fields,
@@ -37,6 +41,7 @@ from stream_app.store.records import (
     unpack_book,
     unpack_retention,
     unpack_retention_bytes,
+    valuation_state,
 )
 
 ints = st.integers(min_value=-(2**62), max_value=2**62)
@@ -186,3 +191,56 @@ def test_a_record_of_the_older_layout_is_read_as_the_same_state() -> None:
     assert retention_of("C1", new) == retention_of("C1", old)
     assert book_of(new) == book
     assert len(new[BOOK]) < sum(len(old[k]) for k in LEGACY_FIELDS if k in old) * 2 // 3
+
+
+@given(
+    days=st.lists(st.integers(min_value=-(2**40), max_value=2**40), max_size=300),
+    ids=st.lists(st.integers(0, 2**64 - 1), max_size=5),
+    marker=st.text(max_size=20),
+)
+def test_the_days_of_a_book_read_alone_are_its_days(days: list[int], ids: list[int],
+                                                    marker: str) -> None:
+    # Long lists and wide deltas need more than the first prefix the reader decodes.
+    text = pack_book(Book(tuple(sorted(days)), event_ids=tuple(ids), marker=marker))
+    assert book_days(text) == unpack_book(text).days == tuple(sorted(days))
+
+
+def test_the_days_of_a_book_cut_short_or_of_another_format_are_refused() -> None:
+    text = pack_book(Book(days=tuple(range(0, 40_000, 300))))
+    with pytest.raises(BookError, match="cut short"):
+        book_days(text[:100])
+    raw = bytearray(from_ascii(text))
+    raw[0] = BOOK_FORMAT + 1
+    with pytest.raises(BookError, match="format"):
+        book_days(to_ascii(bytes(raw)))
+    assert book_days("") == ()
+
+
+def test_a_valuation_reads_the_same_history_from_the_part_of_a_record_it_needs() -> None:
+    day = 86_400_000
+    state = CustomerState(
+        "C1", orders=90, returns=1, revenue_c=952_345, returned_c=1_200, cogs_c=600_000,
+        cogs_estimated=2, service_cost_c=4_500, marketing_cost_c=800, unresolved=1,
+        sentiment_sum_m=-300, sentiment_n=2, contacts=MappingProxyType({"billing": 2}),
+        touches=MappingProxyType({"open": 3}), first_purchase=20_000 * day,
+        last_purchase=20_445 * day, first_event=20_000 * day - 5, last_event=20_446 * day,
+        acquisition_channel="app", last_click_campaign="spring", last_click_at=20_440 * day,
+        # 90 days: more than the first prefix `book_days` decodes.
+        purchase_days=tuple(range(20_000, 20_450, 5)),
+        recent=MappingProxyType({"orders": 1.25}), recent_at=20_446 * day,
+        offsets=MappingProxyType({("cvm.purchases", 2): 91}), event_ids=(1, 2**63),
+    )
+    record = to_fields(state)
+    assert from_fields("C1", record) == state
+    bookkeeping = {"recent", "recent_at", "offsets", "legacy_offsets", "event_ids",
+                   "sentiment_sum_m", "sentiment_n", "contacts", "touches"}
+    for fields in (record, _legacy(state, Retention(), "m", ",")):
+        part = valuation_state("C1", fields)
+        for name in (f.name for f in dataclasses.fields(CustomerState)):
+            if name not in bookkeeping:
+                assert getattr(part, name) == getattr(state, name), name
+        assert (part.event_ids, part.recent_at, dict(part.contacts)) == ((), None, {})
+        for as_of in (20_446 * day, 20_500 * day + 1):
+            assert history(part, as_of) == history(state, as_of)
+        assert rfm_values(part) == rfm_values(state)
+    assert valuation_state("C2", {}) == CustomerState("C2")
