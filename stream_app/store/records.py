@@ -283,9 +283,9 @@ def valuation_state(customer_id: str, fields: Mapping[str, str]) -> CustomerStat
     if not fields:
         return CustomerState(customer_id)
     values = _ledger_values(customer_id, fields)
-    book = fields.get(BOOK)
-    values["purchase_days"] = (unpack_days(fields.get("_days", "")) if book is None
-                               else book_days(book))
+    # A record of the layout before the packed book is rare: `book_of` reads it whole.
+    values["purchase_days"] = (book_days(fields[BOOK]) if BOOK in fields
+                               else book_of(fields).days)
     return CustomerState(**values)
 
 
