@@ -143,6 +143,27 @@ def test_the_book_round_trips(days: list[int], recent: dict[str, float], recent_
         k: math.copysign(1, v) for k, v in book.recent.items()}
 
 
+def _bits_to_ascii(raw: bytes) -> str:
+    """The text layout by its definition: the bytes' bits in order, 7 to a character."""
+    bits = "".join(f"{b:08b}" for b in raw)
+    bits += "0" * (-len(bits) % 7)
+    return "".join(chr(int(bits[i:i + 7], 2)) for i in range(0, len(bits), 7))
+
+
+@given(st.binary(max_size=3000))
+def test_the_text_of_bytes_holds_their_bits_seven_to_a_character(raw: bytes) -> None:
+    text = to_ascii(raw)
+    assert text == _bits_to_ascii(raw)
+    assert from_ascii(text) == raw
+
+
+@given(st.text(alphabet=st.characters(max_codepoint=127), max_size=600))
+def test_any_ascii_text_reads_as_its_leading_whole_bytes(text: str) -> None:
+    bits = "".join(f"{ord(c):07b}" for c in text)
+    whole = len(bits) // 8 * 8
+    assert from_ascii(text) == bytes(int(bits[i:i + 8], 2) for i in range(0, whole, 8))
+
+
 def test_another_format_version_is_refused() -> None:
     raw = bytearray(from_ascii(pack_book(Book(days=(1, 2)))))
     assert raw[0] == BOOK_FORMAT
