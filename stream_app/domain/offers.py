@@ -41,6 +41,8 @@ Examples
 
 from __future__ import annotations
 
+import heapq
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,7 +98,7 @@ def rank(
         return []
     p_alive = min(p_alive, 1.0) if p_alive >= 0.0 else 0.0  # NaN counts as 0
     # Every candidate is scored first; only the top `k` get their reason written.
-    scored: list[tuple[float, float, str, float, float, _Why]] = []
+    scored: list[tuple[float, str, float, float, _Why]] = []
     mine = profile.categories
     # What a cross-sell reads of each category the customer buys does not depend on the
     # candidate: its table (the segment's where it has the support), and its orders.
@@ -128,11 +130,35 @@ def rank(
                 continue
             prob = total / max(weights, 1)
             why = ("cross_sell", best, basis, scoped)
-        scored.append((-round(prob * margin * p_alive, 2), -round(prob, 4), y, prob, margin, why))
-    scored.sort(key=lambda o: o[:3])
+        scored.append((prob * margin * p_alive, y, prob, margin, why))
+    ranked = sorted(_contenders(scored, k),
+                    key=lambda o: (-round(o[0], 2), -round(o[2], 4), o[1]))
     return [_offer(y, why[0], prob, margin, p_alive, _reason(why, segment),
                    why[2] if why[0] == "cross_sell" else None)
-            for _, _, y, prob, margin, why in scored[:k]]
+            for _, y, prob, margin, why in ranked[:k]]
+
+
+_Scored = tuple[float, str, float, float, _Why]
+
+
+def _contenders(scored: list[_Scored], k: int) -> list[_Scored]:
+    """The candidates that can be among the top `k` once expected margins are rounded to
+    cents (the order offers are shown in), so only those are rounded.
+
+    Rounding keeps order (a larger margin never rounds below a smaller one), so the top `k`
+    by rounded margin share the cent of the `k`-th largest exact margin or lie above it;
+    a margin more than half a cent below that cent cannot round up to it.
+
+    >>> why = ("popular", 0.1)
+    >>> [s[1] for s in _contenders([(0.5, "a", .1, 5., why), (0.1, "b", .1, 1., why),
+    ...                              (0.496, "c", .1, 5., why)], 1)]
+    ['a', 'c']
+    """
+    if len(scored) <= k or not all(math.isfinite(s[0]) for s in scored):
+        return scored
+    kth = heapq.nlargest(k, [s[0] for s in scored])[-1]
+    floor = round(kth, 2) - 0.006
+    return [s for s in scored if s[0] >= floor]
 
 
 def _reason(why: _Why, segment: str) -> str:
