@@ -311,22 +311,54 @@ _PUBLIC_FLOATS = frozenset({name for name, _ in _MONEY} | {"gross_margin", "net_
                            | _FLOATS)
 
 
-def public_view(fields: Mapping[str, str]) -> dict[str, Any]:
-    """The record as a reader sees it: typed values, no bookkeeping fields."""
-    view: dict[str, Any] = {}
-    contacts: dict[str, int] = {reason: 0 for reason in CONTACT_REASONS}
-    touches: dict[str, int] = {action: 0 for action in TOUCH_ACTIONS}
-    for name, raw in sorted(fields.items()):
+_SKIP, _CONTACT, _TOUCH, _FLOAT, _TEXT_FIELD, _NUMBER = range(6)
+#: How `public_view` reads each field name it has met (bounded: names come from storage).
+_KINDS: dict[str, int] = {}
+
+
+def _kind(name: str) -> int:
+    kind = _KINDS.get(name)
+    if kind is None:
         if name.startswith("_"):
-            continue
-        if name.startswith("contacts."):
-            contacts[name[len("contacts.") :]] = int(raw)
+            kind = _SKIP
+        elif name.startswith("contacts."):
+            kind = _CONTACT
         elif name.startswith("touches."):
-            touches[name[len("touches.") :]] = int(raw)
+            kind = _TOUCH
         elif name in _PUBLIC_FLOATS:
+            kind = _FLOAT
+        else:
+            kind = _TEXT_FIELD if name in _TEXT else _NUMBER
+        if len(_KINDS) < 4096:
+            _KINDS[name] = kind
+    return kind
+
+
+def public_view(fields: Mapping[str, str]) -> dict[str, Any]:
+    """The record as a reader sees it: typed values, no bookkeeping fields.
+
+    >>> public_view({"_b": "x", "clv": "12.5", "orders": "3", "segment": "007",
+    ...              "contacts.complaint": "2"})["contacts_by_reason"]["complaint"]
+    2
+    >>> {k: v for k, v in public_view({"clv": "12.5", "orders": "3", "rfm_segment": "07"}
+    ...  ).items() if not k.endswith(("_reason", "_action"))}
+    {'clv': 12.5, 'orders': 3, 'rfm_segment': '07'}
+    """
+    view: dict[str, Any] = {}
+    contacts: dict[str, int] = dict.fromkeys(CONTACT_REASONS, 0)
+    touches: dict[str, int] = dict.fromkeys(TOUCH_ACTIONS, 0)
+    for name, raw in sorted(fields.items()):
+        kind = _kind(name)
+        if kind == _SKIP:
+            continue
+        if kind == _FLOAT:
             view[name] = float(raw)
-        elif name not in _TEXT and raw.lstrip("-").isdigit():
-            view[name] = int(raw)
+        elif kind == _NUMBER:
+            view[name] = int(raw) if raw.lstrip("-").isdigit() else raw
+        elif kind == _CONTACT:
+            contacts[name[9:]] = int(raw)
+        elif kind == _TOUCH:
+            touches[name[8:]] = int(raw)
         else:
             view[name] = raw
     view["contacts_by_reason"] = contacts
