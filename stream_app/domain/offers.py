@@ -154,6 +154,8 @@ def _contenders(scored: list[_Scored], k: int) -> list[_Scored]:
     ...                              (0.496, "c", .1, 5., why)], 1)]
     ['a', 'c']
     """
+    if k <= 0:
+        return []
     if len(scored) <= k or not all(math.isfinite(s[0]) for s in scored):
         return scored
     kth = heapq.nlargest(k, [s[0] for s in scored])[-1]

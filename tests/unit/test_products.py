@@ -5,6 +5,8 @@ from __future__ import annotations
 from types import MappingProxyType as M
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from stream_app.domain import affinity, offers, products
 from stream_app.domain.events import MS_PER_DAY, Line, Purchase
@@ -149,6 +151,20 @@ def test_a_table_remembers_its_answers_by_their_arguments() -> None:
     prof = Profile(M({"coffee": CategoryStats(revenue_c=100, orders=2, last_day=5)}))
     again = [offers.rank(prof, table, None, "", 0.5, 29, k=4) for _ in range(2)]
     assert again[0] == again[1] == offers.rank(prof, fresh, None, "", 0.5, 29, k=4)
+
+
+@given(st.lists(st.tuples(st.floats(-50, 50), st.floats(0, 1)), max_size=40),
+       st.integers(0, 8))
+def test_the_top_k_of_the_contenders_is_the_top_k_of_all(
+        scored: list[tuple[float, float]], k: int) -> None:
+    # Margins on and near cent boundaries, where rounding decides the order.
+    rows = [(round(m, 3), f"c{i:02d}", p, 1.0, ("popular", p))
+            for i, (m, p) in enumerate(scored)]
+
+    def key(o: tuple) -> tuple:
+        return (-round(o[0], 2), -round(o[2], 4), o[1])
+
+    assert sorted(offers._contenders(rows, k), key=key)[:k] == sorted(rows, key=key)[:k]
 
 
 def test_offers_use_the_segment_when_it_has_support() -> None:
