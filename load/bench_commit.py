@@ -6,12 +6,14 @@ server's ``usec`` of EVALSHA (the Lua commit) and of HGETALL (the loads) by the 
 the time of each command the script ran (EVALSHA's time less theirs is the Lua work). Time
 depends on how busy the machine is; the commands the script runs per event (counted by
 ``commandstats`` too) do not, and say the same more steadily.
-``--config NAME=VALUE`` (repeatable) sets a server setting before the run, e.g.
-``hash-max-listpack-entries=128``: the population histograms grow to hundreds of fields,
-and in a listpack every sum the commit reads or writes there is found by a linear scan
-(as is every rank set member in a sorted set of at most ``zset-max-listpack-entries``).
+The server runs with the engine's settings (`stream_app.store.server.SERVER_SETTINGS`);
+``--config NAME=VALUE`` (repeatable) sets another before the run, e.g.
+``hash-max-listpack-entries=512`` and ``zset-max-listpack-entries=128`` (Redis's defaults):
+the population histograms grow to hundreds of fields, and in a listpack every sum the commit
+reads or writes there is found by a linear scan (as is every rank set member in a sorted set
+of at most ``zset-max-listpack-entries``).
 Run: ``python -m load.bench_commit [--customers 2000] [--days 365]
-[--config hash-max-listpack-entries=128]``.
+[--config hash-max-listpack-entries=512]``.
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ import redis
 from stream_app import worker_process
 from stream_app.connections import sync_redis
 from stream_app.settings import Settings, Topics
-from stream_app.store.server import LISTPACK_VALUE_BYTES
+from stream_app.store.server import SERVER_SETTINGS
 from stream_app.worker_process import free_port, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,12 +72,14 @@ def load_average() -> tuple[float, float, float]:
 
 def machine_info(stack: Settings) -> dict[str, Any]:
     """Date, machine and versions, for the head of the report."""
-    redis_version = listpack_value = "unknown"
+    redis_version = "unknown"
+    server_settings = dict.fromkeys(SERVER_SETTINGS, "unknown")
     with contextlib.suppress(Exception):
         client = sync_redis(stack)
         redis_version = str(client.info("server")["redis_version"])
-        reply = client.config_get("hash-max-listpack-value")
-        listpack_value = str(next(iter(reply.values()), "unknown"))
+        for name in SERVER_SETTINGS:
+            reply = client.config_get(name)
+            server_settings[name] = str(next(iter(reply.values()), "unknown"))
         client.close()
     kafka_jar = sorted((ROOT / ".devstack" / "kafka" / "lib").glob("kafka_2.13-*.jar"))
     kafka_version = kafka_jar[-1].stem.split("-", 1)[1] if kafka_jar else "unknown"
@@ -90,7 +92,7 @@ def machine_info(stack: Settings) -> dict[str, Any]:
         "python": platform.python_version(),
         "kafka": kafka_version,
         "redis_server": redis_version,
-        "redis hash-max-listpack-value": listpack_value,
+        **{f"redis {name}": value for name, value in server_settings.items()},
         "faust-streaming": _version("faust-streaming"),
         "aiokafka": _version("aiokafka"),
         "confluent-kafka": _version("confluent-kafka"),
@@ -297,7 +299,7 @@ class CpuMeter:
 class PrivateRedis:
     """A ``redis-server`` of the benchmark's own (no persistence) on a free port.
 
-    Configured like the dev stack's (``hash-max-listpack-value``; see `stream_app.store.server`).
+    Configured like the dev stack's (`stream_app.store.server.SERVER_SETTINGS`).
     """
 
     def __init__(self) -> None:
@@ -314,7 +316,8 @@ class PrivateRedis:
         self.proc = subprocess.Popen(
             [server, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "no", "--dir", self.dir, "--logfile", f"{self.dir}/redis.log",
-             "--hash-max-listpack-value", str(LISTPACK_VALUE_BYTES)],
+             *(arg for name, value in SERVER_SETTINGS.items() for arg in (f"--{name}",
+                                                                         str(value)))],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
         )
         client = redis.Redis(port=self.port)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from load.bench_stats import STREAM_SPAN, Target, markdown_table, text_table
-from stream_app.store.server import LISTPACK_VALUE_BYTES
+from stream_app.store.server import SERVER_SETTINGS
 
 __all__ = ["targets", "write_report"]
 
@@ -302,9 +302,9 @@ def _machine(results: dict[str, Any]) -> list[str]:
         f"- Machine: {m['nproc']} CPUs ({m['cpu_model']}), {m['memory_gib']} GiB, "
         f"Linux {m['kernel']}",
         f"- Versions: {versions}",
-        f"- Dev stack Redis hash-max-listpack-value: "
-        f"{m.get('redis hash-max-listpack-value', 'unknown')} (the engine needs >= "
-        f"{LISTPACK_VALUE_BYTES})",
+        "- Dev stack Redis settings: " + ", ".join(
+            f"{name} {m.get(f'redis {name}', 'unknown')}" for name in SERVER_SETTINGS)
+        + f" (the engine's: {', '.join(f'{k} {v}' for k, v in SERVER_SETTINGS.items())})",
         f"- Command: `{results['command']}` (from `make bench`), "
         f"{_f(results.get('elapsed_s'))} s",
         f"- Load average (1/5/15 min) at start: {la0}; at end: {la1}. The dev stack (Kafka, "

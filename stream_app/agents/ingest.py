@@ -199,9 +199,13 @@ def register(app: faust.App, channels: Channels, runtime: Runtime) -> Resync:
 
     @app.task
     async def check_redis_config() -> None:
-        # Customer records stay compact listpacks only if the server allows long values.
-        await runtime.timers.run("check_redis_config",
-                                 lambda: server.check_listpack_value(runtime.redis))
+        # Customer records stay compact listpacks only if the server allows long values;
+        # the commit is cheaper with its histograms and rank sets in their fast encodings.
+        async def check() -> None:
+            await server.check_listpack_value(runtime.redis)
+            await server.check_commit_settings(runtime.redis)
+
+        await runtime.timers.run("check_redis_config", check)
 
     async def adopt_restarted_server() -> None:
         # Which server answers, asked outside the fence: the first one seen is

@@ -95,3 +95,19 @@ def test_redis_appendonly_when_devstack_started_it(status: dict, settings: Setti
         assert client.config_get("appendfsync") == {"appendfsync": "everysec"}
     finally:
         client.close()
+
+
+def test_redis_runs_with_the_engine_settings_when_devstack_started_it(
+        status: dict, settings: Settings) -> None:
+    import redis
+
+    from stream_app.store.server import SERVER_SETTINGS
+
+    if not status["redis"]["started_by_devstack"]:
+        pytest.skip("Redis was already running; devstack reused it and does not own its config")
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, decode_responses=True)
+    try:
+        found = {name: client.config_get(name)[name] for name in SERVER_SETTINGS}
+    finally:
+        client.close()
+    assert found == {name: str(value) for name, value in SERVER_SETTINGS.items()}

@@ -17,6 +17,7 @@ import pytest
 
 from stream_app.connections import sync_redis
 from stream_app.settings import Settings
+from stream_app.store.server import SERVER_SETTINGS
 from tests.conftest import ROOT, read_env_file
 from tests.private_cluster import free
 
@@ -79,8 +80,9 @@ def test_up_redis_cluster_starts_three_masters_and_prints_the_settings(
         owners = {client.get_node_from_key(k).port for k in
                   ("cvm:{p0}:applied", "cvm:{p1}:applied", "cvm:{p2}:applied")}
         assert len(owners) > 1  # the partitions' keys are spread over the masters
-        config = client.config_get("hash-max-listpack-value", target_nodes=client.PRIMARIES)
-        assert {v["hash-max-listpack-value"] for v in config.values()} == {"8192"}
+        for name, value in SERVER_SETTINGS.items():  # every master as the dev stack's Redis
+            config = client.config_get(name, target_nodes=client.PRIMARIES)
+            assert {v[name] for v in config.values()} == {str(value)}, name
     finally:
         client.close()
 

@@ -1,4 +1,4 @@
-"""The start-up check of the Redis server's hash-max-listpack-value (no server needed)."""
+"""The start-up checks of the Redis server's settings (no server needed)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,12 @@ from typing import Any
 import pytest
 from redis.exceptions import ResponseError
 
-from stream_app.store.server import LISTPACK_VALUE_BYTES, check_listpack_value
+from stream_app.store.server import (
+    LISTPACK_VALUE_BYTES,
+    SERVER_SETTINGS,
+    check_commit_settings,
+    check_listpack_value,
+)
 
 
 class FakeRedis:
@@ -49,3 +54,35 @@ async def test_a_refused_config_get_is_skipped(caplog: pytest.LogCaptureFixture)
         assert await check_listpack_value(FakeRedis(None)) is None
         assert await check_listpack_value(FakeRedis({})) is None
     assert caplog.text == ""
+
+
+async def test_redis_defaults_are_warned_about_for_the_commit(
+        caplog: pytest.LogCaptureFixture) -> None:
+    defaults = {"hash-max-listpack-entries": "512", "zset-max-listpack-entries": "128"}
+    with caplog.at_level(logging.WARNING):
+        found = await check_commit_settings(FakeRedis(defaults))
+    assert found == {"hash-max-listpack-entries": 512, "zset-max-listpack-entries": 128}
+    assert "CONFIG SET hash-max-listpack-entries 128" in caplog.text
+    assert "CONFIG SET zset-max-listpack-entries 0" in caplog.text
+
+
+async def test_the_engine_settings_are_silent_and_too_few_entries_are_not(
+        caplog: pytest.LogCaptureFixture) -> None:
+    ours = {name: str(value) for name, value in SERVER_SETTINGS.items()}
+    with caplog.at_level(logging.WARNING):
+        assert await check_commit_settings(FakeRedis(ours)) == {
+            "hash-max-listpack-entries": 128, "zset-max-listpack-entries": 0}
+    assert caplog.text == ""
+    with caplog.at_level(logging.WARNING):  # records of about 50 fields would be hashtables
+        await check_commit_settings(FakeRedis({**ours, "hash-max-listpack-entries": "32"}))
+    assert "hash-max-listpack-entries is 32" in caplog.text
+
+
+async def test_redis_6_names_and_a_refused_config_get_for_the_commit(
+        caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING):
+        found = await check_commit_settings(FakeRedis({"zset-max-ziplist-entries": "128"}))
+        assert await check_commit_settings(FakeRedis(None)) == {
+            "hash-max-listpack-entries": None, "zset-max-listpack-entries": None}
+    assert found["zset-max-listpack-entries"] == 128
+    assert caplog.text.count("WARNING") == 1 and "zset-max-listpack-entries is 128" in caplog.text
