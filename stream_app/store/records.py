@@ -727,16 +727,24 @@ def _lanes(lanes: int, *patterns: str) -> tuple[int, ...]:
     return tuple(int.from_bytes(bytes.fromhex(p) * lanes, "big") for p in patterns)
 
 
-@functools.lru_cache(maxsize=256)
-def _spread_masks(lanes: int) -> tuple[int, ...]:
-    return _lanes(lanes, "00fffffff0000000", "000000000fffffff", "0fffc0000fffc000",
-                  "00003fff00003fff", "3f803f803f803f80", "007f007f007f007f")
+_SPREAD = ("00fffffff0000000", "000000000fffffff", "0fffc0000fffc000", "00003fff00003fff",
+           "3f803f803f803f80", "007f007f007f007f")
+_GATHER = ("7f007f007f007f00", "007f007f007f007f", "3fff00003fff0000", "00003fff00003fff",
+           "0fffffff00000000", "000000000fffffff")
+#: Masks are kept for texts up to this many 64-bit lanes (8 KiB of text, a record's longest
+#: listpack value); a longer one, which only a damaged or forged record has, makes its own.
+_KEPT_LANES = 1024
 
 
 @functools.lru_cache(maxsize=256)
-def _gather_masks(lanes: int) -> tuple[int, ...]:
-    return _lanes(lanes, "7f007f007f007f00", "007f007f007f007f", "3fff00003fff0000",
-                  "00003fff00003fff", "0fffffff00000000", "000000000fffffff")
+def _kept_masks(lanes: int, patterns: tuple[str, ...]) -> tuple[int, ...]:
+    return _lanes(lanes, *patterns)
+
+
+def _masks(lanes: int, patterns: tuple[str, ...]) -> tuple[int, ...]:
+    if lanes <= _KEPT_LANES:
+        return _kept_masks(lanes, patterns)
+    return _lanes(lanes, *patterns)
 
 
 def to_ascii(raw: bytes) -> str:
@@ -759,7 +767,7 @@ def to_ascii(raw: bytes) -> str:
     for j in range(7):
         wide[j + 1 :: 8] = padded[j::7]
     x = int.from_bytes(wide, "big")
-    hi28, lo28, hi14, lo14, hi7, lo7 = _spread_masks(lanes)
+    hi28, lo28, hi14, lo14, hi7, lo7 = _masks(lanes, _SPREAD)
     x = ((x & hi28) << 4) | (x & lo28)
     x = ((x & hi14) << 2) | (x & lo14)
     x = ((x & hi7) << 1) | (x & lo7)
@@ -776,7 +784,7 @@ def from_ascii(text: str) -> bytes:
     n = len(text)
     lanes = -(-n // 8)
     x = int.from_bytes(text.encode("ascii") + bytes(8 * lanes - n), "big")
-    hi7, lo7, hi14, lo14, hi28, lo28 = _gather_masks(lanes)
+    hi7, lo7, hi14, lo14, hi28, lo28 = _masks(lanes, _GATHER)
     x = ((x & hi7) >> 1) | (x & lo7)
     x = ((x & hi14) >> 2) | (x & lo14)
     x = ((x & hi28) >> 4) | (x & lo28)

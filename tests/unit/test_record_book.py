@@ -164,6 +164,18 @@ def test_any_ascii_text_reads_as_its_leading_whole_bytes(text: str) -> None:
     assert from_ascii(text) == bytes(int(bits[i:i + 8], 2) for i in range(0, whole, 8))
 
 
+def test_a_text_longer_than_any_record_value_reads_without_keeping_its_masks() -> None:
+    # A forged book of megabytes must not leave megabytes of masks behind in the process.
+    from stream_app.store import records
+
+    raw = bytes(range(256)) * 4_000
+    kept = records._kept_masks.cache_info().currsize
+    text = to_ascii(raw)
+    assert text.startswith(_bits_to_ascii(raw[:4_900]))  # 4,900 bytes: 5,600 whole characters
+    assert from_ascii(text) == raw
+    assert records._kept_masks.cache_info().currsize == kept
+
+
 def test_another_format_version_is_refused() -> None:
     raw = bytearray(from_ascii(pack_book(Book(days=(1, 2)))))
     assert raw[0] == BOOK_FORMAT
