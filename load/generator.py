@@ -238,8 +238,11 @@ def _producer(
     settings: Settings,
     on_delivery: Callable[[Any, Any], None],
     factory: Callable[[dict[str, Any]], Producer] | None,
+    delivery_timeout: float | None = None,
 ) -> Producer:
     config = producer_config(settings)
+    if delivery_timeout is not None:
+        config["message.timeout.ms"] = max(1, round(delivery_timeout * 1000))
     config["on_delivery"] = on_delivery
     if factory is None:
         from confluent_kafka import Producer as KafkaProducer
@@ -294,6 +297,7 @@ def publish(
     *,
     producer_factory: Callable[[dict[str, Any]], Producer] | None = None,
     flush_timeout: float = 60.0,
+    delivery_timeout: float | None = None,
 ) -> PublishReport:
     """Send ``events`` in order to the input topics at ``rate`` messages/s (0: as fast as possible).
 
@@ -303,6 +307,8 @@ def publish(
     ``confluent_kafka.Producer``; tests pass a fake). Delivery failures are counted through the
     delivery callback, and messages still queued after ``flush_timeout`` are purged, so
     that they too are reported failed and kept in ``undelivered``, in order.
+    ``delivery_timeout`` (seconds; default librdkafka's ``message.timeout.ms``, 5 minutes)
+    bounds how long one message may wait for its delivery before it is reported failed.
     """
     if not 0.0 <= malformed_share <= 1.0:
         raise ValueError(f"malformed_share={malformed_share} must be within 0..1")
@@ -321,7 +327,7 @@ def publish(
             if len(report.errors) < 10:
                 report.errors.append(f"{msg.topic() if msg is not None else '?'}: {err}")
 
-    producer = _producer(settings, on_delivery, producer_factory)
+    producer = _producer(settings, on_delivery, producer_factory, delivery_timeout)
     topics = {
         "purchase": settings.topics.purchases,
         "service_contact": settings.topics.service_contacts,

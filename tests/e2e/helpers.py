@@ -433,6 +433,10 @@ def with_late_purchases(
             yield old
 
 
+#: How long `BackgroundPublisher`'s first producer waits for one message's delivery.
+DELIVERY_TIMEOUT_S = 60.0
+
+
 class BackgroundPublisher:
     """`load.generator.publish` in a thread, so the worker can be killed mid-stream."""
 
@@ -459,13 +463,17 @@ class BackgroundPublisher:
             # A broker restarted under an idempotent producer may take minutes to hand out
             # a new producer id (its coordinator reloads its log): wait for the last
             # deliveries that long rather than the default minute.
+            # librdkafka can also lose a restarted broker from its cache for good ("new
+            # leader-1 not found in cache"): the messages of its partitions then wait for
+            # their delivery timeout (5 minutes by default) however the broker does. So a
+            # message gets DELIVERY_TIMEOUT_S, more than a broker's restart takes here,
+            # and what timed out goes again through a new producer, as a producing
+            # application would send it (the engine counts an event id it has already
+            # applied once); that one waits the full flush timeout.
             report = publish_events(self.events, self.settings, rate=self.rate,
-                                    progress=produced, stop=self.stop, flush_timeout=300.0)
+                                    progress=produced, stop=self.stop, flush_timeout=300.0,
+                                    delivery_timeout=DELIVERY_TIMEOUT_S)
             if report.undelivered and not self.stop.is_set():
-                # librdkafka can lose a restarted broker from its cache for good ("new
-                # leader-1 not found in cache"), and its messages then time out: they go
-                # again through a new producer, as a producing application would send
-                # them (the engine counts an event id it has already applied once).
                 again = publish_again(report.undelivered, self.settings, flush_timeout=300.0)
                 report.errors.append(f"{len(report.undelivered)} sent again, {again} failed")
                 report.failed -= len(report.undelivered) - again

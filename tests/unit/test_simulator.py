@@ -501,6 +501,10 @@ def test_publish_sends_every_event_in_order_with_extra_malformed_messages() -> N
     assert good == [(topics[e.topic_kind], e.customer_id.encode(), orjson.dumps(e.payload))
                     for e in stream]
     assert report.rate > 0 and report.mb_per_s > 0
+    # librdkafka's own delivery timeout unless one is given
+    assert "message.timeout.ms" not in fake.config
+    publish(stream[:5], settings, producer_factory=factory, delivery_timeout=60.0)
+    assert fakes[-1].config["message.timeout.ms"] == 60_000
 
 
 def _json_or(value: bytes) -> bytes:
