@@ -1071,6 +1071,21 @@ def prepare_redis(cfg: Config) -> str:
     return find_redis_server(cfg)
 
 
+#: Persistence and encodings of every Redis the dev stack starts, single or cluster node.
+#: Customer records (about 50 fields, values up to a few KB) stay compact listpacks only
+#: below the value length; the histograms and roll-ups (hundreds of fields) are hashtables
+#: and the rank sets skip lists, which the commit writes faster: see
+#: stream_app/store/server.py (SERVER_SETTINGS, which the dev stack's tests compare).
+REDIS_STORE_LINES = (
+    "appendonly yes",
+    "appendfsync everysec",
+    'save ""',
+    "hash-max-listpack-value 8192",
+    "hash-max-listpack-entries 128",
+    "zset-max-listpack-entries 0",
+)
+
+
 def start_redis(cfg: Config, server: str) -> subprocess.Popen[bytes]:
     d = cfg.redis_dir
     (d / "data").mkdir(parents=True, exist_ok=True)
@@ -1088,16 +1103,7 @@ def start_redis(cfg: Config, server: str) -> subprocess.Popen[bytes]:
         f'logfile "{cfg.redis_log}"',
         "loglevel notice",
         f'dir "{d / "data"}"',
-        "appendonly yes",
-        "appendfsync everysec",
-        'save ""',
-        # Customer records (about 50 fields, values up to a few KB) stay compact listpacks
-        # only below this value length; the histograms and roll-ups (hundreds of fields) are
-        # hashtables and the rank sets skip lists, which the commit writes faster: see
-        # stream_app/store/server.py.
-        "hash-max-listpack-value 8192",
-        "hash-max-listpack-entries 128",
-        "zset-max-listpack-entries 0",
+        *REDIS_STORE_LINES,
     ]
     if cfg.redis_password:
         lines.append(f'requirepass "{cfg.redis_password}"')
@@ -1217,12 +1223,7 @@ def start_redis_cluster(cfg: Config) -> list[str]:
             "cluster-enabled yes",
             "cluster-config-file nodes.conf",
             "cluster-node-timeout 5000",
-            "appendonly yes",
-            "appendfsync everysec",
-            'save ""',
-            "hash-max-listpack-value 8192",
-            "hash-max-listpack-entries 128",
-            "zset-max-listpack-entries 0",
+            *REDIS_STORE_LINES,
         ]) + "\n")
         proc = spawn([server, str(conf)], folder / "redis.out", folder)
         Record.write(folder / "devstack.pid", proc.pid, f"{host}:{port}")
