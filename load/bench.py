@@ -540,7 +540,7 @@ def run_freshness(stack: Settings, cfg: Config, outdir: Path,
             if label == "target rate":
                 # Lookups with the worker idle (caught up), before the target rate's backlog.
                 lookup_ids(ns.settings, ids_path)
-                for kind in ("hgetall", "lookup", "http", SERVE):
+                for kind in ("hgetall", "lookup", "values", "http", SERVE):
                     for c in cfg.concurrency:
                         result["lookups"].append(run_lookup(
                             ns.settings, kind, ids_path, c, cfg.lookup_s, "worker idle",

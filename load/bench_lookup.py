@@ -1,12 +1,14 @@
 """Lookup latency under concurrent load, measured from a process of its own.
 
-Three kinds of lookup of random known customers, each by `concurrency` asyncio clients in a
+Four kinds of lookup of random known customers, each by `concurrency` asyncio clients in a
 closed loop (a client sends its next request when the previous answer arrived) for
 `duration` seconds:
 
 * ``hgetall``: ``HGETALL`` of the customer's hash with redis-py's asyncio client;
 * ``lookup``: `stream_app.lookup.customer` (the hash, the watermark, the model and the cut
   points from Redis, then the revaluation), as the CLI and the web view call it;
+* ``values``: the same without the product profile and the offers (``offers=False``), so
+  the difference of the two is what the offers cost;
 * ``http``: ``GET /customers/{id}`` on the worker's web server with aiohttp;
 * ``hgetall-c`` (`c_client_hgetall`): the same ``HGETALL`` by ``redis-benchmark``, a C client.
 
@@ -36,7 +38,7 @@ from stream_app.connections import async_redis
 from stream_app.settings import Settings
 from stream_app.store.keys import Keys
 
-KINDS = ("hgetall", "lookup", "http")
+KINDS = ("hgetall", "lookup", "values", "http")
 
 
 async def _closed_loop(request: Callable[[str], Awaitable[None]], ids: Sequence[str],
@@ -83,9 +85,11 @@ async def measure(kind: str, settings: Settings, ids: Sequence[str], concurrency
             async def request(cid: str) -> None:
                 if not await redis.hgetall(keys.customer(cid)):
                     raise LookupError(cid)
-        elif kind == "lookup":
+        elif kind in ("lookup", "values"):
+            offers = kind == "lookup"
+
             async def request(cid: str) -> None:
-                if await lookup.customer(redis, settings, cid) is None:
+                if await lookup.customer(redis, settings, cid, offers=offers) is None:
                     raise LookupError(cid)
         elif kind == "http":
             import aiohttp

@@ -157,6 +157,10 @@ def _results() -> dict:
                  "concurrency": 16, "p50_ms": 5.0, "p99_ms": 30.0, "requests_per_s": 500.0},
                 {"kind": "lookup", "state": "worker idle", "concurrency": 16, "p50_ms": 1.0,
                  "p99_ms": 2.0, "requests_per_s": 8000.0, "client_cpu_us_per_request": 400.0},
+                {"kind": "values", "state": "worker idle", "concurrency": 16, "p50_ms": 1.0,
+                 "p99_ms": 1.5, "requests_per_s": 9000.0, "client_cpu_us_per_request": 310.0},
+                {"kind": "hgetall", "state": "worker idle", "concurrency": 16, "p50_ms": 0.5,
+                 "p99_ms": 1.0, "requests_per_s": 20000.0, "client_cpu_us_per_request": 90.0},
             ],
         },
         "scale_cpu": {"label": "single node", "rows": [
@@ -178,7 +182,9 @@ def test_targets_flag_missed_and_met() -> None:
     assert by_name["HTTP lookup p99, 16 clients, worker idle"].met
     busy = by_name["HTTP lookup p99, 16 clients, worker ingesting at half capacity (5,000/s)"]
     assert not busy.met and "interpreter lock" in busy.bound
-    assert not by_name["lookup.customer CPU per request (16 at once)"].met
+    lookup = by_name["lookup.customer CPU per request (16 at once)"]
+    assert not lookup.met and "HGETALL by the same client costs 90 µs" in lookup.bound
+    assert "offers 310 µs (so those cost 90)" in lookup.bound
     fresh = by_name["freshness p99 at half capacity (5,000 events/s)"]
     assert not fresh.met and "20.0/40.0 ms" in fresh.bound
     assert "40 batches of 12.5 records" in fresh.bound and "p99 <= 250 ms" in fresh.bound
@@ -249,3 +255,13 @@ def test_the_valuation_stage_values_under_each_fit_and_reports_ratios() -> None:
     table = [line for line in section(result) if line.startswith("| ")]
     assert len(table) == 1 + len(rows)
     assert section(None) == []
+
+
+def test_a_scaling_run_too_short_for_a_rate_is_reported_not_met() -> None:
+    results = _results()
+    results["scale_cpu"] = {"label": "single node", "rows": [
+        {"workers": 1, "efficiency": 1.0}, {"workers": 2, "efficiency": None}]}
+    row = {t.name: t for t in targets(results)}[
+        "events per worker CPU-second vs one worker (single node)"]
+    assert not row.met and row.measured == "1: 1.00 / 2: n/a"
+    assert "before a steady window" in row.bound
