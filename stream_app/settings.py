@@ -478,7 +478,7 @@ class Settings:
     alert_churn_threshold: float = 0.5
     alert_cooldown_days: float = 14.0
     alert_min_signals: int = 1
-    alert_min_score: float = 2.4
+    alert_min_score: float = 2.5
     # No defection alert after this many days without an order (the churn horizon: lapsed
     # customers are win-back's case); 0: no limit.
     alert_max_silence_days: float = 90.0

@@ -139,12 +139,12 @@ class AlertPolicy:
     min_signals, min_score
         An alert needs at least ``min_signals`` defection signals at once and a rule
         score (``sum(weight * capped strength)``, see `defection_reasons`) of at least
-        ``min_score``; 1 and 0 let any one signal through. 2.4, with the default
+        ``min_score``; 1 and 0 let any one signal through. 2.5, with the default
         weights: a single signal reaches it only when strong (a cancellation request, a
-        churn probability of 0.6 or more, a decayed sentiment sum of -0.24 or less, an
-        unsubscribe in the last two weeks, a basket 48 % below the usual, a complaint in the
-        last week, no order for 3.6 times the usual gap), otherwise it takes two or more;
-        a fall in P(alive) or in the open rate never alone. Chosen by ``python -m
+        churn probability of 0.625 or more, a decayed sentiment sum of -0.25 or less, an
+        unsubscribe in the last two weeks, a basket half the usual or smaller, a complaint in
+        the last five days, no order for 3.75 times the usual gap), otherwise it takes two or
+        more; a fall in P(alive) or in the open rate never alone. Chosen by ``python -m
         load.alert_fit`` on two simulated populations where defection has precursors (seeds
         7 and 8 of ``python -m load.alert_study --trace``), with `churn_threshold` 0.5,
         `max_silence_days` 90, `sentiment` -0.2 and the default weights: of the rules with a
@@ -186,7 +186,7 @@ class AlertPolicy:
     severity_bands: tuple[float, float, float] = (250.0, 1_000.0, 5_000.0)
     min_severity: str = "low"
     min_signals: int = 1
-    min_score: float = 2.4
+    min_score: float = 2.5
     weights: Mapping[str, float] = field(default_factory=lambda: DEFAULT_WEIGHTS, hash=False)
     max_strength: float = 3.0
     min_strength: float = 1.0

@@ -18,14 +18,14 @@ def test_a_trace_re_decides_the_replays_alerts_for_every_policy(
     higher churn threshold): the same alerts as the replay's."""
     path = tmp_path / "trace.pkl"
     assert study_main(["--customers", "60", "--days", "280", "--warmup-days", "100",
-                       "--candidates", "reweighed, score 2.4, churn 0.5, lapsed 90;"
+                       "--candidates", "reweighed, score 2.5, churn 0.5, lapsed 90;"
                        "reweighed, score 2.9;reweighed, score 2.9, contact surge;"
                        "reweighed, score 2.4, churn 0.8, lapsed 90",
                        "--trace", str(path), "--out", str(tmp_path / "alerts")]) == 0
     trace = load(str(path))
     assert len(trace.rows) > 100 and any(len(r) > 5 for r in trace.rows)
     default = evaluate(trace, Rule(AlertPolicy()))
-    assert default == trace.scores["reweighed, score 2.4, churn 0.5, lapsed 90"]
+    assert default == trace.scores["reweighed, score 2.5, churn 0.5, lapsed 90"]
     assert evaluate(trace, Rule(BEFORE)) == trace.scores["reweighed, score 2.9"]
     surge = Rule(AlertPolicy(churn_threshold=0.4, min_score=2.9, max_silence_days=None,
                              contact_surge=2.0))
@@ -35,10 +35,10 @@ def test_a_trace_re_decides_the_replays_alerts_for_every_policy(
     (_, high), = grid([0.8], [2.4])
     assert evaluate(trace, high) == trace.scores["reweighed, score 2.4, churn 0.8, lapsed 90"]
     capsys.readouterr()
-    assert main([str(path), "--choose", "7", "--grid", "0.5,0.8;2.4"]) == 0
+    assert main([str(path), "--choose", "7", "--grid", "0.5,0.8;2.5"]) == 0
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| churn")]
     s = default
-    assert [r.split(" | ")[0] for r in rows] == ["| churn 0.5, score 2.4", "| churn 0.8, score 2.4"]
+    assert [r.split(" | ")[0] for r in rows] == ["| churn 0.5, score 2.5", "| churn 0.8, score 2.5"]
     assert rows[0].split(" | ")[1].startswith(f"{s.recall_ahead():.3f} at {s.precision:.3f}, "
                                               f"{s.median_lead_days:.0f} d")
 

@@ -52,7 +52,7 @@ ANY_SIGNAL = AlertPolicy(min_score=0.0)
 #: The default rule with the contact-surge signal on.
 SURGE = AlertPolicy(contact_surge=2.0)
 #: The single-signal cases (`_single_signal_cases`) strong enough to alert alone by default
-#: (rule score 2.4): a cancellation request (3 * 3), a complaint the day before (1.5 * 1.9),
+#: (rule score 2.5): a cancellation request (3 * 3), a complaint the day before (1.5 * 1.9),
 #: a contact at -0.9 the day before (2 * 3), an unsubscribe the day before (2 * 1.9), a churn
 #: probability of 0.7 (2 * 0.7 / 0.5 = 2.8) and no order for 6 times the usual gap (1 * 3);
 #: not an unresolved contact (1 * 1.9) nor a basket 44 % smaller (1.5 * 1.45).
@@ -195,14 +195,15 @@ def test_every_rule_fires_alone_with_the_whole_contribution(
 def test_by_default_it_takes_two_signals_or_a_strong_one() -> None:
     base = regular(5, gap=10)  # orders on days 0..40
     overdue = fold(base)  # as of day 70: 30 days since the last order, 3 times the rhythm
-    assert decide(overdue, 70)[0] is None  # recency gap alone: 1 * 30 / 15 = 2 < 2.4
+    assert decide(overdue, 70)[0] is None  # recency gap alone: 1 * 30 / 15 = 2 < 2.5
     both, _ = decide(overdue, 70, churn=0.8)  # 2 * 0.8 / 0.5 + 2 = 5.2
     assert both is not None
     assert {r.code for r in both.reasons} == {"churn_risk", "recency_gap"}
     weak, _ = decide(fold(base), 45, churn=0.55)  # churn risk alone: 2 * 0.55 / 0.5 = 2.2
     assert weak is None
     assert decide(fold(base), 45, churn=0.65)[0] is not None  # 2 * 0.65 / 0.5 = 2.6: strong
-    assert decide(fold(base), 45, churn=0.58)[0] is None  # 2 * 0.58 / 0.5 = 2.32 < 2.4
+    assert decide(fold(base), 45, churn=0.58)[0] is None  # 2 * 0.58 / 0.5 = 2.32 < 2.5
+    assert decide(fold(base), 45, churn=0.62)[0] is None  # 2 * 0.62 / 0.5 = 2.48 < 2.5
     # an unsubscribe 12 days ago alone: 2 * exp(-12 / 30) / 0.5 = 2.68
     assert decide(fold([*base, touch(33, "unsubscribed")]), 45)[0] is not None
     assert decide(overdue, 100)[0] is not None  # 6 times the rhythm: 1 * min(4, 3) = 3
@@ -674,6 +675,6 @@ def test_the_worker_stops_alerting_where_win_back_starts() -> None:
 
     policy = retention_policy(Settings()).alert
     assert policy == AlertPolicy()
-    assert (policy.min_score, policy.churn_threshold, policy.max_silence_days) == (2.4, 0.5, 90.0)
+    assert (policy.min_score, policy.churn_threshold, policy.max_silence_days) == (2.5, 0.5, 90.0)
     assert retention_policy(Settings(alert_max_silence_days=60)).alert.max_silence_days == 60
     assert retention_policy(Settings(alert_max_silence_days=0)).alert.max_silence_days is None
