@@ -5,17 +5,19 @@ customer's counters, churn probability, P(alive), value tier and severity: `trac
 ground truth and the window. This module re-decides alerts from such traces for any rule the
 trace can express: the thresholds and weights of `AlertPolicy`, and experimental signals that
 the domain does not have (a tail-probability test of the order gap against the customer's own
-rate, a binomial test of the open rate, signals that count only next to another one, weights
-from a logistic fit). It reproduces `decide_alert` (cooldown, escalation, deduplication, the
-P(alive) reference), so the default policy's figures match the replay's; it costs seconds per
-rule instead of minutes per replay.
+rate, a binomial test of the open rate, signals that count only next to another one, signals
+held for some days, weights from a logistic fit). It reproduces `decide_alert` (cooldown,
+escalation, deduplication, the P(alive) reference), so the default policy's figures match the
+replay's; it costs seconds per rule instead of minutes per replay.
 
 ``python -m load.alert_fit --choose 7,8 TRACE...`` fits and picks rules on the choice
 populations (the seeds given) and reports them on the held-out ones (the other traces): per
 population, the share of valuable dropouts alerted at least 14 days ahead, the precision and
 the median lead; a tick where all three targets are met. ``--grid 'CHURN,...;SCORE,...'``
 does the same for the default policy at each churn threshold and rule score given (for
-traces of another churn label, ``--lead-days``, whose scores need other thresholds).
+traces of another churn label, ``--lead-days``, whose scores need other thresholds), and with
+``--weight CODE=W,...`` at each weight of a signal, with ``--hold DAYS,...`` with the signals
+held that long.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from typing import Any
 
 from load.alert_study import (
     MIN_PRECISION,
+    REWEIGHED,
     TRACE_KEYS,
     Periods,
     Scores,
@@ -94,6 +97,9 @@ class Rule:
         customer's usual rate, at most this.
     lonely
         These codes count only when another signal fires with them.
+    hold_days
+        Each signal counts at the largest strength it had over this many days of event time
+        (the signals of a span add up, not only those of one moment); None: the moment's.
     """
 
     policy: AlertPolicy = field(default_factory=AlertPolicy)
@@ -101,6 +107,7 @@ class Rule:
     open_alpha: float | None = None
     open_min_delivered: float = 1.5
     lonely: tuple[str, ...] = ()
+    hold_days: float | None = None
 
 
 def _betainc_lower_tail(n: float, k: float, p: float) -> float:
@@ -192,6 +199,8 @@ def alerts_of(trace: Trace, rule: Rule,
     silence = pol.max_silence_days
     mem: dict[str, list[Any]] = {}  # cid -> [last_at, last_level, last_key, last_codes, ref]
     alerts: dict[str, list[int]] = {}
+    hold = None if rule.hold_days is None else rule.hold_days * MS_PER_DAY
+    held: dict[str, dict[str, tuple[float, int]]] = {}  # cid -> code -> (strength, since)
     for i, row in enumerate(trace.rows):
         cid, t, _, _, p_alive = row[:5]
         m = mem.get(cid)
@@ -209,6 +218,8 @@ def alerts_of(trace: Trace, rule: Rule,
             drop = ref - p_alive
             if drop > 0 and drop >= pol.p_alive_drop:
                 sig.append(("p_alive_drop", drop / pol.p_alive_drop))
+        if hold is not None:
+            sig = _held(held.setdefault(cid, {}), sig, t, hold)
         if not sig:
             continue
         if rule.lonely and len(sig) == 1 and sig[0][0] in rule.lonely:
@@ -232,6 +243,18 @@ def alerts_of(trace: Trace, rule: Rule,
         mem[cid] = [t, level, key, codes, p_alive]
         alerts.setdefault(cid, []).append(t)
     return alerts
+
+
+def _held(h: dict[str, tuple[float, int]], sig: list[tuple[str, float]], t: int,
+          hold: float) -> list[tuple[str, float]]:
+    """The signals of the moment with those of the last `hold` ms, each at its largest."""
+    for code, s in sig:
+        old = h.get(code)
+        if old is None or s >= old[0] or t - old[1] > hold:
+            h[code] = (s, t)
+    for code in [c for c, (_, at) in h.items() if t - at > hold]:
+        del h[code]
+    return [(code, s) for code, (s, _) in h.items()]
 
 
 def evaluate(trace: Trace, rule: Rule,
@@ -305,8 +328,10 @@ def fit_weights(traces: Sequence[Trace], rule: Rule, ahead_days: float = 0.0,
 
 #: Rule scores tried for every family of rules.
 SCORES = (2.3, 2.4, 2.5, 2.6, 2.7, 2.8, 2.9, 3.0)
-#: The policy before this comparison: `AlertPolicy` without the silence limit, churn 0.4, 2.9.
-BEFORE = AlertPolicy(churn_threshold=0.4, min_score=2.9, max_silence_days=None)
+#: The policy before this comparison: `AlertPolicy` without the silence limit, churn 0.4, 2.9,
+#: with the weights of its time (a fall in P(alive) at 0.5).
+BEFORE = AlertPolicy(churn_threshold=0.4, min_score=2.9, max_silence_days=None,
+                     weights=REWEIGHED)
 _TRENDS_ALONE = ("engagement_drop", "p_alive_drop", "recency_gap")
 
 
@@ -372,7 +397,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--grid", default=None, metavar="CHURN;SCORES",
                         help="instead of the families: the default policy at every churn "
                              "threshold and rule score given, e.g. '0.5,0.8;2.4,2.9'")
+    parser.add_argument("--weight", action="append", default=[], metavar="CODE=W,...",
+                        help="with --grid: also every weight given for this signal, e.g. "
+                             "'p_alive_drop=0.5,0.7' (repeatable)")
+    parser.add_argument("--hold", default=None, metavar="DAYS,...",
+                        help="with --grid: also with each signal held this many days "
+                             "(`Rule.hold_days`; 0: not held), e.g. '0,7,14'")
     args = parser.parse_args(argv)
+    if (args.weight or args.hold) and args.grid is None:
+        parser.error("--weight and --hold go with --grid")
+    weights: dict[str, list[float]] = {}
+    for spec in args.weight:
+        code, _, ws = spec.partition("=")
+        try:
+            weights[code.strip()] = [float(x) for x in ws.split(",")]
+        except ValueError:
+            parser.error(f"--weight {spec!r} is not CODE=W,...")
+        if code.strip() not in AlertPolicy().weights:
+            parser.error(f"--weight {spec!r}: no signal {code.strip()!r}")
+    try:
+        holds = [None if float(x) == 0 else float(x)
+                 for x in (args.hold or "0").split(",")]
+    except ValueError:
+        parser.error(f"--hold {args.hold!r} is not DAYS,...")
     traces = [load(p) for p in args.traces]
     choice_seeds = {int(x) for x in args.choose.split(",")}
     choice = [t for t in traces if t.seed in choice_seeds]
@@ -387,7 +434,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                               for part in args.grid.split(";"))
         except ValueError:
             parser.error(f"--grid {args.grid!r} is not CHURN,...;SCORE,...")
-        print_grid(traces, choice, grid(churns, scores))
+        print_grid(traces, choice, grid(churns, scores, weights, holds))
         return 0
     picks: dict[str, tuple[str, Rule]] = {}
     everything: dict[str, tuple[Rule, list[Scores]]] = {}
@@ -426,15 +473,35 @@ def _cell(s: Scores) -> str:
             f"{' ✓' if meets(s) else ''}")
 
 
-def grid(churns: Sequence[float], scores: Sequence[float]) -> list[tuple[str, Rule]]:
-    """The default policy (`AlertPolicy()`) at every churn threshold and rule score given.
+def grid(churns: Sequence[float], scores: Sequence[float],
+         weights: Mapping[str, Sequence[float]] | None = None,
+         holds: Sequence[float | None] = (None,)) -> list[tuple[str, Rule]]:
+    """The default policy (`AlertPolicy()`) at every churn threshold and rule score given, and
+    at every weight given for each signal in `weights` and every `Rule.hold_days` in `holds`.
 
     >>> [name for name, _ in grid([0.5, 0.8], [2.4])]
     ['churn 0.5, score 2.4', 'churn 0.8, score 2.4']
+    >>> [name for name, _ in grid([0.5], [2.5], {"p_alive_drop": [0.5, 0.7]}, [None, 7.0])]
+    ... # doctest: +NORMALIZE_WHITESPACE
+    ['churn 0.5, score 2.5, p_alive_drop 0.5', 'churn 0.5, score 2.5, p_alive_drop 0.5, held 7 d',
+     'churn 0.5, score 2.5, p_alive_drop 0.7', 'churn 0.5, score 2.5, p_alive_drop 0.7, held 7 d']
     """
-    return [(f"churn {c:g}, score {m:g}",
-             Rule(replace(AlertPolicy(), churn_threshold=c, min_score=m)))
-            for c in churns for m in scores]
+    base = AlertPolicy()
+    tried: list[list[tuple[str, float]]] = [[]]
+    for code, ws in (weights or {}).items():
+        tried = [[*done, (code, w)] for done in tried for w in ws]
+    out = []
+    for c in churns:
+        for m in scores:
+            for ws in tried:
+                policy = replace(base, churn_threshold=c, min_score=m,
+                                 weights={**base.weights, **dict(ws)})
+                for hold in holds:
+                    name = ", ".join([f"churn {c:g}", f"score {m:g}",
+                                      *(f"{code} {w:g}" for code, w in ws),
+                                      *([f"held {hold:g} d"] if hold is not None else [])])
+                    out.append((name, Rule(policy, hold_days=hold)))
+    return out
 
 
 def print_grid(traces: Sequence[Trace], choice: Sequence[Trace],
