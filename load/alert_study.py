@@ -120,6 +120,9 @@ REWEIGHED_MORE: Mapping[str, float] = MappingProxyType({
     **REWEIGHED, "negative_sentiment": 2.5, "unsubscribed": 2.5, "p_alive_drop": 0.25,
     "engagement_drop": 0.25, "recency_gap": 1.25, "unresolved_contacts": 0.75, "complaints": 1.25,
 })
+#: The re-weighed signals with a fall in P(alive) at 0.7 (the default since 2026-12-02, chosen
+#: by ``python -m load.alert_fit --grid ... --weight p_alive_drop=...``).
+ALIVE_07: Mapping[str, float] = MappingProxyType({**REWEIGHED, "p_alive_drop": 0.7})
 #: The default before the re-weighing, and what the candidates after it start from.
 _CHURN_04: Mapping[str, Any] = {"churn_threshold": 0.4, **_EARLY_SENTIMENT}
 #: A surge of contacts at twice the customer's usual rate (`AlertPolicy.contact_surge`).
@@ -201,6 +204,9 @@ CANDIDATES: Mapping[str, Mapping[str, Any]] = {
     "reweighed, score 2.5, churn 0.5, lapsed 90": {"min_score": 2.5, "churn_threshold": 0.5,
                                                    **_EARLY_SENTIMENT, "weights": REWEIGHED,
                                                    **_LAPSED},
+    "P(alive) fall 0.7, score 2.5, churn 0.5, lapsed 90": {
+        "min_score": 2.5, "churn_threshold": 0.5, **_EARLY_SENTIMENT, "weights": ALIVE_07,
+        **_LAPSED},
     "reweighed, score 2.6, churn 0.45, lapsed 90": {"min_score": 2.6, "churn_threshold": 0.45,
                                                     **_EARLY_SENTIMENT, "weights": REWEIGHED,
                                                     **_LAPSED},

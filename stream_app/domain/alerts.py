@@ -147,7 +147,8 @@ class AlertPolicy:
         more; a fall in P(alive) or in the open rate never alone. Chosen by ``python -m
         load.alert_fit`` on two simulated populations where defection has precursors (seeds
         7 and 8 of ``python -m load.alert_study --trace``), with `churn_threshold` 0.5,
-        `max_silence_days` 90, `sentiment` -0.2 and the default weights: of the rules with a
+        `max_silence_days` 90, `sentiment` -0.2 and the weight of ``p_alive_drop`` (0.7,
+        `rules.DEFAULT_WEIGHTS`; the other weights set before): of the rules with a
         precision of at least 0.5 against the true dropouts on both, the one that alerts the
         largest mean share of valuable dropouts at least 14 days ahead; reported on four
         other populations (see the README's alert study).

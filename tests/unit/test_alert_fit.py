@@ -20,14 +20,14 @@ def test_a_trace_re_decides_the_replays_alerts_for_every_policy(
     replay's."""
     path = tmp_path / "trace.pkl"
     assert study_main(["--customers", "60", "--days", "280", "--warmup-days", "100",
-                       "--candidates", "reweighed, score 2.5, churn 0.5, lapsed 90;"
+                       "--candidates", "P(alive) fall 0.7, score 2.5, churn 0.5, lapsed 90;"
                        "reweighed, score 2.9;reweighed, score 2.9, contact surge;"
                        "reweighed, score 2.4, churn 0.8, lapsed 90",
                        "--trace", str(path), "--out", str(tmp_path / "alerts")]) == 0
     trace = load(str(path))
     assert len(trace.rows) > 100 and any(len(r) > 5 for r in trace.rows)
     default = evaluate(trace, Rule(AlertPolicy()))
-    assert default == trace.scores["reweighed, score 2.5, churn 0.5, lapsed 90"]
+    assert default == trace.scores["P(alive) fall 0.7, score 2.5, churn 0.5, lapsed 90"]
     assert evaluate(trace, Rule(BEFORE)) == trace.scores["reweighed, score 2.9"]
     surge = Rule(replace(BEFORE, contact_surge=2.0))
     assert evaluate(trace, surge) == trace.scores["reweighed, score 2.9, contact surge"]
