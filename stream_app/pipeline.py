@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import Any, Protocol
 
 import orjson
@@ -47,6 +48,7 @@ from stream_app.domain.retention import (
     Scorer,
 )
 from stream_app.domain.rollups import Increment
+from stream_app.domain.rules import DEFAULT_WEIGHTS
 from stream_app.domain.tiers import Cuts
 from stream_app.domain.valuation import ValueModel, value_states
 from stream_app.domain.winback import WinbackPolicy
@@ -118,20 +120,24 @@ class Effects:
 
 def retention_policy(settings: Settings) -> RetentionPolicy:
     """The retention policy the settings describe."""
+    alert = AlertPolicy(
+        min_value_tier=settings.alert_min_value_tier,
+        churn_threshold=settings.alert_churn_threshold,
+        cooldown_days=settings.alert_cooldown_days,
+        min_signals=settings.alert_min_signals,
+        min_score=settings.alert_min_score,
+        max_silence_days=settings.alert_max_silence_days or None,
+    )
+    if settings.alert_severity_bands is not None:
+        alert = replace(alert, severity_bands=settings.alert_severity_bands)
+    if settings.alert_weights:
+        alert = replace(alert, weights=MappingProxyType(
+            {**DEFAULT_WEIGHTS, **settings.alert_weights}))
     return RetentionPolicy(
         horizon_ms=settings.churn_horizon_days * MS_PER_DAY,
         snapshot_gap_ms=round(settings.snapshot_gap_days * MS_PER_DAY),
         lead_ms=settings.churn_lead_days * MS_PER_DAY,
-        alert=AlertPolicy(
-            min_value_tier=settings.alert_min_value_tier,
-            churn_threshold=settings.alert_churn_threshold,
-            cooldown_days=settings.alert_cooldown_days,
-            min_signals=settings.alert_min_signals,
-            min_score=settings.alert_min_score,
-            max_silence_days=settings.alert_max_silence_days or None,
-            **({} if settings.alert_severity_bands is None
-               else {"severity_bands": settings.alert_severity_bands}),
-        ),
+        alert=alert,
         winback=WinbackPolicy(
             p_alive_threshold=settings.winback_p_alive_threshold,
             silence_days=float(settings.churn_horizon_days),

@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from urllib.parse import urlsplit
 
+from stream_app.domain.rules import ALERT_CODES
 from stream_app.loops import LOOPS
 
 
@@ -79,6 +80,23 @@ def _fx_rates(raw: str) -> dict[str, Decimal]:
             )
         rates[code] = rate
     return rates
+
+
+def _alert_weights(raw: str) -> dict[str, float]:
+    """Parse ``p_alive_drop=0.7,complaints=2``: alert signal weights that replace the defaults
+    (`stream_app.domain.rules.DEFAULT_WEIGHTS`); 0 takes a signal out of the rule score.
+
+    >>> _alert_weights("p_alive_drop=0.7, complaints=2")
+    {'p_alive_drop': 0.7, 'complaints': 2.0}
+    """
+    weights: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in raw.split(","))):
+        code, _, value = part.partition("=")
+        try:
+            weights[code.strip()] = float(value)
+        except ValueError:
+            raise SettingsError(f"CVM_ALERT_WEIGHTS: {part!r} is not SIGNAL=WEIGHT") from None
+    return weights
 
 
 class Secret:
@@ -484,6 +502,8 @@ class Settings:
     alert_max_silence_days: float = 90.0
     alert_severity_percentiles: tuple[float, float, float] = (80.0, 95.0, 99.0)
     alert_severity_bands: tuple[float, float, float] | None = None
+    # Signal weights of the rule score that replace the defaults (rules.DEFAULT_WEIGHTS).
+    alert_weights: Mapping[str, float] = field(default_factory=dict)
     winback_p_alive_threshold: float = 0.25
     winback_control_share: float = 0.10
     winback_seed: int = 0
@@ -648,6 +668,13 @@ class Settings:
         if not 0 <= self.alert_max_silence_days < float("inf"):
             raise SettingsError(
                 f"CVM_ALERT_MAX_SILENCE_DAYS={self.alert_max_silence_days} must be >= 0")
+        for code, weight in self.alert_weights.items():
+            if code not in ALERT_CODES:
+                raise SettingsError(
+                    f"CVM_ALERT_WEIGHTS: {code!r} is not a signal of {', '.join(ALERT_CODES)}")
+            if not 0 <= weight <= 100:
+                raise SettingsError(
+                    f"CVM_ALERT_WEIGHTS: {code}={weight} must have a weight within 0..100")
         if not all(0 < p < 100 for p in self.alert_severity_percentiles):
             raise SettingsError(
                 f"CVM_ALERT_SEVERITY_PERCENTILES={self.alert_severity_percentiles} "

@@ -31,6 +31,7 @@ from stream_app.settings import (
     Settings,
     SettingsError,
     Topics,
+    _alert_weights,
     _api_tokens,
     _fx_rates,
     _time_ms,
@@ -185,6 +186,9 @@ class AlertsEnv(_Group):
     alert_severity_bands: Annotated[
         tuple[float, float, float] | None, _with(_triple, "CVM_ALERT_SEVERITY_BANDS")
     ] = Field(None, alias="CVM_ALERT_SEVERITY_BANDS")
+    alert_weights: Annotated[dict[str, float], _with(
+        lambda e, n, _d: _alert_weights(e[n]), "CVM_ALERT_WEIGHTS")] = Field(
+        {}, alias="CVM_ALERT_WEIGHTS")
 
 
 class WinbackEnv(_Group):

@@ -363,6 +363,11 @@ def test_new_settings_are_read_from_the_environment() -> None:
     {"CVM_FX_RATES": "EUR=NaN"},
     {"CVM_FX_RATES": "EUR=Infinity"},
     {"CVM_FX_RATES": "EUR=1e300"},
+    {"CVM_ALERT_WEIGHTS": "p_alive=0.7"},  # no such signal
+    {"CVM_ALERT_WEIGHTS": "p_alive_low=2"},  # a win-back reason, not an alert signal
+    {"CVM_ALERT_WEIGHTS": "complaints=-1"},
+    {"CVM_ALERT_WEIGHTS": "complaints=nan"},
+    {"CVM_ALERT_WEIGHTS": "complaints"},
 ])
 def test_unusable_settings_are_refused(env: dict[str, str]) -> None:
     with pytest.raises(SettingsError):
