@@ -63,6 +63,8 @@ class Trace:
     valuable_at: Mapping[str, Sequence[int]]
     valuable_days: float
     scores: Mapping[str, Scores]
+    #: Whether it holds every scoring, below the value floor too (see `Rule.valuable_days`).
+    complete: bool = False
 
 
 class _Unpickler(pickle.Unpickler):
@@ -79,7 +81,8 @@ def load(path: str) -> Trace:
     with open(path, "rb") as f:
         d = _Unpickler(f).load()
     return Trace(d["seed"], d["rows"], d["truth"], d["window"], d["horizon_ms"],
-                 d["valuable_at"], d["valuable_days"], d["scores"])
+                 d["valuable_at"], d["valuable_days"], d["scores"],
+                 all(len(r) > 5 for r in d["rows"]))
 
 
 @dataclass(frozen=True)
@@ -100,6 +103,12 @@ class Rule:
     hold_days
         Each signal counts at the largest strength it had over this many days of event time
         (the signals of a span add up, not only those of one moment); None: the moment's.
+    valuable_days
+        A customer stays valuable (alerted on) for this many days after a scoring at or above
+        the policy's ``min_value_tier``: a customer who drifts away loses value as P(alive)
+        falls, often before the signals add up. Needs a trace of every scoring (written with a
+        candidate of tier 0 or with `AlertPolicy.value_at_last_order`, which this reproduces
+        too); None: valuable at the scoring only.
     """
 
     policy: AlertPolicy = field(default_factory=AlertPolicy)
@@ -108,6 +117,7 @@ class Rule:
     open_min_delivered: float = 1.5
     lonely: tuple[str, ...] = ()
     hold_days: float | None = None
+    valuable_days: float | None = None
 
 
 def _betainc_lower_tail(n: float, k: float, p: float) -> float:
@@ -194,6 +204,10 @@ def alerts_of(trace: Trace, rule: Rule,
     the value floor).
     """
     pol = rule.policy
+    if (pol.value_at_last_order or rule.valuable_days is not None) and not trace.complete:
+        raise ValueError(f"seed {trace.seed}: the trace holds the valuable scorings only; a "
+                         "customer valuable by their last order needs every scoring (a trace "
+                         "written with such a candidate)")
     weights, cap = pol.weights, pol.max_strength
     cool = pol.cooldown_ms
     silence = pol.max_silence_days
@@ -201,8 +215,12 @@ def alerts_of(trace: Trace, rule: Rule,
     alerts: dict[str, list[int]] = {}
     hold = None if rule.hold_days is None else rule.hold_days * MS_PER_DAY
     held: dict[str, dict[str, tuple[float, int]]] = {}  # cid -> code -> (strength, since)
+    floor = pol.min_value_tier
+    stay = None if rule.valuable_days is None else rule.valuable_days * MS_PER_DAY
+    valued: dict[str, int] = {}  # cid -> last scoring at or above the floor
+    bought: dict[str, float] = {}  # cid -> tier at the last order
     for i, row in enumerate(trace.rows):
-        cid, t, _, _, p_alive = row[:5]
+        cid, t, tier, _, p_alive = row[:5]
         m = mem.get(cid)
         if m is None:
             m = mem[cid] = [None, None, None, frozenset(), None]
@@ -210,6 +228,14 @@ def alerts_of(trace: Trace, rule: Rule,
         if ref is None or p_alive > ref:
             m[4] = p_alive
         if len(row) == 5:
+            continue
+        if row[6][_SINCE] == 0:
+            bought[cid] = tier
+        if tier >= floor:
+            valued[cid] = t
+        elif pol.value_at_last_order and bought.get(cid, -1.0) >= floor:
+            pass
+        elif stay is None or t - valued.get(cid, -stay - 1) > stay:
             continue
         if silence is not None and row[6][_SINCE] > silence:
             continue
@@ -289,10 +315,10 @@ def design(trace: Trace, rule: Rule, ahead_days: float = 0.0
     cap = rule.policy.max_strength
     ahead = ahead_days * MS_PER_DAY
     for row in trace.rows:
-        cid, t, _, _, p_alive = row[:5]
+        cid, t, tier, _, p_alive = row[:5]
         r = ref.get(cid)
         ref[cid] = p_alive if r is None else max(r, p_alive)
-        if len(row) == 5 or t not in trace.window:
+        if len(row) == 5 or tier < rule.policy.min_value_tier or t not in trace.window:
             continue
         silence = rule.policy.max_silence_days
         if silence is not None and row[6][_SINCE] > silence:
@@ -329,9 +355,9 @@ def fit_weights(traces: Sequence[Trace], rule: Rule, ahead_days: float = 0.0,
 #: Rule scores tried for every family of rules.
 SCORES = (2.3, 2.4, 2.5, 2.6, 2.7, 2.8, 2.9, 3.0)
 #: The policy before this comparison: `AlertPolicy` without the silence limit, churn 0.4, 2.9,
-#: with the weights of its time (a fall in P(alive) at 0.5).
+#: with the weights of its time (a fall in P(alive) at 0.5), the tier now only.
 BEFORE = AlertPolicy(churn_threshold=0.4, min_score=2.9, max_silence_days=None,
-                     weights=REWEIGHED)
+                     weights=REWEIGHED, value_at_last_order=False)
 _TRENDS_ALONE = ("engagement_drop", "p_alive_drop", "recency_gap")
 
 

@@ -120,9 +120,11 @@ REWEIGHED_MORE: Mapping[str, float] = MappingProxyType({
     **REWEIGHED, "negative_sentiment": 2.5, "unsubscribed": 2.5, "p_alive_drop": 0.25,
     "engagement_drop": 0.25, "recency_gap": 1.25, "unresolved_contacts": 0.75, "complaints": 1.25,
 })
-#: The re-weighed signals with a fall in P(alive) at 0.7 (the default since 2026-12-02, chosen
-#: by ``python -m load.alert_fit --grid ... --weight p_alive_drop=...``).
+#: The re-weighed signals with a fall in P(alive) at 0.7 (chosen by ``python -m load.alert_fit
+#: --grid ... --weight p_alive_drop=...`` with the tier now as the floor) and at 0.9 (chosen
+#: the same way with the tier at the last order: the default since 2026-12-02).
 ALIVE_07: Mapping[str, float] = MappingProxyType({**REWEIGHED, "p_alive_drop": 0.7})
+ALIVE_09: Mapping[str, float] = MappingProxyType({**REWEIGHED, "p_alive_drop": 0.9})
 #: The default before the re-weighing, and what the candidates after it start from.
 _CHURN_04: Mapping[str, Any] = {"churn_threshold": 0.4, **_EARLY_SENTIMENT}
 #: A surge of contacts at twice the customer's usual rate (`AlertPolicy.contact_surge`).
@@ -207,6 +209,12 @@ CANDIDATES: Mapping[str, Mapping[str, Any]] = {
     "P(alive) fall 0.7, score 2.5, churn 0.5, lapsed 90": {
         "min_score": 2.5, "churn_threshold": 0.5, **_EARLY_SENTIMENT, "weights": ALIVE_07,
         **_LAPSED},
+    "last order's value, P(alive) fall 0.9, score 2.5, churn 0.5, lapsed 90": {
+        "min_score": 2.5, "churn_threshold": 0.5, **_EARLY_SENTIMENT, "weights": ALIVE_09,
+        **_LAPSED, "value_at_last_order": True},
+    "last order's value, P(alive) fall 0.7, score 2.5, churn 0.5, lapsed 90": {
+        "min_score": 2.5, "churn_threshold": 0.5, **_EARLY_SENTIMENT, "weights": ALIVE_07,
+        **_LAPSED, "value_at_last_order": True},
     "reweighed, score 2.6, churn 0.45, lapsed 90": {"min_score": 2.6, "churn_threshold": 0.45,
                                                     **_EARLY_SENTIMENT, "weights": REWEIGHED,
                                                     **_LAPSED},
@@ -238,7 +246,7 @@ def policy_of(changes: Mapping[str, Any]) -> AlertPolicy:
         "churn_threshold": 0.5, "min_signals": 1, "min_score": 0.0, "cooldown_days": 14.0,
         "sentiment": -0.5, "weights": PRE_STUDY_WEIGHTS, "contact_surge": None,
         "contact_surge_min": 1.5, "engagement_slow_min_delivered": None, "min_strength": 1.0,
-        "max_silence_days": None,
+        "max_silence_days": None, "value_at_last_order": False,
     }
     return AlertPolicy(**{**base, **changes})
 
@@ -802,6 +810,9 @@ class _Engine:
         self.examples: list[tuple[int, int, churn.Snapshot, int]] = []
         self.last_fit: int | None = None
         self.floors = sorted(run.valuable_at)
+        #: Below it a decision cannot alert: the trace keeps only what `AlertMemory` needs.
+        self.trace_floor = 0.0 if any(c.policy.value_at_last_order
+                                      for c in run.candidates) else self.floors[0]
         #: With `replay`'s ``trace``: per valued decision, what `trace_row` keeps.
         self.trace: list[tuple[Any, ...]] | None = None
 
@@ -830,11 +841,11 @@ class _Engine:
                         run.valuable_at[floor].setdefault(cid, []).append(t)
                 if self.trace is not None:
                     self.trace.append(trace_row(cid, state, v, o.decision.churn_probability,
-                                                tier, t, self.floors[0]))
+                                                tier, t, self.trace_floor))
                 for c in run.candidates:
                     alert, c.memory[cid] = decide_alert(
                         cid, state, v, o.decision.churn_probability, tier, c.memory.get(cid), t,
-                        c.policy, version,
+                        c.policy, version, o.decision.retention.tier_at_purchase,
                     )
                     if alert is not None:
                         codes = tuple(x.code for x in alert.reasons)

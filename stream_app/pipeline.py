@@ -122,6 +122,7 @@ def retention_policy(settings: Settings) -> RetentionPolicy:
     """The retention policy the settings describe."""
     alert = AlertPolicy(
         min_value_tier=settings.alert_min_value_tier,
+        value_at_last_order=settings.alert_value_at_last_order,
         churn_threshold=settings.alert_churn_threshold,
         cooldown_days=settings.alert_cooldown_days,
         min_signals=settings.alert_min_signals,

@@ -493,6 +493,8 @@ class Settings:
     # so a fast-moving watermark (catching up, replays) never crowds out the ingest agent.
     rescore_budget_s: float = 0.25
     alert_min_value_tier: float = 80.0
+    # The tier for the floor above: the higher of now and at the last order (False: now).
+    alert_value_at_last_order: bool = True
     alert_churn_threshold: float = 0.5
     alert_cooldown_days: float = 14.0
     alert_min_signals: int = 1

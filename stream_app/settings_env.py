@@ -172,6 +172,8 @@ class AlertsEnv(_Group):
 
     alert_min_value_tier: float = Field(
         _DEFAULTS.alert_min_value_tier, alias="CVM_ALERT_MIN_VALUE_TIER")
+    alert_value_at_last_order: bool = Field(
+        _DEFAULTS.alert_value_at_last_order, alias="CVM_ALERT_VALUE_AT_LAST_ORDER")
     alert_churn_threshold: float = Field(
         _DEFAULTS.alert_churn_threshold, alias="CVM_ALERT_CHURN_THRESHOLD")
     alert_cooldown_days: float = Field(

@@ -191,7 +191,7 @@ def decide(
         return Decision(replace(r, **changes), p, closed=closed)
     alert, changes["alert"] = decide_alert(
         state.customer_id, state, valuation, p, value_tier, r.alert, as_of,
-        policy.alert, model_version,
+        policy.alert, model_version, tier_at_purchase,
     )
     trigger, changes["winback"] = decide_winback(
         state.customer_id, state, valuation, max(tier_at_purchase, 0.0), r.winback, as_of,

@@ -12,6 +12,9 @@ from load.alert_study import Scores
 from load.alert_study import main as study_main
 from stream_app.domain.alerts import AlertPolicy
 
+#: The study's candidate that is `AlertPolicy()`.
+DEFAULT = "last order's value, P(alive) fall 0.9, score 2.5, churn 0.5, lapsed 90"
+
 
 def test_a_trace_re_decides_the_replays_alerts_for_every_policy(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -20,20 +23,21 @@ def test_a_trace_re_decides_the_replays_alerts_for_every_policy(
     replay's."""
     path = tmp_path / "trace.pkl"
     assert study_main(["--customers", "60", "--days", "280", "--warmup-days", "100",
-                       "--candidates", "P(alive) fall 0.7, score 2.5, churn 0.5, lapsed 90;"
+                       "--candidates", f"{DEFAULT};"
                        "reweighed, score 2.9;reweighed, score 2.9, contact surge;"
                        "reweighed, score 2.4, churn 0.8, lapsed 90",
                        "--trace", str(path), "--out", str(tmp_path / "alerts")]) == 0
     trace = load(str(path))
-    assert len(trace.rows) > 100 and any(len(r) > 5 for r in trace.rows)
+    assert len(trace.rows) > 100 and trace.complete  # every scoring: the default needs them
     default = evaluate(trace, Rule(AlertPolicy()))
-    assert default == trace.scores["P(alive) fall 0.7, score 2.5, churn 0.5, lapsed 90"]
+    assert default == trace.scores[DEFAULT]
     assert evaluate(trace, Rule(BEFORE)) == trace.scores["reweighed, score 2.9"]
     surge = Rule(replace(BEFORE, contact_surge=2.0))
     assert evaluate(trace, surge) == trace.scores["reweighed, score 2.9, contact surge"]
     assert alerts_of(trace, Rule(AlertPolicy()))  # the population raises some alerts
     assert main([str(path), "--choose", "7"]) == 0  # the comparison runs on it
     (_, high), = grid([0.8], [2.4], {"p_alive_drop": [0.5]})
+    high = replace(high, policy=replace(high.policy, value_at_last_order=False))
     assert evaluate(trace, high) == trace.scores["reweighed, score 2.4, churn 0.8, lapsed 90"]
     capsys.readouterr()
     assert main([str(path), "--choose", "7", "--grid", "0.5,0.8;2.5"]) == 0
@@ -70,3 +74,18 @@ def test_the_grid_refuses_a_weight_of_no_signal(tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as e:
         main([str(path), "--choose", "7", "--grid", "0.5;2.5", "--weight", "p_alive=0.7"])
     assert e.value.code == 2
+
+
+def test_a_trace_of_the_valuable_scorings_only_refuses_the_tier_at_the_last_order(
+        tmp_path: Path) -> None:
+    """Without the scorings below the value floor, a customer valuable by their last order
+    cannot be re-decided: refused, rather than figures that would look right."""
+    path = tmp_path / "trace.pkl"
+    assert study_main(["--customers", "60", "--days", "280", "--warmup-days", "100",
+                       "--candidates", "reweighed, score 2.9", "--trace", str(path),
+                       "--out", str(tmp_path / "alerts")]) == 0
+    trace = load(str(path))
+    assert not trace.complete
+    assert evaluate(trace, Rule(BEFORE)) == trace.scores["reweighed, score 2.9"]
+    with pytest.raises(ValueError, match="every scoring"):
+        evaluate(trace, Rule(AlertPolicy()))

@@ -142,6 +142,38 @@ def test_a_low_tier_customer_gets_no_alert_but_memory_moves_on() -> None:
     assert memory == AlertMemory(p_alive_ref=0.7)
 
 
+def test_a_customer_valuable_at_their_last_order_stays_valuable_while_they_drift() -> None:
+    """Their tier has fallen below the floor with their P(alive); the tier at their last order
+    still counts, unless the policy asks for the tier now only."""
+    state = troubled()
+    kept, _ = decide_alert("C1", state, valuation(215, 0.7), None, 50.0, None, at(215),
+                           AlertPolicy(), "m", tier_at_last_order=92.0)
+    assert kept is not None and kept.value_tier == 50.0  # the message says the tier now
+    now_only = AlertPolicy(value_at_last_order=False)
+    assert decide_alert("C1", state, valuation(215, 0.7), None, 50.0, None, at(215), now_only,
+                        "m", tier_at_last_order=92.0)[0] is None
+    assert decide_alert("C1", state, valuation(215, 0.7), None, 50.0, None, at(215),
+                        AlertPolicy(), "m", tier_at_last_order=60.0)[0] is None
+
+
+def test_the_tier_at_the_last_order_comes_from_the_stored_retention_memory() -> None:
+    """The path the worker takes: the decision at the last order records the tier in the
+    retention memory, the record stores it, and a later decision at a lower tier reads it."""
+    from stream_app.domain.retention import Retention, RetentionPolicy
+    from stream_app.domain.retention import decide as decide_retention
+    from stream_app.store.records import pack_retention, unpack_retention
+
+    state, policy = troubled(), RetentionPolicy(horizon_ms=90 * D, snapshot_gap_ms=30 * D)
+    assert state.last_purchase == at(180)
+    r = decide_retention(Retention(), state, valuation(180), 92.0, at(180), policy).retention
+    stored = unpack_retention("C1", pack_retention(r))
+    later = decide_retention(stored, state, valuation(215, 0.7), 50.0, at(215), policy)
+    assert later.alert is not None and later.alert.value_tier == 50.0
+    now_only = replace(policy, alert=AlertPolicy(value_at_last_order=False))
+    assert decide_retention(stored, state, valuation(215, 0.7), 50.0, at(215),
+                            now_only).alert is None
+
+
 def test_a_valuable_customer_on_rhythm_gets_no_alert() -> None:
     alert, _ = decide(fold(regular()), 190)
     assert alert is None
