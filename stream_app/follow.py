@@ -290,9 +290,13 @@ def format_line(record: Record, color: bool = False) -> str:
     value = f"clv {_money(m['clv'])}"
     if isinstance(m.get("value_at_risk"), int | float):
         value = f"at risk {_money(m['value_at_risk'])}  {value}"
+    tier = f"tier {m['value_tier']:g}"
+    then = m.get("value_tier_at_last_order")
+    if isinstance(then, int | float) and then > m["value_tier"]:
+        tier += f" ({then:g} at the last order)"
     return (f"{head}{_paint(severity.upper(), severity, color)} {customer}  "
             f"{_clean(m['kind']):<14}  {value}  churn {_share(m['churn_probability'])}  "
-            f"tier {m['value_tier']:g}  {_reasons(m['reasons'])}")
+            f"{tier}  {_reasons(m['reasons'])}")
 
 
 def format_json(record: Record) -> str:

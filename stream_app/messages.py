@@ -62,6 +62,9 @@ def alert_message(alert: Alert, raised_at: str) -> dict[str, Any]:
         "reasons": [reason_message(r) for r in alert.reasons],
         "model_version": alert.model_version,
         "schema_version": 1,
+        **({} if alert.value_tier_at_last_order is None else {
+            "value_tier_at_last_order": min(max(float(alert.value_tier_at_last_order), 0.0),
+                                            100.0)}),
     }
 
 

@@ -286,6 +286,9 @@ class Alert:
     value_at_risk: float
     reasons: tuple[Reason, ...]
     model_version: str
+    #: The tier at the customer's last order, when the policy judges value by it
+    #: (`AlertPolicy.value_at_last_order`): why a customer below the floor now is alerted.
+    value_tier_at_last_order: float | None = None
 
 
 def _churn(valuation: Valuation, churn_probability: float | None) -> float:
@@ -709,6 +712,7 @@ def decide_alert(
         value_at_risk=risk,
         reasons=tuple(reasons),
         model_version=model_version,
+        value_tier_at_last_order=tier_at_last_order if policy.value_at_last_order else None,
     )
     remembered = AlertMemory(
         last_alert_at=as_of,

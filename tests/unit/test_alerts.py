@@ -149,9 +149,16 @@ def test_a_customer_valuable_at_their_last_order_stays_valuable_while_they_drift
     kept, _ = decide_alert("C1", state, valuation(215, 0.7), None, 50.0, None, at(215),
                            AlertPolicy(), "m", tier_at_last_order=92.0)
     assert kept is not None and kept.value_tier == 50.0  # the message says the tier now
+    message = alert_message(kept, RAISED_AT)
+    CONTRACT.validate_output("alert", message)
+    assert (message["value_tier"], message["value_tier_at_last_order"]) == (50.0, 92.0)
     now_only = AlertPolicy(value_at_last_order=False)
     assert decide_alert("C1", state, valuation(215, 0.7), None, 50.0, None, at(215), now_only,
                         "m", tier_at_last_order=92.0)[0] is None
+    plain, _ = decide_alert("C1", state, valuation(215, 0.7), None, 95.0, None, at(215),
+                            now_only, "m", tier_at_last_order=92.0)
+    assert plain is not None
+    assert "value_tier_at_last_order" not in alert_message(plain, RAISED_AT)
     assert decide_alert("C1", state, valuation(215, 0.7), None, 50.0, None, at(215),
                         AlertPolicy(), "m", tier_at_last_order=60.0)[0] is None
 

@@ -93,7 +93,7 @@ def test_alert_line_has_time_severity_customer_kind_value_and_top_reasons() -> N
                for i in range(4)]
     line = format_line(_record("alert", _alert(reasons=reasons)))
     assert line.startswith("2026-01-22T18:30:01.250Z  HIGH      c-000042      defection_risk  ")
-    assert "clv 1,840.25  churn 0.72  tier 94.5" in line
+    assert "clv 1,840.25  churn 0.72  tier 94.5 (96 at the last order)" in line
     assert "reasons: r0 +0.40 (detail 0); r1 +0.30 (detail 1); r2 +0.20 (detail 2)" in line
     assert "r3" not in line and "\n" not in line
 
