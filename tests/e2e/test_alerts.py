@@ -73,7 +73,9 @@ def test_alerts_for_true_defectors_and_no_duplicate_after_a_restart(
     assert max(ids.values()) == 1, [i for i, n in ids.items() if n > 1]
     for alert in alerts:
         contract.validate_output("alert", alert)
-        assert alert["value_tier"] >= settings.alert_min_value_tier
+        # Valuable now or at the last order (CVM_ALERT_VALUE_AT_LAST_ORDER, the default).
+        then = alert["value_tier_at_last_order"]
+        assert max(alert["value_tier"], then) >= settings.alert_min_value_tier
         assert alert["reasons"]
         assert abs(sum(r["contribution"] for r in alert["reasons"]) - 1) < 1e-3
 
@@ -88,7 +90,10 @@ def test_alerts_for_true_defectors_and_no_duplicate_after_a_restart(
 
     alerted = {a["customer_id"]: a["as_of"] for a in alerts}
     true_defectors = [c for c, at in alerted.items() if defected_before(c, at)]
-    print(f"{len(alerted)} customers alerted, {len(true_defectors)} truly defect within H")
+    below = sum(a["value_tier"] < settings.alert_min_value_tier for a in alerts)
+    print(f"{len(alerted)} customers alerted, {len(true_defectors)} truly defect within H; "
+          f"{below} of {len(alerts)} alerts on customers below the floor now, valuable at "
+          f"their last order")
     assert true_defectors, "no alerted customer truly defects"
 
     metrics = orjson.loads(client.get("cvm:churn:metrics"))
