@@ -63,7 +63,8 @@ class Trace:
     valuable_at: Mapping[str, Sequence[int]]
     valuable_days: float
     scores: Mapping[str, Scores]
-    #: Whether it holds every scoring, below the value floor too (see `Rule.valuable_days`).
+    #: Whether it holds every scoring, below the value floor too, as judging a customer by the
+    #: tier at their last order (`AlertPolicy.value_at_last_order`) needs.
     complete: bool = False
 
 
@@ -103,12 +104,6 @@ class Rule:
     hold_days
         Each signal counts at the largest strength it had over this many days of event time
         (the signals of a span add up, not only those of one moment); None: the moment's.
-    valuable_days
-        A customer stays valuable (alerted on) for this many days after a scoring at or above
-        the policy's ``min_value_tier``: a customer who drifts away loses value as P(alive)
-        falls, often before the signals add up. Needs a trace of every scoring (written with a
-        candidate of tier 0 or with `AlertPolicy.value_at_last_order`, which this reproduces
-        too); None: valuable at the scoring only.
     """
 
     policy: AlertPolicy = field(default_factory=AlertPolicy)
@@ -117,7 +112,6 @@ class Rule:
     open_min_delivered: float = 1.5
     lonely: tuple[str, ...] = ()
     hold_days: float | None = None
-    valuable_days: float | None = None
 
 
 def _betainc_lower_tail(n: float, k: float, p: float) -> float:
@@ -204,7 +198,7 @@ def alerts_of(trace: Trace, rule: Rule,
     the value floor).
     """
     pol = rule.policy
-    if (pol.value_at_last_order or rule.valuable_days is not None) and not trace.complete:
+    if pol.value_at_last_order and not trace.complete:
         raise ValueError(f"seed {trace.seed}: the trace holds the valuable scorings only; a "
                          "customer valuable by their last order needs every scoring (a trace "
                          "written with such a candidate)")
@@ -216,9 +210,7 @@ def alerts_of(trace: Trace, rule: Rule,
     hold = None if rule.hold_days is None else rule.hold_days * MS_PER_DAY
     held: dict[str, dict[str, tuple[float, int]]] = {}  # cid -> code -> (strength, since)
     floor = pol.min_value_tier
-    stay = None if rule.valuable_days is None else rule.valuable_days * MS_PER_DAY
-    valued: dict[str, int] = {}  # cid -> last scoring at or above the floor
-    bought: dict[str, float] = {}  # cid -> tier at the last order
+    bought: dict[str, float] = {}  # cid -> tier at the last order (`Retention.tier_at_purchase`)
     for i, row in enumerate(trace.rows):
         cid, t, tier, _, p_alive = row[:5]
         m = mem.get(cid)
@@ -231,11 +223,7 @@ def alerts_of(trace: Trace, rule: Rule,
             continue
         if row[6][_SINCE] == 0:
             bought[cid] = tier
-        if tier >= floor:
-            valued[cid] = t
-        elif pol.value_at_last_order and bought.get(cid, -1.0) >= floor:
-            pass
-        elif stay is None or t - valued.get(cid, -stay - 1) > stay:
+        if tier < floor and not (pol.value_at_last_order and bought.get(cid, -1.0) >= floor):
             continue
         if silence is not None and row[6][_SINCE] > silence:
             continue

@@ -43,6 +43,10 @@ def reason_message(reason: Reason) -> dict[str, Any]:
     }
 
 
+def _percentile(tier: float) -> float:
+    return min(max(float(tier), 0.0), 100.0)
+
+
 def alert_message(alert: Alert, raised_at: str) -> dict[str, Any]:
     """The alert as a ``cvm.alerts`` message (schemas/alert.v1.json).
 
@@ -58,13 +62,12 @@ def alert_message(alert: Alert, raised_at: str) -> dict[str, Any]:
         "as_of": format_time(alert.as_of),
         "clv": round(alert.clv, 2),
         "churn_probability": round(min(max(alert.churn_probability, 0.0), 1.0), 4),
-        "value_tier": min(max(float(alert.value_tier), 0.0), 100.0),
+        "value_tier": _percentile(alert.value_tier),
         "reasons": [reason_message(r) for r in alert.reasons],
         "model_version": alert.model_version,
         "schema_version": 1,
         **({} if alert.value_tier_at_last_order is None else {
-            "value_tier_at_last_order": min(max(float(alert.value_tier_at_last_order), 0.0),
-                                            100.0)}),
+            "value_tier_at_last_order": _percentile(alert.value_tier_at_last_order)}),
     }
 
 
